@@ -1,0 +1,128 @@
+//! The payloads of the four event types, at their current schema version.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Amount, Currency, EventType};
+
+/// A user signed up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserCreated {
+    pub user_id: Uuid,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderItem {
+    pub sku: String,
+    pub quantity: u32,
+    /// Unit price, in the order's currency.
+    pub price: Amount,
+}
+
+/// A user placed an order. `total_amount` is computed by the command side from the items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPlaced {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub currency: Currency,
+    pub items: Vec<OrderItem>,
+    pub total_amount: Amount,
+}
+
+/// The state a settled payment ended in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Completed,
+}
+
+/// A payment for an order was settled. Keyed by the order id so it follows its order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentSettled {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub amount: Amount,
+    pub currency: Currency,
+    pub payment_method: String,
+    pub status: PaymentStatus,
+}
+
+/// How an inventory adjustment changes the stock of a sku.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustmentType {
+    Add,
+    Remove,
+    Set,
+}
+
+/// The stock of a sku was adjusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryAdjusted {
+    pub sku: String,
+    pub quantity: i64,
+    pub adjustment_type: AdjustmentType,
+    pub reason: String,
+}
+
+/// Any event, at its current schema version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    UserCreated(UserCreated),
+    OrderPlaced(OrderPlaced),
+    PaymentSettled(PaymentSettled),
+    InventoryAdjusted(InventoryAdjusted),
+}
+
+impl Event {
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Event::UserCreated(_) => EventType::UserCreated,
+            Event::OrderPlaced(_) => EventType::OrderPlaced,
+            Event::PaymentSettled(_) => EventType::PaymentSettled,
+            Event::InventoryAdjusted(_) => EventType::InventoryAdjusted,
+        }
+    }
+
+    /// The aggregate the event belongs to, which is also its Kafka message key: payments follow
+    /// their order so that an order's events stay in one partition, in order.
+    pub fn aggregate_id(&self) -> String {
+        match self {
+            Event::UserCreated(e) => e.user_id.to_string(),
+            Event::OrderPlaced(e) => e.order_id.to_string(),
+            Event::PaymentSettled(e) => e.order_id.to_string(),
+            Event::InventoryAdjusted(e) => e.sku.clone(),
+        }
+    }
+
+    /// Invariants every stored event satisfies whatever produced it. The command side enforces
+    /// stricter rules; these are the ones the read model relies on.
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        match self {
+            Event::UserCreated(e) if e.email.is_empty() => Err("email is empty".into()),
+            Event::OrderPlaced(e) => {
+                if e.items.is_empty() {
+                    return Err("an order has no items".into());
+                }
+                if e.items.iter().any(|i| i.quantity == 0 || i.price < Amount::ZERO) {
+                    return Err("an item has a zero quantity or a negative price".into());
+                }
+                Ok(())
+            }
+            Event::PaymentSettled(e) if e.amount <= Amount::ZERO => {
+                Err("payment amount is not positive".into())
+            }
+            Event::InventoryAdjusted(e) if e.sku.is_empty() => Err("sku is empty".into()),
+            _ => Ok(()),
+        }
+    }
+}
