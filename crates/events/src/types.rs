@@ -104,9 +104,23 @@ impl Event {
         }
     }
 
+    /// Every free-text field of the event.
+    fn texts(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self {
+            Event::UserCreated(e) => Box::new([e.email.as_str(), &e.first_name, &e.last_name].into_iter()),
+            Event::OrderPlaced(e) => Box::new(e.items.iter().map(|i| i.sku.as_str())),
+            Event::PaymentSettled(e) => Box::new(std::iter::once(e.payment_method.as_str())),
+            Event::InventoryAdjusted(e) => Box::new([e.sku.as_str(), &e.reason].into_iter()),
+        }
+    }
+
     /// Invariants every stored event satisfies whatever produced it. The command side enforces
     /// stricter rules; these are the ones the read model relies on.
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        if self.texts().any(|t| t.contains('\0')) {
+            // PostgreSQL text cannot hold NUL; such an event could never be stored.
+            return Err("a text field contains a NUL character".into());
+        }
         match self {
             Event::UserCreated(e) if e.email.is_empty() => Err("email is empty".into()),
             Event::OrderPlaced(e) => {

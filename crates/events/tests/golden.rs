@@ -170,6 +170,10 @@ fn malformed_payloads_are_typed_errors() {
         "invalid_data"
     );
     assert_eq!(
+        decode_err(&mutate("user_created", |v| v["data"]["lastName"] = "Love\u{0}lace".into())).code(),
+        "invalid_data"
+    );
+    assert_eq!(
         decode_err(&mutate("inventory_adjusted", |v| v["aggregateId"] = "OTHER".into())).code(),
         "aggregate_mismatch"
     );

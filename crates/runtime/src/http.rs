@@ -1,0 +1,77 @@
+//! HTTP plumbing every service shares: the operational routes (`/healthz`, `/readyz`, `/metrics`),
+//! problem+json fallbacks, and serving until shutdown.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::problem;
+
+/// Whether one dependency is reachable.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+}
+
+type CheckFuture = Pin<Box<dyn Future<Output = Vec<Check>> + Send>>;
+
+/// Checks a service's dependencies for `/readyz`.
+#[derive(Clone)]
+pub struct Readiness(Arc<dyn Fn() -> CheckFuture + Send + Sync>);
+
+impl Readiness {
+    pub fn new<F, Fut>(check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Check>> + Send + 'static,
+    {
+        Readiness(Arc::new(move || Box::pin(check())))
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn ops_router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(readiness)
+}
+
+#[derive(Serialize)]
+struct ReadyBody {
+    ready: bool,
+    checks: Vec<Check>,
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> Response {
+    let checks = (readiness.0)().await;
+    let ready = checks.iter().all(|c| c.ok);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(ReadyBody { ready, checks })).into_response()
+}
+
+async fn metrics() -> Response {
+    let body = crate::metrics::handle().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Adds the problem+json fallbacks for unknown routes and wrong methods.
+pub fn with_problem_fallbacks(router: Router) -> Router {
+    router.fallback(problem::route_not_found).method_not_allowed_fallback(problem::method_not_allowed)
+}
+
+/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}

@@ -1,0 +1,10 @@
+//! Runtime glue shared by the three eventline services. Nothing domain-specific lives here.
+
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod problem;
+pub mod shutdown;
+pub mod telemetry;

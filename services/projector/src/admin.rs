@@ -1,0 +1,86 @@
+//! The projector's admin API: `/healthz`, `/readyz`, `/metrics` and `/status` (checkpoints and
+//! assignment), on 127.0.0.1:8083 by default.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use eventline_runtime::http::{Check, Readiness, ops_router, with_problem_fallbacks};
+use eventline_runtime::problem::Problem;
+use serde::Serialize;
+use sqlx::PgPool;
+use tower_http::trace::TraceLayer;
+
+use crate::checkpoint;
+use crate::consumer::LogConsumer;
+use crate::runner::RunnerStatus;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub pool: PgPool,
+    pub consumer: Arc<LogConsumer>,
+    pub topic: String,
+    pub status: Arc<RunnerStatus>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    let ready_state = state.clone();
+    let readiness = Readiness::new(move || {
+        let state = ready_state.clone();
+        async move {
+            let database = eventline_runtime::db::ping(&state.pool).await;
+            let consumer = state.consumer.clone();
+            let kafka = tokio::task::spawn_blocking(move || {
+                use rdkafka::consumer::Consumer;
+                consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            let healthy = state.status.fatal.lock().map(|f| f.is_none()).unwrap_or(false);
+            vec![
+                Check { name: "postgres", ok: database },
+                Check { name: "kafka", ok: kafka },
+                Check { name: "projection", ok: healthy },
+            ]
+        }
+    });
+    let api = Router::new().route("/status", get(status)).with_state(state);
+    with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PartitionStatus {
+    partition: i32,
+    next_offset: i64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    topic: String,
+    assigned_partitions: Vec<i32>,
+    database_ok: bool,
+    fatal_error: Option<String>,
+    checkpoints: Vec<PartitionStatus>,
+}
+
+async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem> {
+    let checkpoints = checkpoint::load(&state.pool, &state.topic).await.map_err(|error| {
+        tracing::warn!(%error, "Reading checkpoints for /status failed");
+        Problem::unavailable("database-unavailable", "Database unavailable", "Checkpoints cannot be read now.", 1)
+    })?;
+    Ok(Json(Status {
+        topic: state.topic.clone(),
+        assigned_partitions: state.status.assigned.lock().map(|a| a.clone()).unwrap_or_default(),
+        database_ok: state.status.database_ok.load(Ordering::Relaxed),
+        fatal_error: state.status.fatal.lock().ok().and_then(|f| f.clone()),
+        checkpoints: checkpoints
+            .into_iter()
+            .map(|(partition, next_offset)| PartitionStatus { partition, next_offset })
+            .collect(),
+    }))
+}

@@ -1,0 +1,44 @@
+//! Checkpoints: for each partition of the topic, the next offset to apply. They live in the same
+//! database as the read models and are written in the same transaction as the effects, so the read
+//! models and the position they reflect can never disagree.
+
+use std::collections::BTreeMap;
+
+use sqlx::{PgExecutor, Postgres, Transaction};
+
+/// Loads the checkpoints of `topic` (partition → next offset). A partition never applied is absent.
+pub async fn load<'e>(db: impl PgExecutor<'e>, topic: &str) -> sqlx::Result<BTreeMap<i32, i64>> {
+    let rows: Vec<(i32, i64)> =
+        sqlx::query_as("SELECT partition, next_offset FROM projection_checkpoints WHERE topic = $1")
+            .bind(topic)
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Advances checkpoints; never moves one backwards (a stale instance finishing a batch after a
+/// rebalance must not rewind the new owner's progress).
+pub async fn advance(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    next_offsets: &BTreeMap<i32, i64>,
+) -> sqlx::Result<()> {
+    if next_offsets.is_empty() {
+        return Ok(());
+    }
+    let partitions: Vec<i32> = next_offsets.keys().copied().collect();
+    let offsets: Vec<i64> = next_offsets.values().copied().collect();
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (topic, partition, next_offset, updated_at)
+         SELECT $1, p, o, now() FROM UNNEST($2::int[], $3::bigint[]) AS t(p, o)
+         ON CONFLICT (topic, partition) DO UPDATE
+         SET next_offset = GREATEST(projection_checkpoints.next_offset, EXCLUDED.next_offset),
+             updated_at = now()",
+    )
+    .bind(topic)
+    .bind(&partitions)
+    .bind(&offsets)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

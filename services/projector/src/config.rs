@@ -1,0 +1,33 @@
+//! The projector's configuration, from flags or the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use eventline_runtime::config::{DatabaseConfig, KafkaConfig};
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address of the admin API (health, readiness, metrics, status).
+    #[arg(long, env = "EVENTLINE_PROJECTOR_ADDR", default_value = "127.0.0.1:8083")]
+    pub listen: SocketAddr,
+    /// Consumer group shared by all projector instances.
+    #[arg(long, env = "EVENTLINE_PROJECTOR_GROUP", default_value = "eventline-projector")]
+    pub group_id: String,
+    /// Most events applied in one transaction.
+    #[arg(long, env = "EVENTLINE_BATCH_SIZE", default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill before applying what there is, in milliseconds.
+    #[arg(long, env = "EVENTLINE_BATCH_MAX_WAIT_MS", default_value_t = 20)]
+    pub batch_max_wait_ms: u64,
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+}
+
+impl Config {
+    pub fn batch_max_wait(&self) -> Duration {
+        Duration::from_millis(self.batch_max_wait_ms)
+    }
+}

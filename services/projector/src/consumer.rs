@@ -1,0 +1,92 @@
+//! The Kafka side of the projector: a consumer-group member whose partition assignments are passed
+//! to the runner, which positions each partition at its PostgreSQL checkpoint.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Duration;
+
+use eventline_runtime::config::KafkaConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+/// A change of the partitions this instance owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Forwards rebalances to the runner. The callback runs inside the consumer's poll, so the runner
+/// sees an assignment before any message of the newly assigned partitions.
+pub struct RebalanceForwarder {
+    topic: String,
+    tx: Sender<Assignment>,
+}
+
+impl ClientContext for RebalanceForwarder {}
+
+impl ConsumerContext for RebalanceForwarder {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |tpl: &TopicPartitionList| -> Vec<i32> {
+            tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect()
+        };
+        let change = match rebalance {
+            Rebalance::Assign(tpl) => Assignment::Assigned(partitions(tpl)),
+            Rebalance::Revoke(tpl) => Assignment::Revoked(partitions(tpl)),
+            Rebalance::Error(error) => {
+                tracing::warn!(%error, "Consumer group rebalance failed; librdkafka will retry");
+                return;
+            }
+        };
+        tracing::info!(?change, "Partition assignment changed");
+        // The runner owns the receiver for the consumer's whole life.
+        let _ = self.tx.send(change);
+    }
+}
+
+pub type LogConsumer = StreamConsumer<RebalanceForwarder>;
+
+/// Joins the group and subscribes to the topic.
+pub fn subscribe(kafka: &KafkaConfig, group_id: &str) -> KafkaResult<(Arc<LogConsumer>, Receiver<Assignment>)> {
+    let (tx, rx) = channel();
+    let consumer: LogConsumer = eventline_runtime::kafka::client_config(&kafka.brokers)
+        .set("group.id", group_id)
+        // Positions come from PostgreSQL; Kafka's committed offsets are advisory (lag monitoring).
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .create_with_context(RebalanceForwarder { topic: kafka.topic.clone(), tx })?;
+    consumer.subscribe(&[&kafka.topic])?;
+    Ok((Arc::new(consumer), rx))
+}
+
+/// Moves a partition's read position (blocking librdkafka call, run off the async threads).
+pub async fn seek(consumer: &Arc<LogConsumer>, topic: &str, partition: i32, offset: i64) -> KafkaResult<()> {
+    let (consumer, topic) = (consumer.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5)))
+        .await
+        .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+}
+
+/// The partition's high watermark: the offset the next appended message will get.
+pub async fn high_watermark(consumer: &Arc<LogConsumer>, topic: &str, partition: i32) -> KafkaResult<i64> {
+    let (consumer, topic) = (consumer.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)).map(|(_, high)| high))
+        .await
+        .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+}
+
+/// Tells Kafka how far the group got (advisory; the truth is the PostgreSQL checkpoint).
+pub fn commit_advisory(consumer: &LogConsumer, topic: &str, next_offsets: &std::collections::BTreeMap<i32, i64>) {
+    let mut tpl = TopicPartitionList::new();
+    for (&partition, &next) in next_offsets {
+        if tpl.add_partition_offset(topic, partition, Offset::Offset(next)).is_err() {
+            return;
+        }
+    }
+    if let Err(error) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async) {
+        tracing::debug!(%error, "Advisory offset commit failed");
+    }
+}

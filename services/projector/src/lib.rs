@@ -1,0 +1,19 @@
+//! The projector: consumes the event log and applies it to the PostgreSQL read models so that each
+//! event changes them exactly once, whatever Kafka redelivers and wherever a crash happens.
+//!
+//! - `consumer`: the Kafka consumer and its partition assignments;
+//! - `checkpoint`: per-partition positions stored with the read models;
+//! - `project`: one transaction per batch — dedup by event id, the upserts, the checkpoint;
+//! - `runner`: the loop that ties them together, with retries;
+//! - `admin`: health, readiness, metrics and status over HTTP.
+
+mod admin;
+pub mod checkpoint;
+pub mod config;
+mod consumer;
+pub mod project;
+mod runner;
+mod startup;
+
+pub use config::Config;
+pub use startup::Application;

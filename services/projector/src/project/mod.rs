@@ -1,0 +1,155 @@
+//! Applying a batch of log records to the read models: one PostgreSQL transaction holding the
+//! dedup by event id, the set-based upserts, the dead letters and the checkpoint.
+
+mod users;
+
+use std::collections::{BTreeMap, HashSet};
+
+use eventline_events::{DecodeError, Envelope, Event};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::checkpoint;
+
+/// One message as read from the log, owned so a batch can be retried after a transient failure.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Events applied for the first time.
+    pub applied: usize,
+    /// Events already applied before (redeliveries): no effect.
+    pub duplicates: usize,
+    /// Records that can never be applied, recorded as dead letters.
+    pub dead_lettered: usize,
+    /// The checkpoint after the batch, per partition it touched.
+    pub next_offsets: BTreeMap<i32, i64>,
+}
+
+/// An event decoded from a record, with where it came from.
+struct Positioned<'a> {
+    record: &'a Record,
+    envelope: Envelope,
+}
+
+/// Applies `records` (in log order per partition) in one transaction and returns what happened.
+/// On error nothing is committed and the caller retries the same batch.
+pub async fn apply_batch(pool: &PgPool, topic: &str, records: &[Record]) -> sqlx::Result<Outcome> {
+    let mut events = Vec::with_capacity(records.len());
+    let mut dead = Vec::new();
+    for record in records {
+        match Envelope::decode(&record.payload) {
+            Ok(envelope) => events.push(Positioned { record, envelope }),
+            Err(error) => dead.push((record, error)),
+        }
+    }
+
+    let mut tx = pool.begin().await?;
+    let fresh = claim_event_ids(&mut tx, topic, &events).await?;
+    let mut seen = HashSet::with_capacity(fresh.len());
+    // The first occurrence of each fresh id is applied; later copies in the batch are duplicates.
+    let to_apply: Vec<&Positioned<'_>> =
+        events.iter().filter(|e| fresh.contains(&e.envelope.event_id) && seen.insert(e.envelope.event_id)).collect();
+    apply_events(&mut tx, &to_apply).await?;
+    record_dead_letters(&mut tx, topic, &dead).await?;
+
+    let mut next_offsets = BTreeMap::new();
+    for record in records {
+        let next = next_offsets.entry(record.partition).or_insert(0);
+        *next = (*next).max(record.offset + 1);
+    }
+    checkpoint::advance(&mut tx, topic, &next_offsets).await?;
+    tx.commit().await?;
+
+    Ok(Outcome {
+        applied: to_apply.len(),
+        duplicates: events.len() - to_apply.len(),
+        dead_lettered: dead.len(),
+        next_offsets,
+    })
+}
+
+/// Inserts the batch's event ids into `processed_events` and returns those that were not there:
+/// the exactly-once guard. A concurrent transaction claiming the same id makes this one wait and
+/// then see it as taken.
+async fn claim_event_ids(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    events: &[Positioned<'_>],
+) -> sqlx::Result<HashSet<Uuid>> {
+    if events.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.envelope.event_id).collect();
+    let partitions: Vec<i32> = events.iter().map(|e| e.record.partition).collect();
+    let offsets: Vec<i64> = events.iter().map(|e| e.record.offset).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.envelope.event_type().as_str()).collect();
+    let claimed: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO processed_events (event_id, topic, partition, log_offset, event_type)
+         SELECT id, $2, p, o, t FROM UNNEST($1::uuid[], $3::int[], $4::bigint[], $5::text[]) AS u(id, p, o, t)
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id",
+    )
+    .bind(&ids)
+    .bind(topic)
+    .bind(&partitions)
+    .bind(&offsets)
+    .bind(&types)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(claimed.into_iter().collect())
+}
+
+/// Dispatches fresh events to their read model, each type set-based.
+async fn apply_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<'_>]) -> sqlx::Result<()> {
+    let mut users_created = Vec::new();
+    for event in events {
+        match &event.envelope.event {
+            Event::UserCreated(e) => users_created.push((&event.envelope, e)),
+            // Read models for these arrive with the projector issue (#4); until then they are
+            // claimed and checkpointed like any other event.
+            Event::OrderPlaced(_) | Event::PaymentSettled(_) | Event::InventoryAdjusted(_) => {}
+        }
+    }
+    users::apply_created(tx, &users_created).await
+}
+
+async fn record_dead_letters(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    dead: &[(&Record, DecodeError)],
+) -> sqlx::Result<()> {
+    for (record, error) in dead {
+        tracing::warn!(
+            partition = record.partition,
+            offset = record.offset,
+            error_code = error.code(),
+            %error,
+            "Dead-lettering a message that can never be applied"
+        );
+        sqlx::query(
+            "INSERT INTO dead_letters (topic, partition, log_offset, message_key, payload, headers, error_code, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (topic, partition, log_offset) DO NOTHING",
+        )
+        .bind(topic)
+        .bind(record.partition)
+        .bind(record.offset)
+        .bind(record.key.as_deref())
+        .bind(&record.payload)
+        .bind(sqlx::types::Json(&record.headers))
+        .bind(error.code())
+        .bind(error.to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! The projection loop: read a batch from the log, apply it in one transaction (retrying transient
+//! failures without ever advancing past them), then tell Kafka how far we got.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use rdkafka::Message;
+use rdkafka::message::{BorrowedMessage, Headers};
+use sqlx::PgPool;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint;
+use crate::consumer::{self, Assignment, LogConsumer};
+use crate::project::{self, Record};
+
+/// Errors that stop the projector: continuing would corrupt or silently skip.
+#[derive(Debug, thiserror::Error)]
+pub enum FatalError {
+    #[error(
+        "the checkpoint of partition {partition} of {topic:?} is offset {checkpoint}, beyond the partition's \
+         end ({high_watermark}): the log was replaced or the topic recreated. The read models belong to another \
+         log; reset them (drop the database or run a rebuild) before projecting this one"
+    )]
+    CheckpointBeyondEnd { topic: String, partition: i32, checkpoint: i64, high_watermark: i64 },
+}
+
+/// What the admin API reports about the loop.
+#[derive(Debug, Default)]
+pub struct RunnerStatus {
+    pub database_ok: AtomicBool,
+    pub fatal: Mutex<Option<String>>,
+    pub assigned: Mutex<Vec<i32>>,
+}
+
+/// Where a partition's reading stands.
+struct Cursor {
+    /// Next offset to apply (the checkpoint, advanced as records are accepted into batches).
+    next: i64,
+    /// Seeks issued since the last accepted record, to stop retrying a seek that cannot work.
+    seeks: u32,
+}
+
+pub struct Runner {
+    pub consumer: Arc<LogConsumer>,
+    pub assignments: Receiver<Assignment>,
+    pub pool: PgPool,
+    pub topic: String,
+    pub batch_size: usize,
+    pub batch_max_wait: Duration,
+    pub status: Arc<RunnerStatus>,
+}
+
+impl Runner {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), FatalError> {
+        let mut cursors: HashMap<i32, Cursor> = HashMap::new();
+        let mut batch: Vec<Record> = Vec::with_capacity(self.batch_size);
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let wait_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(wait_until), if deadline.is_some() => {
+                    self.flush(&mut batch, &shutdown).await;
+                    deadline = None;
+                }
+                message = self.consumer.recv() => {
+                    let message = match message {
+                        Ok(m) => m,
+                        Err(error) => {
+                            tracing::warn!(%error, "Reading from the log failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
+                    let changes: Vec<Assignment> = self.assignments.try_iter().collect();
+                    if !changes.is_empty() {
+                        // Finish what was read under the old assignment before taking the new one.
+                        self.flush(&mut batch, &shutdown).await;
+                        deadline = None;
+                        self.reassign(changes, &mut cursors).await?;
+                    }
+                    if let Some(record) = self.admit(&message, &mut cursors).await {
+                        batch.push(record);
+                        deadline.get_or_insert_with(|| Instant::now() + self.batch_max_wait);
+                        if batch.len() >= self.batch_size {
+                            self.flush(&mut batch, &shutdown).await;
+                            deadline = None;
+                        }
+                    }
+                }
+            }
+        }
+        // Shutting down: apply what was already read, so a SIGTERM loses nothing and redoes little.
+        self.flush(&mut batch, &shutdown).await;
+        Ok(())
+    }
+
+    /// Positions newly assigned partitions at their checkpoints; forgets revoked ones.
+    async fn reassign(&self, changes: Vec<Assignment>, cursors: &mut HashMap<i32, Cursor>) -> Result<(), FatalError> {
+        for change in changes {
+            match change {
+                Assignment::Revoked(partitions) => partitions.iter().for_each(|p| {
+                    cursors.remove(p);
+                }),
+                Assignment::Assigned(partitions) => {
+                    let checkpoints = self.load_checkpoints().await;
+                    for partition in partitions {
+                        let next = checkpoints.get(&partition).copied().unwrap_or(0);
+                        self.check_within_log(partition, next).await?;
+                        if let Err(error) = consumer::seek(&self.consumer, &self.topic, partition, next).await {
+                            // The admission filter below still enforces the position.
+                            tracing::debug!(partition, next, %error, "Seek on assignment deferred");
+                        }
+                        tracing::info!(partition, next_offset = next, "Resuming partition from its checkpoint");
+                        cursors.insert(partition, Cursor { next, seeks: 0 });
+                    }
+                }
+            }
+        }
+        if let Ok(mut assigned) = self.status.assigned.lock() {
+            *assigned = cursors.keys().copied().collect();
+            assigned.sort_unstable();
+        }
+        Ok(())
+    }
+
+    /// Loads checkpoints, waiting out a database outage (the partition cannot start without it).
+    async fn load_checkpoints(&self) -> BTreeMap<i32, i64> {
+        let mut attempt = 0;
+        loop {
+            match checkpoint::load(&self.pool, &self.topic).await {
+                Ok(checkpoints) => return checkpoints,
+                Err(error) => {
+                    self.status.database_ok.store(false, Ordering::Relaxed);
+                    tracing::warn!(%error, "Loading checkpoints failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn check_within_log(&self, partition: i32, checkpoint: i64) -> Result<(), FatalError> {
+        if checkpoint == 0 {
+            return Ok(());
+        }
+        match consumer::high_watermark(&self.consumer, &self.topic, partition).await {
+            Ok(high) if checkpoint > high => {
+                let error = FatalError::CheckpointBeyondEnd {
+                    topic: self.topic.clone(),
+                    partition,
+                    checkpoint,
+                    high_watermark: high,
+                };
+                if let Ok(mut fatal) = self.status.fatal.lock() {
+                    *fatal = Some(error.to_string());
+                }
+                Err(error)
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(partition, %error, "Could not read the partition's end; not checking the checkpoint");
+                Ok(())
+            }
+        }
+    }
+
+    /// Decides whether a message is the next one to apply for its partition.
+    async fn admit(&self, message: &BorrowedMessage<'_>, cursors: &mut HashMap<i32, Cursor>) -> Option<Record> {
+        let (partition, offset) = (message.partition(), message.offset());
+        let cursor = cursors.get_mut(&partition)?; // not (or no longer) ours
+        if offset < cursor.next {
+            return None; // already applied: a redelivery
+        }
+        if offset > cursor.next && cursor.seeks < 3 {
+            // Ahead of the checkpoint (e.g. Kafka's committed offset was further than ours):
+            // go back rather than skip.
+            cursor.seeks += 1;
+            if let Err(error) = consumer::seek(&self.consumer, &self.topic, partition, cursor.next).await {
+                tracing::warn!(partition, next = cursor.next, %error, "Seek back to the checkpoint failed");
+            }
+            return None;
+        }
+        if offset > cursor.next {
+            tracing::error!(partition, expected = cursor.next, got = offset, "Gap in the log: offsets are missing");
+        }
+        cursor.next = offset + 1;
+        cursor.seeks = 0;
+        Some(Record {
+            partition,
+            offset,
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Applies the batch, retrying transient failures with backoff until it commits. Only a
+    /// shutdown interrupts the retries, and then nothing of the batch is committed.
+    async fn flush(&self, batch: &mut Vec<Record>, shutdown: &CancellationToken) {
+        if batch.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        let outcome = loop {
+            match project::apply_batch(&self.pool, &self.topic, batch).await {
+                Ok(outcome) => break outcome,
+                Err(error) => {
+                    self.status.database_ok.store(false, Ordering::Relaxed);
+                    metrics::counter!("eventline_projector_batch_retries_total").increment(1);
+                    tracing::warn!(%error, attempt, records = batch.len(), "Applying a batch failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled(), if attempt > 0 => {
+                            tracing::warn!(records = batch.len(), "Stopping with an unapplied batch; it will be read again");
+                            batch.clear();
+                            return;
+                        }
+                        _ = tokio::time::sleep(backoff(attempt)) => {}
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        self.status.database_ok.store(true, Ordering::Relaxed);
+        metrics::histogram!("eventline_projector_batch_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("eventline_projector_events_total", "outcome" => "applied").increment(outcome.applied as u64);
+        metrics::counter!("eventline_projector_events_total", "outcome" => "duplicate").increment(outcome.duplicates as u64);
+        metrics::counter!("eventline_projector_events_total", "outcome" => "dead_lettered")
+            .increment(outcome.dead_lettered as u64);
+        for (&partition, &next) in &outcome.next_offsets {
+            metrics::gauge!("eventline_projector_checkpoint", "partition" => partition.to_string()).set(next as f64);
+        }
+        tracing::debug!(?outcome, "Batch applied");
+        consumer::commit_advisory(&self.consumer, &self.topic, &outcome.next_offsets);
+        batch.clear();
+    }
+}
+
+/// Exponential backoff with full jitter: 100 ms doubling up to 10 s.
+fn backoff(attempt: u32) -> Duration {
+    let cap = Duration::from_millis(100).saturating_mul(1 << attempt.min(7)).min(Duration::from_secs(10));
+    let jitter = rand::rng().random_range(0.5..=1.0);
+    cap.mul_f64(jitter)
+}
