@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
+use std::str::FromStr;
+
 use anyhow::Context;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::config::DatabaseConfig;
 
@@ -23,6 +26,49 @@ pub fn pool(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
 /// Runs pending migrations (safe to run concurrently: sqlx takes an advisory lock).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("running database migrations")
+}
+
+/// Connects to the server's maintenance database, for creating or dropping the configured one.
+async fn maintenance_connection(url: &str) -> anyhow::Result<(PgConnection, String)> {
+    let options = PgConnectOptions::from_str(url).with_context(|| format!("invalid DATABASE_URL {}", redact(url)))?;
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    let connection = PgConnection::connect_with(&options.database("postgres"))
+        .await
+        .with_context(|| format!("connecting to the PostgreSQL server of {}", redact(url)))?;
+    Ok((connection, name))
+}
+
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Creates the database named in `url` if it does not exist.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let (mut connection, name) = maintenance_connection(url).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut connection)
+        .await?;
+    if !exists {
+        // A concurrent creator may win the race; that is fine.
+        if let Err(error) = sqlx::query(&format!("CREATE DATABASE {}", quote_identifier(&name))).execute(&mut connection).await {
+            let duplicate = error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == "42P04" || c == "23505");
+            if !duplicate {
+                return Err(error).context(format!("creating database {name}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops the database named in `url` (disconnecting its sessions) if it exists.
+pub async fn drop_database(url: &str) -> anyhow::Result<()> {
+    let (mut connection, name) = maintenance_connection(url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(&name)))
+        .execute(&mut connection)
+        .await
+        .with_context(|| format!("dropping database {name}"))?;
+    Ok(())
 }
 
 /// Whether the database answers.

@@ -2,13 +2,13 @@
 //! to the runner, which positions each partition at its PostgreSQL checkpoint.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Duration;
 
 use eventline_runtime::config::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// A change of the partitions this instance owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub enum Assignment {
 /// sees an assignment before any message of the newly assigned partitions.
 pub struct RebalanceForwarder {
     topic: String,
-    tx: Sender<Assignment>,
+    tx: UnboundedSender<Assignment>,
 }
 
 impl ClientContext for RebalanceForwarder {}
@@ -48,8 +48,8 @@ impl ConsumerContext for RebalanceForwarder {
 pub type LogConsumer = StreamConsumer<RebalanceForwarder>;
 
 /// Joins the group and subscribes to the topic.
-pub fn subscribe(kafka: &KafkaConfig, group_id: &str) -> KafkaResult<(Arc<LogConsumer>, Receiver<Assignment>)> {
-    let (tx, rx) = channel();
+pub fn subscribe(kafka: &KafkaConfig, group_id: &str) -> KafkaResult<(Arc<LogConsumer>, UnboundedReceiver<Assignment>)> {
+    let (tx, rx) = unbounded_channel();
     let consumer: LogConsumer = eventline_runtime::kafka::client_config(&kafka.brokers)
         .set("group.id", group_id)
         // Positions come from PostgreSQL; Kafka's committed offsets are advisory (lag monitoring).

@@ -14,8 +14,15 @@ struct Cli {
 enum Command {
     /// Project the event log into the read models until stopped (the default).
     Run,
-    /// Apply pending database migrations and exit.
+    /// Create the database if missing, apply pending migrations and exit.
     Migrate,
+    /// Drop the read models (the whole database) and recreate them empty, for when the log they
+    /// were built from is gone. Requires --yes.
+    Reset {
+        /// Confirm that the read models should be destroyed.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[tokio::main]
@@ -23,11 +30,12 @@ async fn main() -> anyhow::Result<()> {
     eventline_runtime::telemetry::init("eventline-projector");
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
-        Command::Migrate => {
-            let pool = eventline_runtime::db::pool(&cli.config.database)?;
-            eventline_runtime::db::migrate(&pool).await?;
-            tracing::info!("Migrations applied");
-            Ok(())
+        Command::Migrate => migrate(&cli.config).await,
+        Command::Reset { yes: false } => anyhow::bail!("reset destroys the read models; pass --yes to confirm"),
+        Command::Reset { yes: true } => {
+            eventline_runtime::db::drop_database(&cli.config.database.url).await?;
+            tracing::warn!("Read models dropped");
+            migrate(&cli.config).await
         }
         Command::Run => {
             let shutdown = eventline_runtime::shutdown::on_signal();
@@ -36,4 +44,12 @@ async fn main() -> anyhow::Result<()> {
             app.run_until(shutdown).await
         }
     }
+}
+
+async fn migrate(config: &eventline_projector::Config) -> anyhow::Result<()> {
+    eventline_runtime::db::ensure_database(&config.database.url).await?;
+    let pool = eventline_runtime::db::pool(&config.database)?;
+    eventline_runtime::db::migrate(&pool).await?;
+    tracing::info!("Database ready and migrated");
+    Ok(())
 }

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use rand::Rng;
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Headers};
 use sqlx::PgPool;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +47,6 @@ struct Cursor {
 
 pub struct Runner {
     pub consumer: Arc<LogConsumer>,
-    pub assignments: Receiver<Assignment>,
     pub pool: PgPool,
     pub topic: String,
     pub batch_size: usize,
@@ -56,7 +55,13 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), FatalError> {
+    /// Runs until `shutdown`. `assignments` carries the consumer's rebalances; they are taken
+    /// before every message, so a partition is positioned before its first message is looked at.
+    pub async fn run(
+        self,
+        mut assignments: UnboundedReceiver<Assignment>,
+        shutdown: CancellationToken,
+    ) -> Result<(), FatalError> {
         let mut cursors: HashMap<i32, Cursor> = HashMap::new();
         let mut batch: Vec<Record> = Vec::with_capacity(self.batch_size);
         let mut deadline: Option<Instant> = None;
@@ -68,6 +73,14 @@ impl Runner {
                     self.flush(&mut batch, &shutdown).await;
                     deadline = None;
                 }
+                Some(change) = assignments.recv() => {
+                    // A rebalance while no messages flow (e.g. an empty or idle log).
+                    self.flush(&mut batch, &shutdown).await;
+                    deadline = None;
+                    let mut changes = vec![change];
+                    changes.extend(std::iter::from_fn(|| assignments.try_recv().ok()));
+                    self.reassign(changes, &mut cursors).await?;
+                }
                 message = self.consumer.recv() => {
                     let message = match message {
                         Ok(m) => m,
@@ -77,7 +90,7 @@ impl Runner {
                             continue;
                         }
                     };
-                    let changes: Vec<Assignment> = self.assignments.try_iter().collect();
+                    let changes: Vec<Assignment> = std::iter::from_fn(|| assignments.try_recv().ok()).collect();
                     if !changes.is_empty() {
                         // Finish what was read under the old assignment before taking the new one.
                         self.flush(&mut batch, &shutdown).await;

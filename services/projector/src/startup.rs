@@ -10,12 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::admin;
-use crate::consumer;
+use crate::consumer::{self, Assignment};
+use tokio::sync::mpsc::UnboundedReceiver;
 use crate::runner::{Runner, RunnerStatus};
 
 pub struct Application {
     listener: TcpListener,
     runner: Runner,
+    assignments: UnboundedReceiver<Assignment>,
     pool: PgPool,
     config: Config,
 }
@@ -32,14 +34,13 @@ impl Application {
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let runner = Runner {
             consumer,
-            assignments,
             pool: pool.clone(),
             topic: config.kafka.topic.clone(),
             batch_size: config.batch_size.max(1),
             batch_max_wait: config.batch_max_wait(),
             status: Arc::new(RunnerStatus::default()),
         };
-        Ok(Application { listener, runner, pool, config })
+        Ok(Application { listener, runner, assignments, pool, config })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -57,7 +58,7 @@ impl Application {
         };
         let admin_shutdown = shutdown.child_token();
         let admin = tokio::spawn(eventline_runtime::http::serve(self.listener, admin::router(admin_state), admin_shutdown.clone()));
-        let result = self.runner.run(shutdown).await;
+        let result = self.runner.run(self.assignments, shutdown).await;
         admin_shutdown.cancel();
         let _ = admin.await;
         result.context("projection stopped")?;

@@ -1,0 +1,122 @@
+# Shared by the make targets: where things live, and how to install and start the dependencies.
+# Sourced, not executed.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Logs and pid files of everything `make up` starts.
+STATE_DIR="${EVENTLINE_STATE_DIR:-$ROOT/.state}"
+# Builds and the broker binary are cached outside the clone so fresh clones (CI) reuse them.
+CACHE_DIR="${EVENTLINE_CACHE_DIR:-$HOME/.cache/eventline}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/target}"
+
+TANSU_VERSION=0.6.0
+TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+
+export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/eventline}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+
+mkdir -p "$STATE_DIR"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+warn() { printf '\033[1;33m!!  %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[1;31mxx  %s\033[0m\n' "$*" >&2; exit 1; }
+
+# port_open HOST PORT: is something listening there?
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# wait_port HOST PORT SECONDS
+wait_port() {
+  local deadline=$((SECONDS + $3))
+  until port_open "$1" "$2"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+APT_UPDATED=""
+apt_install() {
+  command -v apt-get >/dev/null || die "apt-get not found: install $* yourself"
+  [[ -n $APT_UPDATED ]] || { as_root apt-get update -qq; APT_UPDATED=1; }
+  say "Installing $* (apt)"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# host_port URL DEFAULT_PORT: "host port" of a postgres://, redis:// or host:port address.
+host_port() {
+  local rest="${1#*://}"; rest="${rest##*@}"; rest="${rest%%/*}"; rest="${rest%%,*}"
+  local host="${rest%:*}" port="${rest##*:}"
+  [[ $rest == *:* ]] || { host="$rest"; port="$2"; }
+  echo "${host:-127.0.0.1} ${port:-$2}"
+}
+
+is_local() { [[ $1 == 127.0.0.1 || $1 == localhost || $1 == ::1 ]]; }
+
+ensure_build_tools() {
+  local missing=()
+  command -v cc >/dev/null || missing+=(gcc)
+  command -v make >/dev/null || missing+=(make)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v perl >/dev/null || missing+=(perl)
+  ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+}
+
+ensure_postgres() {
+  read -r host port < <(host_port "$DATABASE_URL" 5432)
+  if port_open "$host" "$port"; then return; fi
+  is_local "$host" || die "PostgreSQL at $host:$port does not answer (DATABASE_URL)"
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    apt_install postgresql
+    # A fresh install asks for passwords on TCP; this is a local development server, and the
+    # default DATABASE_URL has none, so trust loopback connections.
+    local hba
+    hba=$(ls /etc/postgresql/*/main/pg_hba.conf | head -1)
+    as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+    touch "$STATE_DIR/installed-postgres"
+  fi
+  say "Starting PostgreSQL"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  wait_port "$host" "$port" 30 || die "PostgreSQL did not start on $host:$port"
+  touch "$STATE_DIR/started-postgres"
+}
+
+ensure_redis() {
+  read -r host port < <(host_port "$REDIS_URL" 6379)
+  if port_open "$host" "$port"; then return; fi
+  is_local "$host" || die "Redis at $host:$port does not answer (REDIS_URL)"
+  command -v redis-server >/dev/null || apt_install redis-server
+  say "Starting Redis"
+  mkdir -p "$STATE_DIR/redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$STATE_DIR/redis" \
+    --appendonly yes --pidfile "$STATE_DIR/redis.pid" --logfile "$STATE_DIR/redis.log"
+  wait_port "$host" "$port" 15 || die "Redis did not start on $host:$port"
+  touch "$STATE_DIR/started-redis"
+}
+
+ensure_tansu_binary() {
+  [[ -x $TANSU_BIN ]] && return
+  ensure_build_tools
+  say "Building the Tansu $TANSU_VERSION broker once (10-20 minutes on two cores; cached in $CACHE_DIR)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore \
+    --root "$CACHE_DIR/tansu-$TANSU_VERSION" --quiet
+}
+
+# ensure_broker: starts Tansu on KAFKA_BROKERS when nothing answers there. Returns 0 when it
+# started a new (empty) broker, 1 when one was already running.
+ensure_broker() {
+  read -r host port < <(host_port "$KAFKA_BROKERS" 9092)
+  if port_open "$host" "$port"; then return 1; fi
+  is_local "$host" || die "No Kafka broker answers at $KAFKA_BROKERS (KAFKA_BROKERS)"
+  ensure_tansu_binary
+  say "Starting the Tansu broker on $host:$port (in-memory log)"
+  # Tansu reads OTEL_EXPORTER_OTLP_ENDPOINT too; the broker's own traces are not ours to export.
+  env -u OTEL_EXPORTER_OTLP_ENDPOINT nohup "$TANSU_BIN" broker \
+    --listener-url "tcp://$host:$port" --advertised-listener-url "tcp://$host:$port" \
+    --storage-engine memory://tansu/ >"$STATE_DIR/tansu.log" 2>&1 &
+  echo $! >"$STATE_DIR/tansu.pid"
+  wait_port "$host" "$port" 30 || die "Tansu did not start; see $STATE_DIR/tansu.log"
+  return 0
+}

@@ -1,0 +1,9 @@
+//! The query service: reads the PostgreSQL read models the projector maintains and serves them
+//! over HTTP. It never writes.
+
+pub mod config;
+pub mod http;
+mod startup;
+
+pub use config::Config;
+pub use startup::Application;

@@ -1,0 +1,12 @@
+use clap::Parser;
+use eventline_query::{Application, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    eventline_runtime::telemetry::init("eventline-query");
+    let config = Config::parse();
+    let shutdown = eventline_runtime::shutdown::on_signal();
+    let app = Application::build(config).await?;
+    tracing::info!(address = %app.address(), "Query service listening");
+    app.run_until(shutdown).await
+}

@@ -1,0 +1,73 @@
+//! Starting the services in-process, each on a free port, against one `TestEnv`.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+
+use eventline_testkit::TestEnv;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running service: its address, and how to stop it and learn how it ended.
+pub struct Running {
+    pub address: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Stops the service gracefully and returns how it ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await.unwrap()
+    }
+}
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+pub async fn command(env: &TestEnv) -> Running {
+    let config =
+        eventline_command::Config { listen: any_port(), kafka: env.kafka.clone(), append_timeout_ms: 5000 };
+    let app = eventline_command::Application::build(config).await.unwrap();
+    let address = app.address();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until(shutdown.clone()));
+    Running { address, shutdown, handle }
+}
+
+pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Config {
+    eventline_projector::Config {
+        listen: any_port(),
+        group_id: format!("{group}-{}", env.id),
+        batch_size: 500,
+        batch_max_wait_ms: 10,
+        kafka: env.kafka.clone(),
+        database: env.database.clone(),
+    }
+}
+
+pub async fn projector_with(config: eventline_projector::Config) -> Running {
+    let app = eventline_projector::Application::build(config).await.unwrap();
+    let address = app.address();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until(shutdown.clone()));
+    Running { address, shutdown, handle }
+}
+
+pub async fn projector(env: &TestEnv) -> Running {
+    projector_with(projector_config(env, "projector")).await
+}
+
+pub async fn query(env: &TestEnv) -> Running {
+    let config = eventline_query::Config { listen: any_port(), database: env.database.clone() };
+    let app = eventline_query::Application::build(config).await.unwrap();
+    let address = app.address();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until(shutdown.clone()));
+    Running { address, shutdown, handle }
+}
