@@ -104,11 +104,11 @@ ensure_tansu_binary() {
     --root "$CACHE_DIR/tansu-$TANSU_VERSION" --quiet
 }
 
-# ensure_broker: starts Tansu on KAFKA_BROKERS when nothing answers there. Returns 0 when it
-# started a new (empty) broker, 1 when one was already running.
+# ensure_broker: starts Tansu on KAFKA_BROKERS when nothing answers there. A new broker has an
+# empty log; the marker file tells `make up` (now or later) to reset the read models to match.
 ensure_broker() {
   read -r host port < <(host_port "$KAFKA_BROKERS" 9092)
-  if port_open "$host" "$port"; then return 1; fi
+  if port_open "$host" "$port"; then return 0; fi
   is_local "$host" || die "No Kafka broker answers at $KAFKA_BROKERS (KAFKA_BROKERS)"
   ensure_tansu_binary
   say "Starting the Tansu broker on $host:$port (in-memory log)"
@@ -117,6 +117,6 @@ ensure_broker() {
     --listener-url "tcp://$host:$port" --advertised-listener-url "tcp://$host:$port" \
     --storage-engine memory://tansu/ >"$STATE_DIR/tansu.log" 2>&1 &
   echo $! >"$STATE_DIR/tansu.pid"
+  touch "$STATE_DIR/broker-log-is-new"
   wait_port "$host" "$port" 30 || die "Tansu did not start; see $STATE_DIR/tansu.log"
-  return 0
 }

@@ -31,13 +31,20 @@ fn any_port() -> SocketAddr {
 }
 
 pub async fn command(env: &TestEnv) -> Running {
-    let config =
-        eventline_command::Config { listen: any_port(), kafka: env.kafka.clone(), append_timeout_ms: 5000 };
+    let config = eventline_command::Config {
+        listen: any_port(),
+        kafka: env.kafka.clone(),
+        append_timeout_ms: 5000,
+    };
     let app = eventline_command::Application::build(config).await.unwrap();
     let address = app.address();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until(shutdown.clone()));
-    Running { address, shutdown, handle }
+    Running {
+        address,
+        shutdown,
+        handle,
+    }
 }
 
 pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Config {
@@ -52,11 +59,17 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
 }
 
 pub async fn projector_with(config: eventline_projector::Config) -> Running {
-    let app = eventline_projector::Application::build(config).await.unwrap();
+    let app = eventline_projector::Application::build(config)
+        .await
+        .unwrap();
     let address = app.address();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until(shutdown.clone()));
-    Running { address, shutdown, handle }
+    Running {
+        address,
+        shutdown,
+        handle,
+    }
 }
 
 pub async fn projector(env: &TestEnv) -> Running {
@@ -64,10 +77,17 @@ pub async fn projector(env: &TestEnv) -> Running {
 }
 
 pub async fn query(env: &TestEnv) -> Running {
-    let config = eventline_query::Config { listen: any_port(), database: env.database.clone() };
+    let config = eventline_query::Config {
+        listen: any_port(),
+        database: env.database.clone(),
+    };
     let app = eventline_query::Application::build(config).await.unwrap();
     let address = app.address();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until(shutdown.clone()));
-    Running { address, shutdown, handle }
+    Running {
+        address,
+        shutdown,
+        handle,
+    }
 }

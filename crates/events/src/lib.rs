@@ -12,7 +12,13 @@ mod types;
 mod upcast;
 
 pub use currency::{Currency, CurrencyError};
-pub use envelope::{DecodeError, Envelope, EventType, HEADER_CONTENT_TYPE, HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION, JSON_CONTENT_TYPE};
+pub use envelope::{
+    DecodeError, Envelope, EventType, HEADER_CONTENT_TYPE, HEADER_EVENT_ID, HEADER_EVENT_TYPE,
+    HEADER_SCHEMA_VERSION, JSON_CONTENT_TYPE,
+};
 pub use money::{Amount, AmountError};
 pub use position::{ConsistencyToken, LogPosition, TokenError};
-pub use types::{AdjustmentType, Event, InventoryAdjusted, OrderItem, OrderPlaced, PaymentSettled, PaymentStatus, UserCreated};
+pub use types::{
+    AdjustmentType, Event, InventoryAdjusted, OrderItem, OrderPlaced, PaymentSettled,
+    PaymentStatus, UserCreated,
+};

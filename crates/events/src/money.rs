@@ -151,17 +151,30 @@ mod tests {
     fn numbers_are_read_exactly_not_through_a_float() {
         // 0.1 + 0.2 style values and more digits than an f64 holds survive unchanged.
         assert_eq!(read(r#"{"amount": 0.1}"#).unwrap().to_string(), "0.1");
-        assert_eq!(read(r#"{"amount": 12345678901234567.89}"#).unwrap().to_string(), "12345678901234567.89");
+        assert_eq!(
+            read(r#"{"amount": 12345678901234567.89}"#)
+                .unwrap()
+                .to_string(),
+            "12345678901234567.89"
+        );
         assert_eq!(read(r#"{"amount": 10.50}"#).unwrap().fraction_digits(), 2);
         assert_eq!(read(r#"{"amount": 1.5e2}"#).unwrap().to_string(), "150");
     }
 
     #[test]
     fn strings_are_read_as_plain_decimals() {
-        assert_eq!(read(r#"{"amount": "299.99"}"#).unwrap().to_string(), "299.99");
+        assert_eq!(
+            read(r#"{"amount": "299.99"}"#).unwrap().to_string(),
+            "299.99"
+        );
         assert_eq!(read(r#"{"amount": "-3"}"#).unwrap().to_string(), "-3");
-        for bad in ["", "1e3", "1_000", "+1", " 1", "1.", ".5", "NaN", "0x10", "1.2.3"] {
-            assert!(Amount::parse_plain(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "", "1e3", "1_000", "+1", " 1", "1.", ".5", "NaN", "0x10", "1.2.3",
+        ] {
+            assert!(
+                Amount::parse_plain(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
@@ -175,7 +188,9 @@ mod tests {
 
     #[test]
     fn amounts_are_written_as_decimal_strings_keeping_their_scale() {
-        let w = Wrapper { amount: "10.50".parse().unwrap() };
+        let w = Wrapper {
+            amount: "10.50".parse().unwrap(),
+        };
         assert_eq!(serde_json::to_string(&w).unwrap(), r#"{"amount":"10.50"}"#);
     }
 }

@@ -41,6 +41,8 @@ impl Readiness {
 
 /// `/healthz`, `/readyz` and `/metrics`.
 pub fn ops_router(readiness: Readiness) -> Router {
+    // Install the recorder now, so that what happens before the first scrape is counted.
+    crate::metrics::handle();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -57,21 +59,35 @@ struct ReadyBody {
 async fn readyz(State(readiness): State<Readiness>) -> Response {
     let checks = (readiness.0)().await;
     let ready = checks.iter().all(|c| c.ok);
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(ReadyBody { ready, checks })).into_response()
 }
 
 async fn metrics() -> Response {
-    let body = crate::metrics::handle().map(|h| h.render()).unwrap_or_default();
+    let body = crate::metrics::handle()
+        .map(|h| h.render())
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// Adds the problem+json fallbacks for unknown routes and wrong methods.
 pub fn with_problem_fallbacks(router: Router) -> Router {
-    router.fallback(problem::route_not_found).method_not_allowed_fallback(problem::method_not_allowed)
+    router
+        .fallback(problem::route_not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
 }
 
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

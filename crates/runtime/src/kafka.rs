@@ -31,12 +31,19 @@ pub enum TopicError {
     #[error("the broker at {brokers} is unreachable or failed a request: {source}")]
     Broker { brokers: String, source: KafkaError },
     #[error("creating topic {topic:?} failed: {code}")]
-    Create { topic: String, code: RDKafkaErrorCode },
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
     #[error(
         "topic {topic:?} has {setting}={value}, but the event log must be kept forever \
          (retention.ms=-1, cleanup.policy=delete); fix the topic's configuration or use another topic"
     )]
-    NotForever { topic: String, setting: &'static str, value: String },
+    NotForever {
+        topic: String,
+        setting: &'static str,
+        value: String,
+    },
     #[error("topic {topic:?} did not appear in the broker's metadata within {waited:?}")]
     NotVisible { topic: String, waited: Duration },
 }
@@ -44,17 +51,35 @@ pub enum TopicError {
 /// Creates the event topic if it is missing, checks an existing one keeps events forever, and
 /// returns its number of partitions.
 pub async fn ensure_topic(config: &KafkaConfig) -> Result<i32, TopicError> {
-    let broker_err = |source| TopicError::Broker { brokers: config.brokers.clone(), source };
-    let admin: AdminClient<DefaultClientContext> = client_config(&config.brokers).create().map_err(broker_err)?;
-    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10))).operation_timeout(Some(Duration::from_secs(10)));
-    let topic = NewTopic::new(&config.topic, config.topic_partitions, TopicReplication::Fixed(config.topic_replication))
-        .set("retention.ms", "-1")
-        .set("cleanup.policy", "delete");
-    let results = admin.create_topics([&topic], &options).await.map_err(broker_err)?;
+    let broker_err = |source| TopicError::Broker {
+        brokers: config.brokers.clone(),
+        source,
+    };
+    let admin: AdminClient<DefaultClientContext> = client_config(&config.brokers)
+        .create()
+        .map_err(broker_err)?;
+    let options = AdminOptions::new()
+        .request_timeout(Some(Duration::from_secs(10)))
+        .operation_timeout(Some(Duration::from_secs(10)));
+    let topic = NewTopic::new(
+        &config.topic,
+        config.topic_partitions,
+        TopicReplication::Fixed(config.topic_replication),
+    )
+    .set("retention.ms", "-1")
+    .set("cleanup.policy", "delete");
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .map_err(broker_err)?;
     for result in results {
         match result {
-            Ok(name) => tracing::info!(topic = %name, partitions = config.topic_partitions, "Created the event topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => check_kept_forever(&admin, &options, &config.topic).await?,
+            Ok(name) => {
+                tracing::info!(topic = %name, partitions = config.topic_partitions, "Created the event topic")
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                check_kept_forever(&admin, &options, &config.topic).await?
+            }
             Err((name, code)) => return Err(TopicError::Create { topic: name, code }),
         }
     }
@@ -66,32 +91,48 @@ async fn check_kept_forever(
     options: &AdminOptions,
     topic: &str,
 ) -> Result<(), TopicError> {
-    let described = match admin.describe_configs([&ResourceSpecifier::Topic(topic)], options).await {
+    let described = match admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], options)
+        .await
+    {
         Ok(mut results) => results.pop().and_then(Result::ok),
         Err(_) => None,
     };
     let Some(resource) = described else {
         // Some Kafka-compatible brokers do not implement DescribeConfigs; we cannot check, so say so.
-        tracing::warn!(topic, "Could not read the topic's configuration; assuming it keeps events forever");
+        tracing::warn!(
+            topic,
+            "Could not read the topic's configuration; assuming it keeps events forever"
+        );
         return Ok(());
     };
     let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
     if let Some(retention) = value("retention.ms").filter(|v| v != "-1") {
-        return Err(TopicError::NotForever { topic: topic.to_owned(), setting: "retention.ms", value: retention });
+        return Err(TopicError::NotForever {
+            topic: topic.to_owned(),
+            setting: "retention.ms",
+            value: retention,
+        });
     }
     if let Some(policy) = value("cleanup.policy").filter(|v| v.contains("compact")) {
-        return Err(TopicError::NotForever { topic: topic.to_owned(), setting: "cleanup.policy", value: policy });
+        return Err(TopicError::NotForever {
+            topic: topic.to_owned(),
+            setting: "cleanup.policy",
+            value: policy,
+        });
     }
     Ok(())
 }
 
 /// Topic creation is asynchronous in Kafka: wait until the metadata shows the partitions.
 async fn wait_for_partitions(config: &KafkaConfig) -> Result<i32, TopicError> {
-    let consumer: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(
-        client_config(&config.brokers)
-            .create()
-            .map_err(|source| TopicError::Broker { brokers: config.brokers.clone(), source })?,
-    );
+    let consumer: std::sync::Arc<BaseConsumer> =
+        std::sync::Arc::new(client_config(&config.brokers).create().map_err(|source| {
+            TopicError::Broker {
+                brokers: config.brokers.clone(),
+                source,
+            }
+        })?);
     let topic = config.topic.clone();
     let started = Instant::now();
     let limit = Duration::from_secs(30);
@@ -101,7 +142,12 @@ async fn wait_for_partitions(config: &KafkaConfig) -> Result<i32, TopicError> {
             consumer
                 .fetch_metadata(Some(&name), Duration::from_secs(5))
                 .ok()
-                .and_then(|m| m.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len()))
+                .and_then(|m| {
+                    m.topics()
+                        .first()
+                        .filter(|t| t.error().is_none())
+                        .map(|t| t.partitions().len())
+                })
         })
         .await
         .ok()
@@ -110,7 +156,10 @@ async fn wait_for_partitions(config: &KafkaConfig) -> Result<i32, TopicError> {
             return Ok(i32::try_from(n).unwrap_or(i32::MAX));
         }
         if started.elapsed() > limit {
-            return Err(TopicError::NotVisible { topic, waited: limit });
+            return Err(TopicError::NotVisible {
+                topic,
+                waited: limit,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -6,8 +6,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -25,7 +25,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -45,7 +48,12 @@ pub struct Problem {
 
 impl Problem {
     /// A problem of a stable `slug` (the last segment of its type URI).
-    pub fn new(status: StatusCode, slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        slug: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
         Problem {
             kind: format!("{TYPE_BASE}{slug}"),
             title,
@@ -61,7 +69,15 @@ impl Problem {
             [one] => format!("{}: {}", one.field, one.message),
             many => format!("{} fields are invalid", many.len()),
         };
-        Problem { errors, ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-error", "Validation failed", detail) }
+        Problem {
+            errors,
+            ..Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation-error",
+                "Validation failed",
+                detail,
+            )
+        }
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -73,13 +89,26 @@ impl Problem {
     }
 
     /// A dependency is down; the client may retry after `retry_after_secs`.
-    pub fn unavailable(slug: &str, title: &'static str, detail: impl Into<String>, retry_after_secs: u64) -> Self {
-        Problem { retry_after_secs: Some(retry_after_secs), ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, detail) }
+    pub fn unavailable(
+        slug: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+        retry_after_secs: u64,
+    ) -> Self {
+        Problem {
+            retry_after_secs: Some(retry_after_secs),
+            ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, detail)
+        }
     }
 
     /// An unexpected failure. The detail stays generic; the cause is logged where it happened.
     pub fn internal() -> Self {
-        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "Internal error", "The request could not be completed; the error was logged.")
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal-error",
+            "Internal error",
+            "The request could not be completed; the error was logged.",
+        )
     }
 
     pub fn status(&self) -> StatusCode {
@@ -93,7 +122,10 @@ impl IntoResponse for Problem {
         let retry_after = self.retry_after_secs;
         let mut response = (status, Json(self)).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -114,7 +146,10 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Json::<T>::from_request(req, state).await.map(|Json(v)| ApiJson(v)).map_err(json_rejection_problem)
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| ApiJson(v))
+            .map_err(json_rejection_problem)
     }
 }
 
@@ -122,7 +157,9 @@ fn json_rejection_problem(rejection: JsonRejection) -> Problem {
     match rejection {
         JsonRejection::JsonDataError(e) => {
             // The inner serde error names the path and the reason: "email: missing field `email`".
-            let text = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_else(|| e.body_text());
+            let text = std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| e.body_text());
             let (field, message) = match text.split_once(": ") {
                 Some((path, msg)) if !path.contains(' ') => (path.to_owned(), msg.to_owned()),
                 _ => (".".to_owned(), text.clone()),
@@ -132,7 +169,9 @@ fn json_rejection_problem(rejection: JsonRejection) -> Problem {
         JsonRejection::JsonSyntaxError(e) => Problem::bad_request(
             "malformed-json",
             "Malformed JSON",
-            std::error::Error::source(&e).map(ToString::to_string).unwrap_or_else(|| e.body_text()),
+            std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| e.body_text()),
         ),
         JsonRejection::MissingJsonContentType(_) => Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -140,12 +179,14 @@ fn json_rejection_problem(rejection: JsonRejection) -> Problem {
             "Unsupported media type",
             "Send the body as JSON with `Content-Type: application/json`.",
         ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            "Payload too large",
-            "The request body is over this endpoint's size limit.",
-        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                "The request body is over this endpoint's size limit.",
+            )
+        }
         other => Problem::bad_request("unreadable-body", "Unreadable body", other.body_text()),
     }
 }
@@ -157,5 +198,10 @@ pub async fn route_not_found() -> Problem {
 
 /// Fallback for a known route called with the wrong method.
 pub async fn method_not_allowed() -> Problem {
-    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", "This route does not accept that method.")
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "This route does not accept that method.",
+    )
 }

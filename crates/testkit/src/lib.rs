@@ -28,7 +28,10 @@ pub struct TestEnv {
 }
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 impl TestEnv {
@@ -36,25 +39,48 @@ impl TestEnv {
     /// the first service that starts, exactly as in production.
     pub async fn new() -> TestEnv {
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let server = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/eventline");
-        let base = server.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(server.clone());
-        let database = DatabaseConfig { url: format!("{base}/eventline_test_{id}"), max_connections: 8 };
-        eventline_runtime::db::ensure_database(&database.url).await.expect("creating the test database");
+        let server = env_or(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/eventline",
+        );
+        let base = server
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or(server.clone());
+        let database = DatabaseConfig {
+            url: format!("{base}/eventline_test_{id}"),
+            max_connections: 8,
+        };
+        eventline_runtime::db::ensure_database(&database.url)
+            .await
+            .expect("creating the test database");
         let pool = eventline_runtime::db::pool(&database).unwrap();
-        eventline_runtime::db::migrate(&pool).await.expect("migrating the test database");
+        eventline_runtime::db::migrate(&pool)
+            .await
+            .expect("migrating the test database");
         let kafka = KafkaConfig {
             brokers: env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
             topic: format!("eventline.test.{id}"),
             topic_partitions: TEST_PARTITIONS,
             topic_replication: 1,
         };
-        let redis = RedisConfig { url: env_or("REDIS_URL", "redis://127.0.0.1:6379") };
-        TestEnv { kafka, database, redis, pool, id }
+        let redis = RedisConfig {
+            url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+        };
+        TestEnv {
+            kafka,
+            database,
+            redis,
+            pool,
+            id,
+        }
     }
 
     /// Creates the topic now (for tests that produce before any service starts).
     pub async fn create_topic(&self) {
-        eventline_runtime::kafka::ensure_topic(&self.kafka).await.expect("creating the test topic");
+        eventline_runtime::kafka::ensure_topic(&self.kafka)
+            .await
+            .expect("creating the test topic");
     }
 
     /// A raw producer on the test topic, for putting exactly chosen bytes into the log.
@@ -67,12 +93,28 @@ impl TestEnv {
     }
 
     /// Appends an event with its headers, as the command service would; returns (partition, offset).
-    pub async fn produce_event(&self, producer: &FutureProducer, envelope: &Envelope) -> (i32, i64) {
+    pub async fn produce_event(
+        &self,
+        producer: &FutureProducer,
+        envelope: &Envelope,
+    ) -> (i32, i64) {
         let id = envelope.event_id.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: HEADER_EVENT_TYPE, value: Some(envelope.event_type().as_str()) })
-            .insert(Header { key: HEADER_EVENT_ID, value: Some(id.as_str()) });
-        self.produce_raw(producer, &envelope.aggregate_id(), &envelope.encode(), Some(headers)).await
+            .insert(Header {
+                key: HEADER_EVENT_TYPE,
+                value: Some(envelope.event_type().as_str()),
+            })
+            .insert(Header {
+                key: HEADER_EVENT_ID,
+                value: Some(id.as_str()),
+            });
+        self.produce_raw(
+            producer,
+            &envelope.aggregate_id(),
+            &envelope.encode(),
+            Some(headers),
+        )
+        .await
     }
 
     /// Appends arbitrary bytes under `key`.
@@ -83,11 +125,17 @@ impl TestEnv {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> (i32, i64) {
-        let mut record = FutureRecord::to(&self.kafka.topic).key(key).payload(payload);
+        let mut record = FutureRecord::to(&self.kafka.topic)
+            .key(key)
+            .payload(payload);
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
-        let delivery = producer.send(record, Duration::from_secs(5)).await.map_err(|(e, _)| e).expect("producing");
+        let delivery = producer
+            .send(record, Duration::from_secs(5))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("producing");
         (delivery.partition, delivery.offset)
     }
 }
@@ -103,12 +151,18 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// An HTTP client for tests.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
 }

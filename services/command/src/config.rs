@@ -6,7 +6,11 @@ use clap::Parser;
 use eventline_runtime::config::KafkaConfig;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "eventline-command", version, about = "eventline command service")]
+#[command(
+    name = "eventline-command",
+    version,
+    about = "eventline command service"
+)]
 pub struct Config {
     /// Address the HTTP API listens on.
     #[arg(long, env = "EVENTLINE_COMMAND_ADDR", default_value = "127.0.0.1:8081")]

@@ -45,7 +45,10 @@ fn optional_id(id: Option<&str>, field: &str, errors: &mut Vec<FieldError>) -> U
         None => Uuid::now_v7(),
         Some(Ok(id)) if !id.is_nil() => id,
         Some(_) => {
-            errors.push(FieldError::new(field, "must be a UUID (e.g. 550e8400-e29b-41d4-a716-446655440000), not nil"));
+            errors.push(FieldError::new(
+                field,
+                "must be a UUID (e.g. 550e8400-e29b-41d4-a716-446655440000), not nil",
+            ));
             Uuid::nil()
         }
     }
@@ -55,9 +58,15 @@ fn check_name(name: &str, field: &str, errors: &mut Vec<FieldError>) {
     if name.trim().is_empty() {
         errors.push(FieldError::new(field, "must not be empty"));
     } else if name.chars().count() > MAX_NAME_CHARS {
-        errors.push(FieldError::new(field, format!("must be at most {MAX_NAME_CHARS} characters")));
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
     } else if name.chars().any(char::is_control) {
-        errors.push(FieldError::new(field, "must not contain control characters"));
+        errors.push(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
 }
 
@@ -68,7 +77,9 @@ fn check_email(email: &str, errors: &mut Vec<FieldError>) {
         && email.split_once('@').is_some_and(|(local, domain)| {
             let local_ok = !local.is_empty()
                 && local.len() <= 64
-                && local.chars().all(|c| c.is_ascii_graphic() && c != '@' || !c.is_ascii() && !c.is_control());
+                && local
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '@' || !c.is_ascii() && !c.is_control());
             let labels: Vec<&str> = domain.split('.').collect();
             let domain_ok = labels.len() >= 2
                 && labels.iter().all(|l| {
@@ -81,7 +92,10 @@ fn check_email(email: &str, errors: &mut Vec<FieldError>) {
             local_ok && domain_ok
         });
     if !valid {
-        errors.push(FieldError::new("email", "must be an e-mail address like name@example.com"));
+        errors.push(FieldError::new(
+            "email",
+            "must be an e-mail address like name@example.com",
+        ));
     }
 }
 
@@ -90,38 +104,66 @@ mod tests {
     use super::*;
 
     fn command(email: &str, first: &str, last: &str) -> CreateUser {
-        CreateUser { user_id: None, email: email.into(), first_name: first.into(), last_name: last.into() }
+        CreateUser {
+            user_id: None,
+            email: email.into(),
+            first_name: first.into(),
+            last_name: last.into(),
+        }
     }
 
     fn fields(result: Result<Event, Vec<FieldError>>) -> Vec<String> {
-        result.expect_err("should be invalid").into_iter().map(|e| e.field).collect()
+        result
+            .expect_err("should be invalid")
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     #[test]
     fn a_valid_command_produces_user_created_with_a_generated_v7_id() {
-        let Ok(Event::UserCreated(user)) = create_user(command("ada@example.com", "Ada", "Lovelace")) else {
+        let Ok(Event::UserCreated(user)) =
+            create_user(command("ada@example.com", "Ada", "Lovelace"))
+        else {
             panic!("expected UserCreated")
         };
         assert_eq!(user.user_id.get_version_num(), 7);
         assert_eq!(user.email, "ada@example.com");
-        assert_eq!((user.first_name.as_str(), user.last_name.as_str()), ("Ada", "Lovelace"));
+        assert_eq!(
+            (user.first_name.as_str(), user.last_name.as_str()),
+            ("Ada", "Lovelace")
+        );
     }
 
     #[test]
     fn a_client_supplied_id_is_kept() {
         let id = "550e8400-e29b-41d4-a716-446655440000";
-        let cmd = CreateUser { user_id: Some(id.into()), ..command("a@b.co", "A", "B") };
-        let Ok(Event::UserCreated(user)) = create_user(cmd) else { panic!() };
+        let cmd = CreateUser {
+            user_id: Some(id.into()),
+            ..command("a@b.co", "A", "B")
+        };
+        let Ok(Event::UserCreated(user)) = create_user(cmd) else {
+            panic!()
+        };
         assert_eq!(user.user_id.to_string(), id);
     }
 
     #[test]
     fn every_invalid_field_is_reported() {
-        assert_eq!(fields(create_user(command("nope", " ", ""))), ["email", "firstName", "lastName"]);
-        let bad_id = CreateUser { user_id: Some("42".into()), ..command("a@b.co", "A", "B") };
+        assert_eq!(
+            fields(create_user(command("nope", " ", ""))),
+            ["email", "firstName", "lastName"]
+        );
+        let bad_id = CreateUser {
+            user_id: Some("42".into()),
+            ..command("a@b.co", "A", "B")
+        };
         assert_eq!(fields(create_user(bad_id)), ["userId"]);
         let long = "x".repeat(MAX_NAME_CHARS + 1);
-        assert_eq!(fields(create_user(command("a@b.co", &long, "B\u{0}"))), ["firstName", "lastName"]);
+        assert_eq!(
+            fields(create_user(command("a@b.co", &long, "B\u{0}"))),
+            ["firstName", "lastName"]
+        );
     }
 
     #[test]
@@ -129,8 +171,14 @@ mod tests {
         for ok in ["a@b.co", "first.last+tag@sub.example.org", "ü@exämple.de"] {
             assert!(create_user(command(ok, "A", "B")).is_ok(), "{ok}");
         }
-        for bad in ["", "a", "@b.co", "a@", "a@b", "a b@c.de", "a@b..co", "a@-b.co", "a@b.co\n", "a@@b.co"] {
-            assert_eq!(fields(create_user(command(bad, "A", "B"))), ["email"], "{bad:?}");
+        for bad in [
+            "", "a", "@b.co", "a@", "a@b", "a b@c.de", "a@b..co", "a@-b.co", "a@b.co\n", "a@@b.co",
+        ] {
+            assert_eq!(
+                fields(create_user(command(bad, "A", "B"))),
+                ["email"],
+                "{bad:?}"
+            );
         }
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventline_events::{
-    Envelope, HEADER_CONTENT_TYPE, HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION, JSON_CONTENT_TYPE,
-    LogPosition,
+    Envelope, HEADER_CONTENT_TYPE, HEADER_EVENT_ID, HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION,
+    JSON_CONTENT_TYPE, LogPosition,
 };
 use eventline_runtime::config::KafkaConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -40,7 +40,11 @@ impl AppendError {
                     | C::InvalidMessage
             )
         );
-        if permanent { AppendError::Refused(error) } else { AppendError::Unavailable(error) }
+        if permanent {
+            AppendError::Refused(error)
+        } else {
+            AppendError::Unavailable(error)
+        }
     }
 }
 
@@ -59,7 +63,10 @@ impl EventLog {
             .set("message.timeout.ms", append_timeout_ms.to_string())
             .set("linger.ms", "2")
             .create()?;
-        Ok(EventLog { producer, topic: config.topic.as_str().into() })
+        Ok(EventLog {
+            producer,
+            topic: config.topic.as_str().into(),
+        })
     }
 
     pub fn topic(&self) -> &str {
@@ -74,14 +81,36 @@ impl EventLog {
         let event_type = envelope.event_type();
         let version = event_type.current_version().to_string();
         let headers = OwnedHeaders::new_with_capacity(4)
-            .insert(Header { key: HEADER_EVENT_TYPE, value: Some(event_type.as_str()) })
-            .insert(Header { key: HEADER_EVENT_ID, value: Some(event_id.as_str()) })
-            .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(version.as_str()) })
-            .insert(Header { key: HEADER_CONTENT_TYPE, value: Some(JSON_CONTENT_TYPE) });
-        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(headers);
+            .insert(Header {
+                key: HEADER_EVENT_TYPE,
+                value: Some(event_type.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_EVENT_ID,
+                value: Some(event_id.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_SCHEMA_VERSION,
+                value: Some(version.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_CONTENT_TYPE,
+                value: Some(JSON_CONTENT_TYPE),
+            });
+        let record = FutureRecord::to(&self.topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers);
         // Waiting for queue space counts against the same budget as the delivery itself.
-        match self.producer.send(record, Timeout::After(Duration::from_secs(1))).await {
-            Ok(delivery) => Ok(LogPosition { partition: delivery.partition, offset: delivery.offset }),
+        match self
+            .producer
+            .send(record, Timeout::After(Duration::from_secs(1)))
+            .await
+        {
+            Ok(delivery) => Ok(LogPosition {
+                partition: delivery.partition,
+                offset: delivery.offset,
+            }),
             Err((error, _message)) => Err(AppendError::classify(error)),
         }
     }
@@ -91,7 +120,10 @@ impl EventLog {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
-            producer.client().fetch_metadata(Some(&topic), Duration::from_secs(2)).is_ok()
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                .is_ok()
         })
         .await
         .unwrap_or(false)
@@ -100,7 +132,8 @@ impl EventLog {
     /// Waits (bounded) until everything queued has been delivered or has failed.
     pub async fn flush(&self) {
         let producer = self.producer.clone();
-        let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "Producer flush did not complete");
         }

@@ -29,7 +29,10 @@ impl ClientContext for RebalanceForwarder {}
 impl ConsumerContext for RebalanceForwarder {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let partitions = |tpl: &TopicPartitionList| -> Vec<i32> {
-            tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect()
+            tpl.elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect()
         };
         let change = match rebalance {
             Rebalance::Assign(tpl) => Assignment::Assigned(partitions(tpl)),
@@ -48,7 +51,10 @@ impl ConsumerContext for RebalanceForwarder {
 pub type LogConsumer = StreamConsumer<RebalanceForwarder>;
 
 /// Joins the group and subscribes to the topic.
-pub fn subscribe(kafka: &KafkaConfig, group_id: &str) -> KafkaResult<(Arc<LogConsumer>, UnboundedReceiver<Assignment>)> {
+pub fn subscribe(
+    kafka: &KafkaConfig,
+    group_id: &str,
+) -> KafkaResult<(Arc<LogConsumer>, UnboundedReceiver<Assignment>)> {
     let (tx, rx) = unbounded_channel();
     let consumer: LogConsumer = eventline_runtime::kafka::client_config(&kafka.brokers)
         .set("group.id", group_id)
@@ -57,32 +63,62 @@ pub fn subscribe(kafka: &KafkaConfig, group_id: &str) -> KafkaResult<(Arc<LogCon
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .create_with_context(RebalanceForwarder { topic: kafka.topic.clone(), tx })?;
+        .create_with_context(RebalanceForwarder {
+            topic: kafka.topic.clone(),
+            tx,
+        })?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok((Arc::new(consumer), rx))
 }
 
 /// Moves a partition's read position (blocking librdkafka call, run off the async threads).
-pub async fn seek(consumer: &Arc<LogConsumer>, topic: &str, partition: i32, offset: i64) -> KafkaResult<()> {
+pub async fn seek(
+    consumer: &Arc<LogConsumer>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> KafkaResult<()> {
     let (consumer, topic) = (consumer.clone(), topic.to_owned());
-    tokio::task::spawn_blocking(move || consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5)))
-        .await
-        .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+    tokio::task::spawn_blocking(move || {
+        consumer.seek(
+            &topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(5),
+        )
+    })
+    .await
+    .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
 }
 
 /// The partition's high watermark: the offset the next appended message will get.
-pub async fn high_watermark(consumer: &Arc<LogConsumer>, topic: &str, partition: i32) -> KafkaResult<i64> {
+pub async fn high_watermark(
+    consumer: &Arc<LogConsumer>,
+    topic: &str,
+    partition: i32,
+) -> KafkaResult<i64> {
     let (consumer, topic) = (consumer.clone(), topic.to_owned());
-    tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)).map(|(_, high)| high))
-        .await
-        .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
+    tokio::task::spawn_blocking(move || {
+        consumer
+            .fetch_watermarks(&topic, partition, Duration::from_secs(5))
+            .map(|(_, high)| high)
+    })
+    .await
+    .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
 }
 
 /// Tells Kafka how far the group got (advisory; the truth is the PostgreSQL checkpoint).
-pub fn commit_advisory(consumer: &LogConsumer, topic: &str, next_offsets: &std::collections::BTreeMap<i32, i64>) {
+pub fn commit_advisory(
+    consumer: &LogConsumer,
+    topic: &str,
+    next_offsets: &std::collections::BTreeMap<i32, i64>,
+) {
     let mut tpl = TopicPartitionList::new();
     for (&partition, &next) in next_offsets {
-        if tpl.add_partition_offset(topic, partition, Offset::Offset(next)).is_err() {
+        if tpl
+            .add_partition_offset(topic, partition, Offset::Offset(next))
+            .is_err()
+        {
             return;
         }
     }

@@ -2,7 +2,11 @@ use clap::{Parser, Subcommand};
 use eventline_projector::{Application, Config};
 
 #[derive(Parser)]
-#[command(name = "eventline-projector", version, about = "eventline projector: event log → read models")]
+#[command(
+    name = "eventline-projector",
+    version,
+    about = "eventline projector: event log → read models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -31,7 +35,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Migrate => migrate(&cli.config).await,
-        Command::Reset { yes: false } => anyhow::bail!("reset destroys the read models; pass --yes to confirm"),
+        Command::Reset { yes: false } => {
+            anyhow::bail!("reset destroys the read models; pass --yes to confirm")
+        }
         Command::Reset { yes: true } => {
             eventline_runtime::db::drop_database(&cli.config.database.url).await?;
             tracing::warn!("Read models dropped");

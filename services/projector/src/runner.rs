@@ -26,7 +26,12 @@ pub enum FatalError {
          end ({high_watermark}): the log was replaced or the topic recreated. The read models belong to another \
          log; reset them (drop the database or run a rebuild) before projecting this one"
     )]
-    CheckpointBeyondEnd { topic: String, partition: i32, checkpoint: i64, high_watermark: i64 },
+    CheckpointBeyondEnd {
+        topic: String,
+        partition: i32,
+        checkpoint: i64,
+        high_watermark: i64,
+    },
 }
 
 /// What the admin API reports about the loop.
@@ -114,7 +119,11 @@ impl Runner {
     }
 
     /// Positions newly assigned partitions at their checkpoints; forgets revoked ones.
-    async fn reassign(&self, changes: Vec<Assignment>, cursors: &mut HashMap<i32, Cursor>) -> Result<(), FatalError> {
+    async fn reassign(
+        &self,
+        changes: Vec<Assignment>,
+        cursors: &mut HashMap<i32, Cursor>,
+    ) -> Result<(), FatalError> {
         for change in changes {
             match change {
                 Assignment::Revoked(partitions) => partitions.iter().for_each(|p| {
@@ -125,11 +134,17 @@ impl Runner {
                     for partition in partitions {
                         let next = checkpoints.get(&partition).copied().unwrap_or(0);
                         self.check_within_log(partition, next).await?;
-                        if let Err(error) = consumer::seek(&self.consumer, &self.topic, partition, next).await {
+                        if let Err(error) =
+                            consumer::seek(&self.consumer, &self.topic, partition, next).await
+                        {
                             // The admission filter below still enforces the position.
                             tracing::debug!(partition, next, %error, "Seek on assignment deferred");
                         }
-                        tracing::info!(partition, next_offset = next, "Resuming partition from its checkpoint");
+                        tracing::info!(
+                            partition,
+                            next_offset = next,
+                            "Resuming partition from its checkpoint"
+                        );
                         cursors.insert(partition, Cursor { next, seeks: 0 });
                     }
                 }
@@ -184,7 +199,11 @@ impl Runner {
     }
 
     /// Decides whether a message is the next one to apply for its partition.
-    async fn admit(&self, message: &BorrowedMessage<'_>, cursors: &mut HashMap<i32, Cursor>) -> Option<Record> {
+    async fn admit(
+        &self,
+        message: &BorrowedMessage<'_>,
+        cursors: &mut HashMap<i32, Cursor>,
+    ) -> Option<Record> {
         let (partition, offset) = (message.partition(), message.offset());
         let cursor = cursors.get_mut(&partition)?; // not (or no longer) ours
         if offset < cursor.next {
@@ -194,13 +213,20 @@ impl Runner {
             // Ahead of the checkpoint (e.g. Kafka's committed offset was further than ours):
             // go back rather than skip.
             cursor.seeks += 1;
-            if let Err(error) = consumer::seek(&self.consumer, &self.topic, partition, cursor.next).await {
+            if let Err(error) =
+                consumer::seek(&self.consumer, &self.topic, partition, cursor.next).await
+            {
                 tracing::warn!(partition, next = cursor.next, %error, "Seek back to the checkpoint failed");
             }
             return None;
         }
         if offset > cursor.next {
-            tracing::error!(partition, expected = cursor.next, got = offset, "Gap in the log: offsets are missing");
+            tracing::error!(
+                partition,
+                expected = cursor.next,
+                got = offset,
+                "Gap in the log: offsets are missing"
+            );
         }
         cursor.next = offset + 1;
         cursor.seeks = 0;
@@ -214,7 +240,12 @@ impl Runner {
                 .map(|headers| {
                     headers
                         .iter()
-                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -249,13 +280,17 @@ impl Runner {
             }
         };
         self.status.database_ok.store(true, Ordering::Relaxed);
-        metrics::histogram!("eventline_projector_batch_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("eventline_projector_events_total", "outcome" => "applied").increment(outcome.applied as u64);
-        metrics::counter!("eventline_projector_events_total", "outcome" => "duplicate").increment(outcome.duplicates as u64);
+        metrics::histogram!("eventline_projector_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("eventline_projector_events_total", "outcome" => "applied")
+            .increment(outcome.applied as u64);
+        metrics::counter!("eventline_projector_events_total", "outcome" => "duplicate")
+            .increment(outcome.duplicates as u64);
         metrics::counter!("eventline_projector_events_total", "outcome" => "dead_lettered")
             .increment(outcome.dead_lettered as u64);
         for (&partition, &next) in &outcome.next_offsets {
-            metrics::gauge!("eventline_projector_checkpoint", "partition" => partition.to_string()).set(next as f64);
+            metrics::gauge!("eventline_projector_checkpoint", "partition" => partition.to_string())
+                .set(next as f64);
         }
         tracing::debug!(?outcome, "Batch applied");
         consumer::commit_advisory(&self.consumer, &self.topic, &outcome.next_offsets);
@@ -265,7 +300,9 @@ impl Runner {
 
 /// Exponential backoff with full jitter: 100 ms doubling up to 10 s.
 fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_millis(100).saturating_mul(1 << attempt.min(7)).min(Duration::from_secs(10));
+    let cap = Duration::from_millis(100)
+        .saturating_mul(1 << attempt.min(7))
+        .min(Duration::from_secs(10));
     let jitter = rand::rng().random_range(0.5..=1.0);
     cap.mul_f64(jitter)
 }

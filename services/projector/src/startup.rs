@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::Config;
 use crate::admin;
 use crate::consumer::{self, Assignment};
-use tokio::sync::mpsc::UnboundedReceiver;
 use crate::runner::{Runner, RunnerStatus};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 pub struct Application {
     listener: TcpListener,
@@ -28,10 +28,14 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = eventline_runtime::db::pool(&config.database)?;
         eventline_runtime::db::migrate(&pool).await?;
-        eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
-        let (consumer, assignments) =
-            consumer::subscribe(&config.kafka, &config.group_id).context("creating the Kafka consumer")?;
-        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        eventline_runtime::kafka::ensure_topic(&config.kafka)
+            .await
+            .context("preparing the event topic")?;
+        let (consumer, assignments) = consumer::subscribe(&config.kafka, &config.group_id)
+            .context("creating the Kafka consumer")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
         let runner = Runner {
             consumer,
             pool: pool.clone(),
@@ -40,11 +44,19 @@ impl Application {
             batch_max_wait: config.batch_max_wait(),
             status: Arc::new(RunnerStatus::default()),
         };
-        Ok(Application { listener, runner, assignments, pool, config })
+        Ok(Application {
+            listener,
+            runner,
+            assignments,
+            pool,
+            config,
+        })
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Projects until `shutdown` (or a fatal error, which is returned), serving the admin API
@@ -57,7 +69,11 @@ impl Application {
             status: self.runner.status.clone(),
         };
         let admin_shutdown = shutdown.child_token();
-        let admin = tokio::spawn(eventline_runtime::http::serve(self.listener, admin::router(admin_state), admin_shutdown.clone()));
+        let admin = tokio::spawn(eventline_runtime::http::serve(
+            self.listener,
+            admin::router(admin_state),
+            admin_shutdown.clone(),
+        ));
         let result = self.runner.run(self.assignments, shutdown).await;
         admin_shutdown.cancel();
         let _ = admin.await;

@@ -28,9 +28,17 @@ pub fn router(state: AppState) -> Router {
     let log = state.log.clone();
     let readiness = Readiness::new(move || {
         let log = log.clone();
-        async move { vec![Check { name: "kafka", ok: log.is_reachable().await }] }
+        async move {
+            vec![Check {
+                name: "kafka",
+                ok: log.is_reachable().await,
+            }]
+        }
     });
-    let api = Router::new().merge(users::router()).with_state(state).layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+    let api = Router::new()
+        .merge(users::router())
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
     with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
 }
 
@@ -61,7 +69,10 @@ async fn append(log: &EventLog, envelope: &Envelope) -> Result<LogPosition, Prob
 }
 
 /// `202 Accepted` with the body and the consistency token of the appended positions.
-fn accepted(body: impl serde::Serialize, positions: impl IntoIterator<Item = LogPosition>) -> Response {
+fn accepted(
+    body: impl serde::Serialize,
+    positions: impl IntoIterator<Item = LogPosition>,
+) -> Response {
     let token: ConsistencyToken = positions.into_iter().collect();
     let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     if let Ok(value) = HeaderValue::from_str(&token.to_string()) {

@@ -24,7 +24,10 @@ struct UserAccepted {
     position: LogPosition,
 }
 
-async fn create_user(State(state): State<AppState>, ApiJson(command): ApiJson<CreateUser>) -> Result<Response, Problem> {
+async fn create_user(
+    State(state): State<AppState>,
+    ApiJson(command): ApiJson<CreateUser>,
+) -> Result<Response, Problem> {
     let event = decide::create_user(command).map_err(Problem::validation)?;
     let envelope = Envelope::new(event);
     let eventline_events::Event::UserCreated(user) = &envelope.event else {
@@ -33,5 +36,12 @@ async fn create_user(State(state): State<AppState>, ApiJson(command): ApiJson<Cr
     let user_id = user.user_id;
     let position = append(&state.log, &envelope).await?;
     tracing::info!(%user_id, event_id = %envelope.event_id, partition = position.partition, offset = position.offset, "User created");
-    Ok(accepted(UserAccepted { user_id, event_id: envelope.event_id, position }, [position]))
+    Ok(accepted(
+        UserAccepted {
+            user_id,
+            event_id: envelope.event_id,
+            position,
+        },
+        [position],
+    ))
 }

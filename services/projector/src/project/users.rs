@@ -16,7 +16,8 @@ pub(super) async fn apply_created(
         return Ok(());
     }
     // One row per user: an upsert may not touch the same row twice in one statement.
-    let mut latest: HashMap<uuid::Uuid, (&Envelope, &UserCreated, chrono::DateTime<chrono::Utc>)> = HashMap::new();
+    let mut latest: HashMap<uuid::Uuid, (&Envelope, &UserCreated, chrono::DateTime<chrono::Utc>)> =
+        HashMap::new();
     for (envelope, user) in events {
         latest
             .entry(user.user_id)

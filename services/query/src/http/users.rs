@@ -31,7 +31,10 @@ fn rfc3339<S: serde::Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<
     serializer.serialize_str(&time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
-async fn get_user(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<User>, Problem> {
+async fn get_user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<User>, Problem> {
     let user_id = parse_id(&id, "user")?;
     let user: Option<User> = sqlx::query_as(
         "SELECT user_id, email, first_name, last_name, created_at, updated_at FROM users WHERE user_id = $1",
@@ -40,5 +43,6 @@ async fn get_user(State(state): State<AppState>, Path(id): Path<String>) -> Resu
     .fetch_optional(&state.pool)
     .await
     .map_err(database_problem)?;
-    user.map(Json).ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))
+    user.map(Json)
+        .ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))
 }

@@ -1,0 +1,18 @@
+# eventline: the two commands are `make up` (run it) and `make test` (test it).
+.PHONY: up down test lint fmt status
+
+up:    ## Install what is missing, build, and run the stack in the background
+	@bash scripts/up.sh
+
+down:  ## Stop what `make up` started
+	@bash scripts/down.sh
+
+test:  ## Bring up the dependencies and run all tests against them
+	@bash scripts/test.sh
+
+lint:  ## Formatting and clippy, as CI runs them
+	cargo fmt --all -- --check
+	CARGO_TARGET_DIR=$${CARGO_TARGET_DIR:-$$HOME/.cache/eventline/target} cargo clippy --workspace --all-targets --locked -- -D warnings
+
+status: ## Projection status from the running projector
+	@curl -fsS http://127.0.0.1:8083/status; echo

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# make test: bring up the dependencies as `make up` does (PostgreSQL, Redis, the broker), then run
+# every unit, integration and end-to-end test against them. Each test uses its own database and
+# topic, so a running `make up` stack is neither needed nor disturbed.
+source "$(dirname "$0")/common.sh"
+
+ensure_build_tools
+ensure_postgres
+ensure_redis
+ensure_broker
+
+# Databases of earlier runs (each test creates its own).
+if command -v psql >/dev/null; then
+  server="${DATABASE_URL%/*}/postgres"
+  psql -qAt "$server" -c "SELECT datname FROM pg_database WHERE datname LIKE 'eventline\_test\_%'" 2>/dev/null |
+    while read -r db; do psql -q "$server" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; done
+fi
+
+say "Running the tests"
+cargo test --workspace --locked "$@"
