@@ -130,14 +130,18 @@ struct WireOut<'a, T: Serialize> {
     event_id: Uuid,
     event_type: &'static str,
     schema_version: u32,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "serialize_rfc3339")]
     occurred_at: DateTime<Utc>,
     aggregate_id: String,
     data: &'a T,
 }
 
-/// RFC 3339 in UTC with `Z`, and only as many fraction digits as needed (0, 3 or 6).
-fn rfc3339<S: serde::Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+/// Serializes a time as RFC 3339 in UTC with `Z`, and only as many fraction digits as needed
+/// (0, 3 or 6): the one timestamp format of events and APIs.
+pub fn serialize_rfc3339<S: serde::Serializer>(
+    time: &DateTime<Utc>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 

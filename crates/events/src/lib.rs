@@ -14,7 +14,7 @@ mod upcast;
 pub use currency::{Currency, CurrencyError};
 pub use envelope::{
     DecodeError, Envelope, EventType, HEADER_CONTENT_TYPE, HEADER_EVENT_ID, HEADER_EVENT_TYPE,
-    HEADER_SCHEMA_VERSION, JSON_CONTENT_TYPE,
+    HEADER_SCHEMA_VERSION, JSON_CONTENT_TYPE, serialize_rfc3339,
 };
 pub use money::{Amount, AmountError};
 pub use position::{ConsistencyToken, LogPosition, TokenError};

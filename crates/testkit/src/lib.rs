@@ -1,7 +1,11 @@
 //! Test harness: every test gets its own PostgreSQL database and Kafka topic on the real services
 //! named by `DATABASE_URL`, `KAFKA_BROKERS` and `REDIS_URL` (defaults: the local stack of
-//! `make up`), so tests never see each other's data and can run in parallel.
+//! `make up`), so tests never see each other's data and can run in parallel. With the
+//! `testcontainers` feature, services not named in the environment run in containers instead.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+#[cfg(feature = "testcontainers")]
+mod containers;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -34,15 +38,39 @@ fn env_or(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/eventline";
+const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Where the services are: the environment, else containers (with the `testcontainers` feature),
+/// else the local stack of `make up`. Returns (database URL, brokers, Redis URL).
+async fn service_urls() -> (String, String, String) {
+    #[cfg(feature = "testcontainers")]
+    {
+        let started = containers::urls().await;
+        let pick = |started: &Option<String>, name: &str, default: &str| {
+            started.clone().unwrap_or_else(|| env_or(name, default))
+        };
+        (
+            pick(&started.database, "DATABASE_URL", DEFAULT_DATABASE_URL),
+            pick(&started.brokers, "KAFKA_BROKERS", DEFAULT_BROKERS),
+            pick(&started.redis, "REDIS_URL", DEFAULT_REDIS_URL),
+        )
+    }
+    #[cfg(not(feature = "testcontainers"))]
+    (
+        env_or("DATABASE_URL", DEFAULT_DATABASE_URL),
+        env_or("KAFKA_BROKERS", DEFAULT_BROKERS),
+        env_or("REDIS_URL", DEFAULT_REDIS_URL),
+    )
+}
+
 impl TestEnv {
     /// Creates a fresh database (migrated) and a fresh topic name. The topic itself is created by
     /// the first service that starts, exactly as in production.
     pub async fn new() -> TestEnv {
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let server = env_or(
-            "DATABASE_URL",
-            "postgres://postgres@127.0.0.1:5432/eventline",
-        );
+        let (server, brokers, redis_url) = service_urls().await;
         let base = server
             .rsplit_once('/')
             .map(|(b, _)| b.to_owned())
@@ -59,14 +87,12 @@ impl TestEnv {
             .await
             .expect("migrating the test database");
         let kafka = KafkaConfig {
-            brokers: env_or("KAFKA_BROKERS", "127.0.0.1:9092"),
+            brokers,
             topic: format!("eventline.test.{id}"),
             topic_partitions: TEST_PARTITIONS,
             topic_replication: 1,
         };
-        let redis = RedisConfig {
-            url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
-        };
+        let redis = RedisConfig { url: redis_url };
         TestEnv {
             kafka,
             database,

@@ -21,14 +21,10 @@ pub struct User {
     email: String,
     first_name: String,
     last_name: String,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
     created_at: DateTime<Utc>,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
     updated_at: DateTime<Utc>,
-}
-
-fn rfc3339<S: serde::Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
 async fn get_user(
