@@ -1,6 +1,7 @@
 //! Starting the services in-process, each on a free port, against one `TestEnv`.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use eventline_testkit::TestEnv;
@@ -30,6 +31,20 @@ fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// Runs a built application in the background.
+fn spawn<F>(address: SocketAddr, run: impl FnOnce(CancellationToken) -> F) -> Running
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(run(shutdown.clone()));
+    Running {
+        address,
+        shutdown,
+        handle,
+    }
+}
+
 pub async fn command(env: &TestEnv) -> Running {
     let config = eventline_command::Config {
         listen: any_port(),
@@ -37,14 +52,7 @@ pub async fn command(env: &TestEnv) -> Running {
         append_timeout_ms: 5000,
     };
     let app = eventline_command::Application::build(config).await.unwrap();
-    let address = app.address();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run_until(shutdown.clone()));
-    Running {
-        address,
-        shutdown,
-        handle,
-    }
+    spawn(app.address(), |shutdown| app.run_until(shutdown))
 }
 
 pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Config {
@@ -62,14 +70,7 @@ pub async fn projector_with(config: eventline_projector::Config) -> Running {
     let app = eventline_projector::Application::build(config)
         .await
         .unwrap();
-    let address = app.address();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run_until(shutdown.clone()));
-    Running {
-        address,
-        shutdown,
-        handle,
-    }
+    spawn(app.address(), |shutdown| app.run_until(shutdown))
 }
 
 pub async fn projector(env: &TestEnv) -> Running {
@@ -82,12 +83,5 @@ pub async fn query(env: &TestEnv) -> Running {
         database: env.database.clone(),
     };
     let app = eventline_query::Application::build(config).await.unwrap();
-    let address = app.address();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(app.run_until(shutdown.clone()));
-    Running {
-        address,
-        shutdown,
-        handle,
-    }
+    spawn(app.address(), |shutdown| app.run_until(shutdown))
 }

@@ -5,8 +5,8 @@
 use testcontainers_modules::kafka::apache::{KAFKA_PORT, Kafka};
 use testcontainers_modules::postgres::Postgres;
 use testcontainers_modules::redis::{REDIS_PORT, Redis};
-use testcontainers_modules::testcontainers::ContainerAsync;
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
+use testcontainers_modules::testcontainers::{ContainerAsync, Image};
 use tokio::sync::OnceCell;
 
 /// The URLs of the started containers (`None` where the environment names the service).
@@ -26,68 +26,47 @@ struct Started {
 
 static STARTED: OnceCell<Started> = OnceCell::const_new();
 
-fn unset(name: &str) -> bool {
-    std::env::var(name).map_or(true, |v| v.is_empty())
+/// Starts `image` unless the environment already names the service in `variable`.
+async fn start_unless_set<I: Image>(variable: &str, image: I) -> Option<ContainerAsync<I>> {
+    if std::env::var(variable).is_ok_and(|v| !v.is_empty()) {
+        return None;
+    }
+    Some(
+        image
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("starting a container for {variable}: {e}")),
+    )
+}
+
+/// `127.0.0.1:<host port>` of a started container's `port`.
+async fn address<I: Image>(container: &Option<ContainerAsync<I>>, port: u16) -> Option<String> {
+    let container = container.as_ref()?;
+    let host_port = container
+        .get_host_port_ipv4(port)
+        .await
+        .expect("container port");
+    Some(format!("127.0.0.1:{host_port}"))
 }
 
 /// Starts the missing services once per process and returns their URLs.
 pub async fn urls() -> &'static Urls {
     let started = STARTED
         .get_or_init(|| async {
-            let postgres = match unset("DATABASE_URL") {
-                true => Some(
-                    Postgres::default()
-                        .start()
-                        .await
-                        .expect("starting a PostgreSQL container"),
-                ),
-                false => None,
-            };
-            let kafka = match unset("KAFKA_BROKERS") {
-                true => Some(
-                    Kafka::default()
-                        .start()
-                        .await
-                        .expect("starting a Kafka container"),
-                ),
-                false => None,
-            };
-            let redis = match unset("REDIS_URL") {
-                true => Some(
-                    Redis::default()
-                        .start()
-                        .await
-                        .expect("starting a Redis container"),
-                ),
-                false => None,
-            };
-            let database = match &postgres {
-                Some(c) => Some(format!(
-                    "postgres://postgres:postgres@127.0.0.1:{}/postgres",
-                    c.get_host_port_ipv4(5432).await.expect("PostgreSQL port")
-                )),
-                None => None,
-            };
-            let brokers = match &kafka {
-                Some(c) => Some(format!(
-                    "127.0.0.1:{}",
-                    c.get_host_port_ipv4(KAFKA_PORT).await.expect("Kafka port")
-                )),
-                None => None,
-            };
-            let redis_url = match &redis {
-                Some(c) => Some(format!(
-                    "redis://127.0.0.1:{}",
-                    c.get_host_port_ipv4(REDIS_PORT).await.expect("Redis port")
-                )),
-                None => None,
+            let postgres = start_unless_set("DATABASE_URL", Postgres::default()).await;
+            let kafka = start_unless_set("KAFKA_BROKERS", Kafka::default()).await;
+            let redis = start_unless_set("REDIS_URL", Redis::default()).await;
+            let urls = Urls {
+                database: address(&postgres, 5432)
+                    .await
+                    .map(|a| format!("postgres://postgres:postgres@{a}/postgres")),
+                brokers: address(&kafka, KAFKA_PORT.as_u16()).await,
+                redis: address(&redis, REDIS_PORT)
+                    .await
+                    .map(|a| format!("redis://{a}")),
             };
             Started {
-                urls: Urls {
-                    database,
-                    brokers,
-                    redis: redis_url,
-                },
+                urls,
                 _postgres: postgres,
                 _kafka: kafka,
                 _redis: redis,
