@@ -8,6 +8,9 @@ ensure_build_tools
 ensure_postgres
 ensure_redis
 ensure_broker
+# Some tests run a broker of their own, to stop it under load.
+ensure_tansu_binary
+export TANSU_BIN
 
 # Databases of earlier runs (each test creates its own).
 if command -v psql >/dev/null; then

@@ -25,18 +25,11 @@ async fn count(env: &TestEnv, sql: &str) -> i64 {
 
 /// Waits until the checkpoints cover `events` events in total (sum of next offsets).
 async fn wait_for_checkpoints(env: &TestEnv, events: i64) {
-    eventually(
-        Duration::from_secs(30),
-        &format!("checkpoints covering {events} records"),
-        || async {
-            let covered = count(
-                env,
-                "SELECT COALESCE(SUM(next_offset), 0)::bigint FROM projection_checkpoints",
-            )
-            .await;
-            (covered >= events).then_some(())
-        },
-    )
+    eventually(Duration::from_secs(30), &format!("checkpoints covering {events} records"), || async {
+        let covered =
+            count(env, "SELECT COALESCE(SUM(next_offset), 0)::bigint FROM projection_checkpoints").await;
+        (covered >= events).then_some(())
+    })
     .await;
 }
 
@@ -55,14 +48,9 @@ async fn an_event_delivered_twice_changes_the_read_model_once() {
     projector.stop().await.unwrap();
 
     assert_eq!(count(&env, "SELECT count(*) FROM users").await, 1);
-    assert_eq!(
-        count(&env, "SELECT count(*) FROM processed_events").await,
-        1
-    );
-    let (last_event,): (Uuid,) = sqlx::query_as("SELECT last_event_id FROM users")
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
+    assert_eq!(count(&env, "SELECT count(*) FROM processed_events").await, 1);
+    let (last_event,): (Uuid,) =
+        sqlx::query_as("SELECT last_event_id FROM users").fetch_one(&env.pool).await.unwrap();
     assert_eq!(last_event, event.event_id);
 }
 
@@ -81,14 +69,8 @@ async fn a_restarted_projector_resumes_from_its_postgres_checkpoint() {
 
     // Mark the applied users and forget their dedup records: a replay from offset 0 would apply
     // them again and overwrite the mark, so the mark surviving proves no replay happened.
-    sqlx::query("UPDATE users SET email = 'sentinel@example.com'")
-        .execute(&env.pool)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM processed_events")
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    sqlx::query("UPDATE users SET email = 'sentinel@example.com'").execute(&env.pool).await.unwrap();
+    sqlx::query("DELETE FROM processed_events").execute(&env.pool).await.unwrap();
 
     let second: Vec<Envelope> = (6..10).map(user_created).collect();
     for event in &second {
@@ -101,18 +83,12 @@ async fn a_restarted_projector_resumes_from_its_postgres_checkpoint() {
     projector.stop().await.unwrap();
 
     assert_eq!(
-        count(
-            &env,
-            "SELECT count(*) FROM users WHERE email = 'sentinel@example.com'"
-        )
-        .await,
+        count(&env, "SELECT count(*) FROM users WHERE email = 'sentinel@example.com'").await,
         6,
         "replayed"
     );
     for event in &second {
-        let Event::UserCreated(user) = &event.event else {
-            unreachable!()
-        };
+        let Event::UserCreated(user) = &event.event else { unreachable!() };
         let email: String = sqlx::query_scalar("SELECT email FROM users WHERE user_id = $1")
             .bind(user.user_id)
             .fetch_one(&env.pool)
@@ -127,22 +103,17 @@ async fn a_checkpoint_beyond_the_end_of_the_log_stops_the_projector() {
     let env = TestEnv::new().await;
     env.create_topic().await;
     // The read models say 500 events of partition 1 were applied, but this log is empty.
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (topic, partition, next_offset) VALUES ($1, 1, 500)",
-    )
-    .bind(&env.kafka.topic)
-    .execute(&env.pool)
-    .await
-    .unwrap();
+    sqlx::query("INSERT INTO projection_checkpoints (topic, partition, next_offset) VALUES ($1, 1, 500)")
+        .bind(&env.kafka.topic)
+        .execute(&env.pool)
+        .await
+        .unwrap();
     let projector = support::projector(&env).await;
     let ended = tokio::time::timeout(Duration::from_secs(60), projector.handle)
         .await
         .expect("projector kept running");
     let error = format!("{:#}", ended.unwrap().expect_err("projector should fail"));
-    assert!(
-        error.contains("partition 1") && error.contains("500"),
-        "{error}"
-    );
+    assert!(error.contains("partition 1") && error.contains("500"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,8 +125,7 @@ async fn poison_messages_are_recorded_and_do_not_stall_the_partition() {
     let key = good.aggregate_id();
     // Same key, so same partition: the poison sits right before a valid event.
     env.produce_raw(&producer, &key, b"{not json", None).await;
-    env.produce_raw(&producer, &key, br#"{"eventType":"UserDeleted"}"#, None)
-        .await;
+    env.produce_raw(&producer, &key, br#"{"eventType":"UserDeleted"}"#, None).await;
     let (partition, offset) = env.produce_event(&producer, &good).await;
 
     let projector = support::projector(&env).await;
@@ -174,4 +144,31 @@ async fn poison_messages_are_recorded_and_do_not_stall_the_partition() {
     assert_eq!(dead[0].2, "not_json");
     assert_eq!(dead[0].3, b"{not json");
     assert_eq!(dead[1].2, "invalid_envelope");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_whose_events_differ_from_the_applied_ones_stops_the_projector() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let producer = env.producer();
+    let (partition, _) = env.produce_event(&producer, &user_created(1)).await;
+    let projector = support::projector(&env).await;
+    wait_for_checkpoints(&env, 1).await;
+    projector.stop().await.unwrap();
+
+    // As if the read models had been built from another log of the same length.
+    sqlx::query("UPDATE processed_events SET event_id = $1")
+        .bind(Uuid::now_v7())
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let projector = support::projector(&env).await;
+    let ended = tokio::time::timeout(Duration::from_secs(60), projector.handle)
+        .await
+        .expect("projector kept running");
+    let error = format!("{:#}", ended.unwrap().expect_err("projector should fail"));
+    assert!(
+        error.contains(&format!("partition {partition}")) && error.contains("was applied from that offset"),
+        "{error}"
+    );
 }

@@ -24,36 +24,20 @@ async fn a_created_user_can_be_read_back() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let token = response.headers()["consistency-token"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let token = response.headers()["consistency-token"].to_str().unwrap().to_owned();
     let accepted: Value = response.json().await.unwrap();
     let user_id = accepted["userId"].as_str().unwrap().to_owned();
     let position = &accepted["position"];
-    assert_eq!(
-        token,
-        format!("{}:{}", position["partition"], position["offset"])
-    );
-    assert!(
-        accepted["eventId"]
-            .as_str()
-            .unwrap()
-            .parse::<uuid::Uuid>()
-            .is_ok()
-    );
+    assert_eq!(token, format!("{}:{}", position["partition"], position["offset"]));
+    assert!(accepted["eventId"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
 
-    let user: Value = eventually(
-        Duration::from_secs(20),
-        "the user in the read model",
-        || {
-            let (client, url) = (client.clone(), query.url(&format!("/users/{user_id}")));
-            async move {
-                let response = client.get(url).send().await.ok()?;
-                (response.status() == 200).then_some(response.json().await.ok()?)
-            }
-        },
-    )
+    let user: Value = eventually(Duration::from_secs(20), "the user in the read model", || {
+        let (client, url) = (client.clone(), query.url(&format!("/users/{user_id}")));
+        async move {
+            let response = client.get(url).send().await.ok()?;
+            (response.status() == 200).then_some(response.json().await.ok()?)
+        }
+    })
     .await;
     assert_eq!(user["userId"], user_id.as_str());
     assert_eq!(user["email"], "ada@example.com");
@@ -64,37 +48,11 @@ async fn a_created_user_can_be_read_back() {
     for service in [&command, &projector, &query] {
         let ready = client.get(service.url("/readyz")).send().await.unwrap();
         assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
-        assert_eq!(
-            client
-                .get(service.url("/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        assert_eq!(
-            client
-                .get(service.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(client.get(service.url("/healthz")).send().await.unwrap().status(), 200);
+        assert_eq!(client.get(service.url("/metrics")).send().await.unwrap().status(), 200);
     }
-    let metrics = client
-        .get(projector.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("eventline_projector_events_total"),
-        "{metrics}"
-    );
+    let metrics = client.get(projector.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("eventline_projector_events_total"), "{metrics}");
 
     for service in [command, projector, query] {
         service.stop().await.unwrap();
@@ -107,37 +65,20 @@ async fn unknown_and_malformed_ids_are_problems() {
     let query = support::query(&env).await;
     let client = http();
 
-    let missing = client
-        .get(query.url("/users/550e8400-e29b-41d4-a716-446655440000"))
-        .send()
-        .await
-        .unwrap();
+    let missing = client.get(query.url("/users/550e8400-e29b-41d4-a716-446655440000")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
-    assert_eq!(
-        missing.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["status"], 404);
     assert!(body["type"].as_str().unwrap().ends_with("/not-found"));
 
-    let malformed = client
-        .get(query.url("/users/not-a-uuid"))
-        .send()
-        .await
-        .unwrap();
+    let malformed = client.get(query.url("/users/not-a-uuid")).send().await.unwrap();
     assert_eq!(malformed.status(), 400);
-    assert_eq!(
-        malformed.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(malformed.headers()["content-type"], "application/problem+json");
 
     let no_route = client.get(query.url("/nothing/here")).send().await.unwrap();
     assert_eq!(no_route.status(), 404);
-    assert_eq!(
-        no_route.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(no_route.headers()["content-type"], "application/problem+json");
     query.stop().await.unwrap();
 }
 
@@ -147,55 +88,29 @@ async fn invalid_commands_are_rejected_with_problems_and_append_nothing() {
     let command = support::command(&env).await;
     let client = http();
     let post = |body: &'static str, content_type: &'static str| {
-        client
-            .post(command.url("/users"))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
+        client.post(command.url("/users")).header("content-type", content_type).body(body).send()
     };
 
-    let invalid = post(
-        r#"{"email": "nope", "firstName": "", "lastName": "L"}"#,
-        "application/json",
-    )
-    .await
-    .unwrap();
+    let invalid =
+        post(r#"{"email": "nope", "firstName": "", "lastName": "L"}"#, "application/json").await.unwrap();
     assert_eq!(invalid.status(), 422);
-    assert_eq!(
-        invalid.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(invalid.headers()["content-type"], "application/problem+json");
     let body: Value = invalid.json().await.unwrap();
-    let fields: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    let fields: Vec<&str> =
+        body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["email", "firstName"]);
 
     let malformed = post(r#"{"email": "#, "application/json").await.unwrap();
     assert_eq!(malformed.status(), 400);
-    assert_eq!(
-        malformed.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(malformed.headers()["content-type"], "application/problem+json");
 
     let wrong_type = post(r#"{}"#, "text/plain").await.unwrap();
     assert_eq!(wrong_type.status(), 415);
 
-    let missing_field = post(
-        r#"{"email": "a@b.co", "firstName": "A"}"#,
-        "application/json",
-    )
-    .await
-    .unwrap();
+    let missing_field = post(r#"{"email": "a@b.co", "firstName": "A"}"#, "application/json").await.unwrap();
     assert_eq!(missing_field.status(), 422);
 
-    let big = format!(
-        r#"{{"email": "a@b.co", "firstName": "{}", "lastName": "B"}}"#,
-        "x".repeat(70 * 1024)
-    );
+    let big = format!(r#"{{"email": "a@b.co", "firstName": "{}", "lastName": "B"}}"#, "x".repeat(70 * 1024));
     let too_large = client
         .post(command.url("/users"))
         .header("content-type", "application/json")
@@ -204,16 +119,11 @@ async fn invalid_commands_are_rejected_with_problems_and_append_nothing() {
         .await
         .unwrap();
     assert_eq!(too_large.status(), 413);
-    assert_eq!(
-        too_large.headers()["content-type"],
-        "application/problem+json"
-    );
+    assert_eq!(too_large.headers()["content-type"], "application/problem+json");
 
     // Nothing reached the log: every partition is still empty.
     let consumer: rdkafka::consumer::BaseConsumer =
-        eventline_runtime::kafka::client_config(&env.kafka.brokers)
-            .create()
-            .unwrap();
+        eventline_runtime::kafka::client_config(&env.kafka.brokers).create().unwrap();
     for partition in 0..eventline_testkit::TEST_PARTITIONS {
         let (_, high) = rdkafka::consumer::Consumer::fetch_watermarks(
             &consumer,

@@ -38,21 +38,26 @@ where
 {
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(run(shutdown.clone()));
-    Running {
-        address,
-        shutdown,
-        handle,
+    Running { address, shutdown, handle }
+}
+
+pub fn command_config(env: &TestEnv) -> eventline_command::Config {
+    eventline_command::Config {
+        listen: any_port(),
+        kafka: env.kafka.clone(),
+        redis: env.redis.clone(),
+        append_timeout_ms: 4000,
+        idempotency_ttl_secs: 3600,
     }
 }
 
-pub async fn command(env: &TestEnv) -> Running {
-    let config = eventline_command::Config {
-        listen: any_port(),
-        kafka: env.kafka.clone(),
-        append_timeout_ms: 5000,
-    };
+pub async fn command_with(config: eventline_command::Config) -> Running {
     let app = eventline_command::Application::build(config).await.unwrap();
     spawn(app.address(), |shutdown| app.run_until(shutdown))
+}
+
+pub async fn command(env: &TestEnv) -> Running {
+    command_with(command_config(env)).await
 }
 
 pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Config {
@@ -67,9 +72,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
 }
 
 pub async fn projector_with(config: eventline_projector::Config) -> Running {
-    let app = eventline_projector::Application::build(config)
-        .await
-        .unwrap();
+    let app = eventline_projector::Application::build(config).await.unwrap();
     spawn(app.address(), |shutdown| app.run_until(shutdown))
 }
 
@@ -78,10 +81,7 @@ pub async fn projector(env: &TestEnv) -> Running {
 }
 
 pub async fn query(env: &TestEnv) -> Running {
-    let config = eventline_query::Config {
-        listen: any_port(),
-        database: env.database.clone(),
-    };
+    let config = eventline_query::Config { listen: any_port(), database: env.database.clone() };
     let app = eventline_query::Application::build(config).await.unwrap();
     spawn(app.address(), |shutdown| app.run_until(shutdown))
 }

@@ -202,10 +202,7 @@ impl FromStr for Currency {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         CODES
             .binary_search_by(|(code, _)| (*code).cmp(s))
-            .map(|i| Currency {
-                code: CODES[i].0,
-                fraction_digits: CODES[i].1,
-            })
+            .map(|i| Currency { code: CODES[i].0, fraction_digits: CODES[i].1 })
             .map_err(|_| CurrencyError(s.to_owned()))
     }
 }

@@ -88,16 +88,9 @@ pub enum DecodeError {
     #[error("unknown event type {0:?}")]
     UnknownEventType(String),
     #[error("{event_type} schema version {version} is not supported (known: 1..={current})")]
-    UnsupportedSchemaVersion {
-        event_type: EventType,
-        version: u32,
-        current: u32,
-    },
+    UnsupportedSchemaVersion { event_type: EventType, version: u32, current: u32 },
     #[error("{event_type} data is invalid: {reason}")]
-    InvalidData {
-        event_type: EventType,
-        reason: String,
-    },
+    InvalidData { event_type: EventType, reason: String },
     #[error("aggregateId {envelope:?} does not match the event's own id {data:?}")]
     AggregateMismatch { envelope: String, data: String },
 }
@@ -165,11 +158,7 @@ impl Envelope {
     /// An event with a given id and time. The time is cut to microseconds, the precision of the
     /// read model, so that a replay reproduces exactly the same rows.
     pub fn at(event: Event, event_id: Uuid, occurred_at: DateTime<Utc>) -> Self {
-        Envelope {
-            event_id,
-            occurred_at: occurred_at.trunc_subsecs(6),
-            event,
-        }
+        Envelope { event_id, occurred_at: occurred_at.trunc_subsecs(6), event }
     }
 
     pub fn event_type(&self) -> EventType {
@@ -207,18 +196,11 @@ impl Envelope {
     /// Decodes a message value, upcasting older schema versions to the current one.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let wire: WireIn = serde_json::from_slice(bytes).map_err(|e| {
-            if e.is_data() {
-                DecodeError::InvalidEnvelope(e)
-            } else {
-                DecodeError::NotJson(e)
-            }
+            if e.is_data() { DecodeError::InvalidEnvelope(e) } else { DecodeError::NotJson(e) }
         })?;
         let event_type: EventType = wire.event_type.parse()?;
         let data = upcast::to_current(event_type, wire.schema_version, wire.data)?;
-        let invalid = |e: serde_json::Error| DecodeError::InvalidData {
-            event_type,
-            reason: e.to_string(),
-        };
+        let invalid = |e: serde_json::Error| DecodeError::InvalidData { event_type, reason: e.to_string() };
         let event = match event_type {
             EventType::UserCreated => {
                 Event::UserCreated(serde_json::from_value::<UserCreated>(data).map_err(invalid)?)
@@ -226,26 +208,20 @@ impl Envelope {
             EventType::OrderPlaced => {
                 Event::OrderPlaced(serde_json::from_value::<OrderPlaced>(data).map_err(invalid)?)
             }
-            EventType::PaymentSettled => Event::PaymentSettled(
-                serde_json::from_value::<PaymentSettled>(data).map_err(invalid)?,
-            ),
-            EventType::InventoryAdjusted => Event::InventoryAdjusted(
-                serde_json::from_value::<InventoryAdjusted>(data).map_err(invalid)?,
-            ),
+            EventType::PaymentSettled => {
+                Event::PaymentSettled(serde_json::from_value::<PaymentSettled>(data).map_err(invalid)?)
+            }
+            EventType::InventoryAdjusted => {
+                Event::InventoryAdjusted(serde_json::from_value::<InventoryAdjusted>(data).map_err(invalid)?)
+            }
         };
-        event
-            .check_invariants()
-            .map_err(|reason| DecodeError::InvalidData { event_type, reason })?;
+        event.check_invariants().map_err(|reason| DecodeError::InvalidData { event_type, reason })?;
         if event.aggregate_id() != wire.aggregate_id {
             return Err(DecodeError::AggregateMismatch {
                 envelope: wire.aggregate_id,
                 data: event.aggregate_id(),
             });
         }
-        Ok(Envelope {
-            event_id: wire.event_id,
-            occurred_at: wire.occurred_at,
-            event,
-        })
+        Ok(Envelope { event_id: wire.event_id, occurred_at: wire.occurred_at, event })
     }
 }

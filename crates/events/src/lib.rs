@@ -19,6 +19,6 @@ pub use envelope::{
 pub use money::{Amount, AmountError};
 pub use position::{ConsistencyToken, LogPosition, TokenError};
 pub use types::{
-    AdjustmentType, Event, InventoryAdjusted, OrderItem, OrderPlaced, PaymentSettled,
-    PaymentStatus, UserCreated,
+    AdjustmentType, Event, InventoryAdjusted, OrderItem, OrderPlaced, PaymentSettled, PaymentStatus,
+    UserCreated,
 };

@@ -50,17 +50,13 @@ impl Amount {
         if !all_digits(whole) || fraction.is_some_and(|f| !all_digits(f)) {
             return Err(AmountError::Syntax(text.to_owned()));
         }
-        Decimal::from_str_exact(text)
-            .map(Amount)
-            .map_err(|_| AmountError::Range(text.to_owned()))
+        Decimal::from_str_exact(text).map(Amount).map_err(|_| AmountError::Range(text.to_owned()))
     }
 
     /// Parses the literal text of a JSON number, which may carry an exponent (`1.5e2`).
     fn parse_json_number(text: &str) -> Result<Self, AmountError> {
         if text.contains(['e', 'E']) {
-            Decimal::from_scientific(text)
-                .map(Amount)
-                .map_err(|_| AmountError::Range(text.to_owned()))
+            Decimal::from_scientific(text).map(Amount).map_err(|_| AmountError::Range(text.to_owned()))
         } else {
             Self::parse_plain(text)
         }
@@ -151,30 +147,17 @@ mod tests {
     fn numbers_are_read_exactly_not_through_a_float() {
         // 0.1 + 0.2 style values and more digits than an f64 holds survive unchanged.
         assert_eq!(read(r#"{"amount": 0.1}"#).unwrap().to_string(), "0.1");
-        assert_eq!(
-            read(r#"{"amount": 12345678901234567.89}"#)
-                .unwrap()
-                .to_string(),
-            "12345678901234567.89"
-        );
+        assert_eq!(read(r#"{"amount": 12345678901234567.89}"#).unwrap().to_string(), "12345678901234567.89");
         assert_eq!(read(r#"{"amount": 10.50}"#).unwrap().fraction_digits(), 2);
         assert_eq!(read(r#"{"amount": 1.5e2}"#).unwrap().to_string(), "150");
     }
 
     #[test]
     fn strings_are_read_as_plain_decimals() {
-        assert_eq!(
-            read(r#"{"amount": "299.99"}"#).unwrap().to_string(),
-            "299.99"
-        );
+        assert_eq!(read(r#"{"amount": "299.99"}"#).unwrap().to_string(), "299.99");
         assert_eq!(read(r#"{"amount": "-3"}"#).unwrap().to_string(), "-3");
-        for bad in [
-            "", "1e3", "1_000", "+1", " 1", "1.", ".5", "NaN", "0x10", "1.2.3",
-        ] {
-            assert!(
-                Amount::parse_plain(bad).is_err(),
-                "{bad:?} should be rejected"
-            );
+        for bad in ["", "1e3", "1_000", "+1", " 1", "1.", ".5", "NaN", "0x10", "1.2.3"] {
+            assert!(Amount::parse_plain(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 
@@ -188,9 +171,7 @@ mod tests {
 
     #[test]
     fn amounts_are_written_as_decimal_strings_keeping_their_scale() {
-        let w = Wrapper {
-            amount: "10.50".parse().unwrap(),
-        };
+        let w = Wrapper { amount: "10.50".parse().unwrap() };
         assert_eq!(serde_json::to_string(&w).unwrap(), r#"{"amount":"10.50"}"#);
     }
 }

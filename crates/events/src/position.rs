@@ -40,10 +40,7 @@ impl ConsistencyToken {
 
     /// Adds a position, keeping the highest offset per partition.
     pub fn include(&mut self, position: LogPosition) {
-        let offset = self
-            .offsets
-            .entry(position.partition)
-            .or_insert(position.offset);
+        let offset = self.offsets.entry(position.partition).or_insert(position.offset);
         *offset = (*offset).max(position.offset);
     }
 
@@ -53,9 +50,7 @@ impl ConsistencyToken {
 
     /// The positions the token requires, one per partition.
     pub fn positions(&self) -> impl Iterator<Item = LogPosition> + '_ {
-        self.offsets
-            .iter()
-            .map(|(&partition, &offset)| LogPosition { partition, offset })
+        self.offsets.iter().map(|(&partition, &offset)| LogPosition { partition, offset })
     }
 }
 
@@ -107,18 +102,9 @@ mod tests {
     #[test]
     fn token_round_trips_and_keeps_the_highest_offset_per_partition() {
         let token: ConsistencyToken = [
-            LogPosition {
-                partition: 3,
-                offset: 7,
-            },
-            LogPosition {
-                partition: 0,
-                offset: 15,
-            },
-            LogPosition {
-                partition: 3,
-                offset: 2,
-            },
+            LogPosition { partition: 3, offset: 7 },
+            LogPosition { partition: 0, offset: 15 },
+            LogPosition { partition: 3, offset: 2 },
         ]
         .into_iter()
         .collect();
@@ -128,16 +114,7 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_errors() {
-        for bad in [
-            "",
-            "0",
-            "a:1",
-            "0:-1",
-            "-1:0",
-            "0:1,",
-            "0:1:2",
-            "99999999999:1",
-        ] {
+        for bad in ["", "0", "a:1", "0:-1", "-1:0", "0:1,", "0:1:2", "99999999999:1"] {
             assert!(bad.parse::<ConsistencyToken>().is_err(), "{bad:?}");
         }
     }

@@ -107,9 +107,7 @@ impl Event {
     /// Every free-text field of the event.
     fn texts(&self) -> Box<dyn Iterator<Item = &str> + '_> {
         match self {
-            Event::UserCreated(e) => {
-                Box::new([e.email.as_str(), &e.first_name, &e.last_name].into_iter())
-            }
+            Event::UserCreated(e) => Box::new([e.email.as_str(), &e.first_name, &e.last_name].into_iter()),
             Event::OrderPlaced(e) => Box::new(e.items.iter().map(|i| i.sku.as_str())),
             Event::PaymentSettled(e) => Box::new(std::iter::once(e.payment_method.as_str())),
             Event::InventoryAdjusted(e) => Box::new([e.sku.as_str(), &e.reason].into_iter()),
@@ -129,10 +127,7 @@ impl Event {
                 if e.items.is_empty() {
                     return Err("an order has no items".into());
                 }
-                if e.items
-                    .iter()
-                    .any(|i| i.quantity == 0 || i.price < Amount::ZERO)
-                {
+                if e.items.iter().any(|i| i.quantity == 0 || i.price < Amount::ZERO) {
                     return Err("an item has a zero quantity or a negative price".into());
                 }
                 Ok(())

@@ -19,17 +19,9 @@ fn step(_event_type: EventType, _from_version: u32) -> Option<Step> {
 }
 
 /// Brings `data` written at `version` up to the type's current version.
-pub(crate) fn to_current(
-    event_type: EventType,
-    version: u32,
-    mut data: Value,
-) -> Result<Value, DecodeError> {
+pub(crate) fn to_current(event_type: EventType, version: u32, mut data: Value) -> Result<Value, DecodeError> {
     let current = event_type.current_version();
-    let unsupported = || DecodeError::UnsupportedSchemaVersion {
-        event_type,
-        version,
-        current,
-    };
+    let unsupported = || DecodeError::UnsupportedSchemaVersion { event_type, version, current };
     if version == 0 || version > current {
         return Err(unsupported());
     }

@@ -50,16 +50,8 @@ fn expected() -> Vec<(&'static str, Envelope)> {
                     user_id: user,
                     currency: usd,
                     items: vec![
-                        OrderItem {
-                            sku: "LAPTOP-001".into(),
-                            quantity: 1,
-                            price: amount("299.99"),
-                        },
-                        OrderItem {
-                            sku: "MOUSE-002".into(),
-                            quantity: 2,
-                            price: amount("10.50"),
-                        },
+                        OrderItem { sku: "LAPTOP-001".into(), quantity: 1, price: amount("299.99") },
+                        OrderItem { sku: "MOUSE-002".into(), quantity: 2, price: amount("10.50") },
                     ],
                     total_amount: amount("320.99"),
                 }),
@@ -126,13 +118,9 @@ fn every_event_type_is_covered_by_a_fixture() {
 #[test]
 fn money_sent_as_json_numbers_is_read_exactly() {
     let text = String::from_utf8(fixture("order_placed")).unwrap();
-    let text = text
-        .replace(r#""299.99""#, "299.99")
-        .replace(r#""320.99""#, "320.99");
+    let text = text.replace(r#""299.99""#, "299.99").replace(r#""320.99""#, "320.99");
     let envelope = Envelope::decode(text.as_bytes()).unwrap();
-    let Event::OrderPlaced(order) = envelope.event else {
-        panic!("not an order")
-    };
+    let Event::OrderPlaced(order) = envelope.event else { panic!("not an order") };
     assert_eq!(order.total_amount.to_string(), "320.99");
     assert_eq!(order.items[0].price.to_string(), "299.99");
 }
@@ -152,10 +140,7 @@ fn malformed_payloads_are_typed_errors() {
     assert_eq!(decode_err(b"").code(), "not_json");
     assert_eq!(decode_err(b"{\"eventId\": ").code(), "not_json");
     assert_eq!(decode_err(&[0xff, 0xfe, 0x00]).code(), "not_json");
-    assert_eq!(
-        decode_err(br#"{"invalid": "json"}"#).code(),
-        "invalid_envelope"
-    );
+    assert_eq!(decode_err(br#"{"invalid": "json"}"#).code(), "invalid_envelope");
     assert_eq!(decode_err(b"[1,2,3]").code(), "invalid_envelope");
     assert_eq!(
         decode_err(&mutate("user_created", |v| v["eventType"] = "UserDeleted".into())).code(),
@@ -170,35 +155,23 @@ fn malformed_payloads_are_typed_errors() {
         "unsupported_schema_version"
     );
     assert_eq!(
-        decode_err(&mutate("user_created", |v| v["data"]["userId"] =
-            "not-a-uuid".into()))
-        .code(),
+        decode_err(&mutate("user_created", |v| v["data"]["userId"] = "not-a-uuid".into())).code(),
         "invalid_data"
     );
     assert_eq!(
-        decode_err(&mutate("order_placed", |v| v["data"]["items"] =
-            Value::Array(vec![])))
-        .code(),
+        decode_err(&mutate("order_placed", |v| v["data"]["items"] = Value::Array(vec![]))).code(),
         "invalid_data"
     );
     assert_eq!(
-        decode_err(&mutate("order_placed", |v| v["data"]["totalAmount"] =
-            "12,50".into()))
-        .code(),
+        decode_err(&mutate("order_placed", |v| v["data"]["totalAmount"] = "12,50".into())).code(),
         "invalid_data"
     );
     assert_eq!(
-        decode_err(&mutate(
-            "inventory_adjusted",
-            |v| v["data"]["adjustmentType"] = "steal".into()
-        ))
-        .code(),
+        decode_err(&mutate("inventory_adjusted", |v| v["data"]["adjustmentType"] = "steal".into())).code(),
         "invalid_data"
     );
     assert_eq!(
-        decode_err(&mutate("user_created", |v| v["data"]["lastName"] =
-            "Love\u{0}lace".into()))
-        .code(),
+        decode_err(&mutate("user_created", |v| v["data"]["lastName"] = "Love\u{0}lace".into())).code(),
         "invalid_data"
     );
     assert_eq!(

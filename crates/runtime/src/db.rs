@@ -20,26 +20,18 @@ pub fn pool(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(3))
         .connect_lazy(&config.url)
-        .with_context(|| {
-            format!(
-                "DATABASE_URL is not a valid PostgreSQL URL: {}",
-                redact(&config.url)
-            )
-        })
+        .with_context(|| format!("DATABASE_URL is not a valid PostgreSQL URL: {}", redact(&config.url)))
 }
 
 /// Runs pending migrations (safe to run concurrently: sqlx takes an advisory lock).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR
-        .run(pool)
-        .await
-        .context("running database migrations")
+    MIGRATOR.run(pool).await.context("running database migrations")
 }
 
 /// Connects to the server's maintenance database, for creating or dropping the configured one.
 async fn maintenance_connection(url: &str) -> anyhow::Result<(PgConnection, String)> {
-    let options = PgConnectOptions::from_str(url)
-        .with_context(|| format!("invalid DATABASE_URL {}", redact(url)))?;
+    let options =
+        PgConnectOptions::from_str(url).with_context(|| format!("invalid DATABASE_URL {}", redact(url)))?;
     let name = options.get_database().unwrap_or("postgres").to_owned();
     let connection = PgConnection::connect_with(&options.database("postgres"))
         .await
@@ -54,11 +46,10 @@ fn quote_identifier(name: &str) -> String {
 /// Creates the database named in `url` if it does not exist.
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     let (mut connection, name) = maintenance_connection(url).await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut connection)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut connection)
+        .await?;
     if !exists {
         // A concurrent creator may win the race; that is fine.
         if let Err(error) = sqlx::query(&format!("CREATE DATABASE {}", quote_identifier(&name)))
@@ -80,13 +71,10 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
 /// Drops the database named in `url` (disconnecting its sessions) if it exists.
 pub async fn drop_database(url: &str) -> anyhow::Result<()> {
     let (mut connection, name) = maintenance_connection(url).await?;
-    sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quote_identifier(&name)
-    ))
-    .execute(&mut connection)
-    .await
-    .with_context(|| format!("dropping database {name}"))?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(&name)))
+        .execute(&mut connection)
+        .await
+        .with_context(|| format!("dropping database {name}"))?;
     Ok(())
 }
 
@@ -113,10 +101,7 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

@@ -59,26 +59,18 @@ struct ReadyBody {
 async fn readyz(State(readiness): State<Readiness>) -> Response {
     let checks = (readiness.0)().await;
     let ready = checks.iter().all(|c| c.ok);
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(ReadyBody { ready, checks })).into_response()
 }
 
 async fn metrics() -> Response {
-    let body = crate::metrics::handle()
-        .map(|h| h.render())
-        .unwrap_or_default();
+    let body = crate::metrics::handle().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// Adds the problem+json fallbacks for unknown routes and wrong methods.
 pub fn with_problem_fallbacks(router: Router) -> Router {
-    router
-        .fallback(problem::route_not_found)
-        .method_not_allowed_fallback(problem::method_not_allowed)
+    router.fallback(problem::route_not_found).method_not_allowed_fallback(problem::method_not_allowed)
 }
 
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish.
@@ -87,7 +79,5 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }

@@ -31,19 +31,12 @@ pub enum TopicError {
     #[error("the broker at {brokers} is unreachable or failed a request: {source}")]
     Broker { brokers: String, source: KafkaError },
     #[error("creating topic {topic:?} failed: {code}")]
-    Create {
-        topic: String,
-        code: RDKafkaErrorCode,
-    },
+    Create { topic: String, code: RDKafkaErrorCode },
     #[error(
         "topic {topic:?} has {setting}={value}, but the event log must be kept forever \
          (retention.ms=-1, cleanup.policy=delete); fix the topic's configuration or use another topic"
     )]
-    NotForever {
-        topic: String,
-        setting: &'static str,
-        value: String,
-    },
+    NotForever { topic: String, setting: &'static str, value: String },
     #[error("topic {topic:?} did not appear in the broker's metadata within {waited:?}")]
     NotVisible { topic: String, waited: Duration },
 }
@@ -51,13 +44,9 @@ pub enum TopicError {
 /// Creates the event topic if it is missing, checks an existing one keeps events forever, and
 /// returns its number of partitions.
 pub async fn ensure_topic(config: &KafkaConfig) -> Result<i32, TopicError> {
-    let broker_err = |source| TopicError::Broker {
-        brokers: config.brokers.clone(),
-        source,
-    };
-    let admin: AdminClient<DefaultClientContext> = client_config(&config.brokers)
-        .create()
-        .map_err(broker_err)?;
+    let broker_err = |source| TopicError::Broker { brokers: config.brokers.clone(), source };
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(&config.brokers).create().map_err(broker_err)?;
     let options = AdminOptions::new()
         .request_timeout(Some(Duration::from_secs(10)))
         .operation_timeout(Some(Duration::from_secs(10)));
@@ -68,10 +57,7 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<i32, TopicError> {
     )
     .set("retention.ms", "-1")
     .set("cleanup.policy", "delete");
-    let results = admin
-        .create_topics([&topic], &options)
-        .await
-        .map_err(broker_err)?;
+    let results = admin.create_topics([&topic], &options).await.map_err(broker_err)?;
     for result in results {
         match result {
             Ok(name) => {
@@ -91,19 +77,13 @@ async fn check_kept_forever(
     options: &AdminOptions,
     topic: &str,
 ) -> Result<(), TopicError> {
-    let described = match admin
-        .describe_configs([&ResourceSpecifier::Topic(topic)], options)
-        .await
-    {
+    let described = match admin.describe_configs([&ResourceSpecifier::Topic(topic)], options).await {
         Ok(mut results) => results.pop().and_then(Result::ok),
         Err(_) => None,
     };
     let Some(resource) = described else {
         // Some Kafka-compatible brokers do not implement DescribeConfigs; we cannot check, so say so.
-        tracing::warn!(
-            topic,
-            "Could not read the topic's configuration; assuming it keeps events forever"
-        );
+        tracing::warn!(topic, "Could not read the topic's configuration; assuming it keeps events forever");
         return Ok(());
     };
     let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
@@ -126,28 +106,20 @@ async fn check_kept_forever(
 
 /// Topic creation is asynchronous in Kafka: wait until the metadata shows the partitions.
 async fn wait_for_partitions(config: &KafkaConfig) -> Result<i32, TopicError> {
-    let consumer: std::sync::Arc<BaseConsumer> =
-        std::sync::Arc::new(client_config(&config.brokers).create().map_err(|source| {
-            TopicError::Broker {
-                brokers: config.brokers.clone(),
-                source,
-            }
-        })?);
+    let consumer: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(
+        client_config(&config.brokers)
+            .create()
+            .map_err(|source| TopicError::Broker { brokers: config.brokers.clone(), source })?,
+    );
     let topic = config.topic.clone();
     let started = Instant::now();
     let limit = Duration::from_secs(30);
     loop {
         let (consumer, name) = (consumer.clone(), topic.clone());
         let partitions = tokio::task::spawn_blocking(move || {
-            consumer
-                .fetch_metadata(Some(&name), Duration::from_secs(5))
-                .ok()
-                .and_then(|m| {
-                    m.topics()
-                        .first()
-                        .filter(|t| t.error().is_none())
-                        .map(|t| t.partitions().len())
-                })
+            consumer.fetch_metadata(Some(&name), Duration::from_secs(5)).ok().and_then(|m| {
+                m.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len())
+            })
         })
         .await
         .ok()
@@ -156,10 +128,7 @@ async fn wait_for_partitions(config: &KafkaConfig) -> Result<i32, TopicError> {
             return Ok(i32::try_from(n).unwrap_or(i32::MAX));
         }
         if started.elapsed() > limit {
-            return Err(TopicError::NotVisible {
-                topic,
-                waited: limit,
-            });
+            return Err(TopicError::NotVisible { topic, waited: limit });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

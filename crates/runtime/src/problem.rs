@@ -2,9 +2,9 @@
 //! and a JSON extractor whose rejections are problems too.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,37 +25,43 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
+        FieldError { field: field.into(), message: message.into() }
     }
 }
+
+/// The slug of a problem response, left in the response's extensions for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemSlug(pub &'static str);
 
 /// A problem response.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
+    /// Stable name of the problem type; serialized as its `type` URI.
+    #[serde(rename = "type", serialize_with = "type_uri")]
+    pub slug: &'static str,
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     #[serde(skip)]
-    pub retry_after_secs: Option<u64>,
+    pub retry_after_secs: Option<u32>,
+}
+
+fn type_uri<S: serde::Serializer>(slug: &&'static str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("{TYPE_BASE}{slug}"))
 }
 
 impl Problem {
     /// A problem of a stable `slug` (the last segment of its type URI).
     pub fn new(
         status: StatusCode,
-        slug: &str,
+        slug: &'static str,
         title: &'static str,
         detail: impl Into<String>,
     ) -> Self {
         Problem {
-            kind: format!("{TYPE_BASE}{slug}"),
+            slug,
             title,
             status: status.as_u16(),
             detail: detail.into(),
@@ -71,12 +77,7 @@ impl Problem {
         };
         Problem {
             errors,
-            ..Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation-error",
-                "Validation failed",
-                detail,
-            )
+            ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-error", "Validation failed", detail)
         }
     }
 
@@ -84,16 +85,16 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
 
-    pub fn bad_request(slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn bad_request(slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::BAD_REQUEST, slug, title, detail)
     }
 
     /// A dependency is down; the client may retry after `retry_after_secs`.
     pub fn unavailable(
-        slug: &str,
+        slug: &'static str,
         title: &'static str,
         detail: impl Into<String>,
-        retry_after_secs: u64,
+        retry_after_secs: u32,
     ) -> Self {
         Problem {
             retry_after_secs: Some(retry_after_secs),
@@ -120,12 +121,11 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry_after = self.retry_after_secs;
+        let slug = self.slug;
         let mut response = (status, Json(self)).into_response();
+        response.extensions_mut().insert(ProblemSlug(slug));
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -133,62 +133,72 @@ impl IntoResponse for Problem {
     }
 }
 
-/// `axum::Json` whose rejections are problem+json: malformed JSON → 400, a body of the wrong shape
-/// → 422 with the offending field, wrong content type → 415, body over the limit → 413.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ApiJson<T>(pub T);
+/// A JSON request body, checked and parsed, whose failures are problems: wrong content type → 415,
+/// over the route's size limit → 413, not JSON → 400. [`JsonBody::parse`] then reads it into a type,
+/// reporting a wrong shape as 422 with the path of the offending field (`items[2].price`).
+#[derive(Debug, Clone)]
+pub struct JsonBody(pub serde_json::Value);
 
-impl<T, S> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Json::<T>::from_request(req, state)
-            .await
-            .map(|Json(v)| ApiJson(v))
-            .map_err(json_rejection_problem)
+        if !has_json_content_type(req.headers()) {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "Send the body as JSON with `Content-Type: application/json`.",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "Payload too large",
+                    "The request body is over this endpoint's size limit.",
+                )
+            } else {
+                Problem::bad_request("unreadable-body", "Unreadable body", rejection.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            Problem::bad_request(
+                "malformed-json",
+                "Malformed JSON",
+                format!("The body is not valid JSON: {e}"),
+            )
+        })
     }
 }
 
-fn json_rejection_problem(rejection: JsonRejection) -> Problem {
-    match rejection {
-        JsonRejection::JsonDataError(e) => {
-            // The inner serde error names the path and the reason: "email: missing field `email`".
-            let text = std::error::Error::source(&e)
-                .map(ToString::to_string)
-                .unwrap_or_else(|| e.body_text());
-            let (field, message) = match text.split_once(": ") {
-                Some((path, msg)) if !path.contains(' ') => (path.to_owned(), msg.to_owned()),
-                _ => (".".to_owned(), text.clone()),
-            };
-            Problem::validation(vec![FieldError::new(field, message)])
-        }
-        JsonRejection::JsonSyntaxError(e) => Problem::bad_request(
-            "malformed-json",
-            "Malformed JSON",
-            std::error::Error::source(&e)
-                .map(ToString::to_string)
-                .unwrap_or_else(|| e.body_text()),
-        ),
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "Send the body as JSON with `Content-Type: application/json`.",
-        ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload too large",
-                "The request body is over this endpoint's size limit.",
-            )
-        }
-        other => Problem::bad_request("unreadable-body", "Unreadable body", other.body_text()),
+impl JsonBody {
+    /// Reads the body into `T`; a field of the wrong type, a missing or an unknown one is a 422.
+    pub fn parse<T: DeserializeOwned>(self) -> Result<T, Problem> {
+        parse_value(self.0, "").map_err(|e| Problem::validation(vec![e]))
     }
+}
+
+/// Reads `value` into `T`, reporting the failing field's path below `prefix` (e.g. `commands[3].`).
+pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let field = match (path.as_str(), prefix.trim_end_matches('.')) {
+            (".", "") => ".".to_owned(),
+            (".", whole) => whole.to_owned(),
+            (path, _) => format!("{prefix}{path}"),
+        };
+        FieldError::new(field, error.into_inner().to_string())
+    })
+}
+
+fn has_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Fallback for routes that do not exist.

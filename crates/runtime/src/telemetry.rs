@@ -14,12 +14,7 @@ pub fn init(service_name: &'static str) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
         registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true),
-            )
+            .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true))
             .try_init()
     } else {
         registry.with(tracing_subscriber::fmt::layer()).try_init()

@@ -31,21 +31,13 @@ async fn start_unless_set<I: Image>(variable: &str, image: I) -> Option<Containe
     if std::env::var(variable).is_ok_and(|v| !v.is_empty()) {
         return None;
     }
-    Some(
-        image
-            .start()
-            .await
-            .unwrap_or_else(|e| panic!("starting a container for {variable}: {e}")),
-    )
+    Some(image.start().await.unwrap_or_else(|e| panic!("starting a container for {variable}: {e}")))
 }
 
 /// `127.0.0.1:<host port>` of a started container's `port`.
 async fn address<I: Image>(container: &Option<ContainerAsync<I>>, port: u16) -> Option<String> {
     let container = container.as_ref()?;
-    let host_port = container
-        .get_host_port_ipv4(port)
-        .await
-        .expect("container port");
+    let host_port = container.get_host_port_ipv4(port).await.expect("container port");
     Some(format!("127.0.0.1:{host_port}"))
 }
 
@@ -61,16 +53,9 @@ pub async fn urls() -> &'static Urls {
                     .await
                     .map(|a| format!("postgres://postgres:postgres@{a}/postgres")),
                 brokers: address(&kafka, KAFKA_PORT.as_u16()).await,
-                redis: address(&redis, REDIS_PORT)
-                    .await
-                    .map(|a| format!("redis://{a}")),
+                redis: address(&redis, REDIS_PORT).await.map(|a| format!("redis://{a}")),
             };
-            Started {
-                urls,
-                _postgres: postgres,
-                _kafka: kafka,
-                _redis: redis,
-            }
+            Started { urls, _postgres: postgres, _kafka: kafka, _redis: redis }
         })
         .await;
     &started.urls

@@ -40,12 +40,15 @@ impl AppendError {
                     | C::InvalidMessage
             )
         );
-        if permanent {
-            AppendError::Refused(error)
-        } else {
-            AppendError::Unavailable(error)
-        }
+        if permanent { AppendError::Refused(error) } else { AppendError::Unavailable(error) }
     }
+}
+
+/// A failed `append_all`: the error, and per event the position it got if it was acknowledged.
+#[derive(Debug)]
+pub struct PartialAppend {
+    pub error: AppendError,
+    pub positions: Vec<Option<LogPosition>>,
 }
 
 /// A handle on the event topic; cheap to clone.
@@ -53,6 +56,7 @@ impl AppendError {
 pub struct EventLog {
     producer: FutureProducer,
     topic: Arc<str>,
+    queue_timeout: Duration,
 }
 
 impl EventLog {
@@ -62,57 +66,51 @@ impl EventLog {
             .set("acks", "all")
             .set("message.timeout.ms", append_timeout_ms.to_string())
             .set("linger.ms", "2")
+            // librdkafka notices message timeouts when the broker thread wakes, and while the
+            // broker is down it sleeps for the reconnect backoff (up to 10 s by default): keep
+            // that short so a dead broker is reported within the append timeout.
+            .set("reconnect.backoff.max.ms", "500")
             .create()?;
-        Ok(EventLog {
-            producer,
-            topic: config.topic.as_str().into(),
-        })
+        // Waiting for room in the local queue is part of the same budget, so the whole append
+        // stays within `append_timeout_ms` plus this small share.
+        let queue_timeout = Duration::from_millis(append_timeout_ms.min(1000) / 4);
+        Ok(EventLog { producer, topic: config.topic.as_str().into(), queue_timeout })
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
+    /// Appends events, each keyed by its aggregate id, and waits for every durable
+    /// acknowledgement. They are handed to the producer together, so they travel in few requests.
+    /// On failure the positions of those that were acknowledged are returned with the error.
+    pub async fn append_all(&self, envelopes: &[Envelope]) -> Result<Vec<LogPosition>, PartialAppend> {
+        let deliveries = futures::future::join_all(envelopes.iter().map(|e| self.send(e))).await;
+        let mut first_error = None;
+        let positions: Vec<Option<LogPosition>> = deliveries
+            .into_iter()
+            .map(|delivery| delivery.map_err(|e| first_error.get_or_insert(e)).ok())
+            .collect();
+        match first_error {
+            None => Ok(positions.into_iter().flatten().collect()),
+            Some(error) => Err(PartialAppend { error: AppendError::classify(error), positions }),
+        }
     }
 
-    /// Appends one event keyed by its aggregate id and waits for the durable acknowledgement.
-    pub async fn append(&self, envelope: &Envelope) -> Result<LogPosition, AppendError> {
+    async fn send(&self, envelope: &Envelope) -> Result<LogPosition, KafkaError> {
         let payload = envelope.encode();
         let key = envelope.aggregate_id();
         let event_id = envelope.event_id.to_string();
         let event_type = envelope.event_type();
         let version = event_type.current_version().to_string();
         let headers = OwnedHeaders::new_with_capacity(4)
-            .insert(Header {
-                key: HEADER_EVENT_TYPE,
-                value: Some(event_type.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_EVENT_ID,
-                value: Some(event_id.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_SCHEMA_VERSION,
-                value: Some(version.as_str()),
-            })
-            .insert(Header {
-                key: HEADER_CONTENT_TYPE,
-                value: Some(JSON_CONTENT_TYPE),
-            });
-        let record = FutureRecord::to(&self.topic)
-            .key(&key)
-            .payload(&payload)
-            .headers(headers);
-        // Waiting for queue space counts against the same budget as the delivery itself.
-        match self
-            .producer
-            .send(record, Timeout::After(Duration::from_secs(1)))
+            .insert(Header { key: HEADER_EVENT_TYPE, value: Some(event_type.as_str()) })
+            .insert(Header { key: HEADER_EVENT_ID, value: Some(event_id.as_str()) })
+            .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(version.as_str()) })
+            .insert(Header { key: HEADER_CONTENT_TYPE, value: Some(JSON_CONTENT_TYPE) });
+        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(headers);
+        // A full local queue counts against the same budget as the delivery itself.
+        self.producer
+            .send(record, Timeout::After(self.queue_timeout))
             .await
-        {
-            Ok(delivery) => Ok(LogPosition {
-                partition: delivery.partition,
-                offset: delivery.offset,
-            }),
-            Err((error, _message)) => Err(AppendError::classify(error)),
-        }
+            .map(|delivery| LogPosition { partition: delivery.partition, offset: delivery.offset })
+            .map_err(|(error, _message)| error)
     }
 
     /// Whether a broker answers a metadata request for the topic.
@@ -120,10 +118,7 @@ impl EventLog {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), Duration::from_secs(2))
-                .is_ok()
+            producer.client().fetch_metadata(Some(&topic), Duration::from_secs(2)).is_ok()
         })
         .await
         .unwrap_or(false)
@@ -132,8 +127,7 @@ impl EventLog {
     /// Waits (bounded) until everything queued has been delivered or has failed.
     pub async fn flush(&self) {
         let producer = self.producer.clone();
-        let flushed =
-            tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "Producer flush did not complete");
         }

@@ -1,6 +1,7 @@
 //! Wiring: build the event log client and the router, bind the listener, serve.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -8,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::http::{self, AppState};
+use crate::idempotency::IdempotencyStore;
 use crate::log::EventLog;
 
 pub struct Application {
@@ -19,32 +21,25 @@ impl Application {
     /// Ensures the topic exists, connects the producer and binds the listener (port 0 picks a
     /// free port; see `address`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        eventline_runtime::kafka::ensure_topic(&config.kafka)
-            .await
-            .context("preparing the event topic")?;
+        eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
         let log = EventLog::connect(&config.kafka, config.append_timeout_ms)
             .context("creating the Kafka producer")?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        Ok(Application {
-            listener,
-            state: AppState { log },
-        })
+        let idempotency = IdempotencyStore::new(&config.redis.url, config.idempotency_ttl())
+            .context("REDIS_URL is not a valid Redis URL")?;
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let state = AppState { log, idempotency: Arc::new(idempotency) };
+        Ok(Application { listener, state })
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Serves until `shutdown`, then flushes what the producer still holds.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let router = http::router(self.state.clone());
-        eventline_runtime::http::serve(self.listener, router, shutdown)
-            .await
-            .context("serving HTTP")?;
+        eventline_runtime::http::serve(self.listener, router, shutdown).await.context("serving HTTP")?;
         self.state.log.flush().await;
         tracing::info!("Command service stopped");
         Ok(())

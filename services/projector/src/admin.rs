@@ -35,37 +35,19 @@ pub fn router(state: AdminState) -> Router {
             let consumer = state.consumer.clone();
             let kafka = tokio::task::spawn_blocking(move || {
                 use rdkafka::consumer::Consumer;
-                consumer
-                    .fetch_metadata(None, Duration::from_secs(2))
-                    .is_ok()
+                consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok()
             })
             .await
             .unwrap_or(false);
-            let healthy = state
-                .status
-                .fatal
-                .lock()
-                .map(|f| f.is_none())
-                .unwrap_or(false);
+            let healthy = state.status.fatal.lock().map(|f| f.is_none()).unwrap_or(false);
             vec![
-                Check {
-                    name: "postgres",
-                    ok: database,
-                },
-                Check {
-                    name: "kafka",
-                    ok: kafka,
-                },
-                Check {
-                    name: "projection",
-                    ok: healthy,
-                },
+                Check { name: "postgres", ok: database },
+                Check { name: "kafka", ok: kafka },
+                Check { name: "projection", ok: healthy },
             ]
         }
     });
-    let api = Router::new()
-        .route("/status", get(status))
-        .with_state(state);
+    let api = Router::new().route("/status", get(status)).with_state(state);
     with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
 }
 
@@ -87,33 +69,23 @@ struct Status {
 }
 
 async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem> {
-    let checkpoints = checkpoint::load(&state.pool, &state.topic)
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "Reading checkpoints for /status failed");
-            Problem::unavailable(
-                "database-unavailable",
-                "Database unavailable",
-                "Checkpoints cannot be read now.",
-                1,
-            )
-        })?;
+    let checkpoints = checkpoint::load(&state.pool, &state.topic).await.map_err(|error| {
+        tracing::warn!(%error, "Reading checkpoints for /status failed");
+        Problem::unavailable(
+            "database-unavailable",
+            "Database unavailable",
+            "Checkpoints cannot be read now.",
+            1,
+        )
+    })?;
     Ok(Json(Status {
         topic: state.topic.clone(),
-        assigned_partitions: state
-            .status
-            .assigned
-            .lock()
-            .map(|a| a.clone())
-            .unwrap_or_default(),
+        assigned_partitions: state.status.assigned.lock().map(|a| a.clone()).unwrap_or_default(),
         database_ok: state.status.database_ok.load(Ordering::Relaxed),
         fatal_error: state.status.fatal.lock().ok().and_then(|f| f.clone()),
         checkpoints: checkpoints
             .into_iter()
-            .map(|(partition, next_offset)| PartitionStatus {
-                partition,
-                next_offset,
-            })
+            .map(|(partition, next_offset)| PartitionStatus { partition, next_offset })
             .collect(),
     }))
 }

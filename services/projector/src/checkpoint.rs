@@ -8,12 +8,11 @@ use sqlx::{PgExecutor, Postgres, Transaction};
 
 /// Loads the checkpoints of `topic` (partition → next offset). A partition never applied is absent.
 pub async fn load<'e>(db: impl PgExecutor<'e>, topic: &str) -> sqlx::Result<BTreeMap<i32, i64>> {
-    let rows: Vec<(i32, i64)> = sqlx::query_as(
-        "SELECT partition, next_offset FROM projection_checkpoints WHERE topic = $1",
-    )
-    .bind(topic)
-    .fetch_all(db)
-    .await?;
+    let rows: Vec<(i32, i64)> =
+        sqlx::query_as("SELECT partition, next_offset FROM projection_checkpoints WHERE topic = $1")
+            .bind(topic)
+            .fetch_all(db)
+            .await?;
     Ok(rows.into_iter().collect())
 }
 

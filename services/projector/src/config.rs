@@ -9,18 +9,10 @@ use eventline_runtime::config::{DatabaseConfig, KafkaConfig};
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address of the admin API (health, readiness, metrics, status).
-    #[arg(
-        long,
-        env = "EVENTLINE_PROJECTOR_ADDR",
-        default_value = "127.0.0.1:8083"
-    )]
+    #[arg(long, env = "EVENTLINE_PROJECTOR_ADDR", default_value = "127.0.0.1:8083")]
     pub listen: SocketAddr,
     /// Consumer group shared by all projector instances.
-    #[arg(
-        long,
-        env = "EVENTLINE_PROJECTOR_GROUP",
-        default_value = "eventline-projector"
-    )]
+    #[arg(long, env = "EVENTLINE_PROJECTOR_GROUP", default_value = "eventline-projector")]
     pub group_id: String,
     /// Most events applied in one transaction.
     #[arg(long, env = "EVENTLINE_BATCH_SIZE", default_value_t = 1000)]

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventline_runtime::config::KafkaConfig;
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -29,10 +30,7 @@ impl ClientContext for RebalanceForwarder {}
 impl ConsumerContext for RebalanceForwarder {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let partitions = |tpl: &TopicPartitionList| -> Vec<i32> {
-            tpl.elements_for_topic(&self.topic)
-                .iter()
-                .map(|e| e.partition())
-                .collect()
+            tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect()
         };
         let change = match rebalance {
             Rebalance::Assign(tpl) => Assignment::Assigned(partitions(tpl)),
@@ -63,45 +61,56 @@ pub fn subscribe(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .create_with_context(RebalanceForwarder {
-            topic: kafka.topic.clone(),
-            tx,
-        })?;
+        .create_with_context(RebalanceForwarder { topic: kafka.topic.clone(), tx })?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok((Arc::new(consumer), rx))
 }
 
 /// Moves a partition's read position (blocking librdkafka call, run off the async threads).
-pub async fn seek(
-    consumer: &Arc<LogConsumer>,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> KafkaResult<()> {
+pub async fn seek(consumer: &Arc<LogConsumer>, topic: &str, partition: i32, offset: i64) -> KafkaResult<()> {
     let (consumer, topic) = (consumer.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        consumer.seek(
-            &topic,
-            partition,
-            Offset::Offset(offset),
-            Duration::from_secs(5),
-        )
+        consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5))
     })
     .await
     .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
 }
 
-/// The partition's high watermark: the offset the next appended message will get.
-pub async fn high_watermark(
-    consumer: &Arc<LogConsumer>,
+/// Reads the payload of the one message at `offset`, with a consumer of its own (no group):
+/// `None` when the partition has no message there.
+pub async fn read_one(
+    brokers: &str,
     topic: &str,
     partition: i32,
-) -> KafkaResult<i64> {
-    let (consumer, topic) = (consumer.clone(), topic.to_owned());
+    offset: i64,
+) -> KafkaResult<Option<Vec<u8>>> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        consumer
-            .fetch_watermarks(&topic, partition, Duration::from_secs(5))
-            .map(|(_, high)| high)
+        let consumer: BaseConsumer = eventline_runtime::kafka::client_config(&brokers)
+            .set("group.id", "eventline-projector-checkpoint-check")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "error")
+            .create()?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        consumer.assign(&assignment)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) if message.offset() == offset => {
+                    return Ok(Some(message.payload().unwrap_or_default().to_vec()));
+                }
+                Some(Ok(_)) => return Ok(None),
+                Some(Err(error))
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) =>
+                {
+                    return Ok(None);
+                }
+                Some(Err(error)) => return Err(error),
+                None => {}
+            }
+        }
+        Ok(None)
     })
     .await
     .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))
@@ -115,10 +124,7 @@ pub fn commit_advisory(
 ) {
     let mut tpl = TopicPartitionList::new();
     for (&partition, &next) in next_offsets {
-        if tpl
-            .add_partition_offset(topic, partition, Offset::Offset(next))
-            .is_err()
-        {
+        if tpl.add_partition_offset(topic, partition, Offset::Offset(next)).is_err() {
             return;
         }
     }

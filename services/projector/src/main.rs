@@ -2,11 +2,7 @@ use clap::{Parser, Subcommand};
 use eventline_projector::{Application, Config};
 
 #[derive(Parser)]
-#[command(
-    name = "eventline-projector",
-    version,
-    about = "eventline projector: event log → read models"
-)]
+#[command(name = "eventline-projector", version, about = "eventline projector: event log → read models")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

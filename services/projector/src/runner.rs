@@ -22,16 +22,11 @@ use crate::project::{self, Record};
 #[derive(Debug, thiserror::Error)]
 pub enum FatalError {
     #[error(
-        "the checkpoint of partition {partition} of {topic:?} is offset {checkpoint}, beyond the partition's \
-         end ({high_watermark}): the log was replaced or the topic recreated. The read models belong to another \
-         log; reset them (drop the database or run a rebuild) before projecting this one"
+        "the checkpoint of partition {partition} of {topic:?} says offsets up to {checkpoint} (exclusive) were \
+         applied, but {reason}: the log was replaced or the topic recreated. The read models belong to another \
+         log; reset them (`eventline-projector reset --yes`, or a rebuild) before projecting this one"
     )]
-    CheckpointBeyondEnd {
-        topic: String,
-        partition: i32,
-        checkpoint: i64,
-        high_watermark: i64,
-    },
+    LogReplaced { topic: String, partition: i32, checkpoint: i64, reason: String },
 }
 
 /// What the admin API reports about the loop.
@@ -54,6 +49,7 @@ pub struct Runner {
     pub consumer: Arc<LogConsumer>,
     pub pool: PgPool,
     pub topic: String,
+    pub brokers: String,
     pub batch_size: usize,
     pub batch_max_wait: Duration,
     pub status: Arc<RunnerStatus>,
@@ -134,8 +130,7 @@ impl Runner {
                     for partition in partitions {
                         let next = checkpoints.get(&partition).copied().unwrap_or(0);
                         self.check_within_log(partition, next).await?;
-                        if let Err(error) =
-                            consumer::seek(&self.consumer, &self.topic, partition, next).await
+                        if let Err(error) = consumer::seek(&self.consumer, &self.topic, partition, next).await
                         {
                             // The admission filter below still enforces the position.
                             tracing::debug!(partition, next, %error, "Seek on assignment deferred");
@@ -173,29 +168,49 @@ impl Runner {
         }
     }
 
+    /// Checks that the log holds what the checkpoint says was applied: the message just before
+    /// the checkpoint must exist and, where its event id was recorded, be the same event. A
+    /// replaced log (a new broker, a recreated topic) fails this instead of being silently skipped.
+    ///
+    /// The partition's high watermark alone is not enough: Tansu 0.6.0 reports the base offset of
+    /// the last batch + 1, so a correct checkpoint can lie past it.
     async fn check_within_log(&self, partition: i32, checkpoint: i64) -> Result<(), FatalError> {
         if checkpoint == 0 {
             return Ok(());
         }
-        match consumer::high_watermark(&self.consumer, &self.topic, partition).await {
-            Ok(high) if checkpoint > high => {
-                let error = FatalError::CheckpointBeyondEnd {
-                    topic: self.topic.clone(),
-                    partition,
-                    checkpoint,
-                    high_watermark: high,
-                };
-                if let Ok(mut fatal) = self.status.fatal.lock() {
-                    *fatal = Some(error.to_string());
-                }
-                Err(error)
-            }
-            Ok(_) => Ok(()),
+        let last_applied = checkpoint - 1;
+        let found = match consumer::read_one(&self.brokers, &self.topic, partition, last_applied).await {
+            Ok(found) => found,
             Err(error) => {
-                tracing::warn!(partition, %error, "Could not read the partition's end; not checking the checkpoint");
-                Ok(())
+                tracing::warn!(partition, %error, "Could not read the log at the checkpoint; not checking it");
+                return Ok(());
             }
+        };
+        let recorded: Option<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT event_id FROM processed_events WHERE topic = $1 AND partition = $2 AND log_offset = $3",
+        )
+        .bind(&self.topic)
+        .bind(partition)
+        .bind(last_applied)
+        .fetch_optional(&self.pool)
+        .await
+        .unwrap_or(None);
+        let problem = match found {
+            None => Some("the log has no message there".to_owned()),
+            Some(payload) => match (recorded, eventline_events::Envelope::decode(&payload)) {
+                (Some(expected), Ok(envelope)) if envelope.event_id != expected => Some(format!(
+                    "the message there is event {}, but event {expected} was applied from that offset",
+                    envelope.event_id
+                )),
+                _ => None,
+            },
+        };
+        let Some(reason) = problem else { return Ok(()) };
+        let error = FatalError::LogReplaced { topic: self.topic.clone(), partition, checkpoint, reason };
+        if let Ok(mut fatal) = self.status.fatal.lock() {
+            *fatal = Some(error.to_string());
         }
+        Err(error)
     }
 
     /// Decides whether a message is the next one to apply for its partition.
@@ -213,9 +228,7 @@ impl Runner {
             // Ahead of the checkpoint (e.g. Kafka's committed offset was further than ours):
             // go back rather than skip.
             cursor.seeks += 1;
-            if let Err(error) =
-                consumer::seek(&self.consumer, &self.topic, partition, cursor.next).await
-            {
+            if let Err(error) = consumer::seek(&self.consumer, &self.topic, partition, cursor.next).await {
                 tracing::warn!(partition, next = cursor.next, %error, "Seek back to the checkpoint failed");
             }
             return None;
@@ -280,8 +293,7 @@ impl Runner {
             }
         };
         self.status.database_ok.store(true, Ordering::Relaxed);
-        metrics::histogram!("eventline_projector_batch_seconds")
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("eventline_projector_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("eventline_projector_events_total", "outcome" => "applied")
             .increment(outcome.applied as u64);
         metrics::counter!("eventline_projector_events_total", "outcome" => "duplicate")
@@ -300,9 +312,7 @@ impl Runner {
 
 /// Exponential backoff with full jitter: 100 ms doubling up to 10 s.
 fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_millis(100)
-        .saturating_mul(1 << attempt.min(7))
-        .min(Duration::from_secs(10));
+    let cap = Duration::from_millis(100).saturating_mul(1 << attempt.min(7)).min(Duration::from_secs(10));
     let jitter = rand::rng().random_range(0.5..=1.0);
     cap.mul_f64(jitter)
 }

@@ -28,35 +28,25 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = eventline_runtime::db::pool(&config.database)?;
         eventline_runtime::db::migrate(&pool).await?;
-        eventline_runtime::kafka::ensure_topic(&config.kafka)
-            .await
-            .context("preparing the event topic")?;
-        let (consumer, assignments) = consumer::subscribe(&config.kafka, &config.group_id)
-            .context("creating the Kafka consumer")?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+        eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
+        let (consumer, assignments) =
+            consumer::subscribe(&config.kafka, &config.group_id).context("creating the Kafka consumer")?;
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let runner = Runner {
             consumer,
             pool: pool.clone(),
             topic: config.kafka.topic.clone(),
+            brokers: config.kafka.brokers.clone(),
             batch_size: config.batch_size.max(1),
             batch_max_wait: config.batch_max_wait(),
             status: Arc::new(RunnerStatus::default()),
         };
-        Ok(Application {
-            listener,
-            runner,
-            assignments,
-            pool,
-            config,
-        })
+        Ok(Application { listener, runner, assignments, pool, config })
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Projects until `shutdown` (or a fatal error, which is returned), serving the admin API

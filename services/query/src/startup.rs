@@ -19,19 +19,13 @@ impl Application {
     /// and binds the listener (port 0 picks a free port; see `address`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = eventline_runtime::db::pool(&config.database)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        Ok(Application {
-            listener,
-            state: AppState { pool },
-        })
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        Ok(Application { listener, state: AppState { pool } })
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {

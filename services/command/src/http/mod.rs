@@ -1,82 +1,330 @@
-//! The HTTP API of the command service: one module per resource, each with its `router()`.
+//! The HTTP API of the command service: one module per resource, each with its `router()`, and
+//! the one pipeline every command goes through (`execute`).
 
+mod batch;
+mod inventory;
+mod orders;
+mod payments;
 mod users;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use eventline_events::{ConsistencyToken, Envelope, LogPosition};
-use eventline_runtime::http::{Check, Readiness, ops_router, with_problem_fallbacks};
-use eventline_runtime::problem::Problem;
-use tower_http::trace::TraceLayer;
+use std::sync::Arc;
 
-use crate::log::{AppendError, EventLog};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use eventline_events::{ConsistencyToken, Envelope, Event, LogPosition};
+use eventline_runtime::http::{Check, Readiness, ops_router, with_problem_fallbacks};
+use eventline_runtime::problem::{FieldError, JsonBody, Problem, ProblemSlug};
+use serde::{Deserialize, Serialize};
+use tower_http::trace::TraceLayer;
+use uuid::Uuid;
+
+use crate::decide::IdGen;
+use crate::idempotency::{self, Claim, Fingerprint, IdempotencyStore, StoredResponse};
+use crate::log::{AppendError, EventLog, PartialAppend};
 
 /// Header carrying the log position(s) a later read must wait for (read-your-writes).
 pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("consistency-token");
+/// Header naming a request's idempotency key.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set on a response replayed for a repeated idempotency key.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// Largest accepted body of a single command.
+/// Largest body of a single command.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+/// Largest body of a batch.
+pub const BATCH_BODY_LIMIT_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
     pub log: EventLog,
+    pub idempotency: Arc<IdempotencyStore>,
 }
 
 pub fn router(state: AppState) -> Router {
-    let log = state.log.clone();
+    let checks = state.clone();
     let readiness = Readiness::new(move || {
-        let log = log.clone();
+        let state = checks.clone();
         async move {
-            vec![Check {
-                name: "kafka",
-                ok: log.is_reachable().await,
-            }]
+            // Redis is not a readiness condition: it only serves idempotency keys, and requests
+            // without one work without it.
+            vec![Check { name: "kafka", ok: state.log.is_reachable().await }]
         }
     });
-    let api = Router::new()
+    let single = Router::new()
         .merge(users::router())
-        .with_state(state)
+        .merge(orders::router())
+        .merge(payments::router())
+        .merge(inventory::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+    let batch = batch::router().layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT_BYTES));
+    let api = single.merge(batch).with_state(state).layer(middleware::from_fn(count_rejections));
     with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
 }
 
-/// Appends one decided event and maps failures to problems; never reports success for an event
-/// the broker did not acknowledge.
-async fn append(log: &EventLog, envelope: &Envelope) -> Result<LogPosition, Problem> {
-    let started = std::time::Instant::now();
-    let result = log.append(envelope).await;
-    metrics::histogram!("eventline_command_append_seconds").record(started.elapsed().as_secs_f64());
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::counter!("eventline_commands_total", "type" => envelope.event_type().as_str(), "outcome" => outcome)
-        .increment(1);
-    result.map_err(|error| match error {
-        AppendError::Unavailable(cause) => {
-            tracing::warn!(error = %cause, event_id = %envelope.event_id, "Append failed: event log unavailable");
-            Problem::unavailable(
-                "log-unavailable",
-                "Event log unavailable",
-                "The event log did not acknowledge the event; nothing was recorded. Retry later.",
-                1,
-            )
-        }
-        AppendError::Refused(cause) => {
-            tracing::error!(error = %cause, event_id = %envelope.event_id, "Append refused by the broker");
-            Problem::internal()
-        }
-    })
+/// Counts every refused command by route and problem type (accepted ones are counted in
+/// `execute`, by event type).
+async fn count_rejections(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let response = next.run(request).await;
+    if let Some(ProblemSlug(reason)) = response.extensions().get::<ProblemSlug>() {
+        metrics::counter!("eventline_commands_rejected_total", "route" => route, "reason" => *reason)
+            .increment(1);
+    }
+    response
 }
 
-/// `202 Accepted` with the body and the consistency token of the appended positions.
-fn accepted(
-    body: impl serde::Serialize,
-    positions: impl IntoIterator<Item = LogPosition>,
-) -> Response {
-    let token: ConsistencyToken = positions.into_iter().collect();
-    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&token.to_string()) {
+/// What the client learns about one accepted command.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    /// The event type, in batch results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// Order total computed by the server, a decimal string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_amount: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// The id of the appended event.
+    pub event_id: Uuid,
+    /// Where the event sits in the log.
+    #[schema(value_type = Position)]
+    pub position: LogPosition,
+}
+
+/// Mirror of `LogPosition` for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Position {
+    partition: i32,
+    offset: i64,
+}
+
+impl Accepted {
+    fn of(envelope: &Envelope, position: LogPosition) -> Self {
+        let mut accepted = Accepted {
+            event_type: None,
+            user_id: None,
+            order_id: None,
+            payment_id: None,
+            sku: None,
+            total_amount: None,
+            currency: None,
+            event_id: envelope.event_id,
+            position,
+        };
+        match &envelope.event {
+            Event::UserCreated(e) => accepted.user_id = Some(e.user_id),
+            Event::OrderPlaced(e) => {
+                accepted.order_id = Some(e.order_id);
+                accepted.user_id = Some(e.user_id);
+                accepted.total_amount = Some(e.total_amount.to_string());
+                accepted.currency = Some(e.currency.to_string());
+            }
+            Event::PaymentSettled(e) => {
+                accepted.payment_id = Some(e.payment_id);
+                accepted.order_id = Some(e.order_id);
+            }
+            Event::InventoryAdjusted(e) => accepted.sku = Some(e.sku.clone()),
+        }
+        accepted
+    }
+}
+
+/// Body of a batch's `202`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchAccepted {
+    /// One result per command, in the order of the request.
+    pub results: Vec<Accepted>,
+}
+
+/// What a handler decided.
+pub enum Decided {
+    One(Event),
+    Batch(Vec<Event>),
+}
+
+/// The pipeline of every command: idempotency key, decision, durable append, answer. `request`
+/// is the method and actual path (ids in the path are part of what a key's fingerprint covers).
+///
+/// The decision runs first (invalid commands are refused without touching Redis or Kafka); ids
+/// come from the idempotency key when there is one, so a retried request decides the same events.
+pub async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &str,
+    body: JsonBody,
+    decide: impl FnOnce(JsonBody, &mut IdGen) -> Result<Decided, Problem>,
+) -> Result<Response, Problem> {
+    let key = idempotency_key(headers)?;
+    let fingerprint = key.as_deref().map(|k| Fingerprint::of(k, request, &body.0));
+    let mut ids = fingerprint.as_ref().map_or_else(IdGen::random, |f| IdGen::derived(f.seed()));
+    let decided = decide(body, &mut ids)?;
+
+    if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
+        match state.idempotency.claim(key, fingerprint).await {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::Replay(stored)) => return Ok(replay(stored)),
+            Ok(Claim::Conflict) => return Err(key_reused()),
+            Ok(Claim::InProgress) => return Err(key_in_progress()),
+            Err(error) => {
+                tracing::warn!(%error, "Idempotency store unavailable");
+                return Err(Problem::unavailable(
+                    "idempotency-unavailable",
+                    "Idempotency keys unavailable",
+                    "Requests with an Idempotency-Key cannot be handled now; retry later, or send the request without one.",
+                    1,
+                ));
+            }
+        }
+    }
+
+    let (events, batch) = match decided {
+        Decided::One(event) => (vec![event], false),
+        Decided::Batch(events) => (events, true),
+    };
+    let occurred_at = Utc::now();
+    let envelopes: Vec<Envelope> =
+        events.into_iter().map(|e| Envelope::at(e, ids.next_id(), occurred_at)).collect();
+
+    let started = std::time::Instant::now();
+    let appended = state.log.append_all(&envelopes).await;
+    metrics::histogram!("eventline_command_append_seconds").record(started.elapsed().as_secs_f64());
+    let positions = match appended {
+        Ok(positions) => positions,
+        Err(partial) => {
+            if let Some(key) = &key {
+                state.idempotency.release(key).await;
+            }
+            return Err(append_problem(partial, batch));
+        }
+    };
+
+    for envelope in &envelopes {
+        metrics::counter!("eventline_commands_accepted_total", "type" => envelope.event_type().as_str())
+            .increment(1);
+    }
+    let token: ConsistencyToken = positions.iter().copied().collect();
+    let results: Vec<Accepted> = envelopes
+        .iter()
+        .zip(&positions)
+        .map(|(envelope, position)| Accepted {
+            event_type: batch.then(|| envelope.event_type().as_str().to_owned()),
+            ..Accepted::of(envelope, *position)
+        })
+        .collect();
+    let body = if batch {
+        serde_json::to_value(BatchAccepted { results })
+    } else {
+        serde_json::to_value(&results[0])
+    }
+    .map_err(|error| {
+        tracing::error!(%error, "Serializing an accepted response failed");
+        Problem::internal()
+    })?;
+    let stored = StoredResponse { status: 202, consistency_token: Some(token.to_string()), body };
+
+    if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
+        // The events are in the log whatever happens here; a retry that finds no stored response
+        // re-appends the same event ids, which the projector ignores.
+        if let Err(error) = state.idempotency.complete(key, fingerprint, stored.clone()).await {
+            tracing::warn!(%error, "Storing an idempotent response failed");
+        }
+    }
+    Ok(respond(stored))
+}
+
+fn respond(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::ACCEPTED);
+    let mut response = (status, axum::Json(stored.body)).into_response();
+    if let Some(value) = stored.consistency_token.and_then(|t| HeaderValue::from_str(&t).ok()) {
         response.headers_mut().insert(CONSISTENCY_TOKEN, value);
     }
     response
+}
+
+fn replay(stored: StoredResponse) -> Response {
+    let mut response = respond(stored);
+    response.headers_mut().insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    match value.to_str() {
+        Ok(key) if idempotency::is_valid_key(key) => Ok(Some(key.to_owned())),
+        _ => Err(Problem::bad_request(
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            format!("An Idempotency-Key is 1 to {} visible ASCII characters.", idempotency::MAX_KEY_LEN),
+        )),
+    }
+}
+
+fn key_reused() -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        "Idempotency-Key reused",
+        "This Idempotency-Key was used for a different request; use a new key for a new request.",
+    )
+}
+
+fn key_in_progress() -> Problem {
+    Problem {
+        retry_after_secs: Some(1),
+        ..Problem::new(
+            StatusCode::CONFLICT,
+            "idempotency-in-progress",
+            "Request in progress",
+            "A request with this Idempotency-Key is still being processed; retry shortly for its response.",
+        )
+    }
+}
+
+/// Maps a failed append to a problem; never reports success for an event the broker did not
+/// acknowledge.
+fn append_problem(partial: PartialAppend, batch: bool) -> Problem {
+    let appended = partial.positions.iter().filter(|p| p.is_some()).count();
+    match partial.error {
+        AppendError::Unavailable(cause) => {
+            tracing::warn!(error = %cause, appended, total = partial.positions.len(), "Append failed: event log unavailable");
+            let detail = if appended == 0 {
+                "The event log did not acknowledge the append; nothing was recorded. Retry later.".to_owned()
+            } else {
+                format!(
+                    "The event log became unavailable: {appended} of {} events were appended, the others were not. \
+                     Retry with the same Idempotency-Key to complete the batch without duplicates.",
+                    partial.positions.len()
+                )
+            };
+            let mut problem = Problem::unavailable("log-unavailable", "Event log unavailable", detail, 1);
+            if batch {
+                problem.errors = partial
+                    .positions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.is_none())
+                    .map(|(i, _)| FieldError::new(format!("commands[{i}]"), "not appended"))
+                    .collect();
+            }
+            problem
+        }
+        AppendError::Refused(cause) => {
+            tracing::error!(error = %cause, "Append refused by the broker");
+            Problem::internal()
+        }
+    }
 }

@@ -93,10 +93,7 @@ async fn claim_event_ids(
     let ids: Vec<Uuid> = events.iter().map(|e| e.envelope.event_id).collect();
     let partitions: Vec<i32> = events.iter().map(|e| e.record.partition).collect();
     let offsets: Vec<i64> = events.iter().map(|e| e.record.offset).collect();
-    let types: Vec<&str> = events
-        .iter()
-        .map(|e| e.envelope.event_type().as_str())
-        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e.envelope.event_type().as_str()).collect();
     let claimed: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO processed_events (event_id, topic, partition, log_offset, event_type)
          SELECT id, $2, p, o, t FROM UNNEST($1::uuid[], $3::int[], $4::bigint[], $5::text[]) AS u(id, p, o, t)
@@ -114,10 +111,7 @@ async fn claim_event_ids(
 }
 
 /// Dispatches fresh events to their read model, each type set-based.
-async fn apply_events(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[&Positioned<'_>],
-) -> sqlx::Result<()> {
+async fn apply_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<'_>]) -> sqlx::Result<()> {
     let mut users_created = Vec::new();
     for event in events {
         match &event.envelope.event {

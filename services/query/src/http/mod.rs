@@ -17,12 +17,7 @@ pub fn router(state: AppState) -> Router {
     let pool = state.pool.clone();
     let readiness = Readiness::new(move || {
         let pool = pool.clone();
-        async move {
-            vec![Check {
-                name: "postgres",
-                ok: eventline_runtime::db::ping(&pool).await,
-            }]
-        }
+        async move { vec![Check { name: "postgres", ok: eventline_runtime::db::ping(&pool).await }] }
     });
     let api = Router::new().merge(users::router()).with_state(state);
     with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
@@ -45,10 +40,7 @@ fn parse_id(raw: &str, what: &str) -> Result<uuid::Uuid, Problem> {
         Problem::bad_request(
             "invalid-id",
             "Invalid id",
-            format!(
-                "{what} id {:?} is not a UUID",
-                raw.chars().take(64).collect::<String>()
-            ),
+            format!("{what} id {:?} is not a UUID", raw.chars().take(64).collect::<String>()),
         )
     })
 }

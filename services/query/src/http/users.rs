@@ -27,10 +27,7 @@ pub struct User {
     updated_at: DateTime<Utc>,
 }
 
-async fn get_user(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<User>, Problem> {
+async fn get_user(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<User>, Problem> {
     let user_id = parse_id(&id, "user")?;
     let user: Option<User> = sqlx::query_as(
         "SELECT user_id, email, first_name, last_name, created_at, updated_at FROM users WHERE user_id = $1",
@@ -39,6 +36,5 @@ async fn get_user(
     .fetch_optional(&state.pool)
     .await
     .map_err(database_problem)?;
-    user.map(Json)
-        .ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))
+    user.map(Json).ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))
 }

@@ -1,0 +1,89 @@
+//! `AdjustInventory` → `InventoryAdjusted`.
+
+use eventline_events::{AdjustmentType, Event, InventoryAdjusted};
+use eventline_runtime::problem::FieldError;
+use serde::Deserialize;
+
+use super::{Errors, check_sku, check_text};
+
+/// Largest quantity one adjustment may add, remove or set.
+pub const MAX_STOCK_QUANTITY: i64 = 1_000_000_000;
+/// Longest reason, in characters.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// `POST /inventory/{sku}/adjustments` (the sku comes from the path).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdjustInventory {
+    /// Units to add or remove (> 0), or the new stock level for `set` (≥ 0).
+    pub quantity: i64,
+    /// `add`, `remove` or `set`.
+    pub adjustment_type: String,
+    pub reason: String,
+}
+
+pub fn adjust_inventory(
+    sku: &str,
+    command: AdjustInventory,
+    mut errors: Errors,
+) -> Result<Event, Vec<FieldError>> {
+    check_sku(sku, "sku", &mut errors);
+    let adjustment_type = match command.adjustment_type.as_str() {
+        "add" => Some(AdjustmentType::Add),
+        "remove" => Some(AdjustmentType::Remove),
+        "set" => Some(AdjustmentType::Set),
+        _ => {
+            errors.add("adjustmentType", "must be one of add, remove, set");
+            None
+        }
+    };
+    let minimum = if adjustment_type == Some(AdjustmentType::Set) { 0 } else { 1 };
+    if !(minimum..=MAX_STOCK_QUANTITY).contains(&command.quantity) {
+        errors.add("quantity", format!("must be {minimum} to {MAX_STOCK_QUANTITY}"));
+    }
+    check_text(&command.reason, "reason", MAX_REASON_CHARS, &mut errors);
+    let Some(adjustment_type) = adjustment_type else { return Err(errors.into_list()) };
+    errors.finish(|| {
+        Event::InventoryAdjusted(InventoryAdjusted {
+            sku: sku.to_owned(),
+            quantity: command.quantity,
+            adjustment_type,
+            reason: command.reason,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::test_support::fields;
+
+    fn adjust(quantity: i64, kind: &str, reason: &str) -> AdjustInventory {
+        AdjustInventory { quantity, adjustment_type: kind.into(), reason: reason.into() }
+    }
+
+    fn decide(sku: &str, command: AdjustInventory) -> Result<Event, Vec<FieldError>> {
+        adjust_inventory(sku, command, Errors::default())
+    }
+
+    #[test]
+    fn valid_adjustments() {
+        let Ok(event) = decide("LAPTOP-001", adjust(10, "add", "restock")) else { panic!() };
+        assert_eq!(event.aggregate_id(), "LAPTOP-001");
+        assert!(decide("A", adjust(0, "set", "stocktake")).is_ok(), "set may go to zero");
+        assert!(decide("A", adjust(MAX_STOCK_QUANTITY, "remove", "write-off")).is_ok());
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported() {
+        assert_eq!(
+            fields(decide("bad sku", adjust(0, "steal", ""))),
+            ["sku", "adjustmentType", "quantity", "reason"]
+        );
+        assert_eq!(fields(decide("A", adjust(0, "add", "r"))), ["quantity"]);
+        assert_eq!(fields(decide("A", adjust(-1, "set", "r"))), ["quantity"]);
+        assert_eq!(fields(decide("A", adjust(MAX_STOCK_QUANTITY + 1, "set", "r"))), ["quantity"]);
+        assert_eq!(fields(decide("A", adjust(1, "ADD", "r"))), ["adjustmentType"]);
+        assert_eq!(fields(decide("A", adjust(1, "add", &"r".repeat(MAX_REASON_CHARS + 1)))), ["reason"]);
+    }
+}

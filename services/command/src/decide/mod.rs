@@ -1,0 +1,219 @@
+//! Decisions: pure functions from a command to the event it produces, or every reason it is
+//! invalid. No I/O here, so every rule is testable as given/when/then; a later issue adds aggregate
+//! state as a further argument.
+//!
+//! Ids the client does not send come from an [`IdGen`]: random (UUIDv7) normally, derived from the
+//! idempotency key when there is one, so that a retried request decides exactly the same event.
+
+mod inventory;
+mod orders;
+mod payments;
+mod users;
+
+pub use inventory::{AdjustInventory, MAX_REASON_CHARS, MAX_STOCK_QUANTITY, adjust_inventory};
+pub use orders::{MAX_ITEM_QUANTITY, MAX_ITEMS, MAX_UNIT_PRICE, OrderLine, PlaceOrder, place_order};
+pub use payments::{MAX_PAYMENT, SettlePayment, settle_payment};
+pub use users::{CreateUser, MAX_EMAIL_CHARS, MAX_NAME_CHARS, create_user};
+
+use eventline_events::{Amount, Currency};
+use eventline_runtime::problem::FieldError;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Where generated ids come from.
+#[derive(Debug, Clone)]
+pub struct IdGen {
+    seed: Option<[u8; 32]>,
+    counter: u32,
+}
+
+impl IdGen {
+    /// Fresh time-ordered ids (UUIDv7).
+    pub fn random() -> Self {
+        IdGen { seed: None, counter: 0 }
+    }
+
+    /// Ids that are a function of `seed` and the order they are asked for (UUIDv8 from SHA-256):
+    /// the same request with the same idempotency key gets the same ids on every retry.
+    pub fn derived(seed: [u8; 32]) -> Self {
+        IdGen { seed: Some(seed), counter: 0 }
+    }
+
+    pub fn next_id(&mut self) -> Uuid {
+        let Some(seed) = self.seed else {
+            return Uuid::now_v7();
+        };
+        let digest = Sha256::new().chain_update(seed).chain_update(self.counter.to_be_bytes()).finalize();
+        self.counter += 1;
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Uuid::new_v8(bytes)
+    }
+}
+
+/// Collects the field errors of one command; `prefix` places them inside a batch.
+#[derive(Debug, Default)]
+pub struct Errors {
+    prefix: String,
+    list: Vec<FieldError>,
+}
+
+impl Errors {
+    pub fn within(prefix: impl Into<String>) -> Self {
+        Errors { prefix: prefix.into(), list: Vec::new() }
+    }
+
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.list.push(FieldError::new(format!("{}{field}", self.prefix), message));
+    }
+
+    pub fn into_list(self) -> Vec<FieldError> {
+        self.list
+    }
+
+    /// `Ok(value)` when no error was added.
+    pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Vec<FieldError>> {
+        if self.list.is_empty() { Ok(value()) } else { Err(self.list) }
+    }
+}
+
+/// A client-supplied id (must be a non-nil UUID) or a generated one.
+pub(crate) fn optional_id(id: Option<&str>, field: &str, ids: &mut IdGen, errors: &mut Errors) -> Uuid {
+    match id {
+        None => ids.next_id(),
+        Some(id) => required_id(id, field, errors),
+    }
+}
+
+pub(crate) fn required_id(id: &str, field: &str, errors: &mut Errors) -> Uuid {
+    match Uuid::try_parse(id) {
+        Ok(id) if !id.is_nil() => id,
+        _ => {
+            errors.add(field, "must be a UUID such as 550e8400-e29b-41d4-a716-446655440000 (not nil)");
+            Uuid::nil()
+        }
+    }
+}
+
+/// Free text: not blank, at most `max` characters, no control characters.
+pub(crate) fn check_text(text: &str, field: &str, max: usize, errors: &mut Errors) {
+    if text.trim().is_empty() {
+        errors.add(field, "must not be empty");
+    } else if text.chars().count() > max {
+        errors.add(field, format!("must be at most {max} characters"));
+    } else if text.chars().any(char::is_control) {
+        errors.add(field, "must not contain control characters");
+    }
+}
+
+pub(crate) fn currency(code: &str, field: &str, errors: &mut Errors) -> Option<Currency> {
+    match code.parse() {
+        Ok(currency) => Some(currency),
+        Err(_) => {
+            errors.add(field, "must be an ISO 4217 currency code such as USD or EUR");
+            None
+        }
+    }
+}
+
+/// An amount in `currency`: within `min..=max` (exclusive at `min` when `positive`), with no more
+/// fraction digits than the currency has. Returned rescaled to exactly those digits.
+pub(crate) fn money(
+    amount: Amount,
+    currency: Option<Currency>,
+    field: &str,
+    positive: bool,
+    max: Amount,
+    errors: &mut Errors,
+) -> Amount {
+    let value = amount.as_decimal();
+    if positive && value <= Amount::ZERO.as_decimal() {
+        errors.add(field, "must be greater than 0");
+    } else if value.is_sign_negative() && !value.is_zero() {
+        errors.add(field, "must not be negative");
+    } else if amount > max {
+        errors.add(field, format!("must be at most {max}"));
+    }
+    let Some(currency) = currency else { return amount };
+    if amount.fraction_digits() > currency.fraction_digits() {
+        errors.add(
+            field,
+            format!("{} allows at most {} fraction digits", currency, currency.fraction_digits()),
+        );
+        return amount;
+    }
+    let mut canonical = value;
+    canonical.rescale(currency.fraction_digits());
+    Amount::new(canonical)
+}
+
+/// Stock keeping unit: a letter or digit, then up to 63 letters, digits, `.`, `_` or `-`.
+pub(crate) fn check_sku(sku: &str, field: &str, errors: &mut Errors) {
+    let mut chars = sku.chars();
+    let valid = sku.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        errors.add(field, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use eventline_runtime::problem::FieldError;
+
+    /// The invalid fields of a rejected command, in order.
+    pub fn fields<T: std::fmt::Debug>(result: Result<T, Vec<FieldError>>) -> Vec<String> {
+        result.expect_err("should be invalid").into_iter().map(|e| e.field).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ids_repeat_for_the_same_seed_and_differ_between_seeds() {
+        let (mut a, mut b, mut c) =
+            (IdGen::derived([1; 32]), IdGen::derived([1; 32]), IdGen::derived([2; 32]));
+        let first = a.next_id();
+        assert_eq!(first, b.next_id());
+        assert_ne!(first, a.next_id(), "successive ids differ");
+        assert_ne!(first, c.next_id());
+        assert_eq!(first.get_version_num(), 8);
+        assert_eq!(IdGen::random().next_id().get_version_num(), 7);
+    }
+
+    #[test]
+    fn money_rules() {
+        let usd = Some("USD".parse().unwrap());
+        let jpy = Some("JPY".parse().unwrap());
+        let max = Amount::new(1000.into());
+        let check = |text: &str, currency, positive| {
+            let mut errors = Errors::default();
+            let amount = money(text.parse().unwrap(), currency, "amount", positive, max, &mut errors);
+            errors.finish(|| amount.to_string()).map_err(|e| e[0].message.clone())
+        };
+        assert_eq!(check("10.5", usd, true).unwrap(), "10.50", "rescaled to the currency");
+        assert_eq!(check("0", usd, false).unwrap(), "0.00");
+        assert!(check("0", usd, true).unwrap_err().contains("greater than 0"));
+        assert!(check("-1", usd, false).unwrap_err().contains("negative"));
+        assert!(check("1000.01", usd, false).unwrap_err().contains("at most 1000"));
+        assert!(check("1.001", usd, false).unwrap_err().contains("at most 2 fraction digits"));
+        assert!(check("1.5", jpy, false).unwrap_err().contains("at most 0 fraction digits"));
+    }
+
+    #[test]
+    fn sku_format() {
+        for ok in ["LAPTOP-001", "a", "x.y_z-1", &"A".repeat(64)] {
+            let mut errors = Errors::default();
+            check_sku(ok, "sku", &mut errors);
+            assert!(errors.finish(|| ()).is_ok(), "{ok}");
+        }
+        for bad in ["", "-A", "A B", "A/B", "ü", &"A".repeat(65), "A\0"] {
+            let mut errors = Errors::default();
+            check_sku(bad, "sku", &mut errors);
+            assert!(errors.finish(|| ()).is_err(), "{bad:?}");
+        }
+    }
+}

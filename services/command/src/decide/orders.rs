@@ -1,0 +1,144 @@
+//! `PlaceOrder` → `OrderPlaced`; the total is computed here, never taken from the client.
+
+use eventline_events::{Amount, Event, OrderItem, OrderPlaced};
+use eventline_runtime::problem::FieldError;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::{Errors, IdGen, check_sku, currency, money, optional_id, required_id};
+
+/// Most lines in one order.
+pub const MAX_ITEMS: usize = 100;
+/// Largest quantity of one line.
+pub const MAX_ITEM_QUANTITY: i64 = 10_000;
+/// Largest unit price (in currency units).
+pub const MAX_UNIT_PRICE: i64 = 1_000_000_000;
+
+/// `POST /orders`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlaceOrder {
+    pub order_id: Option<String>,
+    pub user_id: String,
+    pub currency: String,
+    pub items: Vec<OrderLine>,
+}
+
+/// One line of `PlaceOrder`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: i64,
+    /// Unit price: a decimal as a JSON number or string.
+    pub price: Amount,
+}
+
+pub fn place_order(
+    command: PlaceOrder,
+    ids: &mut IdGen,
+    mut errors: Errors,
+) -> Result<Event, Vec<FieldError>> {
+    let order_id = optional_id(command.order_id.as_deref(), "orderId", ids, &mut errors);
+    let user_id = required_id(&command.user_id, "userId", &mut errors);
+    let currency = currency(&command.currency, "currency", &mut errors);
+    if command.items.is_empty() || command.items.len() > MAX_ITEMS {
+        errors.add("items", format!("must hold 1 to {MAX_ITEMS} items"));
+    }
+    let max_price = Amount::new(Decimal::from(MAX_UNIT_PRICE));
+    let mut items = Vec::with_capacity(command.items.len());
+    let mut total = Decimal::ZERO;
+    for (i, line) in command.items.into_iter().enumerate() {
+        check_sku(&line.sku, &format!("items[{i}].sku"), &mut errors);
+        if !(1..=MAX_ITEM_QUANTITY).contains(&line.quantity) {
+            errors.add(&format!("items[{i}].quantity"), format!("must be 1 to {MAX_ITEM_QUANTITY}"));
+        }
+        let price = money(line.price, currency, &format!("items[{i}].price"), false, max_price, &mut errors);
+        // Bounded above (10^4 × 10^9 × 100 lines), so this cannot overflow a Decimal.
+        total += price.as_decimal() * Decimal::from(line.quantity.clamp(0, MAX_ITEM_QUANTITY));
+        items.push(OrderItem { sku: line.sku, quantity: u32::try_from(line.quantity).unwrap_or(0), price });
+    }
+    // An unknown currency was reported as an error above.
+    let Some(currency) = currency else { return Err(errors.into_list()) };
+    errors.finish(|| {
+        total.rescale(currency.fraction_digits());
+        Event::OrderPlaced(OrderPlaced {
+            order_id,
+            user_id,
+            currency,
+            items,
+            total_amount: Amount::new(total),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::test_support::fields;
+
+    fn line(sku: &str, quantity: i64, price: &str) -> OrderLine {
+        OrderLine { sku: sku.into(), quantity, price: price.parse().unwrap() }
+    }
+
+    fn order(currency: &str, items: Vec<OrderLine>) -> PlaceOrder {
+        PlaceOrder {
+            order_id: None,
+            user_id: "550e8400-e29b-41d4-a716-446655440000".into(),
+            currency: currency.into(),
+            items,
+        }
+    }
+
+    fn decide(command: PlaceOrder) -> Result<Event, Vec<FieldError>> {
+        place_order(command, &mut IdGen::random(), Errors::default())
+    }
+
+    #[test]
+    fn the_total_is_computed_exactly_in_the_currency_scale() {
+        let Ok(Event::OrderPlaced(placed)) =
+            decide(order("USD", vec![line("LAPTOP-001", 1, "299.99"), line("MOUSE-002", 3, "0.1")]))
+        else {
+            panic!("expected OrderPlaced")
+        };
+        assert_eq!(placed.total_amount.to_string(), "300.29");
+        assert_eq!(placed.items[1].price.to_string(), "0.10");
+        assert_eq!(placed.order_id.get_version_num(), 7);
+        let Ok(Event::OrderPlaced(yen)) = decide(order("JPY", vec![line("A", 2, "150")])) else { panic!() };
+        assert_eq!(yen.total_amount.to_string(), "300");
+    }
+
+    #[test]
+    fn free_items_are_allowed() {
+        let Ok(Event::OrderPlaced(placed)) = decide(order("EUR", vec![line("GIFT", 1, "0")])) else {
+            panic!()
+        };
+        assert_eq!(placed.total_amount.to_string(), "0.00");
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported() {
+        let mut bad = order("usd", vec![line("", 0, "-1"), line("OK", MAX_ITEM_QUANTITY + 1, "1.001")]);
+        bad.user_id = "someone".into();
+        bad.order_id = Some("123".into());
+        assert_eq!(
+            fields(decide(bad)),
+            [
+                "orderId",
+                "userId",
+                "currency",
+                "items[0].sku",
+                "items[0].quantity",
+                "items[0].price",
+                "items[1].quantity"
+            ]
+        );
+        assert_eq!(fields(decide(order("USD", vec![]))), ["items"]);
+        let many = (0..=MAX_ITEMS).map(|_| line("A", 1, "1")).collect();
+        assert_eq!(fields(decide(order("USD", many))), ["items"]);
+        assert_eq!(fields(decide(order("USD", vec![line("A", 1, "1.001")]))), ["items[0].price"]);
+        assert_eq!(fields(decide(order("JPY", vec![line("A", 1, "1.5")]))), ["items[0].price"]);
+        let too_dear = (MAX_UNIT_PRICE + 1).to_string();
+        assert_eq!(fields(decide(order("USD", vec![line("A", 1, &too_dear)]))), ["items[0].price"]);
+    }
+}

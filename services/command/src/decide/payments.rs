@@ -1,0 +1,105 @@
+//! `SettlePayment` → `PaymentSettled`, keyed by its order so it follows the order's events.
+
+use eventline_events::{Amount, Event, PaymentSettled, PaymentStatus};
+use eventline_runtime::problem::FieldError;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::{Errors, IdGen, currency, money, optional_id, required_id};
+
+/// Largest single payment (in currency units).
+pub const MAX_PAYMENT: i64 = 1_000_000_000_000;
+
+/// `POST /orders/{orderId}/payments` (the order id comes from the path).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SettlePayment {
+    pub payment_id: Option<String>,
+    /// A decimal as a JSON number or string, greater than 0.
+    pub amount: Amount,
+    pub currency: String,
+    /// e.g. `credit_card`, `paypal`, `bank_transfer`.
+    pub payment_method: String,
+}
+
+pub fn settle_payment(
+    order_id: &str,
+    command: SettlePayment,
+    ids: &mut IdGen,
+    mut errors: Errors,
+) -> Result<Event, Vec<FieldError>> {
+    let order_id = required_id(order_id, "orderId", &mut errors);
+    let payment_id = optional_id(command.payment_id.as_deref(), "paymentId", ids, &mut errors);
+    let currency = currency(&command.currency, "currency", &mut errors);
+    let max = Amount::new(Decimal::from(MAX_PAYMENT));
+    let amount = money(command.amount, currency, "amount", true, max, &mut errors);
+    if !is_method(&command.payment_method) {
+        errors.add("paymentMethod", "must be 1-32 lower-case letters, digits or '_', starting with a letter");
+    }
+    let Some(currency) = currency else { return Err(errors.into_list()) };
+    errors.finish(|| {
+        Event::PaymentSettled(PaymentSettled {
+            payment_id,
+            order_id,
+            amount,
+            currency,
+            payment_method: command.payment_method,
+            status: PaymentStatus::Completed,
+        })
+    })
+}
+
+fn is_method(method: &str) -> bool {
+    let mut chars = method.chars();
+    method.len() <= 32
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::test_support::fields;
+
+    const ORDER: &str = "650e8400-e29b-41d4-a716-446655440000";
+
+    fn payment(amount: &str, currency: &str, method: &str) -> SettlePayment {
+        SettlePayment {
+            payment_id: None,
+            amount: amount.parse().unwrap(),
+            currency: currency.into(),
+            payment_method: method.into(),
+        }
+    }
+
+    fn decide(order_id: &str, command: SettlePayment) -> Result<Event, Vec<FieldError>> {
+        settle_payment(order_id, command, &mut IdGen::random(), Errors::default())
+    }
+
+    #[test]
+    fn a_valid_payment_is_settled_and_keyed_by_its_order() {
+        let Ok(event) = decide(ORDER, payment("320.9", "USD", "credit_card")) else { panic!() };
+        assert_eq!(event.aggregate_id(), ORDER);
+        let Event::PaymentSettled(paid) = event else { panic!() };
+        assert_eq!(paid.amount.to_string(), "320.90");
+        assert_eq!(paid.status, PaymentStatus::Completed);
+        assert_eq!(paid.payment_id.get_version_num(), 7);
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported() {
+        let mut bad = payment("0", "XXX", "Credit Card");
+        bad.payment_id = Some("p-1".into());
+        assert_eq!(
+            fields(decide("order-1", bad)),
+            ["orderId", "paymentId", "currency", "amount", "paymentMethod"]
+        );
+        assert_eq!(fields(decide(ORDER, payment("-5", "USD", "card"))), ["amount"]);
+        assert_eq!(fields(decide(ORDER, payment("1.234", "USD", "card"))), ["amount"]);
+        assert!(decide(ORDER, payment("1.234", "KWD", "card")).is_ok(), "KWD has three fraction digits");
+        let too_much = (MAX_PAYMENT + 1).to_string();
+        assert_eq!(fields(decide(ORDER, payment(&too_much, "USD", "card"))), ["amount"]);
+        assert_eq!(fields(decide(ORDER, payment("1", "USD", &"m".repeat(33)))), ["paymentMethod"]);
+        assert_eq!(fields(decide(ORDER, payment("1", "USD", ""))), ["paymentMethod"]);
+    }
+}

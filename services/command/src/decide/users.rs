@@ -1,0 +1,123 @@
+//! `CreateUser` → `UserCreated`.
+
+use eventline_events::{Event, UserCreated};
+use eventline_runtime::problem::FieldError;
+use serde::Deserialize;
+
+use super::{Errors, IdGen, check_text, optional_id};
+
+/// Longest first or last name accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest e-mail address (RFC 5321 path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+/// `POST /users`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateUser {
+    pub user_id: Option<String>,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+pub fn create_user(
+    command: CreateUser,
+    ids: &mut IdGen,
+    mut errors: Errors,
+) -> Result<Event, Vec<FieldError>> {
+    let user_id = optional_id(command.user_id.as_deref(), "userId", ids, &mut errors);
+    if !is_email(&command.email) {
+        errors.add("email", "must be an e-mail address like name@example.com");
+    }
+    check_text(&command.first_name, "firstName", MAX_NAME_CHARS, &mut errors);
+    check_text(&command.last_name, "lastName", MAX_NAME_CHARS, &mut errors);
+    errors.finish(|| {
+        Event::UserCreated(UserCreated {
+            user_id,
+            email: command.email,
+            first_name: command.first_name,
+            last_name: command.last_name,
+        })
+    })
+}
+
+/// A pragmatic address check: `local@domain`, a dotted domain of letters, digits and hyphens, no
+/// spaces or control characters. Deliverability is not ours to judge.
+fn is_email(email: &str) -> bool {
+    email.len() <= MAX_EMAIL_CHARS
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            let local_ok = !local.is_empty()
+                && local.len() <= 64
+                && local
+                    .chars()
+                    .all(|c| (c.is_ascii_graphic() && c != '@') || (!c.is_ascii() && !c.is_control()));
+            let labels: Vec<&str> = domain.split('.').collect();
+            let domain_ok = labels.len() >= 2
+                && labels.iter().all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+                });
+            local_ok && domain_ok
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::test_support::fields;
+
+    fn command(email: &str, first: &str, last: &str) -> CreateUser {
+        CreateUser { user_id: None, email: email.into(), first_name: first.into(), last_name: last.into() }
+    }
+
+    fn decide(command: CreateUser) -> Result<Event, Vec<FieldError>> {
+        create_user(command, &mut IdGen::random(), Errors::default())
+    }
+
+    #[test]
+    fn a_valid_command_produces_user_created_with_a_generated_v7_id() {
+        let Ok(Event::UserCreated(user)) = decide(command("ada@example.com", "Ada", "Lovelace")) else {
+            panic!("expected UserCreated")
+        };
+        assert_eq!(user.user_id.get_version_num(), 7);
+        assert_eq!(user.email, "ada@example.com");
+        assert_eq!((user.first_name.as_str(), user.last_name.as_str()), ("Ada", "Lovelace"));
+    }
+
+    #[test]
+    fn a_client_supplied_id_is_kept() {
+        let id = "550e8400-e29b-41d4-a716-446655440000";
+        let cmd = CreateUser { user_id: Some(id.into()), ..command("a@b.co", "A", "B") };
+        let Ok(Event::UserCreated(user)) = decide(cmd) else { panic!() };
+        assert_eq!(user.user_id.to_string(), id);
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported() {
+        assert_eq!(fields(decide(command("nope", " ", ""))), ["email", "firstName", "lastName"]);
+        for bad_id in ["42", "00000000-0000-0000-0000-000000000000"] {
+            let cmd = CreateUser { user_id: Some(bad_id.into()), ..command("a@b.co", "A", "B") };
+            assert_eq!(fields(decide(cmd)), ["userId"]);
+        }
+        let long = "x".repeat(MAX_NAME_CHARS + 1);
+        assert_eq!(fields(decide(command("a@b.co", &long, "B\u{0}"))), ["firstName", "lastName"]);
+        assert!(decide(command("a@b.co", &"x".repeat(MAX_NAME_CHARS), "B")).is_ok());
+    }
+
+    #[test]
+    fn email_syntax() {
+        for ok in ["a@b.co", "first.last+tag@sub.example.org", "ü@exämple.de"] {
+            assert!(decide(command(ok, "A", "B")).is_ok(), "{ok}");
+        }
+        let too_long = format!("{}@{}.com", "a".repeat(64), "b".repeat(190));
+        for bad in [
+            "", "a", "@b.co", "a@", "a@b", "a b@c.de", "a@b..co", "a@-b.co", "a@b.co\n", "a@@b.co", &too_long,
+        ] {
+            assert_eq!(fields(decide(command(bad, "A", "B"))), ["email"], "{bad:?}");
+        }
+    }
+}

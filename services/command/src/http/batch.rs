@@ -1,0 +1,95 @@
+//! `POST /commands/batch`: up to 1000 commands, all validated first, appended together.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::post;
+use eventline_events::Event;
+use eventline_runtime::problem::{FieldError, JsonBody, Problem, parse_value};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{AppState, Decided, execute};
+use crate::decide::{self, Errors, IdGen};
+
+/// Most commands in one batch.
+pub const MAX_BATCH: usize = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/commands/batch", post(batch))
+}
+
+/// `{commands: [{type, ...}]}`; each command is the body of its single endpoint plus `type`
+/// (`CreateUser`, `PlaceOrder`, `SettlePayment` with `orderId`, `AdjustInventory` with `sku`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    commands: Vec<Value>,
+}
+
+/// Run a batch of commands: every one is validated before any is appended.
+pub async fn batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, Problem> {
+    execute(&state, &headers, "POST /commands/batch", body, |body, ids| {
+        let batch: Batch = body.parse()?;
+        if batch.commands.is_empty() || batch.commands.len() > MAX_BATCH {
+            return Err(Problem::validation(vec![FieldError::new(
+                "commands",
+                format!("must hold 1 to {MAX_BATCH} commands"),
+            )]));
+        }
+        let mut events = Vec::with_capacity(batch.commands.len());
+        let mut errors = Vec::new();
+        for (i, command) in batch.commands.into_iter().enumerate() {
+            match decide_one(command, &format!("commands[{i}]."), ids) {
+                Ok(event) => events.push(event),
+                Err(mut invalid) => errors.append(&mut invalid),
+            }
+        }
+        if errors.is_empty() { Ok(Decided::Batch(events)) } else { Err(Problem::validation(errors)) }
+    })
+    .await
+}
+
+/// Decides one command of a batch; errors carry `prefix` (`commands[3].`).
+fn decide_one(command: Value, prefix: &str, ids: &mut IdGen) -> Result<Event, Vec<FieldError>> {
+    let Value::Object(mut fields) = command else {
+        return Err(vec![FieldError::new(prefix.trim_end_matches('.'), "must be an object with a `type`")]);
+    };
+    let kind = match fields.remove("type") {
+        Some(Value::String(kind)) => kind,
+        _ => return Err(vec![FieldError::new(format!("{prefix}type"), TYPE_HELP)]),
+    };
+    // Commands addressed by path in their own endpoint carry that id in the body here.
+    let mut take = |name: &str| match fields.remove(name) {
+        Some(Value::String(value)) => Ok(value),
+        _ => Err(vec![FieldError::new(format!("{prefix}{name}"), "is required and must be a string")]),
+    };
+    let errors = || Errors::within(prefix);
+    match kind.as_str() {
+        "CreateUser" => decide::create_user(parse(fields, prefix)?, ids, errors()),
+        "PlaceOrder" => decide::place_order(parse(fields, prefix)?, ids, errors()),
+        "SettlePayment" => {
+            let order_id = take("orderId")?;
+            decide::settle_payment(&order_id, parse(fields, prefix)?, ids, errors())
+        }
+        "AdjustInventory" => {
+            let sku = take("sku")?;
+            decide::adjust_inventory(&sku, parse(fields, prefix)?, errors())
+        }
+        _ => Err(vec![FieldError::new(format!("{prefix}type"), TYPE_HELP)]),
+    }
+}
+
+const TYPE_HELP: &str = "must be one of CreateUser, PlaceOrder, SettlePayment, AdjustInventory";
+
+fn parse<T: serde::de::DeserializeOwned>(
+    fields: serde_json::Map<String, Value>,
+    prefix: &str,
+) -> Result<T, Vec<FieldError>> {
+    parse_value(Value::Object(fields), prefix).map_err(|e| vec![e])
+}

@@ -1,0 +1,383 @@
+//! The command service against real Kafka and Redis: every command lands on the topic with the
+//! right key, headers and envelope; invalid input is refused and appends nothing; idempotency keys
+//! replay, refuse reuse and serialise concurrent requests; a stopped broker means 503, never 2xx.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use eventline_events::{Envelope, Event};
+use eventline_testkit::{OwnBroker, TestEnv, http};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use reqwest::Response;
+use serde_json::{Value, json};
+
+const USER: &str = "550e8400-e29b-41d4-a716-446655440000";
+const ORDER: &str = "650e8400-e29b-41d4-a716-446655440000";
+
+async fn post(url: String, body: &Value, key: Option<&str>) -> Response {
+    let mut request = http().post(url).json(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.unwrap()
+}
+
+async fn expect_problem(response: Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    response.json().await.unwrap()
+}
+
+fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_lands_on_the_topic_with_key_headers_and_envelope() {
+    let env = TestEnv::new().await;
+    let command = support::command(&env).await;
+    let mut accepted: Vec<Value> = Vec::new();
+    let requests = [
+        (
+            "/users",
+            json!({"userId": USER, "email": "ada@example.com", "firstName": "Ada", "lastName": "Lovelace"}),
+        ),
+        (
+            "/orders",
+            json!({"orderId": ORDER, "userId": USER, "currency": "USD",
+            "items": [{"sku": "LAPTOP-001", "quantity": 2, "price": 299.99}, {"sku": "MOUSE-002", "quantity": 1, "price": "10.5"}]}),
+        ),
+        (
+            &format!("/orders/{ORDER}/payments"),
+            json!({"amount": "610.48", "currency": "USD", "paymentMethod": "credit_card"}),
+        ),
+        (
+            "/inventory/LAPTOP-001/adjustments",
+            json!({"quantity": 5, "adjustmentType": "remove", "reason": "sold"}),
+        ),
+    ];
+    for (path, body) in &requests {
+        let response = post(command.url(path), body, None).await;
+        assert_eq!(response.status(), 202, "{path}");
+        let token = response.headers()["consistency-token"].to_str().unwrap().to_owned();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(token, format!("{}:{}", body["position"]["partition"], body["position"]["offset"]));
+        accepted.push(body);
+    }
+    assert_eq!(accepted[1]["totalAmount"], "610.48", "computed by the server");
+    assert_eq!(accepted[1]["orderId"], ORDER);
+    assert_eq!(accepted[2]["orderId"], ORDER);
+    assert_eq!(accepted[3]["sku"], "LAPTOP-001");
+
+    let batch = json!({"commands": [
+        {"type": "CreateUser", "email": "b@example.com", "firstName": "B", "lastName": "B"},
+        {"type": "AdjustInventory", "sku": "MOUSE-002", "quantity": 7, "adjustmentType": "set", "reason": "stocktake"},
+        {"type": "SettlePayment", "orderId": ORDER, "amount": 1, "currency": "EUR", "paymentMethod": "paypal"},
+    ]});
+    let response = post(command.url("/commands/batch"), &batch, None).await;
+    assert_eq!(response.status(), 202);
+    let token = response.headers()["consistency-token"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["eventType"], "UserCreated");
+    assert_eq!(results[1]["eventType"], "InventoryAdjusted");
+    assert_eq!(results[2]["eventType"], "PaymentSettled");
+    for result in results {
+        let (p, o) = (&result["position"]["partition"], &result["position"]["offset"]);
+        assert!(
+            token.split(',').any(|pair| pair == format!("{p}:{o}") || pair.starts_with(&format!("{p}:")))
+        );
+    }
+    accepted.extend(results.iter().cloned());
+
+    let messages = env.read_topic().await;
+    let positions: Vec<String> = accepted.iter().map(|a| a["position"].to_string()).collect();
+    let read: Vec<String> = messages.iter().map(|m| format!("{}:{}", m.partition(), m.offset())).collect();
+    assert_eq!(
+        messages.len(),
+        accepted.len(),
+        "exactly one message per accepted command: {positions:?} vs {read:?}"
+    );
+    let by_id: HashMap<String, _> = messages
+        .iter()
+        .map(|m| (Envelope::decode(m.payload().unwrap()).unwrap().event_id.to_string(), m))
+        .collect();
+    for result in &accepted {
+        let message = by_id[result["eventId"].as_str().unwrap()];
+        assert_eq!(i64::from(message.partition()), result["position"]["partition"].as_i64().unwrap());
+        assert_eq!(message.offset(), result["position"]["offset"].as_i64().unwrap());
+        let envelope = Envelope::decode(message.payload().unwrap()).unwrap();
+        assert_eq!(message.key().unwrap(), envelope.aggregate_id().as_bytes(), "keyed by aggregate id");
+        let headers: HashMap<&str, &[u8]> =
+            message.headers().unwrap().iter().map(|h| (h.key, h.value.unwrap())).collect();
+        assert_eq!(headers["event-type"], envelope.event_type().as_str().as_bytes());
+        assert_eq!(headers["event-id"], envelope.event_id.to_string().as_bytes());
+        assert_eq!(headers["schema-version"], b"1");
+        assert_eq!(headers["content-type"], b"application/json");
+        match &envelope.event {
+            Event::UserCreated(e) => assert_eq!(result["userId"], e.user_id.to_string()),
+            Event::OrderPlaced(e) => {
+                assert_eq!(e.total_amount.to_string(), "610.48");
+                assert_eq!(e.items[1].price.to_string(), "10.50");
+            }
+            Event::PaymentSettled(e) => assert_eq!(e.order_id.to_string(), ORDER),
+            Event::InventoryAdjusted(e) => assert_eq!(result["sku"], e.sku.as_str()),
+        }
+    }
+    // Payments follow their order: same key, same partition.
+    let partition_of = |i: usize| accepted[i]["position"]["partition"].clone();
+    assert_eq!(partition_of(1), partition_of(2));
+    command.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_commands_are_refused_field_by_field_and_append_nothing() {
+    let env = TestEnv::new().await;
+    let command = support::command(&env).await;
+    let cases: Vec<(String, Value, Vec<&str>)> = vec![
+        (
+            "/users".into(),
+            json!({"email": "no", "firstName": "", "lastName": "x"}),
+            vec!["email", "firstName"],
+        ),
+        ("/users".into(), json!({"email": "a@b.co", "firstName": "A"}), vec!["."]),
+        (
+            "/users".into(),
+            json!({"email": "a@b.co", "firstName": "A", "lastName": "B", "admin": true}),
+            vec!["."],
+        ),
+        (
+            "/orders".into(),
+            json!({"userId": "u", "currency": "usd", "items": [{"sku": "A", "quantity": 0, "price": "1.001"}]}),
+            // Fraction digits are judged against a known currency only.
+            vec!["userId", "currency", "items[0].quantity"],
+        ),
+        ("/orders".into(), json!({"userId": USER, "currency": "JPY", "items": []}), vec!["items"]),
+        (
+            "/orders".into(),
+            json!({"userId": USER, "currency": "JPY", "items": [{"sku": "A", "quantity": 1, "price": 1.5}]}),
+            vec!["items[0].price"],
+        ),
+        (
+            "/orders".into(),
+            json!({"userId": USER, "currency": "USD", "items": [{"sku": "A", "quantity": 1, "price": "x"}]}),
+            vec!["items[0].price"],
+        ),
+        (
+            "/orders".into(),
+            json!({"userId": USER, "currency": "USD", "items": [{"sku": "A", "quantity": 1.5, "price": "1"}]}),
+            vec!["items[0].quantity"],
+        ),
+        (
+            format!("/orders/{ORDER}/payments"),
+            json!({"amount": 0, "currency": "USD", "paymentMethod": "card"}),
+            vec!["amount"],
+        ),
+        (
+            "/orders/not-a-uuid/payments".into(),
+            json!({"amount": 1, "currency": "USD", "paymentMethod": "card"}),
+            vec!["orderId"],
+        ),
+        (
+            "/inventory/A/adjustments".into(),
+            json!({"quantity": 1, "adjustmentType": "steal", "reason": "r"}),
+            vec!["adjustmentType"],
+        ),
+        (
+            "/inventory/bad%20sku/adjustments".into(),
+            json!({"quantity": 0, "adjustmentType": "add", "reason": ""}),
+            vec!["sku", "quantity", "reason"],
+        ),
+    ];
+    for (path, body, fields) in cases {
+        let problem = expect_problem(post(command.url(&path), &body, None).await, 422).await;
+        assert!(problem["type"].as_str().unwrap().ends_with("/validation-error"));
+        let got = error_fields(&problem);
+        if fields == ["."] {
+            assert_eq!(got.len(), 1, "{path} {body}: {problem}");
+        } else {
+            assert_eq!(got, fields, "{path} {body}: {problem}");
+        }
+    }
+
+    let batch = json!({"commands": [
+        {"type": "CreateUser", "email": "ok@example.com", "firstName": "O", "lastName": "K"},
+        {"type": "CreateUser", "email": "bad", "firstName": "O", "lastName": "K"},
+        {"type": "Nope"},
+        {"type": "SettlePayment", "amount": 1, "currency": "USD", "paymentMethod": "card"},
+        {"type": "PlaceOrder", "userId": USER, "currency": "USD", "items": [{"sku": "A", "quantity": 1, "price": "1", "x": 1}]},
+    ]});
+    let problem = expect_problem(post(command.url("/commands/batch"), &batch, None).await, 422).await;
+    let fields = error_fields(&problem);
+    assert_eq!(fields[..3], ["commands[1].email", "commands[2].type", "commands[3].orderId"], "{problem}");
+    assert!(fields[3].starts_with("commands[4].items[0]"), "{problem}");
+    problem_for_empty_batch(&command).await;
+
+    let client = http();
+    let raw = |path: &str, content_type: &str, body: String| {
+        client.post(command.url(path)).header("content-type", content_type).body(body).send()
+    };
+    expect_problem(raw("/orders", "application/json", "{\"userId\": ".into()).await.unwrap(), 400).await;
+    expect_problem(raw("/orders", "text/plain", "{}".into()).await.unwrap(), 415).await;
+    expect_problem(
+        raw("/users", "application/json", format!("\"{}\"", "x".repeat(65 * 1024))).await.unwrap(),
+        413,
+    )
+    .await;
+    let big_batch = format!("{{\"commands\": [\"{}\"]}}", "x".repeat(4 * 1024 * 1024));
+    expect_problem(raw("/commands/batch", "application/json", big_batch).await.unwrap(), 413).await;
+    // Within the batch limit but over the single-command one: accepted by size, judged by content.
+    let mid = format!("{{\"commands\": [\"{}\"]}}", "x".repeat(100 * 1024));
+    expect_problem(raw("/commands/batch", "application/json", mid).await.unwrap(), 422).await;
+
+    env.create_topic().await;
+    assert!(env.read_topic().await.is_empty(), "an invalid command reached the log");
+    command.stop().await.unwrap();
+}
+
+async fn problem_for_empty_batch(command: &support::Running) {
+    let empty =
+        expect_problem(post(command.url("/commands/batch"), &json!({"commands": []}), None).await, 422).await;
+    assert_eq!(error_fields(&empty), ["commands"]);
+    let commands: Vec<Value> = (0..1001).map(|_| json!({"type": "CreateUser"})).collect();
+    let over =
+        expect_problem(post(command.url("/commands/batch"), &json!({"commands": commands}), None).await, 422)
+            .await;
+    assert_eq!(error_fields(&over), ["commands"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_idempotency_key_replays_the_response_and_refuses_another_body() {
+    let env = TestEnv::new().await;
+    let command = support::command(&env).await;
+    let key = format!("order-{}", env.id);
+    let order =
+        json!({"userId": USER, "currency": "EUR", "items": [{"sku": "A", "quantity": 3, "price": "2.50"}]});
+
+    let first = post(command.url("/orders"), &order, Some(&key)).await;
+    assert_eq!(first.status(), 202);
+    let first_token = first.headers()["consistency-token"].clone();
+    let first: Value = first.json().await.unwrap();
+    // Same body, keys in another order: the same request.
+    let reordered: Value =
+        serde_json::from_str(r#"{"items":[{"price":"2.50","quantity":3,"sku":"A"}],"currency":"EUR","userId":"550e8400-e29b-41d4-a716-446655440000"}"#).unwrap();
+    let again = post(command.url("/orders"), &reordered, Some(&key)).await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["consistency-token"], first_token);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first, "same ids, same eventId, same position");
+
+    let other =
+        json!({"userId": USER, "currency": "EUR", "items": [{"sku": "A", "quantity": 4, "price": "2.50"}]});
+    let reused = expect_problem(post(command.url("/orders"), &other, Some(&key)).await, 422).await;
+    assert!(reused["type"].as_str().unwrap().ends_with("/idempotency-key-reused"));
+    // Same key and body on another endpoint is another request too.
+    let elsewhere = expect_problem(post(command.url("/users"), &order, Some(&key)).await, 422).await;
+    assert!(elsewhere["type"].as_str().unwrap().ends_with("/validation-error"), "{elsewhere}");
+
+    expect_problem(post(command.url("/orders"), &order, Some("has space")).await, 400).await;
+    assert_eq!(env.read_topic().await.len(), 1, "one append for the key");
+    command.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_one_key_append_once() {
+    let env = TestEnv::new().await;
+    let command = support::command(&env).await;
+    let key = format!("user-{}", env.id);
+    let body = json!({"email": "same@example.com", "firstName": "Same", "lastName": "Key"});
+    let responses =
+        futures::future::join_all((0..12).map(|_| post(command.url("/users"), &body, Some(&key)))).await;
+    let mut event_ids = Vec::new();
+    for response in responses {
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        event_ids.push(body["eventId"].as_str().unwrap().to_owned());
+    }
+    event_ids.dedup();
+    assert_eq!(event_ids.len(), 1, "every response names the same event");
+    assert_eq!(env.read_topic().await.len(), 1, "and it was appended once");
+    command.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_lost_response_appends_the_same_event_which_applies_once() {
+    let env = TestEnv::new().await;
+    let command = support::command(&env).await;
+    let key = format!("lost-{}", env.id);
+    let body = json!({"email": "lost@example.com", "firstName": "Lost", "lastName": "Response"});
+    let first: Value = post(command.url("/users"), &body, Some(&key)).await.json().await.unwrap();
+    // As if the service crashed after the append, before the response was stored: the claim
+    // expires and nothing is remembered.
+    let client = redis::Client::open(env.redis.url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () =
+        redis::cmd("DEL").arg(format!("eventline:idempotency:{key}")).query_async(&mut redis).await.unwrap();
+    let retry: Value = post(command.url("/users"), &body, Some(&key)).await.json().await.unwrap();
+    assert_eq!(retry["userId"], first["userId"]);
+    assert_eq!(retry["eventId"], first["eventId"], "the event id is derived from the key");
+    assert_eq!(env.read_topic().await.len(), 2, "appended twice…");
+
+    let projector = support::projector(&env).await;
+    eventline_testkit::eventually(Duration::from_secs(30), "both copies projected", || async {
+        let covered: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(next_offset), 0)::bigint FROM projection_checkpoints")
+                .fetch_one(&env.pool)
+                .await
+                .ok()?;
+        (covered >= 2).then_some(())
+    })
+    .await;
+    projector.stop().await.unwrap();
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&env.pool).await.unwrap();
+    let applied: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM processed_events").fetch_one(&env.pool).await.unwrap();
+    assert_eq!((users, applied), (1, 1), "…and applied once");
+    command.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_plain_commands_work_and_keyed_ones_get_503() {
+    let env = TestEnv::new().await;
+    let mut config = support::command_config(&env);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    config.redis.url = format!("redis://{closed}");
+    let command = support::command_with(config).await;
+    let body = json!({"email": "r@example.com", "firstName": "No", "lastName": "Redis"});
+    assert_eq!(post(command.url("/users"), &body, None).await.status(), 202);
+    let unavailable = post(command.url("/users"), &body, Some("k-1")).await;
+    assert_eq!(unavailable.headers()["retry-after"], "1");
+    let unavailable = expect_problem(unavailable, 503).await;
+    assert!(unavailable["type"].as_str().unwrap().ends_with("/idempotency-unavailable"));
+    command.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_broker_means_503_within_the_append_timeout_never_2xx() {
+    let mut broker = OwnBroker::start().await;
+    let mut env = TestEnv::new().await;
+    env.kafka.brokers = broker.address.clone();
+    let command = support::command(&env).await;
+    let body = json!({"email": "b@example.com", "firstName": "Broker", "lastName": "Down"});
+    assert_eq!(post(command.url("/users"), &body, None).await.status(), 202);
+
+    broker.kill();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = post(command.url("/users"), &body, None).await;
+        let elapsed = started.elapsed();
+        assert_eq!(response.headers()["retry-after"], "1");
+        let problem = expect_problem(response, 503).await;
+        assert!(problem["type"].as_str().unwrap().ends_with("/log-unavailable"), "{problem}");
+        assert!(elapsed <= Duration::from_secs(5), "503 took {elapsed:?}");
+    }
+    let ready = http().get(command.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready without a broker");
+    command.stop().await.unwrap();
+}
