@@ -381,3 +381,27 @@ async fn a_stopped_broker_means_503_within_the_append_timeout_never_2xx() {
     assert_eq!(ready.status(), 503, "not ready without a broker");
     command.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_that_would_lose_events_is_refused_at_start() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let env = TestEnv::new().await;
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        eventline_runtime::kafka::client_config(&env.kafka.brokers).create().unwrap();
+    let topic =
+        NewTopic::new(&env.kafka.topic, 3, TopicReplication::Fixed(1)).set("retention.ms", "86400000");
+    let created = admin.create_topics([&topic], &AdminOptions::new()).await.unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    let refused = eventline_command::Application::build(support::command_config(&env)).await;
+    let error = format!("{:#}", refused.err().expect("a finite retention must be refused"));
+    assert!(error.contains("retention.ms=86400000") && error.contains("kept forever"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_serves_its_openapi_document() {
+    let env = TestEnv::new().await;
+    let command = support::command(&env).await;
+    let served: Value = http().get(command.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(served, serde_json::to_value(eventline_command::http::openapi_document()).unwrap());
+    command.stop().await.unwrap();
+}

@@ -15,7 +15,7 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 const TYPE_BASE: &str = "https://eventline.dev/problems/";
 
 /// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// JSON pointer-like path of the field, e.g. `email` or `items[2].price`.
     pub field: String,
@@ -33,15 +33,17 @@ impl FieldError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProblemSlug(pub &'static str);
 
-/// A problem response.
-#[derive(Debug, Clone, Serialize)]
+/// A problem response (RFC 9457).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable name of the problem type; serialized as its `type` URI.
     #[serde(rename = "type", serialize_with = "type_uri")]
+    #[schema(value_type = String, example = "https://eventline.dev/problems/validation-error")]
     pub slug: &'static str,
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    /// The invalid fields, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
     #[serde(skip)]

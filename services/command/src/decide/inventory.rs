@@ -12,7 +12,7 @@ pub const MAX_STOCK_QUANTITY: i64 = 1_000_000_000;
 pub const MAX_REASON_CHARS: usize = 200;
 
 /// `POST /inventory/{sku}/adjustments` (the sku comes from the path).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdjustInventory {
     /// Units to add or remove (> 0), or the new stock level for `set` (≥ 0).

@@ -15,7 +15,7 @@ pub const MAX_ITEM_QUANTITY: i64 = 10_000;
 pub const MAX_UNIT_PRICE: i64 = 1_000_000_000;
 
 /// `POST /orders`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlaceOrder {
     pub order_id: Option<String>,
@@ -25,12 +25,13 @@ pub struct PlaceOrder {
 }
 
 /// One line of `PlaceOrder`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderLine {
     pub sku: String,
     pub quantity: i64,
     /// Unit price: a decimal as a JSON number or string.
+    #[schema(value_type = String, example = "299.99")]
     pub price: Amount,
 }
 

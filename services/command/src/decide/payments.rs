@@ -11,11 +11,12 @@ use super::{Errors, IdGen, currency, money, optional_id, required_id};
 pub const MAX_PAYMENT: i64 = 1_000_000_000_000;
 
 /// `POST /orders/{orderId}/payments` (the order id comes from the path).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SettlePayment {
     pub payment_id: Option<String>,
     /// A decimal as a JSON number or string, greater than 0.
+    #[schema(value_type = String, example = "299.99")]
     pub amount: Amount,
     pub currency: String,
     /// e.g. `credit_card`, `paypal`, `bank_transfer`.

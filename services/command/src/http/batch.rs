@@ -1,14 +1,14 @@
 //! `POST /commands/batch`: up to 1000 commands, all validated first, appended together.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::post;
 use eventline_events::Event;
 use eventline_runtime::problem::{FieldError, JsonBody, Problem, parse_value};
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{AppState, Decided, execute};
 use crate::decide::{self, Errors, IdGen};
@@ -16,8 +16,8 @@ use crate::decide::{self, Errors, IdGen};
 /// Most commands in one batch.
 pub const MAX_BATCH: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/commands/batch", post(batch))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(batch))
 }
 
 /// `{commands: [{type, ...}]}`; each command is the body of its single endpoint plus `type`
@@ -28,7 +28,20 @@ struct Batch {
     commands: Vec<Value>,
 }
 
-/// Run a batch of commands: every one is validated before any is appended.
+/// Run many commands at once
+///
+/// Every command is validated before any is appended (one invalid command refuses the whole
+/// batch, with every invalid field listed); then all are appended together and the answer carries
+/// one result per command and one `Consistency-Token` covering them all.
+#[utoipa::path(
+    post, path = "/commands/batch", tag = "batch", request_body = BatchRequest,
+    params(super::openapi::IdempotencyKey),
+    responses(
+        (status = 202, description = "All durably appended to the event log", body = super::BatchAccepted,
+            headers(("Consistency-Token" = String, description = "Log positions to pass to the query API to read these writes"))),
+        super::openapi::CommandProblems,
+    )
+)]
 pub async fn batch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -83,6 +96,45 @@ fn decide_one(command: Value, prefix: &str, ids: &mut IdGen) -> Result<Event, Ve
         }
         _ => Err(vec![FieldError::new(format!("{prefix}type"), TYPE_HELP)]),
     }
+}
+
+/// Body of `POST /commands/batch`, for the OpenAPI document (parsed by hand above so that every
+/// command's errors are reported with its index).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct BatchRequest {
+    /// 1 to 1000 commands.
+    commands: Vec<BatchCommand>,
+}
+
+/// One command of a batch: the body of its own endpoint, with `type`.
+#[derive(utoipa::ToSchema)]
+#[serde(tag = "type")]
+#[allow(dead_code)]
+pub enum BatchCommand {
+    CreateUser(decide::CreateUser),
+    PlaceOrder(decide::PlaceOrder),
+    SettlePayment(BatchSettlePayment),
+    AdjustInventory(BatchAdjustInventory),
+}
+
+/// `SettlePayment` names its order in the body.
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct BatchSettlePayment {
+    order_id: String,
+    #[serde(flatten)]
+    payment: decide::SettlePayment,
+}
+
+/// `AdjustInventory` names its sku in the body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct BatchAdjustInventory {
+    sku: String,
+    #[serde(flatten)]
+    adjustment: decide::AdjustInventory,
 }
 
 const TYPE_HELP: &str = "must be one of CreateUser, PlaceOrder, SettlePayment, AdjustInventory";

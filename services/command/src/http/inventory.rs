@@ -1,20 +1,31 @@
 //! `POST /inventory/{sku}/adjustments`: adjust the stock of a sku.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::post;
 use eventline_runtime::problem::{JsonBody, Problem};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{AppState, Decided, execute};
 use crate::decide::{self, AdjustInventory, Errors};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/inventory/{sku}/adjustments", post(adjust_inventory))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(adjust_inventory))
 }
 
-/// Adjust inventory: appends `InventoryAdjusted`, keyed by the sku.
+/// Adjust the stock of a sku
+///
+/// Appends `InventoryAdjusted`, keyed by the sku: `add` and `remove` change the stock by `quantity` (> 0), `set` sets it (≥ 0).
+#[utoipa::path(
+    post, path = "/inventory/{sku}/adjustments", tag = "inventory", request_body = AdjustInventory,
+    params(("sku" = String, Path, description = "1-64 letters, digits, '.', '_' or '-'"), super::openapi::IdempotencyKey),
+    responses(
+        (status = 202, description = "Durably appended to the event log", body = super::Accepted,
+            headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),
+        super::openapi::CommandProblems,
+    )
+)]
 pub async fn adjust_inventory(
     State(state): State<AppState>,
     Path(sku): Path<String>,

@@ -3,6 +3,7 @@
 
 mod batch;
 mod inventory;
+pub mod openapi;
 mod orders;
 mod payments;
 mod users;
@@ -14,12 +15,15 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use chrono::Utc;
 use eventline_events::{ConsistencyToken, Envelope, Event, LogPosition};
 use eventline_runtime::http::{Check, Readiness, ops_router, with_problem_fallbacks};
 use eventline_runtime::problem::{FieldError, JsonBody, Problem, ProblemSlug};
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 use crate::decide::IdGen;
@@ -54,15 +58,31 @@ pub fn router(state: AppState) -> Router {
             vec![Check { name: "kafka", ok: state.log.is_reachable().await }]
         }
     });
-    let single = Router::new()
+    let (api, document) = api_routes().split_for_parts();
+    let document = Arc::new(document);
+    let api = api
+        .with_state(state)
+        .layer(middleware::from_fn(count_rejections))
+        .route("/openapi.json", get(move || std::future::ready(axum::Json(document.as_ref().clone()))));
+    with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
+}
+
+/// The command routes with their OpenAPI descriptions; the router serves them and the document
+/// describes them, so the two cannot drift apart.
+fn api_routes() -> OpenApiRouter<AppState> {
+    let single = OpenApiRouter::new()
         .merge(users::router())
         .merge(orders::router())
         .merge(payments::router())
         .merge(inventory::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
     let batch = batch::router().layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT_BYTES));
-    let api = single.merge(batch).with_state(state).layer(middleware::from_fn(count_rejections));
-    with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(single).merge(batch)
+}
+
+/// The OpenAPI document of the command API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
 }
 
 /// Counts every refused command by route and problem type (accepted ones are counted in

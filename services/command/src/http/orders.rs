@@ -1,20 +1,31 @@
 //! `POST /orders`: place an order.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::post;
 use eventline_runtime::problem::{JsonBody, Problem};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{AppState, Decided, execute};
 use crate::decide::{self, Errors, PlaceOrder};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/orders", post(place_order))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(place_order))
 }
 
-/// Place an order: appends `OrderPlaced`, keyed by the order id, with the total computed here.
+/// Place an order
+///
+/// Appends `OrderPlaced`, keyed by the order id. The total is computed by the server from the items; prices may have no more fraction digits than the currency allows.
+#[utoipa::path(
+    post, path = "/orders", tag = "orders", request_body = PlaceOrder,
+    params(super::openapi::IdempotencyKey),
+    responses(
+        (status = 202, description = "Durably appended to the event log", body = super::Accepted,
+            headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),
+        super::openapi::CommandProblems,
+    )
+)]
 pub async fn place_order(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -1,20 +1,31 @@
 //! `POST /orders/{orderId}/payments`: settle a payment for an order.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::post;
 use eventline_runtime::problem::{JsonBody, Problem};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{AppState, Decided, execute};
 use crate::decide::{self, Errors, SettlePayment};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/orders/{order_id}/payments", post(settle_payment))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(settle_payment))
 }
 
-/// Settle a payment: appends `PaymentSettled`, keyed by the order id so it follows the order.
+/// Settle a payment
+///
+/// Appends `PaymentSettled`, keyed by the order id so that it follows the order's events.
+#[utoipa::path(
+    post, path = "/orders/{orderId}/payments", tag = "orders", request_body = SettlePayment,
+    params(("orderId" = String, Path, description = "The order (a UUID)"), super::openapi::IdempotencyKey),
+    responses(
+        (status = 202, description = "Durably appended to the event log", body = super::Accepted,
+            headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),
+        super::openapi::CommandProblems,
+    )
+)]
 pub async fn settle_payment(
     State(state): State<AppState>,
     Path(order_id): Path<String>,

@@ -1,20 +1,31 @@
 //! `POST /users`: create a user.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::post;
 use eventline_runtime::problem::{JsonBody, Problem};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{AppState, Decided, execute};
 use crate::decide::{self, CreateUser, Errors};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/users", post(create_user))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_user))
 }
 
-/// Create a user: appends `UserCreated`, keyed by the user id.
+/// Create a user
+///
+/// Appends `UserCreated`, keyed by the user id. The user id is generated (UUIDv7) when absent.
+#[utoipa::path(
+    post, path = "/users", tag = "users", request_body = CreateUser,
+    params(super::openapi::IdempotencyKey),
+    responses(
+        (status = 202, description = "Durably appended to the event log", body = super::Accepted,
+            headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),
+        super::openapi::CommandProblems,
+    )
+)]
 pub async fn create_user(
     State(state): State<AppState>,
     headers: HeaderMap,

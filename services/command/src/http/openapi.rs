@@ -1,0 +1,65 @@
+//! The OpenAPI 3.1 document of the command API, generated from the handlers the router serves
+//! (utoipa). `docs/openapi/command.json` is a committed copy, checked for drift by a test.
+
+use eventline_runtime::problem::Problem;
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "eventline command API",
+        description = "Commands of eventline, an event-sourced CQRS backend. Every accepted command is \
+            durably appended to the event log before it is answered `202 Accepted`; the \
+            `Consistency-Token` of the answer lets the query API wait until the read models show it.\n\n\
+            Every error is `application/problem+json` (RFC 9457) with a stable `type`.\n\n\
+            Send an `Idempotency-Key` to make retries safe: the same key with the same request returns \
+            the same response (same ids, same event) without a second effect.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+        version = env!("CARGO_PKG_VERSION"),
+    ),
+    servers((url = "http://127.0.0.1:8081", description = "Local stack (`make up`)")),
+    tags(
+        (name = "users", description = "Users"),
+        (name = "orders", description = "Orders and their payments"),
+        (name = "inventory", description = "Stock per sku"),
+        (name = "batch", description = "Many commands in one request"),
+    ),
+    components(schemas(Problem))
+)]
+pub struct ApiDoc;
+
+/// The problem responses every command endpoint can give.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum CommandProblems {
+    /// Malformed JSON, an unreadable body, or an invalid `Idempotency-Key` header.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// A request with this `Idempotency-Key` is still being processed; retry shortly.
+    #[response(status = 409, content_type = "application/problem+json")]
+    InProgress(Problem),
+    /// The body is over the endpoint's size limit (64 KiB; 4 MiB for a batch).
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not sent as `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// Invalid fields (listed in `errors`), or an `Idempotency-Key` reused for another request.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(Problem),
+    /// The event log did not acknowledge in time (nothing was recorded), or Redis is down for a
+    /// request with an `Idempotency-Key`. `Retry-After` says when to retry.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// The `Idempotency-Key` request header.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKey {
+    /// 1-255 visible ASCII characters. The same key with the same request returns the same
+    /// response for 24 h; with another request it is refused (422).
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+}
