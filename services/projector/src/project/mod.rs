@@ -1,6 +1,9 @@
 //! Applying a batch of log records to the read models: one PostgreSQL transaction holding the
 //! dedup by event id, the set-based upserts, the dead letters and the checkpoint.
 
+mod inventory;
+mod orders;
+mod payments;
 mod users;
 
 use std::collections::{BTreeMap, HashSet};
@@ -112,16 +115,22 @@ async fn claim_event_ids(
 
 /// Dispatches fresh events to their read model, each type set-based.
 async fn apply_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<'_>]) -> sqlx::Result<()> {
-    let mut users_created = Vec::new();
+    let (mut users, mut orders, mut payments, mut adjustments) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for event in events {
-        match &event.envelope.event {
-            Event::UserCreated(e) => users_created.push((&event.envelope, e)),
-            // Read models for these arrive with the projector issue (#4); until then they are
-            // claimed and checkpointed like any other event.
-            Event::OrderPlaced(_) | Event::PaymentSettled(_) | Event::InventoryAdjusted(_) => {}
+        let envelope = &event.envelope;
+        match &envelope.event {
+            Event::UserCreated(e) => users.push((envelope, e)),
+            Event::OrderPlaced(e) => orders.push((envelope, e)),
+            Event::PaymentSettled(e) => payments.push((envelope, e)),
+            Event::InventoryAdjusted(e) => adjustments.push((envelope, e)),
         }
     }
-    users::apply_created(tx, &users_created).await
+    users::apply_created(tx, &users).await?;
+    // Orders before payments, so a payment in the same batch as its order marks it paid.
+    orders::apply_placed(tx, &orders).await?;
+    payments::apply_settled(tx, &payments).await?;
+    inventory::apply_adjusted(tx, &adjustments).await
 }
 
 async fn record_dead_letters(
