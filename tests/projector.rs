@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use eventline_events::{Envelope, Event, UserCreated};
+
 use eventline_testkit::{TestEnv, eventually};
 use uuid::Uuid;
 
@@ -171,4 +172,83 @@ async fn a_log_whose_events_differ_from_the_applied_ones_stops_the_projector() {
         error.contains(&format!("partition {partition}")) && error.contains("was applied from that offset"),
         "{error}"
     );
+}
+
+fn adjustment(sku: &str, quantity: i64) -> Envelope {
+    Envelope::new(Event::InventoryAdjusted(eventline_events::InventoryAdjusted {
+        sku: sku.into(),
+        quantity,
+        adjustment_type: eventline_events::AdjustmentType::Add,
+        reason: "restock".into(),
+    }))
+}
+
+async fn stock(env: &TestEnv, sku: &str) -> i64 {
+    sqlx::query_scalar("SELECT quantity FROM inventory WHERE sku = $1")
+        .bind(sku)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_remembering_or_forgetting_applied_events_doubles_nothing() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let producer = env.producer();
+    let sku = format!("SKU-{}", env.id);
+    let (once, twice) = (adjustment(&sku, 5), adjustment(&sku, 7));
+    for event in [&once, &once, &twice, &once] {
+        env.produce_event(&producer, event).await;
+    }
+    let projector = support::projector(&env).await;
+    wait_for_checkpoints(&env, 4).await;
+    assert_eq!(stock(&env, &sku).await, 12, "each event applied once");
+
+    // The fast path remembers what was applied, under this database's projection id.
+    let projection: Uuid = sqlx::query_scalar("SELECT projection_id FROM projection_identity")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let client = redis::Client::open(env.redis.url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("eventline:applied:{projection}:{}", once.event_id);
+    let remembered: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut redis).await.unwrap();
+    assert!(remembered);
+
+    // Redis forgets everything (as after FLUSHALL; only this test's keys, tests share Redis)…
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("eventline:applied:{projection}:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut redis).await.unwrap();
+    // …and both events arrive again: PostgreSQL still knows them.
+    env.produce_event(&producer, &once).await;
+    env.produce_event(&producer, &twice).await;
+    wait_for_checkpoints(&env, 6).await;
+    projector.stop().await.unwrap();
+    assert_eq!(stock(&env, &sku).await, 12, "no double effect after Redis forgot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_projection_goes_on_through_postgres_alone() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let producer = env.producer();
+    let sku = format!("SKU-{}", env.id);
+    let event = adjustment(&sku, 3);
+    for _ in 0..3 {
+        env.produce_event(&producer, &event).await;
+    }
+    env.produce_event(&producer, &adjustment(&sku, 4)).await;
+    let mut config = support::projector_config(&env, "no-redis");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    config.redis.url = format!("redis://{closed}");
+    let projector = support::projector_with(config).await;
+    wait_for_checkpoints(&env, 4).await;
+    let ready = eventline_testkit::http().get(projector.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "degraded without Redis");
+    projector.stop().await.unwrap();
+    assert_eq!(stock(&env, &sku).await, 7);
 }

@@ -68,6 +68,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         batch_max_wait_ms: 10,
         kafka: env.kafka.clone(),
         database: env.database.clone(),
+        redis: env.redis.clone(),
     }
 }
 

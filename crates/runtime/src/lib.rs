@@ -6,5 +6,6 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod problem;
+pub mod redis;
 pub mod shutdown;
 pub mod telemetry;

@@ -10,10 +10,10 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use eventline_runtime::redis::LazyRedis;
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::Mutex;
 
 /// How long a claim holds without a stored response; longer than any append can take, so only a
 /// crashed claimant's claim expires.
@@ -102,28 +102,17 @@ pub fn is_valid_key(key: &str) -> bool {
 
 /// The store; connects lazily so the service runs (without keys) while Redis is down.
 pub struct IdempotencyStore {
-    client: redis::Client,
-    connection: Mutex<Option<ConnectionManager>>,
+    redis: LazyRedis,
     ttl: Duration,
 }
 
 impl IdempotencyStore {
     pub fn new(url: &str, ttl: Duration) -> redis::RedisResult<Self> {
-        Ok(IdempotencyStore { client: redis::Client::open(url)?, connection: Mutex::new(None), ttl })
+        Ok(IdempotencyStore { redis: LazyRedis::new(url)?, ttl })
     }
 
     async fn connection(&self) -> Result<ConnectionManager, StoreUnavailable> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(Duration::from_secs(1))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        *slot = Some(connection.clone());
-        Ok(connection)
+        Ok(self.redis.get().await?)
     }
 
     fn redis_key(key: &str) -> String {
@@ -199,12 +188,6 @@ impl IdempotencyStore {
         if let Err(error) = result {
             tracing::warn!(%error, "Releasing an idempotency claim failed; it expires by itself");
         }
-    }
-
-    /// Whether Redis answers.
-    pub async fn is_reachable(&self) -> bool {
-        let Ok(mut redis) = self.connection().await else { return false };
-        redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok()
     }
 }
 

@@ -16,6 +16,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::checkpoint;
 use crate::consumer::LogConsumer;
+use crate::dedup::FastPath;
 use crate::runner::RunnerStatus;
 
 #[derive(Clone)]
@@ -24,6 +25,7 @@ pub struct AdminState {
     pub consumer: Arc<LogConsumer>,
     pub topic: String,
     pub status: Arc<RunnerStatus>,
+    pub fast_path: Arc<FastPath>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -44,6 +46,8 @@ pub fn router(state: AdminState) -> Router {
                 Check { name: "postgres", ok: database },
                 Check { name: "kafka", ok: kafka },
                 Check { name: "projection", ok: healthy },
+                // Projection goes on without Redis (PostgreSQL alone dedups), but degraded.
+                Check { name: "redis", ok: state.fast_path.ping().await },
             ]
         }
     });

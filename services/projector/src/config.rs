@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
-use eventline_runtime::config::{DatabaseConfig, KafkaConfig};
+use eventline_runtime::config::{DatabaseConfig, KafkaConfig, RedisConfig};
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -24,6 +24,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     #[command(flatten)]
     pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub redis: RedisConfig,
 }
 
 impl Config {

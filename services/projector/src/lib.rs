@@ -3,6 +3,7 @@
 //!
 //! - `consumer`: the Kafka consumer and its partition assignments;
 //! - `checkpoint`: per-partition positions stored with the read models;
+//! - `dedup`: the Redis fast path that recognises redelivered events early;
 //! - `project`: one transaction per batch — dedup by event id, the upserts, the checkpoint;
 //! - `runner`: the loop that ties them together, with retries;
 //! - `admin`: health, readiness, metrics and status over HTTP.
@@ -11,6 +12,7 @@ mod admin;
 pub mod checkpoint;
 pub mod config;
 mod consumer;
+mod dedup;
 pub mod project;
 mod runner;
 mod startup;

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint;
 use crate::consumer::{self, Assignment, LogConsumer};
-use crate::project::{self, Record};
+use crate::dedup::FastPath;
+use crate::project::{self, Decoded, Record};
 
 /// Errors that stop the projector: continuing would corrupt or silently skip.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,7 @@ pub struct Runner {
     pub pool: PgPool,
     pub topic: String,
     pub brokers: String,
+    pub fast_path: Arc<FastPath>,
     pub batch_size: usize,
     pub batch_max_wait: Duration,
     pub status: Arc<RunnerStatus>,
@@ -272,9 +274,12 @@ impl Runner {
             return;
         }
         let started = std::time::Instant::now();
+        let decoded = Decoded::new(batch);
+        let event_ids = decoded.event_ids();
+        let known = self.fast_path.known(&event_ids).await;
         let mut attempt = 0;
         let outcome = loop {
-            match project::apply_batch(&self.pool, &self.topic, batch).await {
+            match project::apply(&self.pool, &self.topic, &decoded, &known).await {
                 Ok(outcome) => break outcome,
                 Err(error) => {
                     self.status.database_ok.store(false, Ordering::Relaxed);
@@ -283,6 +288,7 @@ impl Runner {
                     tokio::select! {
                         _ = shutdown.cancelled(), if attempt > 0 => {
                             tracing::warn!(records = batch.len(), "Stopping with an unapplied batch; it will be read again");
+                            drop(decoded);
                             batch.clear();
                             return;
                         }
@@ -292,6 +298,8 @@ impl Runner {
                 }
             }
         };
+        self.fast_path.remember(&event_ids).await;
+        drop(decoded);
         self.status.database_ok.store(true, Ordering::Relaxed);
         metrics::histogram!("eventline_projector_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("eventline_projector_events_total", "outcome" => "applied")

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Config;
 use crate::admin;
 use crate::consumer::{self, Assignment};
+use crate::dedup::FastPath;
 use crate::runner::{Runner, RunnerStatus};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -33,11 +34,18 @@ impl Application {
             consumer::subscribe(&config.kafka, &config.group_id).context("creating the Kafka consumer")?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let projection_id: uuid::Uuid = sqlx::query_scalar("SELECT projection_id FROM projection_identity")
+            .fetch_one(&pool)
+            .await
+            .context("reading the projection id")?;
+        let fast_path =
+            FastPath::new(&config.redis.url, projection_id).context("REDIS_URL is not a valid Redis URL")?;
         let runner = Runner {
             consumer,
             pool: pool.clone(),
             topic: config.kafka.topic.clone(),
             brokers: config.kafka.brokers.clone(),
+            fast_path: Arc::new(fast_path),
             batch_size: config.batch_size.max(1),
             batch_max_wait: config.batch_max_wait(),
             status: Arc::new(RunnerStatus::default()),
@@ -57,6 +65,7 @@ impl Application {
             consumer: self.runner.consumer.clone(),
             topic: self.config.kafka.topic.clone(),
             status: self.runner.status.clone(),
+            fast_path: self.runner.fast_path.clone(),
         };
         let admin_shutdown = shutdown.child_token();
         let admin = tokio::spawn(eventline_runtime::http::serve(

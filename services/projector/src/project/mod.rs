@@ -31,6 +31,8 @@ pub struct Outcome {
     pub applied: usize,
     /// Events already applied before (redeliveries): no effect.
     pub duplicates: usize,
+    /// Of those, the ones Redis recognised without a database round trip.
+    pub known_to_fast_path: usize,
     /// Records that can never be applied, recorded as dead letters.
     pub dead_lettered: usize,
     /// The checkpoint after the batch, per partition it touched.
@@ -43,28 +45,62 @@ struct Positioned<'a> {
     envelope: Envelope,
 }
 
+/// A batch of records, decoded: the events, and the records that can never be events.
+pub struct Decoded<'a> {
+    records: &'a [Record],
+    events: Vec<Positioned<'a>>,
+    dead: Vec<(&'a Record, DecodeError)>,
+}
+
+impl<'a> Decoded<'a> {
+    pub fn new(records: &'a [Record]) -> Self {
+        let mut events = Vec::with_capacity(records.len());
+        let mut dead = Vec::new();
+        for record in records {
+            match Envelope::decode(&record.payload) {
+                Ok(envelope) => events.push(Positioned { record, envelope }),
+                Err(error) => dead.push((record, error)),
+            }
+        }
+        Decoded { records, events, dead }
+    }
+
+    /// The ids of the batch's events.
+    pub fn event_ids(&self) -> Vec<Uuid> {
+        self.events.iter().map(|e| e.envelope.event_id).collect()
+    }
+}
+
 /// Applies `records` (in log order per partition) in one transaction and returns what happened.
 /// On error nothing is committed and the caller retries the same batch.
 pub async fn apply_batch(pool: &PgPool, topic: &str, records: &[Record]) -> sqlx::Result<Outcome> {
-    let mut events = Vec::with_capacity(records.len());
-    let mut dead = Vec::new();
-    for record in records {
-        match Envelope::decode(&record.payload) {
-            Ok(envelope) => events.push(Positioned { record, envelope }),
-            Err(error) => dead.push((record, error)),
-        }
-    }
+    apply(pool, topic, &Decoded::new(records), &HashSet::new()).await
+}
+
+/// Applies a decoded batch in one transaction. `known` are event ids the fast path (Redis) says
+/// were applied already: they are skipped without asking PostgreSQL. Everything else is claimed in
+/// `processed_events`, which alone decides what is applied.
+pub async fn apply(
+    pool: &PgPool,
+    topic: &str,
+    batch: &Decoded<'_>,
+    known: &HashSet<Uuid>,
+) -> sqlx::Result<Outcome> {
+    let (records, dead) = (batch.records, &batch.dead);
+    let candidates: Vec<&Positioned<'_>> =
+        batch.events.iter().filter(|e| !known.contains(&e.envelope.event_id)).collect();
 
     let mut tx = pool.begin().await?;
-    let fresh = claim_event_ids(&mut tx, topic, &events).await?;
+    let fresh = claim_event_ids(&mut tx, topic, &candidates).await?;
     let mut seen = HashSet::with_capacity(fresh.len());
     // The first occurrence of each fresh id is applied; later copies in the batch are duplicates.
-    let to_apply: Vec<&Positioned<'_>> = events
+    let to_apply: Vec<&Positioned<'_>> = candidates
         .iter()
+        .copied()
         .filter(|e| fresh.contains(&e.envelope.event_id) && seen.insert(e.envelope.event_id))
         .collect();
     apply_events(&mut tx, &to_apply).await?;
-    record_dead_letters(&mut tx, topic, &dead).await?;
+    record_dead_letters(&mut tx, topic, dead).await?;
 
     let mut next_offsets = BTreeMap::new();
     for record in records {
@@ -76,7 +112,8 @@ pub async fn apply_batch(pool: &PgPool, topic: &str, records: &[Record]) -> sqlx
 
     Ok(Outcome {
         applied: to_apply.len(),
-        duplicates: events.len() - to_apply.len(),
+        duplicates: batch.events.len() - to_apply.len(),
+        known_to_fast_path: batch.events.len() - candidates.len(),
         dead_lettered: dead.len(),
         next_offsets,
     })
@@ -88,7 +125,7 @@ pub async fn apply_batch(pool: &PgPool, topic: &str, records: &[Record]) -> sqlx
 async fn claim_event_ids(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
-    events: &[Positioned<'_>],
+    events: &[&Positioned<'_>],
 ) -> sqlx::Result<HashSet<Uuid>> {
     if events.is_empty() {
         return Ok(HashSet::new());
