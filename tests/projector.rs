@@ -252,3 +252,126 @@ async fn without_redis_projection_goes_on_through_postgres_alone() {
     projector.stop().await.unwrap();
     assert_eq!(stock(&env, &sku).await, 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_poison_is_dead_lettered_in_postgres_and_redis_and_survives_redis_losing_it() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let producer = env.producer();
+    let good = user_created(1);
+    let mut valid: serde_json::Value = serde_json::from_slice(&good.encode()).unwrap();
+    let poison: Vec<(&str, Vec<u8>)> = vec![
+        ("not_json", b"\xff\xfe not json".to_vec()),
+        ("invalid_envelope", br#"{"hello": "world"}"#.to_vec()),
+        ("unknown_event_type", {
+            valid["eventType"] = "UserDeleted".into();
+            serde_json::to_vec(&valid).unwrap()
+        }),
+        ("unsupported_schema_version", {
+            valid["eventType"] = "UserCreated".into();
+            valid["schemaVersion"] = 9.into();
+            serde_json::to_vec(&valid).unwrap()
+        }),
+        ("invalid_data", {
+            valid["schemaVersion"] = 1.into();
+            valid["data"]["email"] = serde_json::Value::Null;
+            serde_json::to_vec(&valid).unwrap()
+        }),
+    ];
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for (_, payload) in &poison {
+        let headers = OwnedHeaders::new().insert(Header { key: "traceparent", value: Some(traceparent) });
+        env.produce_raw(&producer, "poison-key", payload, Some(headers)).await;
+    }
+    env.produce_event(&producer, &good).await;
+
+    let projector = support::projector(&env).await;
+    wait_for_checkpoints(&env, 6).await;
+    assert_eq!(count(&env, "SELECT count(*) FROM users").await, 1, "later events keep flowing");
+
+    let entries = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
+    let codes: Vec<&str> = entries.iter().map(|e| e.error_code.as_str()).collect();
+    assert_eq!(codes, poison.iter().map(|(code, _)| *code).collect::<Vec<_>>());
+    for (entry, (_, payload)) in entries.iter().zip(&poison) {
+        assert_eq!(&entry.payload, payload, "original bytes");
+        assert_eq!(entry.message_key.as_deref(), Some(&b"poison-key"[..]));
+        assert_eq!(entry.headers.0["traceparent"], traceparent);
+        assert_eq!(entry.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(entry.attempts, 1);
+    }
+
+    // The operators' stream in Redis mirrors them…
+    let client = redis::Client::open(env.redis.url.as_str()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = format!("eventline:dlq:{}", env.kafka.topic);
+    let reader = redis.clone();
+    let len = || {
+        let (mut redis, stream) = (reader.clone(), stream.clone());
+        async move { redis::cmd("XLEN").arg(&stream).query_async::<i64>(&mut redis).await.ok() }
+    };
+    eventually(Duration::from_secs(15), "the DLQ stream in Redis", || async {
+        (len().await? == 5).then_some(())
+    })
+    .await;
+    // …and when Redis loses it, the projector puts it back from PostgreSQL.
+    let _: () = redis::cmd("DEL").arg(&stream).query_async(&mut redis).await.unwrap();
+    eventually(Duration::from_secs(20), "the DLQ stream rebuilt", || async {
+        (len().await? == 5).then_some(())
+    })
+    .await;
+    projector.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redriving_applies_what_now_decodes_and_keeps_what_still_fails() {
+    let env = TestEnv::new().await;
+    let sku = format!("SKU-{}", env.id);
+    let fixed = adjustment(&sku, 9);
+    // As if an older, buggy projector had refused a valid event, and rightly refused garbage.
+    for (offset, payload, code) in
+        [(0_i64, fixed.encode(), "invalid_data"), (1, b"garbage".to_vec(), "not_json")]
+    {
+        sqlx::query(
+            "INSERT INTO dead_letters (topic, partition, log_offset, message_key, payload, error_code, error)
+             VALUES ($1, 0, $2, 'k', $3, $4, 'old error')",
+        )
+        .bind(&env.kafka.topic)
+        .bind(offset)
+        .bind(payload)
+        .bind(code)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    }
+    let entries = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
+    use eventline_projector::dlq::{Redriven, redrive};
+    let first = redrive(&env.pool, &entries[0]).await.unwrap();
+    assert_eq!(first, Redriven::Applied { id: entries[0].id, duplicate: false });
+    assert_eq!(stock(&env, &sku).await, 9);
+    let second = redrive(&env.pool, &entries[1]).await.unwrap();
+    assert!(
+        matches!(second, Redriven::FailedAgain { ref error_code, .. } if error_code == "not_json"),
+        "{second:?}"
+    );
+
+    let left = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
+    assert_eq!(left.len(), 1, "the applied entry is gone");
+    assert_eq!(left[0].attempts, 2);
+    // Redriving an event that was applied meanwhile has no second effect.
+    sqlx::query(
+        "INSERT INTO dead_letters (topic, partition, log_offset, payload, error_code, error)
+         VALUES ($1, 0, 2, $2, 'invalid_data', 'old error')",
+    )
+    .bind(&env.kafka.topic)
+    .bind(fixed.encode())
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let again = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
+    let outcome = redrive(&env.pool, &again[1]).await.unwrap();
+    assert!(matches!(outcome, Redriven::Applied { duplicate: true, .. }), "{outcome:?}");
+    assert_eq!(stock(&env, &sku).await, 9);
+    assert!(eventline_projector::dlq::purge(&env.pool, left[0].id).await.unwrap());
+    assert!(eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap().is_empty());
+}

@@ -14,7 +14,6 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
 
-use crate::checkpoint;
 use crate::consumer::LogConsumer;
 use crate::dedup::FastPath;
 use crate::runner::RunnerStatus;
@@ -24,6 +23,7 @@ pub struct AdminState {
     pub pool: PgPool,
     pub consumer: Arc<LogConsumer>,
     pub topic: String,
+    pub brokers: String,
     pub status: Arc<RunnerStatus>,
     pub fast_path: Arc<FastPath>,
 }
@@ -51,45 +51,37 @@ pub fn router(state: AdminState) -> Router {
             ]
         }
     });
-    let api = Router::new().route("/status", get(status)).with_state(state);
+    let api =
+        Router::new().route("/projections", get(status)).route("/status", get(status)).with_state(state);
     with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PartitionStatus {
-    partition: i32,
-    next_offset: i64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Status {
-    topic: String,
+    #[serde(flatten)]
+    projection: crate::status::ProjectionStatus,
     assigned_partitions: Vec<i32>,
     database_ok: bool,
     fatal_error: Option<String>,
-    checkpoints: Vec<PartitionStatus>,
 }
 
+/// `GET /projections` (and `/status`): the `status` subcommand's JSON, plus this instance's view.
 async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem> {
-    let checkpoints = checkpoint::load(&state.pool, &state.topic).await.map_err(|error| {
-        tracing::warn!(%error, "Reading checkpoints for /status failed");
-        Problem::unavailable(
-            "database-unavailable",
-            "Database unavailable",
-            "Checkpoints cannot be read now.",
-            1,
-        )
-    })?;
+    let projection =
+        crate::status::collect(&state.pool, &state.brokers, &state.topic).await.map_err(|error| {
+            tracing::warn!(%error, "Collecting the projection status failed");
+            Problem::unavailable(
+                "database-unavailable",
+                "Database unavailable",
+                "The status cannot be read now.",
+                1,
+            )
+        })?;
     Ok(Json(Status {
-        topic: state.topic.clone(),
+        projection,
         assigned_partitions: state.status.assigned.lock().map(|a| a.clone()).unwrap_or_default(),
         database_ok: state.status.database_ok.load(Ordering::Relaxed),
         fatal_error: state.status.fatal.lock().ok().and_then(|f| f.clone()),
-        checkpoints: checkpoints
-            .into_iter()
-            .map(|(partition, next_offset)| PartitionStatus { partition, next_offset })
-            .collect(),
     }))
 }

@@ -4,18 +4,22 @@
 //! - `consumer`: the Kafka consumer and its partition assignments;
 //! - `checkpoint`: per-partition positions stored with the read models;
 //! - `dedup`: the Redis fast path that recognises redelivered events early;
+//! - `dlq`: the dead-letter queue (durable in PostgreSQL, mirrored to a Redis stream);
 //! - `project`: one transaction per batch — dedup by event id, the upserts, the checkpoint;
 //! - `runner`: the loop that ties them together, with retries;
 //! - `admin`: health, readiness, metrics and status over HTTP.
 
 mod admin;
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 mod consumer;
 mod dedup;
+pub mod dlq;
 pub mod project;
 mod runner;
 mod startup;
+pub mod status;
 
 pub use config::Config;
 pub use startup::Application;

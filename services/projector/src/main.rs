@@ -1,4 +1,5 @@
 use clap::{Parser, Subcommand};
+use eventline_projector::cli::{self, DlqCommand};
 use eventline_projector::{Application, Config};
 
 #[derive(Parser)]
@@ -14,6 +15,14 @@ struct Cli {
 enum Command {
     /// Project the event log into the read models until stopped (the default).
     Run,
+    /// Partitions, checkpoints, high watermarks, lag and dead letters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Create the database if missing, apply pending migrations and exit.
     Migrate,
     /// Drop the read models (the whole database) and recreate them empty, for when the log they
@@ -30,6 +39,14 @@ async fn main() -> anyhow::Result<()> {
     eventline_runtime::telemetry::init("eventline-projector");
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let shutdown = eventline_runtime::shutdown::on_signal();
+            let app = Application::build(cli.config).await?;
+            tracing::info!(address = %app.address(), "Projector admin API listening");
+            app.run_until(shutdown).await
+        }
+        Command::Status { json } => cli::status(&cli.config, json).await,
+        Command::Dlq(command) => cli::dlq(&cli.config, command).await,
         Command::Migrate => migrate(&cli.config).await,
         Command::Reset { yes: false } => {
             anyhow::bail!("reset destroys the read models; pass --yes to confirm")
@@ -39,16 +56,10 @@ async fn main() -> anyhow::Result<()> {
             tracing::warn!("Read models dropped");
             migrate(&cli.config).await
         }
-        Command::Run => {
-            let shutdown = eventline_runtime::shutdown::on_signal();
-            let app = Application::build(cli.config).await?;
-            tracing::info!(address = %app.address(), "Projector admin API listening");
-            app.run_until(shutdown).await
-        }
     }
 }
 
-async fn migrate(config: &eventline_projector::Config) -> anyhow::Result<()> {
+async fn migrate(config: &Config) -> anyhow::Result<()> {
     eventline_runtime::db::ensure_database(&config.database.url).await?;
     let pool = eventline_runtime::db::pool(&config.database)?;
     eventline_runtime::db::migrate(&pool).await?;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint;
 use crate::consumer::{self, Assignment, LogConsumer};
 use crate::dedup::FastPath;
+use crate::dlq::{self, Mirror};
 use crate::project::{self, Decoded, Record};
 
 /// Errors that stop the projector: continuing would corrupt or silently skip.
@@ -36,6 +37,8 @@ pub struct RunnerStatus {
     pub database_ok: AtomicBool,
     pub fatal: Mutex<Option<String>>,
     pub assigned: Mutex<Vec<i32>>,
+    /// The Redis mirror of the dead letters may miss entries; reconcile it when Redis answers.
+    pub mirror_dirty: AtomicBool,
 }
 
 /// Where a partition's reading stands.
@@ -52,6 +55,7 @@ pub struct Runner {
     pub topic: String,
     pub brokers: String,
     pub fast_path: Arc<FastPath>,
+    pub mirror: Arc<Mirror>,
     pub batch_size: usize,
     pub batch_max_wait: Duration,
     pub status: Arc<RunnerStatus>,
@@ -300,6 +304,7 @@ impl Runner {
         };
         self.fast_path.remember(&event_ids).await;
         drop(decoded);
+        self.mirror_dead_letters(&outcome.new_dead_letters).await;
         self.status.database_ok.store(true, Ordering::Relaxed);
         metrics::histogram!("eventline_projector_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("eventline_projector_events_total", "outcome" => "applied")
@@ -315,6 +320,26 @@ impl Runner {
         tracing::debug!(?outcome, "Batch applied");
         consumer::commit_advisory(&self.consumer, &self.topic, &outcome.next_offsets);
         batch.clear();
+    }
+}
+
+impl Runner {
+    /// Copies new dead letters to the Redis stream operators watch. If Redis is down they are
+    /// safe in PostgreSQL, and the observer reconciles the stream once Redis answers again.
+    async fn mirror_dead_letters(&self, new: &[i64]) {
+        if new.is_empty() {
+            return;
+        }
+        let mut entries = Vec::with_capacity(new.len());
+        for &id in new {
+            if let Ok(Some(entry)) = dlq::get(&self.pool, id).await {
+                entries.push(entry);
+            }
+        }
+        if let Err(error) = self.mirror.publish(&entries).await {
+            tracing::warn!(%error, "Dead letters are safe in PostgreSQL but not yet mirrored to Redis");
+            self.status.mirror_dirty.store(true, Ordering::Relaxed);
+        }
     }
 }
 

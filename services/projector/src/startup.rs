@@ -12,6 +12,7 @@ use crate::Config;
 use crate::admin;
 use crate::consumer::{self, Assignment};
 use crate::dedup::FastPath;
+use crate::dlq::Mirror;
 use crate::runner::{Runner, RunnerStatus};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -46,9 +47,14 @@ impl Application {
             topic: config.kafka.topic.clone(),
             brokers: config.kafka.brokers.clone(),
             fast_path: Arc::new(fast_path),
+            mirror: Arc::new(
+                Mirror::new(&config.redis.url, &config.kafka.topic)
+                    .context("REDIS_URL is not a valid Redis URL")?,
+            ),
             batch_size: config.batch_size.max(1),
             batch_max_wait: config.batch_max_wait(),
-            status: Arc::new(RunnerStatus::default()),
+            // Reconcile the dead-letter mirror once at start: Redis may have lost it meanwhile.
+            status: Arc::new(RunnerStatus { mirror_dirty: true.into(), ..RunnerStatus::default() }),
         };
         Ok(Application { listener, runner, assignments, pool, config })
     }
@@ -64,6 +70,7 @@ impl Application {
             pool: self.pool.clone(),
             consumer: self.runner.consumer.clone(),
             topic: self.config.kafka.topic.clone(),
+            brokers: self.config.kafka.brokers.clone(),
             status: self.runner.status.clone(),
             fast_path: self.runner.fast_path.clone(),
         };
@@ -73,11 +80,54 @@ impl Application {
             admin::router(admin_state),
             admin_shutdown.clone(),
         ));
+        let observer = tokio::spawn(observe(
+            self.pool.clone(),
+            self.config.kafka.brokers.clone(),
+            self.config.kafka.topic.clone(),
+            self.runner.mirror.clone(),
+            self.runner.status.clone(),
+            admin_shutdown.clone(),
+        ));
         let result = self.runner.run(self.assignments, shutdown).await;
         admin_shutdown.cancel();
-        let _ = admin.await;
+        let _ = tokio::join!(admin, observer);
         result.context("projection stopped")?;
         tracing::info!("Projector stopped");
         Ok(())
+    }
+}
+
+/// Every few seconds: publishes lag and DLQ depth as metrics, and reconciles the dead-letter
+/// mirror in Redis when it may be behind.
+async fn observe(
+    pool: PgPool,
+    brokers: String,
+    topic: String,
+    mirror: Arc<Mirror>,
+    status: Arc<RunnerStatus>,
+    shutdown: CancellationToken,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        if let Ok(current) = crate::status::collect(&pool, &brokers, &topic).await {
+            crate::status::record_metrics(&current);
+            // Redis may have lost the stream (restart without persistence, FLUSHALL).
+            if mirror.len().await.is_ok_and(|len| len != current.dead_letters) {
+                status.mirror_dirty.store(true, Ordering::Relaxed);
+            }
+        }
+        if status.mirror_dirty.load(Ordering::Relaxed) {
+            match mirror.reconcile(&pool, &topic).await {
+                Ok(()) => {
+                    status.mirror_dirty.store(false, Ordering::Relaxed);
+                    tracing::info!(stream = mirror.stream(), "Dead-letter mirror in Redis is up to date");
+                }
+                Err(error) => tracing::debug!(%error, "Dead-letter mirror not reconciled yet"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
     }
 }

@@ -24,6 +24,14 @@ pub struct Record {
     pub headers: BTreeMap<String, String>,
 }
 
+impl Record {
+    /// The W3C trace id of the `traceparent` header, if any.
+    pub fn trace_id(&self) -> Option<&str> {
+        let traceparent = self.headers.get("traceparent")?;
+        traceparent.split('-').nth(1).filter(|id| id.len() == 32)
+    }
+}
+
 /// What a batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -35,6 +43,8 @@ pub struct Outcome {
     pub known_to_fast_path: usize,
     /// Records that can never be applied, recorded as dead letters.
     pub dead_lettered: usize,
+    /// Ids of the dead letters this batch created (not those recorded before).
+    pub new_dead_letters: Vec<i64>,
     /// The checkpoint after the batch, per partition it touched.
     pub next_offsets: BTreeMap<i32, i64>,
 }
@@ -65,6 +75,11 @@ impl<'a> Decoded<'a> {
         Decoded { records, events, dead }
     }
 
+    /// Why the first undecodable record could not be decoded.
+    pub fn first_error(&self) -> Option<&DecodeError> {
+        self.dead.first().map(|(_, error)| error)
+    }
+
     /// The ids of the batch's events.
     pub fn event_ids(&self) -> Vec<Uuid> {
         self.events.iter().map(|e| e.envelope.event_id).collect()
@@ -86,12 +101,23 @@ pub async fn apply(
     batch: &Decoded<'_>,
     known: &HashSet<Uuid>,
 ) -> sqlx::Result<Outcome> {
+    let mut tx = pool.begin().await?;
+    let outcome = apply_in(&mut tx, topic, batch, known).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// `apply` inside a transaction the caller commits (a redrive also removes its dead letter in it).
+pub async fn apply_in(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    batch: &Decoded<'_>,
+    known: &HashSet<Uuid>,
+) -> sqlx::Result<Outcome> {
     let (records, dead) = (batch.records, &batch.dead);
     let candidates: Vec<&Positioned<'_>> =
         batch.events.iter().filter(|e| !known.contains(&e.envelope.event_id)).collect();
-
-    let mut tx = pool.begin().await?;
-    let fresh = claim_event_ids(&mut tx, topic, &candidates).await?;
+    let fresh = claim_event_ids(tx, topic, &candidates).await?;
     let mut seen = HashSet::with_capacity(fresh.len());
     // The first occurrence of each fresh id is applied; later copies in the batch are duplicates.
     let to_apply: Vec<&Positioned<'_>> = candidates
@@ -99,22 +125,22 @@ pub async fn apply(
         .copied()
         .filter(|e| fresh.contains(&e.envelope.event_id) && seen.insert(e.envelope.event_id))
         .collect();
-    apply_events(&mut tx, &to_apply).await?;
-    record_dead_letters(&mut tx, topic, dead).await?;
+    apply_events(tx, &to_apply).await?;
+    let new_dead_letters = record_dead_letters(tx, topic, dead).await?;
 
     let mut next_offsets = BTreeMap::new();
     for record in records {
         let next = next_offsets.entry(record.partition).or_insert(0);
         *next = (*next).max(record.offset + 1);
     }
-    checkpoint::advance(&mut tx, topic, &next_offsets).await?;
-    tx.commit().await?;
+    checkpoint::advance(tx, topic, &next_offsets).await?;
 
     Ok(Outcome {
         applied: to_apply.len(),
         duplicates: batch.events.len() - to_apply.len(),
         known_to_fast_path: batch.events.len() - candidates.len(),
         dead_lettered: dead.len(),
+        new_dead_letters,
         next_offsets,
     })
 }
@@ -170,11 +196,14 @@ async fn apply_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<
     inventory::apply_adjusted(tx, &adjustments).await
 }
 
+/// Records dead letters (poison is rare: one statement each is fine) and returns the ids of the
+/// new entries, for the Redis mirror once the transaction has committed.
 async fn record_dead_letters(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
     dead: &[(&Record, DecodeError)],
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Vec<i64>> {
+    let mut inserted = Vec::new();
     for (record, error) in dead {
         tracing::warn!(
             partition = record.partition,
@@ -183,10 +212,12 @@ async fn record_dead_letters(
             %error,
             "Dead-lettering a message that can never be applied"
         );
-        sqlx::query(
-            "INSERT INTO dead_letters (topic, partition, log_offset, message_key, payload, headers, error_code, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (topic, partition, log_offset) DO NOTHING",
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO dead_letters
+                 (topic, partition, log_offset, message_key, payload, headers, error_code, error, trace_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (topic, partition, log_offset) DO NOTHING
+             RETURNING dead_letter_id",
         )
         .bind(topic)
         .bind(record.partition)
@@ -196,8 +227,10 @@ async fn record_dead_letters(
         .bind(sqlx::types::Json(&record.headers))
         .bind(error.code())
         .bind(error.to_string())
-        .execute(&mut **tx)
+        .bind(record.trace_id())
+        .fetch_optional(&mut **tx)
         .await?;
+        inserted.extend(id);
     }
-    Ok(())
+    Ok(inserted)
 }

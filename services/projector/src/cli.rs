@@ -1,0 +1,128 @@
+//! Operator commands: `status` and `dlq …`. They print for people (or JSON with `--json`) and
+//! work on PostgreSQL and the broker directly, so they run beside a live projector.
+#![allow(clippy::print_stdout)]
+
+use anyhow::Context;
+use clap::Subcommand;
+use sqlx::PgPool;
+
+use crate::Config;
+use crate::dlq::{self, Mirror, Redriven};
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// One entry per line (a JSON array with the original payloads with --json).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about one entry, as JSON.
+    Show { id: i64 },
+    /// Apply entries again through the projection code (after the bug is fixed); entries that
+    /// apply are removed, those that fail again stay with one more attempt.
+    Redrive {
+        /// The entry to redrive.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Redrive every entry.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove an entry without applying it.
+    Purge { id: i64 },
+}
+
+async fn pool(config: &Config) -> anyhow::Result<PgPool> {
+    let pool = eventline_runtime::db::pool(&config.database)?;
+    eventline_runtime::db::migrate(&pool).await?;
+    Ok(pool)
+}
+
+pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
+    let pool = pool(config).await?;
+    let status = crate::status::collect(&pool, &config.kafka.brokers, &config.kafka.topic).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    println!("topic {}  lag {}  dead letters {}", status.topic, status.lag, status.dead_letters);
+    println!("{:>9}  {:>12}  {:>14}  {:>8}", "partition", "next offset", "high watermark", "lag");
+    let unknown = || "?".to_owned();
+    for p in &status.partitions {
+        println!(
+            "{:>9}  {:>12}  {:>14}  {:>8}",
+            p.partition,
+            p.next_offset,
+            p.high_watermark.map_or_else(unknown, |h| h.to_string()),
+            p.lag.map_or_else(unknown, |l| l.to_string())
+        );
+    }
+    Ok(())
+}
+
+pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
+    let pool = pool(config).await?;
+    let topic = &config.kafka.topic;
+    match command {
+        DlqCommand::List { json: true } => {
+            let entries = dlq::list(&pool, topic).await?;
+            let shown: Vec<_> = entries.iter().map(dlq::DeadLetter::shown).collect();
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+        DlqCommand::List { json: false } => {
+            for e in dlq::list(&pool, topic).await? {
+                println!(
+                    "{}\t{}\tpartition {} offset {}\tattempts {}\t{}: {}",
+                    e.id,
+                    e.dead_at.to_rfc3339(),
+                    e.partition,
+                    e.offset,
+                    e.attempts,
+                    e.error_code,
+                    e.error
+                );
+            }
+        }
+        DlqCommand::Show { id } => {
+            let entry = dlq::get(&pool, id).await?.with_context(|| format!("no dead letter {id}"))?;
+            println!("{}", serde_json::to_string_pretty(&entry.shown())?);
+        }
+        DlqCommand::Redrive { id, all } => {
+            let entries = match (id, all) {
+                (_, true) => dlq::list(&pool, topic).await?,
+                (Some(id), false) => {
+                    vec![dlq::get(&pool, id).await?.with_context(|| format!("no dead letter {id}"))?]
+                }
+                (None, false) => anyhow::bail!("name an entry or pass --all"),
+            };
+            let mut failed = 0;
+            for entry in &entries {
+                let outcome = dlq::redrive(&pool, entry).await?;
+                if matches!(outcome, Redriven::FailedAgain { .. }) {
+                    failed += 1;
+                }
+                println!("{}", serde_json::to_string(&outcome)?);
+            }
+            sync_mirror(config, &pool).await;
+            anyhow::ensure!(failed == 0, "{failed} of {} entries failed again", entries.len());
+        }
+        DlqCommand::Purge { id } => {
+            anyhow::ensure!(dlq::purge(&pool, id).await?, "no dead letter {id}");
+            sync_mirror(config, &pool).await;
+            println!("purged {id}");
+        }
+    }
+    Ok(())
+}
+
+/// Brings the Redis stream in line after a change; the projector would do it later otherwise.
+async fn sync_mirror(config: &Config, pool: &PgPool) {
+    let result = async {
+        let mirror = Mirror::new(&config.redis.url, &config.kafka.topic)?;
+        mirror.reconcile(pool, &config.kafka.topic).await
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "The Redis mirror of the dead letters was not updated; the projector will do it");
+    }
+}
