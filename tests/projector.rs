@@ -375,3 +375,44 @@ async fn redriving_applies_what_now_decodes_and_keeps_what_still_fails() {
     assert!(eventline_projector::dlq::purge(&env.pool, left[0].id).await.unwrap());
     assert!(eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_going_away_and_coming_back_loses_and_doubles_nothing() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let producer = env.producer();
+    // The projector reaches PostgreSQL through a proxy this test can cut.
+    let server = env.database.url.split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let proxy = eventline_testkit::TcpProxy::start(&server).await;
+    let mut config = support::projector_config(&env, "db-outage");
+    config.database.url = env.database.url.replace(&server, &proxy.address.to_string());
+    let projector = support::projector_with(config).await;
+
+    let sku = format!("SKU-{}", env.id);
+    for _ in 0..10 {
+        env.produce_event(&producer, &adjustment(&sku, 1)).await;
+    }
+    wait_for_checkpoints(&env, 10).await;
+
+    proxy.set_enabled(false);
+    for _ in 0..10 {
+        env.produce_event(&producer, &adjustment(&sku, 1)).await;
+    }
+    let client = eventline_testkit::http();
+    eventually(Duration::from_secs(15), "/readyz to report the outage", || async {
+        let ready = client.get(projector.url("/readyz")).send().await.ok()?;
+        (ready.status() == 503).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set_enabled(true);
+
+    wait_for_checkpoints(&env, 20).await;
+    eventually(Duration::from_secs(15), "/readyz to recover", || async {
+        let ready = client.get(projector.url("/readyz")).send().await.ok()?;
+        (ready.status() == 200).then_some(())
+    })
+    .await;
+    projector.stop().await.unwrap();
+    assert_eq!(stock(&env, &sku).await, 20, "every adjustment applied exactly once");
+}

@@ -64,6 +64,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
     eventline_projector::Config {
         listen: any_port(),
         group_id: format!("{group}-{}", env.id),
+        session_timeout_ms: 6000,
         batch_size: 500,
         batch_max_wait_ms: 10,
         kafka: env.kafka.clone(),

@@ -38,6 +38,6 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Args)]
 pub struct RedisConfig {
     /// Redis connection URL.
-    #[arg(long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub url: String,
 }

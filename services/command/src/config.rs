@@ -31,3 +31,12 @@ impl Config {
         Duration::from_secs(self.idempotency_ttl_secs.max(1))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Config::command().debug_assert();
+    }
+}

@@ -14,6 +14,10 @@ pub struct Config {
     /// Consumer group shared by all projector instances.
     #[arg(long, env = "EVENTLINE_PROJECTOR_GROUP", default_value = "eventline-projector")]
     pub group_id: String,
+    /// How long the group waits for a silent instance (crashed, partitioned) before giving its
+    /// partitions to the others, in milliseconds.
+    #[arg(long, env = "EVENTLINE_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
     /// Most events applied in one transaction.
     #[arg(long, env = "EVENTLINE_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: usize,

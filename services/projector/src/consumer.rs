@@ -52,6 +52,7 @@ pub type LogConsumer = StreamConsumer<RebalanceForwarder>;
 pub fn subscribe(
     kafka: &KafkaConfig,
     group_id: &str,
+    session_timeout_ms: u64,
 ) -> KafkaResult<(Arc<LogConsumer>, UnboundedReceiver<Assignment>)> {
     let (tx, rx) = unbounded_channel();
     let consumer: LogConsumer = eventline_runtime::kafka::client_config(&kafka.brokers)
@@ -61,6 +62,8 @@ pub fn subscribe(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
         .create_with_context(RebalanceForwarder { topic: kafka.topic.clone(), tx })?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok((Arc::new(consumer), rx))

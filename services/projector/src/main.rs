@@ -66,3 +66,12 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     tracing::info!("Database ready and migrated");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

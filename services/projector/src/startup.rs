@@ -32,7 +32,8 @@ impl Application {
         eventline_runtime::db::migrate(&pool).await?;
         eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
         let (consumer, assignments) =
-            consumer::subscribe(&config.kafka, &config.group_id).context("creating the Kafka consumer")?;
+            consumer::subscribe(&config.kafka, &config.group_id, config.session_timeout_ms)
+                .context("creating the Kafka consumer")?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let projection_id: uuid::Uuid = sqlx::query_scalar("SELECT projection_id FROM projection_identity")

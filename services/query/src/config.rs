@@ -14,3 +14,12 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Config::command().debug_assert();
+    }
+}
