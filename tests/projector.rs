@@ -416,3 +416,40 @@ async fn the_database_going_away_and_coming_back_loses_and_doubles_nothing() {
     projector.stop().await.unwrap();
     assert_eq!(stock(&env, &sku).await, 20, "every adjustment applied exactly once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_inside_a_record_batch_resumes_exactly_there() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let producer = env.producer();
+    let sku = format!("SKU-{}", env.id);
+    // Sent together, so the producer packs them into one record batch (offsets 0-5).
+    let events: Vec<Envelope> = (0..6).map(|i| adjustment(&sku, 1 << i)).collect();
+    let positions = futures::future::join_all(events.iter().map(|e| env.produce_event(&producer, e))).await;
+    let partition = positions[0].0;
+    assert!(positions.iter().all(|(p, _)| *p == partition));
+    // The read models already hold offsets 0 and 1.
+    for (event, (_, offset)) in events.iter().zip(&positions).take(2) {
+        sqlx::query(
+            "INSERT INTO processed_events (event_id, topic, partition, log_offset, event_type)
+             VALUES ($1, $2, $3, $4, 'InventoryAdjusted')",
+        )
+        .bind(event.event_id)
+        .bind(&env.kafka.topic)
+        .bind(partition)
+        .bind(offset)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("INSERT INTO projection_checkpoints (topic, partition, next_offset) VALUES ($1, $2, 2)")
+        .bind(&env.kafka.topic)
+        .bind(partition)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let projector = support::projector(&env).await;
+    wait_for_checkpoints(&env, 6).await;
+    projector.stop().await.unwrap();
+    assert_eq!(stock(&env, &sku).await, 4 + 8 + 16 + 32, "exactly offsets 2-5 applied");
+}

@@ -24,7 +24,7 @@ pub const HEADER_CONTENT_TYPE: &str = "content-type";
 pub const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// The four kinds of event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventType {
     UserCreated,
     OrderPlaced,

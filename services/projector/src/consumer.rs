@@ -69,7 +69,22 @@ pub fn subscribe(
     Ok((Arc::new(consumer), rx))
 }
 
-/// Moves a partition's read position (blocking librdkafka call, run off the async threads).
+/// How far before a wanted offset reading starts.
+///
+/// A Kafka fetch returns whole record batches, and clients skip the records before the offset they
+/// asked for. Tansu 0.6.0 instead answers a fetch at an offset *inside* a batch with the batch
+/// after it, silently skipping the rest of that batch (measured: batches [0] [1-3] [4-8]; a fetch
+/// at 2 returns 4-8). Reading from this far back and skipping below the wanted offset ourselves
+/// works on both; producers batch at most 10 000 records (librdkafka's `batch.num.messages`).
+pub const REWIND: i64 = 10_000;
+
+/// Where to start reading so that `offset` is delivered (see [`REWIND`]).
+pub fn rewound(offset: i64) -> i64 {
+    offset.saturating_sub(REWIND).max(0)
+}
+
+/// Moves a partition's read position to `rewound(offset)`: the caller skips what lies before
+/// `offset` (blocking librdkafka call, run off the async threads).
 pub async fn seek(consumer: &Arc<LogConsumer>, topic: &str, partition: i32, offset: i64) -> KafkaResult<()> {
     let (consumer, topic) = (consumer.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
@@ -80,7 +95,7 @@ pub async fn seek(consumer: &Arc<LogConsumer>, topic: &str, partition: i32, offs
 }
 
 /// Reads the payload of the one message at `offset`, with a consumer of its own (no group):
-/// `None` when the partition has no message there.
+/// `None` when the partition has no message there. Reads forward from `rewound(offset)`.
 pub async fn read_one(
     brokers: &str,
     topic: &str,
@@ -95,14 +110,15 @@ pub async fn read_one(
             .set("auto.offset.reset", "error")
             .create()?;
         let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        assignment.add_partition_offset(&topic, partition, Offset::Offset(rewound(offset)))?;
         consumer.assign(&assignment)?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(message)) if message.offset() == offset => {
                     return Ok(Some(message.payload().unwrap_or_default().to_vec()));
                 }
+                Some(Ok(message)) if message.offset() < offset => {}
                 Some(Ok(_)) => return Ok(None),
                 Some(Err(error))
                     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) =>

@@ -307,11 +307,14 @@ impl Runner {
         self.mirror_dead_letters(&outcome.new_dead_letters).await;
         self.status.database_ok.store(true, Ordering::Relaxed);
         metrics::histogram!("eventline_projector_batch_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("eventline_projector_events_total", "outcome" => "applied")
-            .increment(outcome.applied as u64);
-        metrics::counter!("eventline_projector_events_total", "outcome" => "duplicate")
+        metrics::histogram!("eventline_projector_batch_records").record(batch.len() as f64);
+        for (event_type, applied) in &outcome.applied_by_type {
+            metrics::counter!("eventline_projector_events_total", "type" => event_type.as_str(), "outcome" => "applied")
+                .increment(*applied as u64);
+        }
+        metrics::counter!("eventline_projector_events_total", "type" => "any", "outcome" => "duplicate")
             .increment(outcome.duplicates as u64);
-        metrics::counter!("eventline_projector_events_total", "outcome" => "dead_lettered")
+        metrics::counter!("eventline_projector_events_total", "type" => "unknown", "outcome" => "dead_lettered")
             .increment(outcome.dead_lettered as u64);
         for (&partition, &next) in &outcome.next_offsets {
             metrics::gauge!("eventline_projector_checkpoint", "partition" => partition.to_string())

@@ -8,7 +8,7 @@ mod users;
 
 use std::collections::{BTreeMap, HashSet};
 
-use eventline_events::{DecodeError, Envelope, Event};
+use eventline_events::{DecodeError, Envelope, Event, EventType};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -37,6 +37,8 @@ impl Record {
 pub struct Outcome {
     /// Events applied for the first time.
     pub applied: usize,
+    /// The same, per event type.
+    pub applied_by_type: BTreeMap<EventType, usize>,
     /// Events already applied before (redeliveries): no effect.
     pub duplicates: usize,
     /// Of those, the ones Redis recognised without a database round trip.
@@ -135,8 +137,13 @@ pub async fn apply_in(
     }
     checkpoint::advance(tx, topic, &next_offsets).await?;
 
+    let mut applied_by_type = BTreeMap::new();
+    for event in &to_apply {
+        *applied_by_type.entry(event.envelope.event_type()).or_insert(0) += 1;
+    }
     Ok(Outcome {
         applied: to_apply.len(),
+        applied_by_type,
         duplicates: batch.events.len() - to_apply.len(),
         known_to_fast_path: batch.events.len() - candidates.len(),
         dead_lettered: dead.len(),

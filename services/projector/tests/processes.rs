@@ -1,6 +1,11 @@
-//! Two projector processes share the partitions through the consumer group; when one stops
-//! (SIGTERM) or is killed (SIGKILL, no goodbye), the other takes its partitions over from their
-//! PostgreSQL checkpoints and finishes the work: nothing lost, nothing doubled.
+//! The projector as a process, killed at random moments and run beside a second instance:
+//! whatever happens between two lines, nothing is lost and nothing doubled.
+//!
+//! - killed with SIGKILL mid-stream and restarted, it resumes from its PostgreSQL checkpoint (the
+//!   kill lands between commits, and often after a database commit and before the advisory Kafka
+//!   offset commit);
+//! - two instances share the partitions through the consumer group; when one stops (SIGTERM) or
+//!   is killed (SIGKILL, no goodbye), the other takes its partitions over.
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Child, Command, Stdio};
@@ -30,6 +35,10 @@ impl Drop for Projector {
 }
 
 fn spawn_projector(env: &TestEnv, log: &std::path::Path) -> Projector {
+    spawn_in_group(env, log, &format!("scale-out-{}", env.id))
+}
+
+fn spawn_in_group(env: &TestEnv, log: &std::path::Path, group: &str) -> Projector {
     let log = std::fs::File::create(log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_eventline-projector"))
         .env("KAFKA_BROKERS", &env.kafka.brokers)
@@ -37,7 +46,7 @@ fn spawn_projector(env: &TestEnv, log: &std::path::Path) -> Projector {
         .env("DATABASE_URL", &env.database.url)
         .env("REDIS_URL", &env.redis.url)
         .env("EVENTLINE_PROJECTOR_ADDR", "127.0.0.1:0")
-        .env("EVENTLINE_PROJECTOR_GROUP", format!("scale-out-{}", env.id))
+        .env("EVENTLINE_PROJECTOR_GROUP", group)
         .env("EVENTLINE_SESSION_TIMEOUT_MS", "6000")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
@@ -122,4 +131,52 @@ async fn survivor_finishes_the_work(signal: &str) {
     assert_eq!(per_sku, vec![10; skus.len()]);
     let took_over = std::fs::read_to_string(&log_b).unwrap().matches("Resuming partition").count();
     assert!(took_over > 1, "the survivor was assigned the killed instance's partitions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projector_killed_mid_stream_and_restarted_applies_everything_once() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let producer = env.producer();
+    let skus: Vec<String> = (0..20).map(|i| format!("SKU-{i}-{}", env.id)).collect();
+    let rounds = 60;
+    for _ in 0..rounds {
+        let sends = skus.iter().map(|sku| {
+            let (env, producer, event) = (&env, &producer, adjustment(sku));
+            async move { env.produce_event(producer, &event).await }
+        });
+        futures::future::join_all(sends).await;
+    }
+    let expected = (skus.len() * rounds) as i64;
+    let log = std::env::temp_dir().join(format!("{}-crash.log", env.id));
+    let mut kills = 0;
+    // Kill it as soon as it has made some progress, several times over. Each incarnation joins a
+    // new consumer group: the killed one's membership would otherwise hold its partitions until
+    // the broker expires it (Tansu never does), and Kafka's committed offsets play no part in
+    // where a projector resumes anyway.
+    for incarnation in 0..4 {
+        let mut projector = spawn_in_group(&env, &log, &format!("crash-{incarnation}-{}", env.id));
+        let before = applied(&env).await;
+        eventually(Duration::from_secs(60), "some progress", || async {
+            (applied(&env).await > before || before == expected).then_some(())
+        })
+        .await;
+        projector.stop("KILL");
+        kills += 1;
+        if applied(&env).await == expected {
+            break;
+        }
+    }
+    let mut projector = spawn_in_group(&env, &log, &format!("crash-final-{}", env.id));
+    eventually(Duration::from_secs(90), "everything applied", || async {
+        (applied(&env).await >= expected).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    projector.stop("TERM");
+    assert!(kills >= 1);
+    assert_eq!(applied(&env).await, expected, "after {kills} kills: nothing lost, nothing doubled");
+    let per_sku: Vec<i64> =
+        sqlx::query_scalar("SELECT quantity FROM inventory ORDER BY sku").fetch_all(&env.pool).await.unwrap();
+    assert_eq!(per_sku, vec![rounds as i64; skus.len()]);
 }
