@@ -1,5 +1,6 @@
 //! Runtime glue shared by the three eventline services. Nothing domain-specific lives here.
 
+pub mod checkpoints;
 pub mod config;
 pub mod db;
 pub mod http;

@@ -4,17 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{PgExecutor, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 
-/// Loads the checkpoints of `topic` (partition → next offset). A partition never applied is absent.
-pub async fn load<'e>(db: impl PgExecutor<'e>, topic: &str) -> sqlx::Result<BTreeMap<i32, i64>> {
-    let rows: Vec<(i32, i64)> =
-        sqlx::query_as("SELECT partition, next_offset FROM projection_checkpoints WHERE topic = $1")
-            .bind(topic)
-            .fetch_all(db)
-            .await?;
-    Ok(rows.into_iter().collect())
-}
+pub use eventline_runtime::checkpoints::load;
 
 /// Advances checkpoints; never moves one backwards (a stale instance finishing a batch after a
 /// rebalance must not rewind the new owner's progress).
@@ -40,5 +32,11 @@ pub async fn advance(
     .bind(&offsets)
     .execute(&mut **tx)
     .await?;
+    // Delivered when the transaction commits: wakes readers waiting for these positions.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(eventline_runtime::checkpoints::CHANNEL)
+        .bind(topic)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

@@ -1,43 +1,100 @@
-//! The Kafka side of the projector: a consumer-group member whose partition assignments are passed
-//! to the runner, which positions each partition at its PostgreSQL checkpoint.
+//! The Kafka side of the projector: a consumer-group member that starts every partition it is
+//! assigned at its PostgreSQL checkpoint, and tells the runner about each change of assignment.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use eventline_runtime::config::KafkaConfig;
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sqlx::PgPool;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// A change of the partitions this instance owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assignment {
-    Assigned(Vec<i32>),
+    /// Newly owned partitions, with the checkpoint each was started from (`None` when the
+    /// checkpoints could not be read: the runner then positions them itself).
+    Assigned(Vec<(i32, Option<i64>)>),
     Revoked(Vec<i32>),
 }
 
-/// Forwards rebalances to the runner. The callback runs inside the consumer's poll, so the runner
-/// sees an assignment before any message of the newly assigned partitions.
-pub struct RebalanceForwarder {
+/// Positions newly assigned partitions and forwards every change to the runner.
+///
+/// The offsets are set in the assignment itself, before librdkafka fetches anything: seeking
+/// afterwards races with fetches already under way (seen on Tansu: seeks that failed with
+/// "Erroneous state", or succeeded and were then never served). The callback runs inside the
+/// consumer's poll, so the runner also learns of an assignment before any of its messages.
+pub struct Positioner {
     topic: String,
+    pool: PgPool,
     tx: UnboundedSender<Assignment>,
 }
 
-impl ClientContext for RebalanceForwarder {}
+impl Positioner {
+    /// The checkpoints, read synchronously: the rebalance callback cannot await. Gives up after a
+    /// few attempts (the database may be down) and leaves positioning to the runner.
+    fn checkpoints(&self) -> Option<BTreeMap<i32, i64>> {
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return None;
+        }
+        tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                for attempt in 0..5_u32 {
+                    match eventline_runtime::checkpoints::load(&self.pool, &self.topic).await {
+                        Ok(checkpoints) => return Some(checkpoints),
+                        Err(error) => {
+                            tracing::warn!(%error, attempt, "Reading checkpoints for an assignment failed");
+                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        }
+                    }
+                }
+                None
+            })
+        })
+    }
+}
 
-impl ConsumerContext for RebalanceForwarder {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let partitions = |tpl: &TopicPartitionList| -> Vec<i32> {
+impl ClientContext for Positioner {}
+
+impl ConsumerContext for Positioner {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let ours = |tpl: &TopicPartitionList| -> Vec<i32> {
             tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect()
         };
-        let change = match rebalance {
-            Rebalance::Assign(tpl) => Assignment::Assigned(partitions(tpl)),
-            Rebalance::Revoke(tpl) => Assignment::Revoked(partitions(tpl)),
-            Rebalance::Error(error) => {
-                tracing::warn!(%error, "Consumer group rebalance failed; librdkafka will retry");
-                return;
+        let change = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let checkpoints = self.checkpoints();
+                let mut assigned = Vec::new();
+                for partition in ours(tpl) {
+                    let next = checkpoints.as_ref().map(|c| c.get(&partition).copied().unwrap_or(0));
+                    if let Some(next) = next {
+                        let _ =
+                            tpl.set_partition_offset(&self.topic, partition, Offset::Offset(rewound(next)));
+                    }
+                    assigned.push((partition, next));
+                }
+                if let Err(error) = consumer.assign(tpl) {
+                    tracing::error!(%error, "Taking the assigned partitions failed");
+                }
+                Assignment::Assigned(assigned)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked = ours(tpl);
+                if let Err(error) = consumer.unassign() {
+                    tracing::warn!(%error, "Giving up the revoked partitions failed");
+                }
+                Assignment::Revoked(revoked)
+            }
+            other => {
+                tracing::warn!(error = ?other, "Consumer group rebalance failed; librdkafka will retry");
+                let _ = consumer.unassign();
+                Assignment::Revoked(ours(tpl))
             }
         };
         tracing::info!(?change, "Partition assignment changed");
@@ -46,13 +103,14 @@ impl ConsumerContext for RebalanceForwarder {
     }
 }
 
-pub type LogConsumer = StreamConsumer<RebalanceForwarder>;
+pub type LogConsumer = StreamConsumer<Positioner>;
 
 /// Joins the group and subscribes to the topic.
 pub fn subscribe(
     kafka: &KafkaConfig,
     group_id: &str,
     session_timeout_ms: u64,
+    pool: PgPool,
 ) -> KafkaResult<(Arc<LogConsumer>, UnboundedReceiver<Assignment>)> {
     let (tx, rx) = unbounded_channel();
     let consumer: LogConsumer = eventline_runtime::kafka::client_config(&kafka.brokers)
@@ -64,7 +122,7 @@ pub fn subscribe(
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
-        .create_with_context(RebalanceForwarder { topic: kafka.topic.clone(), tx })?;
+        .create_with_context(Positioner { topic: kafka.topic.clone(), pool, tx })?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok((Arc::new(consumer), rx))
 }

@@ -132,11 +132,18 @@ impl Runner {
                     cursors.remove(p);
                 }),
                 Assignment::Assigned(partitions) => {
-                    let checkpoints = self.load_checkpoints().await;
-                    for partition in partitions {
-                        let next = checkpoints.get(&partition).copied().unwrap_or(0);
+                    // Positioned by the consumer when it could read the checkpoints; otherwise
+                    // (database down during the rebalance) read them now and seek.
+                    let unpositioned = partitions.iter().any(|(_, next)| next.is_none());
+                    let checkpoints =
+                        if unpositioned { self.load_checkpoints().await } else { BTreeMap::new() };
+                    for (partition, positioned_at) in partitions {
+                        let next = positioned_at
+                            .unwrap_or_else(|| checkpoints.get(&partition).copied().unwrap_or(0));
                         self.check_within_log(partition, next).await?;
-                        if let Err(error) = consumer::seek(&self.consumer, &self.topic, partition, next).await
+                        if positioned_at.is_none()
+                            && let Err(error) =
+                                consumer::seek(&self.consumer, &self.topic, partition, next).await
                         {
                             // The admission filter below still enforces the position.
                             tracing::debug!(partition, next, %error, "Seek on assignment deferred");

@@ -32,7 +32,7 @@ impl Application {
         eventline_runtime::db::migrate(&pool).await?;
         eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
         let (consumer, assignments) =
-            consumer::subscribe(&config.kafka, &config.group_id, config.session_timeout_ms)
+            consumer::subscribe(&config.kafka, &config.group_id, config.session_timeout_ms, pool.clone())
                 .context("creating the Kafka consumer")?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
