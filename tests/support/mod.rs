@@ -83,7 +83,12 @@ pub async fn projector(env: &TestEnv) -> Running {
 }
 
 pub async fn query(env: &TestEnv) -> Running {
-    let config = eventline_query::Config { listen: any_port(), database: env.database.clone() };
+    let config = eventline_query::Config {
+        listen: any_port(),
+        database: env.database.clone(),
+        topic: env.kafka.topic.clone(),
+        consistency_wait_ms: 2000,
+    };
     let app = eventline_query::Application::build(config).await.unwrap();
     spawn(app.address(), |shutdown| app.run_until(shutdown))
 }

@@ -140,3 +140,12 @@ impl Event {
         }
     }
 }
+
+/// Whether `sku` is a stock keeping unit as eventline accepts them: a letter or digit, then up to
+/// 63 letters, digits, `.`, `_` or `-`.
+pub fn is_valid_sku(sku: &str) -> bool {
+    let mut chars = sku.chars();
+    sku.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -182,6 +182,26 @@ impl JsonBody {
     }
 }
 
+/// `axum::extract::Query` whose rejection is a problem (400 `invalid-query`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|rejection| {
+                Problem::bad_request("invalid-query", "Invalid query string", rejection.body_text())
+            })
+    }
+}
+
 /// Reads `value` into `T`, reporting the failing field's path below `prefix` (e.g. `commands[3].`).
 pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|error| {

@@ -1,6 +1,7 @@
 //! The query service's configuration, from flags or the environment.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
 use eventline_runtime::config::DatabaseConfig;
@@ -13,6 +14,19 @@ pub struct Config {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseConfig,
+    /// The event topic whose projection consistency tokens refer to.
+    #[arg(long = "topic", env = "EVENTLINE_TOPIC", default_value = "eventline.events")]
+    pub topic: String,
+    /// Longest wait for the projection to reach a request's Consistency-Token before answering
+    /// 503, in milliseconds.
+    #[arg(long, env = "EVENTLINE_CONSISTENCY_WAIT_MS", default_value_t = 2000)]
+    pub consistency_wait_ms: u64,
+}
+
+impl Config {
+    pub fn consistency_wait(&self) -> Duration {
+        Duration::from_millis(self.consistency_wait_ms)
+    }
 }
 
 #[cfg(test)]

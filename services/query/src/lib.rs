@@ -2,6 +2,7 @@
 //! over HTTP. It never writes.
 
 pub mod config;
+pub mod consistency;
 pub mod http;
 mod startup;
 

@@ -1,4 +1,4 @@
-//! Wiring: the database pool and the router.
+//! Wiring: the database pool, the projection follower and the router.
 
 use std::net::SocketAddr;
 
@@ -7,21 +7,28 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::consistency::Projection;
 use crate::http::{self, AppState};
 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Stops the projection follower when the service stops.
+    follower: CancellationToken,
 }
 
 impl Application {
-    /// Creates the pool (lazily connecting: a database outage shows in `/readyz`, not as a crash)
-    /// and binds the listener (port 0 picks a free port; see `address`).
+    /// Creates the pool (lazily connecting: a database outage shows in `/readyz`, not as a crash),
+    /// starts following the projection's checkpoints, and binds the listener (port 0 picks a free
+    /// port; see `address`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = eventline_runtime::db::pool(&config.database)?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        Ok(Application { listener, state: AppState { pool } })
+        let follower = CancellationToken::new();
+        let projection = Projection::follow(pool.clone(), config.topic.clone(), follower.clone());
+        let state = AppState { pool, projection, consistency_wait: config.consistency_wait() };
+        Ok(Application { listener, state, follower })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -29,9 +36,9 @@ impl Application {
     }
 
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        eventline_runtime::http::serve(self.listener, http::router(self.state), shutdown)
-            .await
-            .context("serving HTTP")?;
+        let served = eventline_runtime::http::serve(self.listener, http::router(self.state), shutdown).await;
+        self.follower.cancel();
+        served.context("serving HTTP")?;
         tracing::info!("Query service stopped");
         Ok(())
     }

@@ -149,11 +149,7 @@ pub(crate) fn money(
 
 /// Stock keeping unit: a letter or digit, then up to 63 letters, digits, `.`, `_` or `-`.
 pub(crate) fn check_sku(sku: &str, field: &str, errors: &mut Errors) {
-    let mut chars = sku.chars();
-    let valid = sku.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !valid {
+    if !eventline_events::is_valid_sku(sku) {
         errors.add(field, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
     }
 }

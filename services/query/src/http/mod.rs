@@ -1,16 +1,41 @@
-//! The HTTP API of the query service: one module per resource, each with its `router()`.
+//! The HTTP API of the query service: one module per resource, each with its `router()`, and
+//! what they share — read-your-writes, ETags, problems.
 
+mod inventory;
+pub mod openapi;
+mod orders;
 mod users;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use eventline_events::ConsistencyToken;
 use eventline_runtime::http::{Check, Readiness, ops_router, with_problem_fallbacks};
 use eventline_runtime::problem::Problem;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::consistency::Projection;
+
+/// Header naming the log positions a read must reflect (from the command service's answer).
+pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("consistency-token");
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    pub projection: Projection,
+    /// Longest wait for a Consistency-Token.
+    pub consistency_wait: Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -19,8 +44,90 @@ pub fn router(state: AppState) -> Router {
         let pool = pool.clone();
         async move { vec![Check { name: "postgres", ok: eventline_runtime::db::ping(&pool).await }] }
     });
-    let api = Router::new().merge(users::router()).with_state(state);
+    let (api, document) = api_routes().split_for_parts();
+    let document = Arc::new(document);
+    let api = api
+        .with_state(state)
+        .layer(middleware::from_fn(time_requests))
+        .route("/openapi.json", get(move || std::future::ready(axum::Json(document.as_ref().clone()))));
     with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
+}
+
+/// The query routes with their OpenAPI descriptions; the router serves them and the document
+/// describes them, so the two cannot drift apart.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(users::router())
+        .merge(orders::router())
+        .merge(inventory::router())
+}
+
+/// The OpenAPI document of the query API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
+/// Per-route latency histogram.
+async fn time_requests(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "eventline_query_request_seconds",
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Waits until the projection reflects the request's Consistency-Token, if it has one.
+async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+    let Some(value) = headers.get(CONSISTENCY_TOKEN) else { return Ok(()) };
+    let token: ConsistencyToken = value.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
+        Problem::bad_request(
+            "invalid-consistency-token",
+            "Invalid Consistency-Token",
+            "Pass the Consistency-Token header exactly as the command API returned it (e.g. \"0:15,3:7\").",
+        )
+    })?;
+    let started = std::time::Instant::now();
+    let reached = state.projection.wait_for(&token, state.consistency_wait).await;
+    metrics::histogram!("eventline_query_consistency_wait_seconds").record(started.elapsed().as_secs_f64());
+    reached.map_err(|_| {
+        Problem::unavailable(
+            "projection-behind",
+            "Projection behind",
+            format!(
+                "The read models have not yet applied position(s) {token} after {} ms; retry shortly.",
+                state.consistency_wait.as_millis()
+            ),
+            1,
+        )
+    })
+}
+
+/// A JSON `200` with a strong ETag, or `304` when the client's `If-None-Match` already has it.
+fn with_etag(headers: &HeaderMap, body: &impl Serialize) -> Result<Response, Problem> {
+    let bytes = serde_json::to_vec(body).map_err(|error| {
+        tracing::error!(%error, "Serializing a read model failed");
+        Problem::internal()
+    })?;
+    let digest = Sha256::digest(&bytes);
+    let etag = format!("\"{}\"", digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let etag_value = HeaderValue::from_str(&etag).map_err(|_| Problem::internal())?;
+    let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(&etag))
+    });
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
+    }
+    Ok((
+        StatusCode::OK,
+        [(header::ETAG, etag_value), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        bytes,
+    )
+        .into_response())
 }
 
 /// A database failure, logged here and reported to the client without internals.
@@ -43,4 +150,18 @@ fn parse_id(raw: &str, what: &str) -> Result<uuid::Uuid, Problem> {
             format!("{what} id {:?} is not a UUID", raw.chars().take(64).collect::<String>()),
         )
     })
+}
+
+/// `[lo, hi]` or a 400 naming the parameter.
+fn in_range(value: Option<i64>, default: i64, lo: i64, hi: i64, name: &str) -> Result<i64, Problem> {
+    let value = value.unwrap_or(default);
+    if (lo..=hi).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Problem::bad_request(
+            "invalid-query",
+            "Invalid query string",
+            format!("{name} must be {lo} to {hi}"),
+        ))
+    }
 }

@@ -1,40 +1,236 @@
-//! `GET /users/{id}`.
+//! `GET /users/{id}` (a user with their most recent orders) and `GET /users/{id}/orders` (the
+//! whole history, keyset-paginated).
+
+use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use base64::Engine;
 use chrono::{DateTime, Utc};
-use eventline_runtime::problem::Problem;
-use serde::Serialize;
+use eventline_runtime::problem::{ApiQuery, Problem};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{AppState, database_problem, parse_id};
+use super::{AppState, database_problem, in_range, parse_id, read_your_writes, with_etag};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/users/{id}", get(get_user))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_user)).routes(routes!(list_orders))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+/// A user, with order statistics and their most recent orders.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
+    pub user_id: Uuid,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
+    pub updated_at: DateTime<Utc>,
+    /// All the user's orders, paid or not.
+    pub order_count: i64,
+    /// Sum of the user's paid orders per currency, as decimal strings (`{"USD": "320.99"}`).
+    pub total_spent: BTreeMap<String, String>,
+    /// The most recent orders first (`ordersLimit`, default 5).
+    pub orders: Vec<OrderSummary>,
+}
+
+/// An order in a user's list.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderSummary {
+    pub order_id: Uuid,
+    /// Decimal string.
+    pub total_amount: String,
+    pub currency: String,
+    /// `awaiting_payment` or `paid`.
+    pub status: String,
+    #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
+    pub placed_at: DateTime<Utc>,
+}
+
+/// A page of a user's orders.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrdersPage {
+    pub orders: Vec<OrderSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UserParams {
+    /// How many of the most recent orders to include: 0 to 100, default 5.
+    orders_limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OrdersParams {
+    /// Page size: 1 to 100, default 20.
+    limit: Option<i64>,
+    /// `nextCursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
     user_id: Uuid,
     email: String,
     first_name: String,
     last_name: String,
-    #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
     created_at: DateTime<Utc>,
-    #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
     updated_at: DateTime<Utc>,
+    order_count: i64,
+    total_spent: sqlx::types::Json<BTreeMap<String, String>>,
 }
 
-async fn get_user(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<User>, Problem> {
+/// Get a user with their most recent orders
+#[utoipa::path(
+    get, path = "/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "The user id (a UUID)"), UserParams, super::openapi::ConsistencyTokenHeader),
+    responses(
+        (status = 200, description = "The user", body = User, headers(("ETag" = String, description = "Entity tag of the body"))),
+        (status = 304, description = "Not modified since the `If-None-Match` ETag"),
+        super::openapi::ReadProblems,
+    )
+)]
+pub async fn get_user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<UserParams>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
     let user_id = parse_id(&id, "user")?;
-    let user: Option<User> = sqlx::query_as(
-        "SELECT user_id, email, first_name, last_name, created_at, updated_at FROM users WHERE user_id = $1",
+    let orders_limit = in_range(params.orders_limit, 5, 0, 100, "ordersLimit")?;
+    read_your_writes(&state, &headers).await?;
+    let row: Option<UserRow> = sqlx::query_as(
+        "SELECT u.user_id, u.email, u.first_name, u.last_name, u.created_at, u.updated_at,
+                (SELECT count(*) FROM orders o WHERE o.user_id = u.user_id) AS order_count,
+                (SELECT COALESCE(jsonb_object_agg(s.currency, s.total::text), '{}'::jsonb)
+                   FROM (SELECT currency, sum(total_amount) AS total FROM orders o
+                          WHERE o.user_id = u.user_id AND o.status = 'paid' GROUP BY currency) s) AS total_spent
+         FROM users u WHERE u.user_id = $1",
     )
     .bind(user_id)
     .fetch_optional(&state.pool)
     .await
     .map_err(database_problem)?;
-    user.map(Json).ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))
+    let row = row.ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))?;
+    let orders = recent_orders(&state, user_id, orders_limit, None).await?;
+    let user = User {
+        user_id: row.user_id,
+        email: row.email,
+        first_name: row.first_name,
+        last_name: row.last_name,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        order_count: row.order_count,
+        total_spent: row.total_spent.0,
+        orders,
+    };
+    with_etag(&headers, &user)
+}
+
+/// List a user's orders, most recent first
+#[utoipa::path(
+    get, path = "/users/{id}/orders", tag = "users",
+    params(("id" = String, Path, description = "The user id (a UUID)"), OrdersParams, super::openapi::ConsistencyTokenHeader),
+    responses(
+        (status = 200, description = "A page of orders", body = OrdersPage, headers(("ETag" = String, description = "Entity tag of the body"))),
+        (status = 304, description = "Not modified since the `If-None-Match` ETag"),
+        super::openapi::ReadProblems,
+    )
+)]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<OrdersParams>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let user_id = parse_id(&id, "user")?;
+    let limit = in_range(params.limit, 20, 1, 100, "limit")?;
+    let after = params.cursor.as_deref().map(Cursor::parse).transpose()?;
+    read_your_writes(&state, &headers).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)")
+        .bind(user_id)
+        .fetch_one(&state.pool)
+        .await
+        .map_err(database_problem)?;
+    if !exists {
+        return Err(Problem::not_found(format!("No user {user_id}.")));
+    }
+    let mut orders = recent_orders(&state, user_id, limit + 1, after).await?;
+    let next_cursor = if orders.len() as i64 > limit {
+        orders.truncate(limit as usize);
+        orders.last().map(|o| Cursor { placed_at: o.placed_at, order_id: o.order_id }.encode())
+    } else {
+        None
+    };
+    with_etag(&headers, &OrdersPage { orders, next_cursor })
+}
+
+/// A user's orders, newest first, after `after` when given (index `orders_by_user`).
+async fn recent_orders(
+    state: &AppState,
+    user_id: Uuid,
+    limit: i64,
+    after: Option<Cursor>,
+) -> Result<Vec<OrderSummary>, Problem> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let (placed_at, order_id) = after.map_or((None, None), |c| (Some(c.placed_at), Some(c.order_id)));
+    sqlx::query_as(
+        "SELECT order_id, total_amount::text AS total_amount, currency, status, placed_at
+         FROM orders
+         WHERE user_id = $1 AND ($3::timestamptz IS NULL OR (placed_at, order_id) < ($3, $4))
+         ORDER BY placed_at DESC, order_id DESC
+         LIMIT $2",
+    )
+    .bind(user_id)
+    .bind(limit)
+    .bind(placed_at)
+    .bind(order_id)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(database_problem)
+}
+
+/// Where a page ended: the last order's time and id, opaque to clients.
+struct Cursor {
+    placed_at: DateTime<Utc>,
+    order_id: Uuid,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        let text = format!("{}.{}", self.placed_at.timestamp_micros(), self.order_id);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    }
+
+    fn parse(text: &str) -> Result<Cursor, Problem> {
+        let invalid = || {
+            Problem::bad_request(
+                "invalid-cursor",
+                "Invalid cursor",
+                "Pass `nextCursor` of a previous page as it was.",
+            )
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
+        let placed_at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
+        let order_id = Uuid::try_parse(id).map_err(|_| invalid())?;
+        Ok(Cursor { placed_at, order_id })
+    }
 }
