@@ -1,0 +1,43 @@
+//! The committed OpenAPI document is the one the router serves. Regenerate it after changing the
+//! API with `UPDATE_OPENAPI=1 cargo test -p eventline-query --test openapi`.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+
+const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi/query.json");
+
+#[test]
+fn the_committed_document_matches_the_router() {
+    let generated = eventline_query::http::openapi_document().to_pretty_json().unwrap() + "\n";
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(COMMITTED, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/openapi/query.json is out of date; regenerate it with \
+         `UPDATE_OPENAPI=1 cargo test -p eventline-query --test openapi` and review the diff"
+    );
+}
+
+#[test]
+fn every_read_documents_its_answers() {
+    let document: Value = serde_json::to_value(eventline_query::http::openapi_document()).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(document["info"]["license"]["identifier"], "Apache-2.0");
+    let paths = document["paths"].as_object().unwrap();
+    let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
+    documented.sort_unstable();
+    assert_eq!(documented, ["/inventory/{sku}", "/orders/{id}", "/users/{id}", "/users/{id}/orders"]);
+    for (path, operations) in paths {
+        let get = &operations["get"];
+        let responses = get["responses"].as_object().unwrap();
+        for status in ["200", "304", "400", "404", "503"] {
+            assert!(responses.contains_key(status), "{path} does not document {status}");
+        }
+        assert!(responses["404"]["content"]["application/problem+json"].is_object(), "{path}");
+        assert!(responses["200"]["headers"]["ETag"].is_object(), "{path}");
+        let params = get["parameters"].as_array().unwrap();
+        assert!(params.iter().any(|p| p["name"] == "Consistency-Token" && p["in"] == "header"), "{path}");
+    }
+}

@@ -1,0 +1,216 @@
+//! The query API against the real stack: every field and status, ETags, pagination, and
+//! read-your-writes with a projector that is late or stopped.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use eventline_testkit::{TestEnv, http};
+use reqwest::Response;
+use serde_json::{Value, json};
+
+async fn post(url: String, body: Value) -> (Value, String) {
+    let response = http().post(url).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let token = response.headers()["consistency-token"].to_str().unwrap().to_owned();
+    (response.json().await.unwrap(), token)
+}
+
+async fn get(url: String, token: Option<&str>) -> Response {
+    let mut request = http().get(url);
+    if let Some(token) = token {
+        request = request.header("consistency-token", token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn problem(response: Response, status: u16, slug: &str) {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert!(body["type"].as_str().unwrap().ends_with(&format!("/{slug}")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_orders_and_stock_read_back_with_every_field() {
+    let env = TestEnv::new().await;
+    let command = support::command(&env).await;
+    let projector = support::projector(&env).await;
+    let query = support::query(&env).await;
+
+    let (user, _) = post(
+        command.url("/users"),
+        json!({"email": "ada@example.com", "firstName": "Ada", "lastName": "Lovelace"}),
+    )
+    .await;
+    let user_id = user["userId"].as_str().unwrap().to_owned();
+    let mut orders = Vec::new();
+    for (i, price) in ["10.00", "20.50", "5"].iter().enumerate() {
+        let (order, _) = post(
+            command.url("/orders"),
+            json!({"userId": user_id, "currency": "USD", "items": [{"sku": format!("SKU-{i}"), "quantity": 2, "price": price}]}),
+        )
+        .await;
+        orders.push(order);
+    }
+    let paid = orders[1]["orderId"].as_str().unwrap().to_owned();
+    let (payment, _) = post(
+        command.url(&format!("/orders/{paid}/payments")),
+        json!({"amount": "41.00", "currency": "USD", "paymentMethod": "credit_card"}),
+    )
+    .await;
+    let (_, token) = post(
+        command.url("/inventory/SKU-0/adjustments"),
+        json!({"quantity": 12, "adjustmentType": "set", "reason": "stocktake"}),
+    )
+    .await;
+    // A batch token covering everything so far: the reads below wait for all of it.
+    let (batch, all) = post(
+        command.url("/commands/batch"),
+        json!({"commands": [{"type": "AdjustInventory", "sku": "SKU-0", "quantity": 2, "adjustmentType": "remove", "reason": "sold"}]}),
+    )
+    .await;
+    assert_eq!(batch["results"].as_array().unwrap().len(), 1);
+    let token = format!("{token},{all}");
+    let token = token.as_str();
+
+    let response = get(query.url(&format!("/users/{user_id}?ordersLimit=2")), Some(token)).await;
+    assert_eq!(response.status(), 200);
+    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["userId"], user_id.as_str());
+    assert_eq!(body["email"], "ada@example.com");
+    assert_eq!((body["firstName"].as_str(), body["lastName"].as_str()), (Some("Ada"), Some("Lovelace")));
+    assert!(body["createdAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(body["orderCount"], 3);
+    assert_eq!(body["totalSpent"], json!({"USD": "41.00"}), "paid orders only");
+    let listed = body["orders"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["orderId"], orders[2]["orderId"], "most recent first");
+    assert_eq!(listed[0]["totalAmount"], "10.00");
+    assert_eq!(listed[0]["status"], "awaiting_payment");
+    assert_eq!(listed[1]["status"], "paid");
+    for field in ["orderId", "totalAmount", "currency", "status", "placedAt"] {
+        assert!(listed[0].get(field).is_some(), "{field}");
+    }
+
+    // ETag: the same representation is not sent twice.
+    let not_modified = http()
+        .get(query.url(&format!("/users/{user_id}?ordersLimit=2")))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+    assert_eq!(not_modified.headers()["etag"], etag.as_str());
+
+    // The whole history, two at a time.
+    let first: Value =
+        get(query.url(&format!("/users/{user_id}/orders?limit=2")), None).await.json().await.unwrap();
+    assert_eq!(first["orders"].as_array().unwrap().len(), 2);
+    let cursor = first["nextCursor"].as_str().unwrap();
+    let second: Value = get(query.url(&format!("/users/{user_id}/orders?limit=2&cursor={cursor}")), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rest = second["orders"].as_array().unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0]["orderId"], orders[0]["orderId"]);
+    assert!(second.get("nextCursor").is_none());
+
+    let order: Value = get(query.url(&format!("/orders/{paid}")), None).await.json().await.unwrap();
+    assert_eq!(order["orderId"], paid.as_str());
+    assert_eq!(order["userId"], user_id.as_str());
+    assert_eq!(order["totalAmount"], "41.00");
+    assert_eq!(order["currency"], "USD");
+    assert_eq!(order["status"], "paid");
+    assert_eq!(order["items"], json!([{"sku": "SKU-1", "quantity": 2, "price": "20.50"}]));
+    assert_eq!(order["payment"]["paymentId"], payment["paymentId"]);
+    assert_eq!(order["payment"]["amount"], "41.00");
+    assert_eq!(order["payment"]["paymentMethod"], "credit_card");
+    assert_eq!(order["payment"]["status"], "completed");
+    assert!(order["payment"]["settledAt"].is_string());
+    assert!(order["placedAt"].is_string() && order["updatedAt"].is_string());
+    let unpaid: Value = get(query.url(&format!("/orders/{}", orders[0]["orderId"].as_str().unwrap())), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unpaid["status"], "awaiting_payment");
+    assert!(unpaid["payment"].is_null());
+
+    let stock: Value = get(query.url("/inventory/SKU-0"), None).await.json().await.unwrap();
+    assert_eq!(stock["sku"], "SKU-0");
+    assert_eq!(stock["quantity"], 10, "set 12, then remove 2");
+    assert!(stock["updatedAt"].is_string());
+
+    let unknown = "650e8400-e29b-41d4-a716-446655440000";
+    problem(get(query.url(&format!("/users/{unknown}")), None).await, 404, "not-found").await;
+    problem(get(query.url(&format!("/users/{unknown}/orders")), None).await, 404, "not-found").await;
+    problem(get(query.url(&format!("/orders/{unknown}")), None).await, 404, "not-found").await;
+    problem(get(query.url("/inventory/NOPE"), None).await, 404, "not-found").await;
+    problem(get(query.url("/users/nope"), None).await, 400, "invalid-id").await;
+    problem(get(query.url("/orders/nope"), None).await, 400, "invalid-id").await;
+    problem(get(query.url("/inventory/bad%20sku"), None).await, 400, "invalid-id").await;
+    problem(get(query.url(&format!("/users/{user_id}?ordersLimit=101")), None).await, 400, "invalid-query")
+        .await;
+    problem(get(query.url(&format!("/users/{user_id}?ordersLimit=x")), None).await, 400, "invalid-query")
+        .await;
+    problem(
+        get(query.url(&format!("/users/{user_id}/orders?cursor=zzz")), None).await,
+        400,
+        "invalid-cursor",
+    )
+    .await;
+    problem(
+        get(query.url(&format!("/users/{user_id}")), Some("garbage")).await,
+        400,
+        "invalid-consistency-token",
+    )
+    .await;
+
+    for service in [command, projector, query] {
+        service.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_with_a_token_waits_for_a_late_projector_and_gives_up_with_503() {
+    let env = TestEnv::new().await;
+    let command = support::command(&env).await;
+    let query = support::query(&env).await;
+    let (user, token) = post(
+        command.url("/users"),
+        json!({"email": "late@example.com", "firstName": "L", "lastName": "Ate"}),
+    )
+    .await;
+    let url = query.url(&format!("/users/{}", user["userId"].as_str().unwrap()));
+
+    // No projector: the read waits the bound (2 s), then says the projection is behind.
+    let started = Instant::now();
+    let behind = get(url.clone(), Some(&token)).await;
+    let waited = started.elapsed();
+    assert_eq!(behind.headers()["retry-after"], "1");
+    problem(behind, 503, "projection-behind").await;
+    assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4), "{waited:?}");
+    // Without a token the read answers from what is there.
+    problem(get(url.clone(), None).await, 404, "not-found").await;
+
+    // The projector starts while a read waits: the read answers as soon as the write is applied.
+    let waiting = {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::spawn(async move { get(url, Some(&token)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let projector = support::projector(&env).await;
+    let response = waiting.await.unwrap();
+    assert_eq!(response.status(), 200, "never a 404 for one's own write");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["email"], "late@example.com");
+
+    for service in [command, projector, query] {
+        service.stop().await.unwrap();
+    }
+}
