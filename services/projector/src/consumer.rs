@@ -120,6 +120,10 @@ pub fn subscribe(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // How long a fetch may wait for new data. Kafka answers as soon as data arrives, but
+        // Tansu waits the whole time, which delayed every new event by up to librdkafka's 500 ms
+        // default; read-your-writes latency is bounded by this on such brokers.
+        .set("fetch.wait.max.ms", "50")
         .set("session.timeout.ms", session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
         .create_with_context(Positioner { topic: kafka.topic.clone(), pool, tx })?;
