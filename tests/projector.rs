@@ -20,6 +20,24 @@ fn user_created(n: usize) -> Envelope {
     }))
 }
 
+/// A fresh environment whose topic exists, and a producer on it.
+async fn log() -> (TestEnv, rdkafka::producer::FutureProducer) {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let producer = env.producer();
+    (env, producer)
+}
+
+/// Waits until the service's `/readyz` answers `status`.
+async fn readyz_becomes(service: &support::Running, status: u16) {
+    let client = eventline_testkit::http();
+    eventually(Duration::from_secs(15), &format!("/readyz to answer {status}"), || async {
+        let ready = client.get(service.url("/readyz")).send().await.ok()?;
+        (ready.status() == status).then_some(())
+    })
+    .await;
+}
+
 async fn count(env: &TestEnv, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&env.pool).await.unwrap()
 }
@@ -36,9 +54,7 @@ async fn wait_for_checkpoints(env: &TestEnv, events: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_delivered_twice_changes_the_read_model_once() {
-    let env = TestEnv::new().await;
-    env.create_topic().await;
-    let producer = env.producer();
+    let (env, producer) = log().await;
     let event = user_created(1);
     // The same event twice in the log (a producer retry without idempotence, a replayed import…).
     env.produce_event(&producer, &event).await;
@@ -57,9 +73,7 @@ async fn an_event_delivered_twice_changes_the_read_model_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_projector_resumes_from_its_postgres_checkpoint() {
-    let env = TestEnv::new().await;
-    env.create_topic().await;
-    let producer = env.producer();
+    let (env, producer) = log().await;
     let first: Vec<Envelope> = (0..6).map(user_created).collect();
     for event in &first {
         env.produce_event(&producer, event).await;
@@ -119,9 +133,7 @@ async fn a_checkpoint_beyond_the_end_of_the_log_stops_the_projector() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_are_recorded_and_do_not_stall_the_partition() {
-    let env = TestEnv::new().await;
-    env.create_topic().await;
-    let producer = env.producer();
+    let (env, producer) = log().await;
     let good = user_created(1);
     let key = good.aggregate_id();
     // Same key, so same partition: the poison sits right before a valid event.
@@ -149,9 +161,7 @@ async fn poison_messages_are_recorded_and_do_not_stall_the_partition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_whose_events_differ_from_the_applied_ones_stops_the_projector() {
-    let env = TestEnv::new().await;
-    env.create_topic().await;
-    let producer = env.producer();
+    let (env, producer) = log().await;
     let (partition, _) = env.produce_event(&producer, &user_created(1)).await;
     let projector = support::projector(&env).await;
     wait_for_checkpoints(&env, 1).await;
@@ -193,9 +203,7 @@ async fn stock(env: &TestEnv, sku: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_remembering_or_forgetting_applied_events_doubles_nothing() {
-    let env = TestEnv::new().await;
-    env.create_topic().await;
-    let producer = env.producer();
+    let (env, producer) = log().await;
     let sku = format!("SKU-{}", env.id);
     let (once, twice) = (adjustment(&sku, 5), adjustment(&sku, 7));
     for event in [&once, &once, &twice, &once] {
@@ -233,9 +241,7 @@ async fn redis_remembering_or_forgetting_applied_events_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_projection_goes_on_through_postgres_alone() {
-    let env = TestEnv::new().await;
-    env.create_topic().await;
-    let producer = env.producer();
+    let (env, producer) = log().await;
     let sku = format!("SKU-{}", env.id);
     let event = adjustment(&sku, 3);
     for _ in 0..3 {
@@ -256,9 +262,7 @@ async fn without_redis_projection_goes_on_through_postgres_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_poison_is_dead_lettered_in_postgres_and_redis_and_survives_redis_losing_it() {
     use rdkafka::message::{Header, OwnedHeaders};
-    let env = TestEnv::new().await;
-    env.create_topic().await;
-    let producer = env.producer();
+    let (env, producer) = log().await;
     let good = user_created(1);
     let mut valid: serde_json::Value = serde_json::from_slice(&good.encode()).unwrap();
     let poison: Vec<(&str, Vec<u8>)> = vec![
@@ -378,9 +382,7 @@ async fn redriving_applies_what_now_decodes_and_keeps_what_still_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_going_away_and_coming_back_loses_and_doubles_nothing() {
-    let env = TestEnv::new().await;
-    env.create_topic().await;
-    let producer = env.producer();
+    let (env, producer) = log().await;
     // The projector reaches PostgreSQL through a proxy this test can cut.
     let server = env.database.url.split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
     let proxy = eventline_testkit::TcpProxy::start(&server).await;
@@ -398,30 +400,19 @@ async fn the_database_going_away_and_coming_back_loses_and_doubles_nothing() {
     for _ in 0..10 {
         env.produce_event(&producer, &adjustment(&sku, 1)).await;
     }
-    let client = eventline_testkit::http();
-    eventually(Duration::from_secs(15), "/readyz to report the outage", || async {
-        let ready = client.get(projector.url("/readyz")).send().await.ok()?;
-        (ready.status() == 503).then_some(())
-    })
-    .await;
+    readyz_becomes(&projector, 503).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.set_enabled(true);
 
     wait_for_checkpoints(&env, 20).await;
-    eventually(Duration::from_secs(15), "/readyz to recover", || async {
-        let ready = client.get(projector.url("/readyz")).send().await.ok()?;
-        (ready.status() == 200).then_some(())
-    })
-    .await;
+    readyz_becomes(&projector, 200).await;
     projector.stop().await.unwrap();
     assert_eq!(stock(&env, &sku).await, 20, "every adjustment applied exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_inside_a_record_batch_resumes_exactly_there() {
-    let env = TestEnv::new().await;
-    env.create_topic().await;
-    let producer = env.producer();
+    let (env, producer) = log().await;
     let sku = format!("SKU-{}", env.id);
     // Sent together, so the producer packs them into one record batch (offsets 0-5).
     let events: Vec<Envelope> = (0..6).map(|i| adjustment(&sku, 1 << i)).collect();

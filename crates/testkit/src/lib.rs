@@ -269,3 +269,19 @@ impl TcpProxy {
         self.enabled.send_replace(enabled);
     }
 }
+
+/// Checks a service's OpenAPI document against its committed copy (`docs/openapi/<name>.json`),
+/// or rewrites the copy when `UPDATE_OPENAPI` is set.
+pub fn assert_openapi_committed(document: &serde_json::Value, name: &str, package: &str) {
+    let path = format!("{}/../../docs/openapi/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let generated = serde_json::to_string_pretty(document).unwrap() + "\n";
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/openapi/{name}.json is out of date; regenerate it with \
+         `UPDATE_OPENAPI=1 cargo test -p {package} --test openapi` and review the diff"
+    );
+}

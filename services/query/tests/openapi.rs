@@ -4,20 +4,10 @@
 
 use serde_json::Value;
 
-const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi/query.json");
-
 #[test]
 fn the_committed_document_matches_the_router() {
-    let generated = eventline_query::http::openapi_document().to_pretty_json().unwrap() + "\n";
-    if std::env::var_os("UPDATE_OPENAPI").is_some() {
-        std::fs::write(COMMITTED, &generated).unwrap();
-    }
-    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "docs/openapi/query.json is out of date; regenerate it with \
-         `UPDATE_OPENAPI=1 cargo test -p eventline-query --test openapi` and review the diff"
-    );
+    let document = serde_json::to_value(eventline_query::http::openapi_document()).unwrap();
+    eventline_testkit::assert_openapi_committed(&document, "query", "eventline-query");
 }
 
 #[test]
