@@ -8,6 +8,9 @@ ensure_build_tools
 ensure_postgres
 ensure_redis
 ensure_broker
+# The HTML API reference is checked in a real headless browser.
+command -v chromium >/dev/null || apt_install chromium
+export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
 # Some tests run a broker of their own, to stop it under load.
 ensure_tansu_binary
 export TANSU_BIN

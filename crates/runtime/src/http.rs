@@ -68,6 +68,14 @@ async fn metrics() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
+/// The HTML API reference (`GET /docs`): a self-contained page that renders the service's own
+/// `/openapi.json` in the browser, with no external resources.
+pub fn docs_router() -> Router {
+    const PAGE: &str = include_str!("docs.html");
+    Router::new()
+        .route("/docs", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }))
+}
+
 /// Adds the problem+json fallbacks for unknown routes and wrong methods.
 pub fn with_problem_fallbacks(router: Router) -> Router {
     router.fallback(problem::route_not_found).method_not_allowed_fallback(problem::method_not_allowed)

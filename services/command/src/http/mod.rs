@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
 use eventline_events::{ConsistencyToken, Envelope, Event, LogPosition};
-use eventline_runtime::http::{Check, Readiness, ops_router, with_problem_fallbacks};
+use eventline_runtime::http::{Check, Readiness, docs_router, ops_router, with_problem_fallbacks};
 use eventline_runtime::problem::{FieldError, JsonBody, Problem, ProblemSlug};
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
@@ -64,7 +64,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(middleware::from_fn(count_rejections))
         .route("/openapi.json", get(move || std::future::ready(axum::Json(document.as_ref().clone()))));
-    with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
+    with_problem_fallbacks(api.merge(ops_router(readiness)).merge(docs_router()))
+        .layer(TraceLayer::new_for_http())
 }
 
 /// The command routes with their OpenAPI descriptions; the router serves them and the document

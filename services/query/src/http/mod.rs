@@ -16,7 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use eventline_events::ConsistencyToken;
-use eventline_runtime::http::{Check, Readiness, ops_router, with_problem_fallbacks};
+use eventline_runtime::http::{Check, Readiness, docs_router, ops_router, with_problem_fallbacks};
 use eventline_runtime::problem::Problem;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -50,7 +50,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(middleware::from_fn(time_requests))
         .route("/openapi.json", get(move || std::future::ready(axum::Json(document.as_ref().clone()))));
-    with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
+    with_problem_fallbacks(api.merge(ops_router(readiness)).merge(docs_router()))
+        .layer(TraceLayer::new_for_http())
 }
 
 /// The query routes with their OpenAPI descriptions; the router serves them and the document
