@@ -28,7 +28,7 @@ pub struct Stock {
 /// Get the stock of a sku
 #[utoipa::path(
     get, path = "/inventory/{sku}", tag = "inventory",
-    params(("sku" = String, Path, description = "1-64 letters, digits, '.', '_' or '-'"), super::openapi::ConsistencyTokenHeader),
+    params(("sku" = String, Path, description = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), super::openapi::ConsistencyTokenHeader),
     responses(
         (status = 200, description = "The stock", body = Stock, headers(("ETag" = String, description = "Entity tag of the body"))),
         (status = 304, description = "Not modified since the `If-None-Match` ETag"),

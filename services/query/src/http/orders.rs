@@ -82,7 +82,7 @@ struct OrderRow {
 /// Get an order with its items and payment
 #[utoipa::path(
     get, path = "/orders/{id}", tag = "orders",
-    params(("id" = String, Path, description = "The order id (a UUID)"), super::openapi::ConsistencyTokenHeader),
+    params(("id" = Uuid, Path, description = "The order id"), super::openapi::ConsistencyTokenHeader),
     responses(
         (status = 200, description = "The order", body = Order, headers(("ETag" = String, description = "Entity tag of the body"))),
         (status = 304, description = "Not modified since the `If-None-Match` ETag"),

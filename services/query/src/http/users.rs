@@ -68,7 +68,8 @@ pub struct OrdersPage {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct UserParams {
-    /// How many of the most recent orders to include: 0 to 100, default 5.
+    /// How many of the most recent orders to include (default 5).
+    #[param(minimum = 0, maximum = 100)]
     orders_limit: Option<i64>,
 }
 
@@ -76,7 +77,8 @@ pub struct UserParams {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OrdersParams {
-    /// Page size: 1 to 100, default 20.
+    /// Page size (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `nextCursor` of the previous page.
     cursor: Option<String>,
@@ -97,7 +99,7 @@ struct UserRow {
 /// Get a user with their most recent orders
 #[utoipa::path(
     get, path = "/users/{id}", tag = "users",
-    params(("id" = String, Path, description = "The user id (a UUID)"), UserParams, super::openapi::ConsistencyTokenHeader),
+    params(("id" = Uuid, Path, description = "The user id"), UserParams, super::openapi::ConsistencyTokenHeader),
     responses(
         (status = 200, description = "The user", body = User, headers(("ETag" = String, description = "Entity tag of the body"))),
         (status = 304, description = "Not modified since the `If-None-Match` ETag"),
@@ -144,7 +146,7 @@ pub async fn get_user(
 /// List a user's orders, most recent first
 #[utoipa::path(
     get, path = "/users/{id}/orders", tag = "users",
-    params(("id" = String, Path, description = "The user id (a UUID)"), OrdersParams, super::openapi::ConsistencyTokenHeader),
+    params(("id" = Uuid, Path, description = "The user id"), OrdersParams, super::openapi::ConsistencyTokenHeader),
     responses(
         (status = 200, description = "A page of orders", body = OrdersPage, headers(("ETag" = String, description = "Entity tag of the body"))),
         (status = 304, description = "Not modified since the `If-None-Match` ETag"),
