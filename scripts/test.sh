@@ -22,5 +22,12 @@ if command -v psql >/dev/null; then
     while read -r db; do psql -q "$server" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; done
 fi
 
+# Redis keys of earlier runs' test topics (dead-letter streams have no expiry).
+if command -v redis-cli >/dev/null; then
+  read -r rhost rport < <(host_port "$REDIS_URL" 6379)
+  redis-cli -h "$rhost" -p "$rport" --scan --pattern 'eventline:dlq:eventline.test.*' 2>/dev/null |
+    xargs -r redis-cli -h "$rhost" -p "$rport" DEL >/dev/null 2>&1 || true
+fi
+
 say "Running the tests"
 cargo test --workspace --locked "$@"
