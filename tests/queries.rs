@@ -214,3 +214,54 @@ async fn a_read_with_a_token_waits_for_a_late_projector_and_gives_up_with_503() 
         service.stop().await.unwrap();
     }
 }
+
+/// Every read is an index or primary-key lookup: no sequential scan in any plan, on tables large
+/// enough for the planner to care.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_uses_indexes_not_sequential_scans() {
+    use eventline_query::http::statements::*;
+    let env = TestEnv::new().await;
+    let seed = [
+        "INSERT INTO users SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,
+                'u' || i || '@example.com', 'F', 'L', now(), now(), gen_random_uuid()
+         FROM generate_series(1, 5000) i",
+        "INSERT INTO orders SELECT gen_random_uuid(),
+                ('00000000-0000-4000-8000-' || lpad((i % 5000 + 1)::text, 12, '0'))::uuid, 'USD', i,
+                CASE WHEN i % 2 = 0 THEN 'paid' ELSE 'awaiting_payment' END,
+                now() - i * interval '1 minute', now(), gen_random_uuid()
+         FROM generate_series(1, 50000) i",
+        "INSERT INTO order_items SELECT order_id, 0, 'SKU', 1, 1 FROM orders",
+        "INSERT INTO payments SELECT gen_random_uuid(), order_id, 1, 'USD', 'card', 'completed', now(), gen_random_uuid()
+         FROM orders WHERE status = 'paid'",
+        "INSERT INTO inventory SELECT 'SKU-' || i, i, now(), gen_random_uuid() FROM generate_series(1, 20000) i",
+        "ANALYZE",
+    ];
+    for statement in seed {
+        sqlx::query(statement).execute(&env.pool).await.unwrap();
+    }
+    let user = "'00000000-0000-4000-8000-000000000042'::uuid";
+    let order: String =
+        sqlx::query_scalar("SELECT order_id::text FROM orders LIMIT 1").fetch_one(&env.pool).await.unwrap();
+    let order = format!("'{order}'::uuid");
+    let plans = [
+        ("user", USER_SQL.replace("$1", user)),
+        ("user exists", USER_EXISTS_SQL.replace("$1", user)),
+        (
+            "orders",
+            ORDERS_SQL.replace("$1", user).replace("$2", "21").replace("$3", "NULL").replace("$4", "NULL"),
+        ),
+        (
+            "orders after a cursor",
+            ORDERS_SQL.replace("$1", user).replace("$2", "21").replace("$3", "now()").replace("$4", &order),
+        ),
+        ("order", ORDER_SQL.replace("$1", &order)),
+        ("stock", STOCK_SQL.replace("$1", "'SKU-42'")),
+    ];
+    for (name, sql) in plans {
+        let plan: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN {sql}")).fetch_all(&env.pool).await.unwrap();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan"), "{name} scans sequentially:\n{plan}");
+        assert!(plan.contains("Index"), "{name} uses no index:\n{plan}");
+    }
+}

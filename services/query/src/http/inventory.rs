@@ -11,6 +11,9 @@ use utoipa_axum::routes;
 
 use super::{AppState, database_problem, read_your_writes, with_etag};
 
+/// The stock of sku `$1` (primary key).
+pub const STOCK_SQL: &str = "SELECT sku, quantity, updated_at FROM inventory WHERE sku = $1";
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_stock))
 }
@@ -49,11 +52,7 @@ pub async fn get_stock(
     }
     read_your_writes(&state, &headers).await?;
     let stock: Option<Stock> =
-        sqlx::query_as("SELECT sku, quantity, updated_at FROM inventory WHERE sku = $1")
-            .bind(&sku)
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(database_problem)?;
+        sqlx::query_as(STOCK_SQL).bind(&sku).fetch_optional(&state.pool).await.map_err(database_problem)?;
     let stock = stock.ok_or_else(|| Problem::not_found(format!("No stock recorded for sku {sku}.")))?;
     with_etag(&headers, &stock)
 }

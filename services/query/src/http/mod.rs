@@ -27,6 +27,13 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::consistency::Projection;
 
+/// The statement behind each read, for checking their plans.
+pub mod statements {
+    pub use super::inventory::STOCK_SQL;
+    pub use super::orders::ORDER_SQL;
+    pub use super::users::{ORDERS_SQL, USER_EXISTS_SQL, USER_SQL};
+}
+
 /// Header naming the log positions a read must reflect (from the command service's answer).
 pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("consistency-token");
 

@@ -51,6 +51,10 @@ pub enum ReadProblems {
 pub struct ConsistencyTokenHeader {
     /// As returned by the command API (`partition:offset` pairs, e.g. `0:15,3:7`): the answer
     /// reflects at least those writes.
-    #[param(rename = "Consistency-Token", nullable = false, pattern = r"^[0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*$")]
+    #[param(
+        rename = "Consistency-Token",
+        nullable = false,
+        pattern = r"^[0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*$"
+    )]
     consistency_token: Option<String>,
 }

@@ -12,6 +12,20 @@ use uuid::Uuid;
 
 use super::{AppState, database_problem, parse_id, read_your_writes, with_etag};
 
+/// Order `$1` with its items and latest payment (primary keys, `payments_by_order`).
+pub const ORDER_SQL: &str =
+    "SELECT o.order_id, o.user_id, o.currency, o.total_amount::text AS total_amount, o.status,
+                o.placed_at, o.updated_at,
+                COALESCE((SELECT jsonb_agg(jsonb_build_object('sku', i.sku, 'quantity', i.quantity,
+                                                              'price', i.price::text) ORDER BY i.line_no)
+                            FROM order_items i WHERE i.order_id = o.order_id), '[]'::jsonb) AS items,
+                p.payment_id, p.amount::text AS payment_amount, p.currency AS payment_currency,
+                p.payment_method, p.status AS payment_status, p.settled_at
+         FROM orders o
+         LEFT JOIN LATERAL (SELECT * FROM payments p WHERE p.order_id = o.order_id
+                            ORDER BY p.settled_at DESC, p.payment_id DESC LIMIT 1) p ON true
+         WHERE o.order_id = $1";
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_order))
 }
@@ -96,23 +110,11 @@ pub async fn get_order(
 ) -> Result<Response, Problem> {
     let order_id = parse_id(&id, "order")?;
     read_your_writes(&state, &headers).await?;
-    let row: Option<OrderRow> = sqlx::query_as(
-        "SELECT o.order_id, o.user_id, o.currency, o.total_amount::text AS total_amount, o.status,
-                o.placed_at, o.updated_at,
-                COALESCE((SELECT jsonb_agg(jsonb_build_object('sku', i.sku, 'quantity', i.quantity,
-                                                              'price', i.price::text) ORDER BY i.line_no)
-                            FROM order_items i WHERE i.order_id = o.order_id), '[]'::jsonb) AS items,
-                p.payment_id, p.amount::text AS payment_amount, p.currency AS payment_currency,
-                p.payment_method, p.status AS payment_status, p.settled_at
-         FROM orders o
-         LEFT JOIN LATERAL (SELECT * FROM payments p WHERE p.order_id = o.order_id
-                            ORDER BY p.settled_at DESC, p.payment_id DESC LIMIT 1) p ON true
-         WHERE o.order_id = $1",
-    )
-    .bind(order_id)
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(database_problem)?;
+    let row: Option<OrderRow> = sqlx::query_as(ORDER_SQL)
+        .bind(order_id)
+        .fetch_optional(&state.pool)
+        .await
+        .map_err(database_problem)?;
     let row = row.ok_or_else(|| Problem::not_found(format!("No order {order_id}.")))?;
     let payment = match (
         row.payment_id,

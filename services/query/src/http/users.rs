@@ -16,6 +16,25 @@ use uuid::Uuid;
 
 use super::{AppState, database_problem, in_range, parse_id, read_your_writes, with_etag};
 
+/// User `$1` with order count and paid totals (primary key, `orders_by_user`).
+pub const USER_SQL: &str = "SELECT u.user_id, u.email, u.first_name, u.last_name, u.created_at, u.updated_at,
+                (SELECT count(*) FROM orders o WHERE o.user_id = u.user_id) AS order_count,
+                (SELECT COALESCE(jsonb_object_agg(s.currency, s.total::text), '{}'::jsonb)
+                   FROM (SELECT currency, sum(total_amount) AS total FROM orders o
+                          WHERE o.user_id = u.user_id AND o.status = 'paid' GROUP BY currency) s) AS total_spent
+         FROM users u WHERE u.user_id = $1";
+
+/// Whether user `$1` exists (primary key).
+pub const USER_EXISTS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)";
+
+/// User `$1`'s orders newest first, `$2` at most, after (`$3`, `$4`) when given (`orders_by_user`).
+pub const ORDERS_SQL: &str =
+    "SELECT order_id, total_amount::text AS total_amount, currency, status, placed_at
+         FROM orders
+         WHERE user_id = $1 AND ($3::timestamptz IS NULL OR (placed_at, order_id) < ($3, $4))
+         ORDER BY placed_at DESC, order_id DESC
+         LIMIT $2";
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_user)).routes(routes!(list_orders))
 }
@@ -115,18 +134,8 @@ pub async fn get_user(
     let user_id = parse_id(&id, "user")?;
     let orders_limit = in_range(params.orders_limit, 5, 0, 100, "ordersLimit")?;
     read_your_writes(&state, &headers).await?;
-    let row: Option<UserRow> = sqlx::query_as(
-        "SELECT u.user_id, u.email, u.first_name, u.last_name, u.created_at, u.updated_at,
-                (SELECT count(*) FROM orders o WHERE o.user_id = u.user_id) AS order_count,
-                (SELECT COALESCE(jsonb_object_agg(s.currency, s.total::text), '{}'::jsonb)
-                   FROM (SELECT currency, sum(total_amount) AS total FROM orders o
-                          WHERE o.user_id = u.user_id AND o.status = 'paid' GROUP BY currency) s) AS total_spent
-         FROM users u WHERE u.user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(database_problem)?;
+    let row: Option<UserRow> =
+        sqlx::query_as(USER_SQL).bind(user_id).fetch_optional(&state.pool).await.map_err(database_problem)?;
     let row = row.ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))?;
     let orders = recent_orders(&state, user_id, orders_limit, None).await?;
     let user = User {
@@ -163,7 +172,7 @@ pub async fn list_orders(
     let limit = in_range(params.limit, 20, 1, 100, "limit")?;
     let after = params.cursor.as_deref().map(Cursor::parse).transpose()?;
     read_your_writes(&state, &headers).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)")
+    let exists: bool = sqlx::query_scalar(USER_EXISTS_SQL)
         .bind(user_id)
         .fetch_one(&state.pool)
         .await
@@ -192,20 +201,14 @@ async fn recent_orders(
         return Ok(Vec::new());
     }
     let (placed_at, order_id) = after.map_or((None, None), |c| (Some(c.placed_at), Some(c.order_id)));
-    sqlx::query_as(
-        "SELECT order_id, total_amount::text AS total_amount, currency, status, placed_at
-         FROM orders
-         WHERE user_id = $1 AND ($3::timestamptz IS NULL OR (placed_at, order_id) < ($3, $4))
-         ORDER BY placed_at DESC, order_id DESC
-         LIMIT $2",
-    )
-    .bind(user_id)
-    .bind(limit)
-    .bind(placed_at)
-    .bind(order_id)
-    .fetch_all(&state.pool)
-    .await
-    .map_err(database_problem)
+    sqlx::query_as(ORDERS_SQL)
+        .bind(user_id)
+        .bind(limit)
+        .bind(placed_at)
+        .bind(order_id)
+        .fetch_all(&state.pool)
+        .await
+        .map_err(database_problem)
 }
 
 /// Where a page ended: the last order's time and id, opaque to clients.
