@@ -65,9 +65,9 @@ for name in "${SERVICES[@]}"; do wait_ready "$name"; done
 cat <<INFO
 
 eventline is up (state, logs and pids in $STATE_DIR)
-  command API     http://$(addr_of command)       POST /users
-  query API       http://$(addr_of query)       GET /users/{id}
-  projector admin http://$(addr_of projector)       /status /readyz /metrics
+  command API     http://$(addr_of command)       POST /users /orders /orders/{id}/payments /inventory/{sku}/adjustments /commands/batch (reference: /docs)
+  query API       http://$(addr_of query)       GET /users/{id} /users/{id}/orders /orders/{id} /inventory/{sku} (reference: /docs)
+  projector admin http://$(addr_of projector)       /projections /readyz /metrics
   Kafka           $KAFKA_BROKERS (topic ${EVENTLINE_TOPIC:-eventline.events})
   PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^@]*@#//#')
   Redis           $REDIS_URL
