@@ -203,6 +203,19 @@ async fn apply_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<
     inventory::apply_adjusted(tx, &adjustments).await
 }
 
+/// The last event per key, for upserts that may touch a row only once per statement; `events`
+/// are in log order, so the last one is the latest state.
+fn last_per_key<'a, T, K: std::hash::Hash + Eq>(
+    events: &[(&'a Envelope, &'a T)],
+    key: impl Fn(&T) -> K,
+) -> Vec<(&'a Envelope, &'a T)> {
+    let mut latest = std::collections::HashMap::new();
+    for &(envelope, event) in events {
+        latest.insert(key(event), (envelope, event));
+    }
+    latest.into_values().collect()
+}
+
 /// Records dead letters (poison is rare: one statement each is fine) and returns the ids of the
 /// new entries, for the Redis mirror once the transaction has committed.
 async fn record_dead_letters(

@@ -1,7 +1,5 @@
 //! The `orders` and `order_items` read models.
 
-use std::collections::HashMap;
-
 use eventline_events::{Envelope, OrderPlaced};
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
@@ -17,11 +15,7 @@ pub(super) async fn apply_placed(
     if events.is_empty() {
         return Ok(());
     }
-    let mut latest: HashMap<Uuid, (&Envelope, &OrderPlaced)> = HashMap::new();
-    for (envelope, order) in events {
-        latest.insert(order.order_id, (envelope, order));
-    }
-    let rows: Vec<_> = latest.into_values().collect();
+    let rows = super::last_per_key(events, |o| o.order_id);
     let ids: Vec<Uuid> = rows.iter().map(|(_, o)| o.order_id).collect();
     let users: Vec<Uuid> = rows.iter().map(|(_, o)| o.user_id).collect();
     let currencies: Vec<&str> = rows.iter().map(|(_, o)| o.currency.code()).collect();

@@ -1,7 +1,5 @@
 //! The `payments` read model, and the paid status of orders.
 
-use std::collections::HashMap;
-
 use eventline_events::{Envelope, PaymentSettled, PaymentStatus};
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
@@ -16,11 +14,7 @@ pub(super) async fn apply_settled(
     if events.is_empty() {
         return Ok(());
     }
-    let mut latest: HashMap<Uuid, (&Envelope, &PaymentSettled)> = HashMap::new();
-    for (envelope, payment) in events {
-        latest.insert(payment.payment_id, (envelope, payment));
-    }
-    let rows: Vec<_> = latest.into_values().collect();
+    let rows = super::last_per_key(events, |p| p.payment_id);
     let status = |s: PaymentStatus| match s {
         PaymentStatus::Completed => "completed",
     };
