@@ -16,9 +16,12 @@ pub const MAX_REASON_CHARS: usize = 200;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdjustInventory {
     /// Units to add or remove (> 0), or the new stock level for `set` (≥ 0).
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub quantity: i64,
     /// `add`, `remove` or `set`.
+    #[schema(pattern = "^(add|remove|set)$", example = "add")]
     pub adjustment_type: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub reason: String,
 }
 

@@ -18,9 +18,15 @@ pub const MAX_UNIT_PRICE: i64 = 1_000_000_000;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlaceOrder {
+    /// Generated (UUIDv7) when absent.
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub order_id: Option<String>,
+    #[schema(value_type = uuid::Uuid)]
     pub user_id: String,
+    /// ISO 4217 code.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     pub currency: String,
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<OrderLine>,
 }
 
@@ -28,10 +34,12 @@ pub struct PlaceOrder {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderLine {
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "LAPTOP-001")]
     pub sku: String,
+    #[schema(minimum = 1, maximum = 10000)]
     pub quantity: i64,
     /// Unit price: a decimal as a JSON number or string.
-    #[schema(value_type = String, example = "299.99")]
+    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "299.99")]
     pub price: Amount,
 }
 

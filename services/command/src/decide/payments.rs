@@ -14,12 +14,17 @@ pub const MAX_PAYMENT: i64 = 1_000_000_000_000;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SettlePayment {
+    /// Generated (UUIDv7) when absent.
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub payment_id: Option<String>,
     /// A decimal as a JSON number or string, greater than 0.
-    #[schema(value_type = String, example = "299.99")]
+    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "299.99")]
     pub amount: Amount,
+    /// ISO 4217 code.
+    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
     pub currency: String,
     /// e.g. `credit_card`, `paypal`, `bank_transfer`.
+    #[schema(pattern = "^[a-z][a-z0-9_]{0,31}$", example = "credit_card")]
     pub payment_method: String,
 }
 

@@ -15,9 +15,14 @@ pub const MAX_EMAIL_CHARS: usize = 254;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUser {
+    /// Generated (UUIDv7) when absent.
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub user_id: Option<String>,
+    #[schema(format = "email", max_length = 254, example = "ada@example.com")]
     pub email: String,
+    #[schema(min_length = 1, max_length = 100)]
     pub first_name: String,
+    #[schema(min_length = 1, max_length = 100)]
     pub last_name: String,
 }
 

@@ -104,6 +104,7 @@ fn decide_one(command: Value, prefix: &str, ids: &mut IdGen) -> Result<Event, Ve
 #[allow(dead_code)]
 pub struct BatchRequest {
     /// 1 to 1000 commands.
+    #[schema(min_items = 1, max_items = 1000)]
     commands: Vec<BatchCommand>,
 }
 

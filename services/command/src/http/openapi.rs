@@ -60,6 +60,6 @@ pub enum CommandProblems {
 pub struct IdempotencyKey {
     /// 1-255 visible ASCII characters. The same key with the same request returns the same
     /// response for 24 h; with another request it is refused (422).
-    #[param(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key", nullable = false, pattern = "^[!-~]{1,255}$")]
     idempotency_key: Option<String>,
 }
