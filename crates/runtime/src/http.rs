@@ -70,10 +70,23 @@ async fn metrics() -> Response {
 
 /// The HTML API reference (`GET /docs`): a self-contained page that renders the service's own
 /// `/openapi.json` in the browser, with no external resources.
-pub fn docs_router() -> Router {
+fn docs_router() -> Router {
     const PAGE: &str = include_str!("docs.html");
     Router::new()
         .route("/docs", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE) }))
+}
+
+/// An API service's whole router: its routes plus `/openapi.json` (the document describing them,
+/// serialized once), the `/docs` reference, the operational routes, problem+json fallbacks and
+/// request tracing.
+pub fn api_service(api: Router, document: &utoipa::openapi::OpenApi, readiness: Readiness) -> Router {
+    let document = axum::body::Bytes::from(serde_json::to_vec(document).unwrap_or_default());
+    let api = api.route(
+        "/openapi.json",
+        get(move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], document.clone()))),
+    );
+    with_problem_fallbacks(api.merge(ops_router(readiness)).merge(docs_router()))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// Adds the problem+json fallbacks for unknown routes and wrong methods.

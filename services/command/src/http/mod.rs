@@ -15,13 +15,11 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::Utc;
 use eventline_events::{ConsistencyToken, Envelope, Event, LogPosition};
-use eventline_runtime::http::{Check, Readiness, docs_router, ops_router, with_problem_fallbacks};
+use eventline_runtime::http::{Check, Readiness, api_service};
 use eventline_runtime::problem::{FieldError, JsonBody, Problem, ProblemSlug};
 use serde::{Deserialize, Serialize};
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
@@ -59,13 +57,7 @@ pub fn router(state: AppState) -> Router {
         }
     });
     let (api, document) = api_routes().split_for_parts();
-    let document = Arc::new(document);
-    let api = api
-        .with_state(state)
-        .layer(middleware::from_fn(count_rejections))
-        .route("/openapi.json", get(move || std::future::ready(axum::Json(document.as_ref().clone()))));
-    with_problem_fallbacks(api.merge(ops_router(readiness)).merge(docs_router()))
-        .layer(TraceLayer::new_for_http())
+    api_service(api.with_state(state).layer(middleware::from_fn(count_rejections)), &document, readiness)
 }
 
 /// The command routes with their OpenAPI descriptions; the router serves them and the document

@@ -6,7 +6,6 @@ pub mod openapi;
 mod orders;
 mod users;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,14 +13,12 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use eventline_events::ConsistencyToken;
-use eventline_runtime::http::{Check, Readiness, docs_router, ops_router, with_problem_fallbacks};
+use eventline_runtime::http::{Check, Readiness, api_service};
 use eventline_runtime::problem::Problem;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -52,13 +49,7 @@ pub fn router(state: AppState) -> Router {
         async move { vec![Check { name: "postgres", ok: eventline_runtime::db::ping(&pool).await }] }
     });
     let (api, document) = api_routes().split_for_parts();
-    let document = Arc::new(document);
-    let api = api
-        .with_state(state)
-        .layer(middleware::from_fn(time_requests))
-        .route("/openapi.json", get(move || std::future::ready(axum::Json(document.as_ref().clone()))));
-    with_problem_fallbacks(api.merge(ops_router(readiness)).merge(docs_router()))
-        .layer(TraceLayer::new_for_http())
+    api_service(api.with_state(state).layer(middleware::from_fn(time_requests)), &document, readiness)
 }
 
 /// The query routes with their OpenAPI descriptions; the router serves them and the document
