@@ -1,5 +1,5 @@
 # eventline: the two commands are `make up` (run it) and `make test` (test it).
-.PHONY: up down test lint fmt status
+.PHONY: up down test lint fmt status clients
 
 up:    ## Install what is missing, build, and run the stack in the background
 	@bash scripts/up.sh
@@ -9,6 +9,9 @@ down:  ## Stop what `make up` started
 
 test:  ## Bring up the dependencies and run all tests against them
 	@bash scripts/test.sh
+
+clients: ## Generate the TypeScript and Python clients into target/clients/
+	@bash scripts/clients.sh
 
 lint:  ## Formatting and clippy, as CI runs them
 	cargo fmt --all -- --check

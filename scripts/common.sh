@@ -96,6 +96,29 @@ ensure_redis() {
   touch "$STATE_DIR/started-redis"
 }
 
+# The Python tools (client generator, schemathesis), pinned in clients/python/requirements.txt and
+# kept in a virtualenv of their own, reinstalled only when that file changes.
+PY_VENV="$CACHE_DIR/venv"
+ensure_python_tools() {
+  local requirements="$ROOT/clients/python/requirements.txt" stamp="$PY_VENV/.requirements"
+  if [[ ! -x $PY_VENV/bin/python ]]; then
+    command -v python3 >/dev/null || apt_install python3
+    python3 -m venv "$PY_VENV" >/dev/null 2>&1 || {
+      rm -rf "$PY_VENV"
+      apt_install python3-venv
+      python3 -m venv "$PY_VENV"
+    }
+  fi
+  cmp -s "$requirements" "$stamp" && return
+  say "Installing the Python tools into $PY_VENV"
+  "$PY_VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
+}
+
+ensure_node() {
+  command -v npm >/dev/null || apt_install nodejs npm
+}
+
 ensure_tansu_binary() {
   [[ -x $TANSU_BIN ]] && return
   ensure_build_tools

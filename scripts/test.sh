@@ -14,6 +14,9 @@ export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
 # Some tests run a broker of their own, to stop it under load.
 ensure_tansu_binary
 export TANSU_BIN
+# The generated clients are exercised, and schemathesis run, against the services.
+bash "$ROOT/scripts/clients.sh"
+export EVENTLINE_CLIENTS_DIR="${EVENTLINE_CLIENTS_DIR:-$ROOT/target/clients}" EVENTLINE_PYTHON_VENV="$PY_VENV"
 
 # Databases of earlier runs (each test creates its own).
 if command -v psql >/dev/null; then

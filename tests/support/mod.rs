@@ -1,6 +1,8 @@
 //! Starting the services in-process, each on a free port, against one `TestEnv`.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod tools;
+
 use std::future::Future;
 use std::net::SocketAddr;
 

@@ -141,6 +141,9 @@ impl Event {
     }
 }
 
+/// `is_valid_sku` as a regular expression, for API descriptions.
+pub const SKU_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+
 /// Whether `sku` is a stock keeping unit as eventline accepts them: a letter or digit, then up to
 /// 63 letters, digits, `.`, `_` or `-`.
 pub fn is_valid_sku(sku: &str) -> bool {

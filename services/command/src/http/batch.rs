@@ -108,34 +108,26 @@ pub struct BatchRequest {
     commands: Vec<BatchCommand>,
 }
 
-/// One command of a batch: the body of its own endpoint, with `type`.
+/// One command of a batch. Its schema is composed in `openapi.rs` from the commands' own bodies
+/// (see `compose_batch_commands`); this type only names it.
 #[derive(utoipa::ToSchema)]
-#[serde(tag = "type")]
 #[allow(dead_code)]
-pub enum BatchCommand {
-    CreateUser(decide::CreateUser),
-    PlaceOrder(decide::PlaceOrder),
-    SettlePayment(BatchSettlePayment),
-    AdjustInventory(BatchAdjustInventory),
-}
+pub struct BatchCommand;
 
-/// `SettlePayment` names its order in the body.
-#[derive(utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
-pub struct BatchSettlePayment {
-    order_id: String,
-    #[serde(flatten)]
-    payment: decide::SettlePayment,
-}
+/// The commands a batch can hold: each `type` is also the name of its endpoint's body schema, and
+/// some take a path parameter that a batch command carries in its body.
+pub const BATCH_COMMANDS: [(&str, Option<PathField>); 4] = [
+    ("CreateUser", None),
+    ("PlaceOrder", None),
+    ("SettlePayment", Some(PathField::OrderId)),
+    ("AdjustInventory", Some(PathField::Sku)),
+];
 
-/// `AdjustInventory` names its sku in the body.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct BatchAdjustInventory {
-    sku: String,
-    #[serde(flatten)]
-    adjustment: decide::AdjustInventory,
+/// A path parameter carried in the body of a batch command.
+#[derive(Debug, Clone, Copy)]
+pub enum PathField {
+    OrderId,
+    Sku,
 }
 
 const TYPE_HELP: &str = "must be one of CreateUser, PlaceOrder, SettlePayment, AdjustInventory";

@@ -56,7 +56,8 @@ pub fn router(state: AppState) -> Router {
             vec![Check { name: "kafka", ok: state.log.is_reachable().await }]
         }
     });
-    let (api, document) = api_routes().split_for_parts();
+    let (api, mut document) = api_routes().split_for_parts();
+    openapi::compose_batch_commands(&mut document);
     api_service(api.with_state(state).layer(middleware::from_fn(count_rejections)), &document, readiness)
 }
 
@@ -75,7 +76,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the command API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_routes().into_openapi()
+    let mut document = api_routes().into_openapi();
+    openapi::compose_batch_commands(&mut document);
+    document
 }
 
 /// Counts every refused command by route and problem type (accepted ones are counted in

@@ -3,6 +3,10 @@
 
 use eventline_runtime::problem::Problem;
 use utoipa::OpenApi;
+use utoipa::openapi::schema::{Discriminator, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{KnownFormat, RefOr, SchemaFormat};
+
+use super::batch::{BATCH_COMMANDS, PathField};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -62,4 +66,50 @@ pub struct IdempotencyKey {
     /// response for 24 h; with another request it is refused (422).
     #[param(rename = "Idempotency-Key", nullable = false, pattern = "^[!-~]{1,255}$")]
     idempotency_key: Option<String>,
+}
+
+/// Gives every batch command a schema of its own: the body of its endpoint (a closed object) with
+/// `type` and the endpoint's path fields added, and `BatchCommand` as the union of them with `type`
+/// as discriminator. Composing with `allOf` instead would be unsatisfiable (a closed object admits
+/// no `type`), and client generators handle flat objects best.
+pub fn compose_batch_commands(document: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = document.components.as_mut() else { return };
+    let mut union = OneOfBuilder::new().description(Some(
+        "One command of a batch: `type` names it; the other fields are the body of its own endpoint, \
+         plus the id that endpoint takes from its path.",
+    ));
+    let mut discriminator = Discriminator::new("type");
+    for (kind, path_field) in BATCH_COMMANDS {
+        let Some(RefOr::T(Schema::Object(mut object))) = components.schemas.get(kind).cloned() else {
+            continue;
+        };
+        let tag = ObjectBuilder::new().schema_type(Type::String).enum_values(Some([kind])).build();
+        object.properties.insert("type".to_owned(), tag.into());
+        object.required.insert(0, "type".to_owned());
+        if let Some(field) = path_field {
+            let (name, schema) = match field {
+                PathField::OrderId => (
+                    "orderId",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+                ),
+                PathField::Sku => (
+                    "sku",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(eventline_events::SKU_PATTERN)),
+                ),
+            };
+            object.properties.insert(name.to_owned(), schema.build().into());
+            object.required.push(name.to_owned());
+        }
+        object.description = Some(format!("`{kind}`: {}", object.description.unwrap_or_default()));
+        let name = format!("Batch{kind}");
+        discriminator.mapping.insert(kind.to_owned(), format!("#/components/schemas/{name}"));
+        union = union.item(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(&name)));
+        components.schemas.insert(name, RefOr::T(Schema::Object(object)));
+    }
+    let union = union.discriminator(Some(discriminator)).build();
+    components.schemas.insert("BatchCommand".to_owned(), RefOr::T(Schema::OneOf(union)));
 }

@@ -39,7 +39,7 @@ pub struct Order {
     pub currency: String,
     /// Decimal string, computed by the command service from the items.
     pub total_amount: String,
-    /// `awaiting_payment` until a payment for the order is settled, then `paid`.
+    #[schema(value_type = super::openapi::OrderStatus)]
     pub status: String,
     pub items: Vec<Item>,
     #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
@@ -69,7 +69,7 @@ pub struct Payment {
     pub amount: String,
     pub currency: String,
     pub payment_method: String,
-    /// `completed`.
+    #[schema(value_type = super::openapi::PaymentStatus)]
     pub status: String,
     #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
     pub settled_at: DateTime<Utc>,

@@ -67,7 +67,7 @@ pub struct OrderSummary {
     /// Decimal string.
     pub total_amount: String,
     pub currency: String,
-    /// `awaiting_payment` or `paid`.
+    #[schema(value_type = super::openapi::OrderStatus)]
     pub status: String,
     #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
     pub placed_at: DateTime<Utc>,
