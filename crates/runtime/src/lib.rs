@@ -7,6 +7,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod problem;
+pub mod read_models;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;

@@ -62,6 +62,9 @@ async fn service_urls() -> (String, String, String) {
     )
 }
 
+/// The read-model version a new database starts with.
+pub const FIRST_VERSION: eventline_runtime::read_models::Version = eventline_runtime::read_models::Version(1);
+
 impl TestEnv {
     /// Creates a fresh database (migrated) and a fresh topic name. The topic itself is created by
     /// the first service that starts, exactly as in production.
@@ -71,8 +74,10 @@ impl TestEnv {
         let base = server.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(server.clone());
         let database = DatabaseConfig { url: format!("{base}/eventline_test_{id}"), max_connections: 8 };
         eventline_runtime::db::ensure_database(&database.url).await.expect("creating the test database");
-        let pool = eventline_runtime::db::pool(&database).unwrap();
-        eventline_runtime::db::migrate(&pool).await.expect("migrating the test database");
+        let public = eventline_runtime::db::pool(&database).unwrap();
+        eventline_runtime::db::migrate(&public).await.expect("migrating the test database");
+        public.close().await;
+        let pool = eventline_runtime::read_models::pool(&database, FIRST_VERSION).unwrap();
         let kafka = KafkaConfig {
             brokers,
             topic: format!("eventline.test.{id}"),

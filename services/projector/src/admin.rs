@@ -11,16 +11,17 @@ use axum::{Json, Router};
 use eventline_runtime::http::{Check, Readiness, ops_router, with_problem_fallbacks};
 use eventline_runtime::problem::Problem;
 use serde::Serialize;
-use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
 
 use crate::consumer::LogConsumer;
 use crate::dedup::FastPath;
 use crate::runner::RunnerStatus;
+use crate::target::Writing;
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub pool: PgPool,
+    /// The version written (status and readiness follow it across switches).
+    pub writing: Arc<Writing>,
     pub consumer: Arc<LogConsumer>,
     pub topic: String,
     pub brokers: String,
@@ -33,7 +34,7 @@ pub fn router(state: AdminState) -> Router {
     let readiness = Readiness::new(move || {
         let state = ready_state.clone();
         async move {
-            let database = eventline_runtime::db::ping(&state.pool).await;
+            let database = eventline_runtime::db::ping(&state.writing.current().pool).await;
             let consumer = state.consumer.clone();
             let kafka = tokio::task::spawn_blocking(move || {
                 use rdkafka::consumer::Consumer;
@@ -68,8 +69,9 @@ struct Status {
 
 /// `GET /projections` (and `/status`): the `status` subcommand's JSON, plus this instance's view.
 async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem> {
-    let projection =
-        crate::status::collect(&state.pool, &state.brokers, &state.topic).await.map_err(|error| {
+    let projection = crate::status::collect(&state.writing.current().pool, &state.brokers, &state.topic)
+        .await
+        .map_err(|error| {
             tracing::warn!(%error, "Collecting the projection status failed");
             Problem::unavailable(
                 "database-unavailable",

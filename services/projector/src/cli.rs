@@ -32,19 +32,36 @@ pub enum DlqCommand {
     Purge { id: i64 },
 }
 
+/// A pool on the live read-model version (and, behind it, `public`: the dead letters).
 async fn pool(config: &Config) -> anyhow::Result<PgPool> {
-    let pool = eventline_runtime::db::pool(&config.database)?;
-    eventline_runtime::db::migrate(&pool).await?;
-    Ok(pool)
+    let public = eventline_runtime::db::pool(&config.database)?;
+    eventline_runtime::db::migrate(&public).await?;
+    let live = eventline_runtime::read_models::live(&public).await?;
+    eventline_runtime::read_models::pool(&config.database, live)
 }
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let pool = pool(config).await?;
     let status = crate::status::collect(&pool, &config.kafka.brokers, &config.kafka.topic).await?;
+    let versions = crate::rebuild::versions(&pool, &config.kafka.topic).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        let both = serde_json::json!({"projection": status, "versions": versions});
+        println!("{}", serde_json::to_string_pretty(&both)?);
         return Ok(());
     }
+    println!("{:>7}  {:<8}  {:>12}  {:<25}  positions", "version", "state", "events", "switched");
+    for v in &versions {
+        let positions: Vec<String> = v.positions.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+        println!(
+            "{:>7}  {:<8}  {:>12}  {:<25}  {}",
+            v.version.to_string(),
+            v.state,
+            v.events,
+            v.switched_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            positions.join(",")
+        );
+    }
+    println!();
     println!("topic {}  lag {}  dead letters {}", status.topic, status.lag, status.dead_letters);
     println!("{:>9}  {:>12}  {:>14}  {:>8}", "partition", "next offset", "high watermark", "lag");
     let unknown = || "?".to_owned();

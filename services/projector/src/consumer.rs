@@ -11,7 +11,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer}
 use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sqlx::PgPool;
+
+use crate::target::Writing;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// A change of the partitions this instance owns.
@@ -31,7 +32,8 @@ pub enum Assignment {
 /// consumer's poll, so the runner also learns of an assignment before any of its messages.
 pub struct Positioner {
     topic: String,
-    pool: PgPool,
+    /// Whose checkpoints position the partitions.
+    writing: Arc<Writing>,
     tx: UnboundedSender<Assignment>,
 }
 
@@ -46,7 +48,8 @@ impl Positioner {
         tokio::task::block_in_place(|| {
             handle.block_on(async {
                 for attempt in 0..5_u32 {
-                    match eventline_runtime::checkpoints::load(&self.pool, &self.topic).await {
+                    let pool = self.writing.current().pool.clone();
+                    match eventline_runtime::checkpoints::load(&pool, &self.topic).await {
                         Ok(checkpoints) => return Some(checkpoints),
                         Err(error) => {
                             tracing::warn!(%error, attempt, "Reading checkpoints for an assignment failed");
@@ -110,7 +113,7 @@ pub fn subscribe(
     kafka: &KafkaConfig,
     group_id: &str,
     session_timeout_ms: u64,
-    pool: PgPool,
+    writing: Arc<Writing>,
 ) -> KafkaResult<(Arc<LogConsumer>, UnboundedReceiver<Assignment>)> {
     let (tx, rx) = unbounded_channel();
     let consumer: LogConsumer = eventline_runtime::kafka::client_config(&kafka.brokers)
@@ -126,7 +129,7 @@ pub fn subscribe(
         .set("fetch.wait.max.ms", "50")
         .set("session.timeout.ms", session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
-        .create_with_context(Positioner { topic: kafka.topic.clone(), pool, tx })?;
+        .create_with_context(Positioner { topic: kafka.topic.clone(), writing, tx })?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok((Arc::new(consumer), rx))
 }

@@ -17,25 +17,26 @@ const REMEMBER_SECS: u64 = 7 * 24 * 3600;
 
 pub struct FastPath {
     redis: LazyRedis,
-    prefix: String,
     available: AtomicBool,
 }
 
+/// The key remembering that `id` was applied to the projection `projection_id`.
+fn key(projection_id: Uuid, id: &Uuid) -> String {
+    format!("eventline:applied:{projection_id}:{id}")
+}
+
 impl FastPath {
-    pub fn new(url: &str, projection_id: Uuid) -> redis::RedisResult<Self> {
-        Ok(FastPath {
-            redis: LazyRedis::new(url)?,
-            prefix: format!("eventline:applied:{projection_id}:"),
-            available: AtomicBool::new(true),
-        })
+    pub fn new(url: &str) -> redis::RedisResult<Self> {
+        Ok(FastPath { redis: LazyRedis::new(url)?, available: AtomicBool::new(true) })
     }
 
-    /// Which of `ids` Redis says were applied; none when Redis cannot say.
-    pub async fn known(&self, ids: &[Uuid]) -> HashSet<Uuid> {
+    /// Which of `ids` Redis says were applied to the projection `projection_id`; none when Redis
+    /// cannot say.
+    pub async fn known(&self, projection_id: Uuid, ids: &[Uuid]) -> HashSet<Uuid> {
         if ids.is_empty() {
             return HashSet::new();
         }
-        let keys: Vec<String> = ids.iter().map(|id| format!("{}{id}", self.prefix)).collect();
+        let keys: Vec<String> = ids.iter().map(|id| key(projection_id, id)).collect();
         let result: redis::RedisResult<Vec<Option<u8>>> = async {
             let mut connection = self.redis.get().await?;
             redis::cmd("MGET").arg(&keys).query_async(&mut connection).await
@@ -62,7 +63,7 @@ impl FastPath {
     }
 
     /// Remembers ids whose transaction has committed. Best effort.
-    pub async fn remember(&self, ids: &[Uuid]) {
+    pub async fn remember(&self, projection_id: Uuid, ids: &[Uuid]) {
         if ids.is_empty() {
             return;
         }
@@ -70,13 +71,7 @@ impl FastPath {
             let mut connection = self.redis.get().await?;
             let mut pipeline = redis::pipe();
             for id in ids {
-                pipeline
-                    .cmd("SET")
-                    .arg(format!("{}{id}", self.prefix))
-                    .arg(1)
-                    .arg("EX")
-                    .arg(REMEMBER_SECS)
-                    .ignore();
+                pipeline.cmd("SET").arg(key(projection_id, id)).arg(1).arg("EX").arg(REMEMBER_SECS).ignore();
             }
             pipeline.query_async(&mut connection).await
         }

@@ -7,6 +7,8 @@
 //! - `dlq`: the dead-letter queue (durable in PostgreSQL, mirrored to a Redis stream);
 //! - `project`: one transaction per batch — dedup by event id, the upserts, the checkpoint;
 //! - `runner`: the loop that ties them together, with retries;
+//! - `target`: which read-model version is written;
+//! - `rebuild`: a new version filled from the log next to the live one, then switched to;
 //! - `admin`: health, readiness, metrics and status over HTTP.
 
 mod admin;
@@ -17,9 +19,11 @@ mod consumer;
 mod dedup;
 pub mod dlq;
 pub mod project;
+pub mod rebuild;
 mod runner;
 mod startup;
 pub mod status;
+mod target;
 
 pub use config::Config;
 pub use startup::Application;

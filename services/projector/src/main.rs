@@ -1,5 +1,6 @@
 use clap::{Parser, Subcommand};
 use eventline_projector::cli::{self, DlqCommand};
+use eventline_projector::rebuild::{self, Progress};
 use eventline_projector::{Application, Config};
 
 #[derive(Parser)]
@@ -19,6 +20,18 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Build a new version of the read models from the log next to the live one, then switch to
+    /// it atomically (the live one keeps serving meanwhile; it is kept for `rollback`).
+    Rebuild {
+        /// Events per transaction while replaying.
+        #[arg(long, default_value_t = 5000)]
+        batch_size: usize,
+    },
+    /// Switch back to the previous read-model version (brought up to date with the log first).
+    Rollback {
+        #[arg(long, default_value_t = 5000)]
+        batch_size: usize,
     },
     /// Work the dead-letter queue.
     #[command(subcommand)]
@@ -46,6 +59,12 @@ async fn main() -> anyhow::Result<()> {
             app.run_until(shutdown).await
         }
         Command::Status { json } => cli::status(&cli.config, json).await,
+        Command::Rebuild { batch_size } => {
+            rebuild::rebuild(&cli.config, Progress::detect(), batch_size).await.map(|_| ())
+        }
+        Command::Rollback { batch_size } => {
+            rebuild::rollback(&cli.config, Progress::detect(), batch_size).await.map(|_| ())
+        }
         Command::Dlq(command) => cli::dlq(&cli.config, command).await,
         Command::Migrate => migrate(&cli.config).await,
         Command::Reset { yes: false } => {

@@ -18,7 +18,10 @@ use crate::checkpoint;
 use crate::consumer::{self, Assignment, LogConsumer};
 use crate::dedup::FastPath;
 use crate::dlq::{self, Mirror};
-use crate::project::{self, Decoded, Record};
+use crate::project::{self, Decoded, Record, Writer};
+use crate::target::{Target, Writing};
+use eventline_runtime::config::DatabaseConfig;
+use eventline_runtime::read_models;
 
 /// Errors that stop the projector: continuing would corrupt or silently skip.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +52,24 @@ struct Cursor {
     seeks: u32,
 }
 
+/// What the runner writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The live read-model version; when a switch makes another version live, follow it there.
+    Live,
+    /// A version being caught up (by a rebuild or rollback) in the given state; stop when it
+    /// leaves that state.
+    CatchUp(&'static str),
+}
+
 pub struct Runner {
     pub consumer: Arc<LogConsumer>,
-    pub pool: PgPool,
+    /// The version written, with its pool.
+    pub writing: Arc<Writing>,
+    pub role: Role,
+    /// A pool on the `public` schema (version control, dead letters).
+    pub public: PgPool,
+    pub database: DatabaseConfig,
     pub topic: String,
     pub brokers: String,
     pub fast_path: Arc<FastPath>,
@@ -77,13 +95,13 @@ impl Runner {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(wait_until), if deadline.is_some() => {
-                    self.flush(&mut batch, &shutdown).await;
                     deadline = None;
+                    if !self.commit(&mut batch, &mut cursors, &shutdown).await? { return Ok(()) }
                 }
                 Some(change) = assignments.recv() => {
                     // A rebalance while no messages flow (e.g. an empty or idle log).
-                    self.flush(&mut batch, &shutdown).await;
                     deadline = None;
+                    if !self.commit(&mut batch, &mut cursors, &shutdown).await? { return Ok(()) }
                     let mut changes = vec![change];
                     changes.extend(std::iter::from_fn(|| assignments.try_recv().ok()));
                     self.reassign(changes, &mut cursors).await?;
@@ -100,23 +118,81 @@ impl Runner {
                     let changes: Vec<Assignment> = std::iter::from_fn(|| assignments.try_recv().ok()).collect();
                     if !changes.is_empty() {
                         // Finish what was read under the old assignment before taking the new one.
-                        self.flush(&mut batch, &shutdown).await;
                         deadline = None;
+                        if !self.commit(&mut batch, &mut cursors, &shutdown).await? { return Ok(()) }
                         self.reassign(changes, &mut cursors).await?;
                     }
                     if let Some(record) = self.admit(&message, &mut cursors).await {
                         batch.push(record);
                         deadline.get_or_insert_with(|| Instant::now() + self.batch_max_wait);
                         if batch.len() >= self.batch_size {
-                            self.flush(&mut batch, &shutdown).await;
                             deadline = None;
+                            if !self.commit(&mut batch, &mut cursors, &shutdown).await? { return Ok(()) }
                         }
                     }
                 }
             }
         }
         // Shutting down: apply what was already read, so a SIGTERM loses nothing and redoes little.
-        self.flush(&mut batch, &shutdown).await;
+        self.commit(&mut batch, &mut cursors, &shutdown).await?;
+        Ok(())
+    }
+
+    /// Applies the batch; when its version was switched away from this writer, follows the live
+    /// version (`Role::Live`) or reports that the work is over (`false`, `Role::CatchUp`).
+    async fn commit(
+        &self,
+        batch: &mut Vec<Record>,
+        cursors: &mut HashMap<i32, Cursor>,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, FatalError> {
+        if self.flush(batch, shutdown).await.is_ok() {
+            return Ok(true);
+        }
+        batch.clear();
+        match self.role {
+            Role::CatchUp(_) => Ok(false),
+            Role::Live => {
+                self.follow_live_version(cursors).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Moves to the version that is live now: its pool, its projection id, and every owned
+    /// partition back to that version's checkpoint (what was read past it is read again).
+    async fn follow_live_version(&self, cursors: &mut HashMap<i32, Cursor>) -> Result<(), FatalError> {
+        let previous = self.writing.current().version;
+        let mut attempt = 0;
+        let target = loop {
+            let opened = match read_models::live(&self.public).await {
+                Ok(version) => Target::open(&self.database, version).await,
+                Err(error) => Err(error.into()),
+            };
+            match opened {
+                Ok(target) => break target,
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "Finding the live read-model version failed; retrying"
+                    );
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        };
+        tracing::info!(from = %previous, to = %target.version, "The live read-model version changed; projecting into it");
+        self.writing.set(target);
+        let checkpoints = self.load_checkpoints().await;
+        for (&partition, cursor) in cursors.iter_mut() {
+            let next = checkpoints.get(&partition).copied().unwrap_or(0);
+            *cursor = Cursor { next, seeks: 0 };
+            if let Err(error) =
+                consumer::seek(&self.consumer, &self.topic, partition, consumer::rewound(next)).await
+            {
+                tracing::warn!(partition, next, %error, "Seek to the new version's checkpoint failed");
+            }
+        }
         Ok(())
     }
 
@@ -169,7 +245,7 @@ impl Runner {
     async fn load_checkpoints(&self) -> BTreeMap<i32, i64> {
         let mut attempt = 0;
         loop {
-            match checkpoint::load(&self.pool, &self.topic).await {
+            match checkpoint::load(&self.writing.current().pool, &self.topic).await {
                 Ok(checkpoints) => return checkpoints,
                 Err(error) => {
                     self.status.database_ok.store(false, Ordering::Relaxed);
@@ -205,7 +281,7 @@ impl Runner {
         .bind(&self.topic)
         .bind(partition)
         .bind(last_applied)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writing.current().pool)
         .await
         .unwrap_or(None);
         let problem = match found {
@@ -279,19 +355,36 @@ impl Runner {
     }
 
     /// Applies the batch, retrying transient failures with backoff until it commits. Only a
-    /// shutdown interrupts the retries, and then nothing of the batch is committed.
-    async fn flush(&self, batch: &mut Vec<Record>, shutdown: &CancellationToken) {
+    /// shutdown interrupts the retries, and then nothing of the batch is committed. `Superseded`
+    /// when this writer no longer writes its version (nothing committed).
+    async fn flush(
+        &self,
+        batch: &mut Vec<Record>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), project::Superseded> {
         if batch.is_empty() {
-            return;
+            return Ok(());
         }
         let started = std::time::Instant::now();
+        let target = self.writing.current();
+        let writer = Writer {
+            version: target.version,
+            state: match self.role {
+                Role::Live => "live",
+                Role::CatchUp(state) => state,
+            },
+        };
         let decoded = Decoded::new(batch);
         let event_ids = decoded.event_ids();
-        let known = self.fast_path.known(&event_ids).await;
+        let known = self.fast_path.known(target.projection_id, &event_ids).await;
         let mut attempt = 0;
         let outcome = loop {
-            match project::apply(&self.pool, &self.topic, &decoded, &known).await {
-                Ok(outcome) => break outcome,
+            match project::apply(&target.pool, writer, &self.topic, &decoded, &known).await {
+                Ok(Ok(outcome)) => break outcome,
+                Ok(Err(superseded)) => {
+                    tracing::info!(version = %target.version, "This projector no longer writes its read-model version");
+                    return Err(superseded);
+                }
                 Err(error) => {
                     self.status.database_ok.store(false, Ordering::Relaxed);
                     metrics::counter!("eventline_projector_batch_retries_total").increment(1);
@@ -301,7 +394,7 @@ impl Runner {
                             tracing::warn!(records = batch.len(), "Stopping with an unapplied batch; it will be read again");
                             drop(decoded);
                             batch.clear();
-                            return;
+                            return Ok(());
                         }
                         _ = tokio::time::sleep(backoff(attempt)) => {}
                     }
@@ -309,7 +402,7 @@ impl Runner {
                 }
             }
         };
-        self.fast_path.remember(&event_ids).await;
+        self.fast_path.remember(target.projection_id, &event_ids).await;
         drop(decoded);
         self.mirror_dead_letters(&outcome.new_dead_letters).await;
         self.status.database_ok.store(true, Ordering::Relaxed);
@@ -330,6 +423,7 @@ impl Runner {
         tracing::debug!(?outcome, "Batch applied");
         consumer::commit_advisory(&self.consumer, &self.topic, &outcome.next_offsets);
         batch.clear();
+        Ok(())
     }
 }
 
@@ -342,7 +436,7 @@ impl Runner {
         }
         let mut entries = Vec::with_capacity(new.len());
         for &id in new {
-            if let Ok(Some(entry)) = dlq::get(&self.pool, id).await {
+            if let Ok(Some(entry)) = dlq::get(&self.public, id).await {
                 entries.push(entry);
             }
         }

@@ -13,51 +13,31 @@ use crate::admin;
 use crate::consumer::{self, Assignment};
 use crate::dedup::FastPath;
 use crate::dlq::Mirror;
-use crate::runner::{Runner, RunnerStatus};
+use crate::runner::{Role, Runner, RunnerStatus};
+use crate::target::{Target, Writing};
+use eventline_runtime::read_models;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 pub struct Application {
     listener: TcpListener,
     runner: Runner,
     assignments: UnboundedReceiver<Assignment>,
-    pool: PgPool,
     config: Config,
 }
 
 impl Application {
     /// Migrates the database, ensures the topic, joins the consumer group and binds the admin
-    /// listener (port 0 picks a free port; see `address`).
+    /// listener (port 0 picks a free port; see `address`). Projects into the live read-model
+    /// version, and follows it when a rebuild or rollback switches.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = eventline_runtime::db::pool(&config.database)?;
-        eventline_runtime::db::migrate(&pool).await?;
-        eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
-        let (consumer, assignments) =
-            consumer::subscribe(&config.kafka, &config.group_id, config.session_timeout_ms, pool.clone())
-                .context("creating the Kafka consumer")?;
+        let public = prepare(&config).await?;
+        let live = read_models::live(&public).await.context("finding the live read-model version")?;
+        let target = Target::open(&config.database, live).await?;
+        let (runner, assignments) =
+            runner(&config, public, target, Role::Live, &config.group_id, config.batch_size)?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        let projection_id: uuid::Uuid = sqlx::query_scalar("SELECT projection_id FROM projection_identity")
-            .fetch_one(&pool)
-            .await
-            .context("reading the projection id")?;
-        let fast_path =
-            FastPath::new(&config.redis.url, projection_id).context("REDIS_URL is not a valid Redis URL")?;
-        let runner = Runner {
-            consumer,
-            pool: pool.clone(),
-            topic: config.kafka.topic.clone(),
-            brokers: config.kafka.brokers.clone(),
-            fast_path: Arc::new(fast_path),
-            mirror: Arc::new(
-                Mirror::new(&config.redis.url, &config.kafka.topic)
-                    .context("REDIS_URL is not a valid Redis URL")?,
-            ),
-            batch_size: config.batch_size.max(1),
-            batch_max_wait: config.batch_max_wait(),
-            // Reconcile the dead-letter mirror once at start: Redis may have lost it meanwhile.
-            status: Arc::new(RunnerStatus { mirror_dirty: true.into(), ..RunnerStatus::default() }),
-        };
-        Ok(Application { listener, runner, assignments, pool, config })
+        Ok(Application { listener, runner, assignments, config })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -68,7 +48,7 @@ impl Application {
     /// alongside.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let admin_state = admin::AdminState {
-            pool: self.pool.clone(),
+            writing: self.runner.writing.clone(),
             consumer: self.runner.consumer.clone(),
             topic: self.config.kafka.topic.clone(),
             brokers: self.config.kafka.brokers.clone(),
@@ -82,7 +62,7 @@ impl Application {
             admin_shutdown.clone(),
         ));
         let observer = tokio::spawn(observe(
-            self.pool.clone(),
+            self.runner.writing.clone(),
             self.config.kafka.brokers.clone(),
             self.config.kafka.topic.clone(),
             self.runner.mirror.clone(),
@@ -101,7 +81,7 @@ impl Application {
 /// Every few seconds: publishes lag and DLQ depth as metrics, and reconciles the dead-letter
 /// mirror in Redis when it may be behind.
 async fn observe(
-    pool: PgPool,
+    writing: Arc<Writing>,
     brokers: String,
     topic: String,
     mirror: Arc<Mirror>,
@@ -110,6 +90,7 @@ async fn observe(
 ) {
     use std::sync::atomic::Ordering;
     loop {
+        let pool = writing.current().pool.clone();
         if let Ok(current) = crate::status::collect(&pool, &brokers, &topic).await {
             crate::status::record_metrics(&current);
             // Redis may have lost the stream (restart without persistence, FLUSHALL).
@@ -131,4 +112,45 @@ async fn observe(
             _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
         }
     }
+}
+
+/// Creates the database if needed, migrates it and ensures the topic; returns a pool on `public`.
+pub(crate) async fn prepare(config: &Config) -> anyhow::Result<PgPool> {
+    eventline_runtime::db::ensure_database(&config.database.url).await?;
+    let public = eventline_runtime::db::pool(&config.database)?;
+    eventline_runtime::db::migrate(&public).await?;
+    eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
+    Ok(public)
+}
+
+/// A runner writing `target` as `role`, reading the log as member of `group_id`.
+pub(crate) fn runner(
+    config: &Config,
+    public: PgPool,
+    target: Arc<Target>,
+    role: Role,
+    group_id: &str,
+    batch_size: usize,
+) -> anyhow::Result<(Runner, UnboundedReceiver<Assignment>)> {
+    let writing = Writing::new(target);
+    let (consumer, assignments) =
+        consumer::subscribe(&config.kafka, group_id, config.session_timeout_ms, writing.clone())
+            .context("creating the Kafka consumer")?;
+    let redis_url = || "REDIS_URL is not a valid Redis URL";
+    let runner = Runner {
+        consumer,
+        writing,
+        role,
+        public,
+        database: config.database.clone(),
+        topic: config.kafka.topic.clone(),
+        brokers: config.kafka.brokers.clone(),
+        fast_path: Arc::new(FastPath::new(&config.redis.url).context(redis_url())?),
+        mirror: Arc::new(Mirror::new(&config.redis.url, &config.kafka.topic).context(redis_url())?),
+        batch_size: batch_size.max(1),
+        batch_max_wait: config.batch_max_wait(),
+        // Reconcile the dead-letter mirror once at start: Redis may have lost it meanwhile.
+        status: Arc::new(RunnerStatus { mirror_dirty: true.into(), ..RunnerStatus::default() }),
+    };
+    Ok((runner, assignments))
 }

@@ -38,24 +38,9 @@ pub async fn collect(pool: &PgPool, brokers: &str, topic: &str) -> anyhow::Resul
     let checkpoints = checkpoint::load(pool, topic).await?;
     let dead_letters = dlq::depth(pool, topic).await?;
     let (brokers_owned, topic_owned) = (brokers.to_owned(), topic.to_owned());
-    let watermarks: Vec<(i32, Option<i64>)> = tokio::task::spawn_blocking(move || {
-        let Ok(consumer) = eventline_runtime::kafka::client_config(&brokers_owned).create::<BaseConsumer>()
-        else {
-            return Vec::new();
-        };
-        let timeout = Duration::from_secs(3);
-        let partitions: Vec<i32> = consumer
-            .fetch_metadata(Some(&topic_owned), timeout)
-            .ok()
-            .and_then(|m| m.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()))
-            .unwrap_or_default();
-        partitions
-            .into_iter()
-            .map(|p| (p, consumer.fetch_watermarks(&topic_owned, p, timeout).ok().map(|(_, high)| high)))
-            .collect()
-    })
-    .await
-    .unwrap_or_default();
+    let watermarks = tokio::task::spawn_blocking(move || high_watermarks(&brokers_owned, &topic_owned))
+        .await
+        .unwrap_or_default();
 
     let mut partitions: Vec<PartitionStatus> = watermarks
         .into_iter()
@@ -88,4 +73,21 @@ pub fn record_metrics(status: &ProjectionStatus) {
         }
     }
     metrics::gauge!("eventline_projector_dead_letters").set(status.dead_letters as f64);
+}
+
+/// Each partition's high watermark, `None` where the broker did not answer (blocking).
+pub fn high_watermarks(brokers: &str, topic: &str) -> Vec<(i32, Option<i64>)> {
+    let Ok(consumer) = eventline_runtime::kafka::client_config(brokers).create::<BaseConsumer>() else {
+        return Vec::new();
+    };
+    let timeout = Duration::from_secs(3);
+    let partitions: Vec<i32> = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .ok()
+        .and_then(|m| m.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()))
+        .unwrap_or_default();
+    partitions
+        .into_iter()
+        .map(|p| (p, consumer.fetch_watermarks(topic, p, timeout).ok().map(|(_, high)| high)))
+        .collect()
 }

@@ -1,85 +1,151 @@
-//! Read-your-writes: waiting until the projection has applied the positions of a Consistency-Token.
+//! Which read models to read, and read-your-writes: waiting until they have applied the positions
+//! of a Consistency-Token.
 //!
-//! One task per process follows the projection's checkpoints: the projector notifies the channel
-//! `eventline_checkpoints` as each batch commits, and the task re-reads the checkpoints then (and
-//! once a second, in case a notification was lost while reconnecting). Requests wait on a watch
-//! channel fed by that task, so a thousand waiting requests cost one query per batch, not a
-//! thousand polls.
+//! One task per process follows the live read-model version and its checkpoints. The projector
+//! notifies `eventline_checkpoints` as each batch commits and a switch (rebuild, rollback)
+//! notifies `eventline_read_model_versions`; the task re-reads then (and once a second, in case a
+//! notification was lost while reconnecting). Requests take the latest snapshot — a version, a
+//! pool on its tables and its checkpoints — from a watch channel, so a thousand waiting requests
+//! cost one query per batch, not a thousand polls, and a switch changes what the next request
+//! reads without failing any request under way (each keeps the snapshot it started with).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventline_events::ConsistencyToken;
+use eventline_runtime::config::DatabaseConfig;
+use eventline_runtime::read_models::{self, Version};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// The projection's checkpoints as last seen (partition → next offset to apply).
-#[derive(Clone)]
-pub struct Projection {
-    checkpoints: watch::Receiver<BTreeMap<i32, i64>>,
+/// The live read models as last seen.
+pub struct Snapshot {
+    pub version: Version,
+    /// A pool whose tables are the version's.
+    pub pool: PgPool,
+    /// Partition → next offset to apply.
+    pub checkpoints: BTreeMap<i32, i64>,
 }
 
-/// The projection did not reach the token in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Behind;
+/// Follows the live read models.
+#[derive(Clone)]
+pub struct LiveReadModels {
+    latest: watch::Receiver<Option<Arc<Snapshot>>>,
+}
 
-impl Projection {
-    /// Starts following the checkpoints of `topic`; stops with `shutdown`.
-    pub fn follow(pool: PgPool, topic: String, shutdown: CancellationToken) -> Projection {
-        let (tx, rx) = watch::channel(BTreeMap::new());
-        tokio::spawn(follow(pool, topic, tx, shutdown));
-        Projection { checkpoints: rx }
+/// Why a read cannot be answered now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The live version is not known yet (database down or not migrated).
+    NotReady,
+    /// The read models did not reach the token in time.
+    Behind,
+}
+
+impl LiveReadModels {
+    /// Starts following the live version and its checkpoints of `topic`; stops with `shutdown`.
+    pub fn follow(
+        database: DatabaseConfig,
+        public: PgPool,
+        topic: String,
+        shutdown: CancellationToken,
+    ) -> LiveReadModels {
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(follow(database, public, topic, tx, shutdown));
+        LiveReadModels { latest: rx }
     }
 
-    /// Waits (at most `bound`) until every position of `token` is applied.
-    pub async fn wait_for(&self, token: &ConsistencyToken, bound: Duration) -> Result<(), Behind> {
-        let reached = |checkpoints: &BTreeMap<i32, i64>| {
-            token.positions().all(|p| checkpoints.get(&p.partition).is_some_and(|next| *next > p.offset))
+    /// The read models now; right after start, waits (at most `bound`) until they are known.
+    pub async fn current(&self, bound: Duration) -> Result<Arc<Snapshot>, Unavailable> {
+        if let Some(snapshot) = self.latest.borrow().clone() {
+            return Ok(snapshot);
+        }
+        let mut latest = self.latest.clone();
+        match tokio::time::timeout(bound, latest.wait_for(Option::is_some)).await {
+            Ok(Ok(snapshot)) => snapshot.clone().ok_or(Unavailable::NotReady),
+            _ => Err(Unavailable::NotReady),
+        }
+    }
+
+    /// The read models once every position of `token` is applied, waiting at most `bound`.
+    pub async fn reaching(
+        &self,
+        token: &ConsistencyToken,
+        bound: Duration,
+    ) -> Result<Arc<Snapshot>, Unavailable> {
+        let reached = |latest: &Option<Arc<Snapshot>>| {
+            latest.as_ref().is_some_and(|s| {
+                token
+                    .positions()
+                    .all(|p| s.checkpoints.get(&p.partition).is_some_and(|next| *next > p.offset))
+            })
         };
-        let mut checkpoints = self.checkpoints.clone();
-        match tokio::time::timeout(bound, checkpoints.wait_for(reached)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(Behind),
+        let mut latest = self.latest.clone();
+        match tokio::time::timeout(bound, latest.wait_for(reached)).await {
+            Ok(Ok(snapshot)) => snapshot.clone().ok_or(Unavailable::Behind),
+            _ => Err(Unavailable::Behind),
         }
     }
 }
 
 async fn follow(
-    pool: PgPool,
+    database: DatabaseConfig,
+    public: PgPool,
     topic: String,
-    tx: watch::Sender<BTreeMap<i32, i64>>,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
     shutdown: CancellationToken,
 ) {
     let mut listener: Option<PgListener> = None;
+    let mut current: Option<(Version, PgPool)> = None;
     loop {
         if listener.is_none() {
-            listener = match PgListener::connect_with(&pool).await {
-                Ok(mut l) => match l.listen(eventline_runtime::checkpoints::CHANNEL).await {
-                    Ok(()) => Some(l),
-                    Err(error) => {
-                        tracing::warn!(%error, "Listening for checkpoint notifications failed; polling");
-                        None
+            listener = listen(&public).await;
+        }
+        match read_models::live(&public).await {
+            Ok(version) if current.as_ref().is_none_or(|(v, _)| *v != version) => {
+                match read_models::pool(&database, version) {
+                    Ok(pool) => {
+                        if let Some((previous, old)) = current.replace((version, pool)) {
+                            tracing::info!(from = %previous, to = %version, "Reading the new live read-model version");
+                            // Requests under way finish on the old pool; then it closes.
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_secs(30)).await;
+                                old.close().await;
+                            });
+                        }
                     }
-                },
-                Err(error) => {
-                    tracing::debug!(%error, "No notification connection yet; polling");
-                    None
+                    Err(error) => {
+                        tracing::error!(error = format!("{error:#}"), "No pool for the live version")
+                    }
                 }
-            };
-        }
-        match eventline_runtime::checkpoints::load(&pool, &topic).await {
-            Ok(checkpoints) => {
-                tx.send_if_modified(|current| {
-                    let changed = *current != checkpoints;
-                    *current = checkpoints;
-                    changed
-                });
             }
-            Err(error) => tracing::debug!(%error, "Reading checkpoints failed"),
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "Reading the live read-model version failed"),
         }
-        // Wake on a notification (any topic: re-reading is cheap), or after a second anyway.
+        if let Some((version, pool)) = &current {
+            match eventline_runtime::checkpoints::load(pool, &topic).await {
+                Ok(checkpoints) => {
+                    tx.send_if_modified(|latest| {
+                        let changed = latest
+                            .as_ref()
+                            .is_none_or(|s| s.version != *version || s.checkpoints != checkpoints);
+                        if changed {
+                            *latest = Some(Arc::new(Snapshot {
+                                version: *version,
+                                pool: pool.clone(),
+                                checkpoints,
+                            }));
+                        }
+                        changed
+                    });
+                }
+                Err(error) => tracing::debug!(%error, "Reading checkpoints failed"),
+            }
+        }
+        // Wake on a notification (any topic or version: re-reading is cheap), or after a second.
         let woke = async {
             match listener.as_mut() {
                 Some(l) => l.recv().await.map(|_| ()),
@@ -94,6 +160,24 @@ async fn follow(
                     listener = None;
                 }
             }
+        }
+    }
+}
+
+async fn listen(public: &PgPool) -> Option<PgListener> {
+    let mut listener = match PgListener::connect_with(public).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::debug!(%error, "No notification connection yet; polling");
+            return None;
+        }
+    };
+    let channels = [eventline_runtime::checkpoints::CHANNEL, read_models::CHANNEL];
+    match listener.listen_all(channels).await {
+        Ok(()) => Some(listener),
+        Err(error) => {
+            tracing::warn!(%error, "Listening for notifications failed; polling");
+            None
         }
     }
 }

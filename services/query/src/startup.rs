@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
-use crate::consistency::Projection;
+use crate::consistency::LiveReadModels;
 use crate::http::{self, AppState};
 
 pub struct Application {
@@ -19,15 +19,20 @@ pub struct Application {
 
 impl Application {
     /// Creates the pool (lazily connecting: a database outage shows in `/readyz`, not as a crash),
-    /// starts following the projection's checkpoints, and binds the listener (port 0 picks a free
+    /// starts following the live read-model version and its checkpoints, and binds the listener (port 0 picks a free
     /// port; see `address`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = eventline_runtime::db::pool(&config.database)?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let follower = CancellationToken::new();
-        let projection = Projection::follow(pool.clone(), config.topic.clone(), follower.clone());
-        let state = AppState { pool, projection, consistency_wait: config.consistency_wait() };
+        let read_models = LiveReadModels::follow(
+            config.database.clone(),
+            pool.clone(),
+            config.topic.clone(),
+            follower.clone(),
+        );
+        let state = AppState { pool, read_models, consistency_wait: config.consistency_wait() };
         Ok(Application { listener, state, follower })
     }
 

@@ -9,6 +9,7 @@ mod users;
 use std::collections::{BTreeMap, HashSet};
 
 use eventline_events::{DecodeError, Envelope, Event, EventType};
+use eventline_runtime::read_models::Version;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -91,22 +92,52 @@ impl<'a> Decoded<'a> {
 /// Applies `records` (in log order per partition) in one transaction and returns what happened.
 /// On error nothing is committed and the caller retries the same batch.
 pub async fn apply_batch(pool: &PgPool, topic: &str, records: &[Record]) -> sqlx::Result<Outcome> {
-    apply(pool, topic, &Decoded::new(records), &HashSet::new()).await
+    let mut tx = pool.begin().await?;
+    let outcome = apply_in(&mut tx, topic, &Decoded::new(records), &HashSet::new()).await?;
+    tx.commit().await?;
+    Ok(outcome)
 }
 
-/// Applies a decoded batch in one transaction. `known` are event ids the fast path (Redis) says
-/// were applied already: they are skipped without asking PostgreSQL. Everything else is claimed in
-/// `processed_events`, which alone decides what is applied.
+/// Who may write a read-model version: the projector of the live version, or the rebuild (or
+/// rollback) filling a version in the state it found it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writer {
+    pub version: Version,
+    /// The state the version must still be in (`live`, `building`, `previous`).
+    pub state: &'static str,
+}
+
+/// The batch was not applied: its version changed state (a switch), so this writer no longer
+/// writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Superseded;
+
+/// Applies a decoded batch in one transaction, as `writer`. `known` are event ids the fast path
+/// (Redis) says were applied already: they are skipped without asking PostgreSQL. Everything else
+/// is claimed in `processed_events`, which alone decides what is applied.
+///
+/// The transaction first takes a share lock on the version's row and checks its state; a switch
+/// takes that row for update, so it waits for batches under way and every later batch of a
+/// superseded writer is refused: exactly one writer per version, across processes.
 pub async fn apply(
     pool: &PgPool,
+    writer: Writer,
     topic: &str,
     batch: &Decoded<'_>,
     known: &HashSet<Uuid>,
-) -> sqlx::Result<Outcome> {
+) -> sqlx::Result<Result<Outcome, Superseded>> {
     let mut tx = pool.begin().await?;
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM public.read_model_versions WHERE version = $1 FOR SHARE")
+            .bind(writer.version.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if state.as_deref() != Some(writer.state) {
+        return Ok(Err(Superseded));
+    }
     let outcome = apply_in(&mut tx, topic, batch, known).await?;
     tx.commit().await?;
-    Ok(outcome)
+    Ok(Ok(outcome))
 }
 
 /// `apply` inside a transaction the caller commits (a redrive also removes its dead letter in it).

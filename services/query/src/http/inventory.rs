@@ -50,9 +50,9 @@ pub async fn get_stock(
             "A sku is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
         ));
     }
-    read_your_writes(&state, &headers).await?;
+    let db = read_your_writes(&state, &headers).await?;
     let stock: Option<Stock> =
-        sqlx::query_as(STOCK_SQL).bind(&sku).fetch_optional(&state.pool).await.map_err(database_problem)?;
+        sqlx::query_as(STOCK_SQL).bind(&sku).fetch_optional(&db).await.map_err(database_problem)?;
     let stock = stock.ok_or_else(|| Problem::not_found(format!("No stock recorded for sku {sku}.")))?;
     with_etag(&headers, &stock)
 }

@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::consistency::Projection;
+use crate::consistency::{LiveReadModels, Unavailable};
 
 /// The statement behind each read, for checking their plans.
 pub mod statements {
@@ -36,8 +36,9 @@ pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("consistency-t
 
 #[derive(Clone)]
 pub struct AppState {
+    /// A pool on the `public` schema (readiness).
     pub pool: PgPool,
-    pub projection: Projection,
+    pub read_models: LiveReadModels,
     /// Longest wait for a Consistency-Token.
     pub consistency_wait: Duration,
 }
@@ -80,9 +81,13 @@ async fn time_requests(request: Request, next: Next) -> Response {
     response
 }
 
-/// Waits until the projection reflects the request's Consistency-Token, if it has one.
-async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
-    let Some(value) = headers.get(CONSISTENCY_TOKEN) else { return Ok(()) };
+/// The pool to answer the request from: the live read models, once they reflect the request's
+/// Consistency-Token if it has one.
+async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPool, Problem> {
+    let Some(value) = headers.get(CONSISTENCY_TOKEN) else {
+        let snapshot = state.read_models.current(state.consistency_wait).await;
+        return snapshot.map(|s| s.pool.clone()).map_err(|_| not_ready());
+    };
     let token: ConsistencyToken = value.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
         Problem::bad_request(
             "invalid-consistency-token",
@@ -91,10 +96,12 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<(), P
         )
     })?;
     let started = std::time::Instant::now();
-    let reached = state.projection.wait_for(&token, state.consistency_wait).await;
+    let reached = state.read_models.reaching(&token, state.consistency_wait).await;
     metrics::histogram!("eventline_query_consistency_wait_seconds").record(started.elapsed().as_secs_f64());
-    reached.map_err(|_| {
-        Problem::unavailable(
+    match reached {
+        Ok(snapshot) => Ok(snapshot.pool.clone()),
+        Err(Unavailable::NotReady) => Err(not_ready()),
+        Err(Unavailable::Behind) => Err(Problem::unavailable(
             "projection-behind",
             "Projection behind",
             format!(
@@ -102,8 +109,17 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<(), P
                 state.consistency_wait.as_millis()
             ),
             1,
-        )
-    })
+        )),
+    }
+}
+
+fn not_ready() -> Problem {
+    Problem::unavailable(
+        "database-unavailable",
+        "Read models unavailable",
+        "The live read models are not known yet (the database is unavailable or not migrated); retry shortly.",
+        1,
+    )
 }
 
 /// A JSON `200` with a strong ETag, or `304` when the client's `If-None-Match` already has it.

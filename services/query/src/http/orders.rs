@@ -109,12 +109,9 @@ pub async fn get_order(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let order_id = parse_id(&id, "order")?;
-    read_your_writes(&state, &headers).await?;
-    let row: Option<OrderRow> = sqlx::query_as(ORDER_SQL)
-        .bind(order_id)
-        .fetch_optional(&state.pool)
-        .await
-        .map_err(database_problem)?;
+    let db = read_your_writes(&state, &headers).await?;
+    let row: Option<OrderRow> =
+        sqlx::query_as(ORDER_SQL).bind(order_id).fetch_optional(&db).await.map_err(database_problem)?;
     let row = row.ok_or_else(|| Problem::not_found(format!("No order {order_id}.")))?;
     let payment = match (
         row.payment_id,

@@ -10,6 +10,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use eventline_runtime::problem::{ApiQuery, Problem};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -133,11 +134,11 @@ pub async fn get_user(
 ) -> Result<Response, Problem> {
     let user_id = parse_id(&id, "user")?;
     let orders_limit = in_range(params.orders_limit, 5, 0, 100, "ordersLimit")?;
-    read_your_writes(&state, &headers).await?;
+    let db = read_your_writes(&state, &headers).await?;
     let row: Option<UserRow> =
-        sqlx::query_as(USER_SQL).bind(user_id).fetch_optional(&state.pool).await.map_err(database_problem)?;
+        sqlx::query_as(USER_SQL).bind(user_id).fetch_optional(&db).await.map_err(database_problem)?;
     let row = row.ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))?;
-    let orders = recent_orders(&state, user_id, orders_limit, None).await?;
+    let orders = recent_orders(&db, user_id, orders_limit, None).await?;
     let user = User {
         user_id: row.user_id,
         email: row.email,
@@ -171,16 +172,13 @@ pub async fn list_orders(
     let user_id = parse_id(&id, "user")?;
     let limit = in_range(params.limit, 20, 1, 100, "limit")?;
     let after = params.cursor.as_deref().map(Cursor::parse).transpose()?;
-    read_your_writes(&state, &headers).await?;
-    let exists: bool = sqlx::query_scalar(USER_EXISTS_SQL)
-        .bind(user_id)
-        .fetch_one(&state.pool)
-        .await
-        .map_err(database_problem)?;
+    let db = read_your_writes(&state, &headers).await?;
+    let exists: bool =
+        sqlx::query_scalar(USER_EXISTS_SQL).bind(user_id).fetch_one(&db).await.map_err(database_problem)?;
     if !exists {
         return Err(Problem::not_found(format!("No user {user_id}.")));
     }
-    let mut orders = recent_orders(&state, user_id, limit + 1, after).await?;
+    let mut orders = recent_orders(&db, user_id, limit + 1, after).await?;
     let next_cursor = if orders.len() as i64 > limit {
         orders.truncate(limit as usize);
         orders.last().map(|o| Cursor { placed_at: o.placed_at, order_id: o.order_id }.encode())
@@ -192,7 +190,7 @@ pub async fn list_orders(
 
 /// A user's orders, newest first, after `after` when given (index `orders_by_user`).
 async fn recent_orders(
-    state: &AppState,
+    db: &PgPool,
     user_id: Uuid,
     limit: i64,
     after: Option<Cursor>,
@@ -206,7 +204,7 @@ async fn recent_orders(
         .bind(limit)
         .bind(placed_at)
         .bind(order_id)
-        .fetch_all(&state.pool)
+        .fetch_all(db)
         .await
         .map_err(database_problem)
 }

@@ -1,0 +1,397 @@
+//! Rebuilding the read models by replaying the log, with zero downtime.
+//!
+//! A rebuild creates a new read-model version next to the live one (same tables, in a schema of
+//! its own), replays the topic into it from the beginning with its own consumer group and the same
+//! projection code as the live projector, and keeps following the log until it has reached both
+//! the log's end and the live version's positions. Then one transaction switches: the new version
+//! becomes live, the old one `previous` (kept for `rollback`), older ones are dropped. Query
+//! services and live projectors learn of the switch by notification and move over; the switch
+//! holds the version rows locked, so no live batch commits to the old version after it, and the
+//! new version is never behind what the old one showed.
+//!
+//! A rollback is the same catch-up and switch, applied to the previous version.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use eventline_runtime::read_models::{self, Version};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+use crate::runner::Role;
+use crate::startup::{prepare, runner};
+use crate::target::Target;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A progress bar (events done/total, events/s, ETA), for a terminal.
+    Bar,
+    /// A log line every few seconds.
+    Log,
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal, log lines otherwise.
+    pub fn detect() -> Progress {
+        if std::io::stderr().is_terminal() { Progress::Bar } else { Progress::Log }
+    }
+}
+
+/// What a rebuild or rollback did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Switched {
+    /// The version that is live now.
+    pub live: Version,
+    /// The version that was live before (kept for rollback).
+    pub previous: Version,
+    /// Events applied to the new live version by this run.
+    pub events: i64,
+    pub seconds: f64,
+}
+
+/// Builds a new read-model version from the log and switches to it. Resumes a rebuild that was
+/// interrupted (its version is still `building`) instead of starting over.
+pub async fn rebuild(config: &Config, progress: Progress, batch_size: usize) -> anyhow::Result<Switched> {
+    let public = prepare(config).await?;
+    let _exclusive = exclusive(&config.database.url).await?;
+    let building: Option<i32> =
+        sqlx::query_scalar("SELECT version FROM read_model_versions WHERE state = 'building'")
+            .fetch_optional(&public)
+            .await?;
+    let version = match building {
+        Some(version) => {
+            tracing::info!(version = %Version(version), "Resuming the interrupted rebuild");
+            Version(version)
+        }
+        None => create(&public).await?,
+    };
+    catch_up_and_switch(config, &public, version, "building", progress, batch_size).await
+}
+
+/// Switches back to the previous version, after bringing it up to date with the log.
+pub async fn rollback(config: &Config, progress: Progress, batch_size: usize) -> anyhow::Result<Switched> {
+    let public = prepare(config).await?;
+    let _exclusive = exclusive(&config.database.url).await?;
+    let previous: Option<i32> =
+        sqlx::query_scalar("SELECT version FROM read_model_versions WHERE state = 'previous'")
+            .fetch_optional(&public)
+            .await?;
+    let Some(previous) = previous else { bail!("there is no previous read-model version to roll back to") };
+    catch_up_and_switch(config, &public, Version(previous), "previous", progress, batch_size).await
+}
+
+/// Holds a session-level advisory lock so that one rebuild or rollback runs at a time; released
+/// when the connection closes (also when the process dies).
+async fn exclusive(url: &str) -> anyhow::Result<PgConnection> {
+    let mut connection = PgConnection::connect(url).await.context("connecting to PostgreSQL")?;
+    let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('eventline-rebuild'))")
+        .fetch_one(&mut connection)
+        .await?;
+    if !acquired {
+        bail!("another rebuild or rollback is running");
+    }
+    Ok(connection)
+}
+
+/// Creates the next version: an empty copy of the live version's tables, with its own identity.
+async fn create(public: &PgPool) -> anyhow::Result<Version> {
+    let mut tx = public.begin().await?;
+    let live = read_models::live(&mut *tx).await?;
+    let next: i32 = sqlx::query_scalar("SELECT COALESCE(max(version), 0) + 1 FROM read_model_versions")
+        .fetch_one(&mut *tx)
+        .await?;
+    let (from, to) = (live.schema(), Version(next).schema());
+    sqlx::query(&format!("CREATE SCHEMA {to}")).execute(&mut *tx).await?;
+    for table in read_models::TABLES {
+        sqlx::query(&format!("CREATE TABLE {to}.{table} (LIKE {from}.{table} INCLUDING ALL)"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(&format!("INSERT INTO {to}.projection_identity DEFAULT VALUES")).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO read_model_versions (version, state) VALUES ($1, 'building')")
+        .bind(next)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(version = %Version(next), live = %live, "Created a new read-model version");
+    Ok(Version(next))
+}
+
+async fn catch_up_and_switch(
+    config: &Config,
+    public: &PgPool,
+    version: Version,
+    state: &'static str,
+    progress: Progress,
+    batch_size: usize,
+) -> anyhow::Result<Switched> {
+    let topic = &config.kafka.topic;
+    let target = Target::open(&config.database, version).await?;
+    let group = format!("{}.rebuild.{}", config.group_id, version);
+    let (runner, assignments) =
+        runner(config, public.clone(), target.clone(), Role::CatchUp(state), &group, batch_size)?;
+    let stop = CancellationToken::new();
+    let mut replay = tokio::spawn(runner.run(assignments, stop.clone()));
+
+    let started = Instant::now();
+    let started_at = positions(public, version, topic).await?.values().sum::<i64>();
+    let mut reporter = Reporter::new(progress, version);
+    let mut ends = BTreeMap::new();
+    let mut ends_read = None::<Instant>;
+    let switched = loop {
+        tokio::select! {
+            ended = &mut replay => {
+                ended.context("the replay task failed")?.context("the replay stopped")?;
+                bail!("read-model version {version} left the `{state}` state while it was being caught up");
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        if ends_read.is_none_or(|at: Instant| at.elapsed() > Duration::from_secs(2)) {
+            ends = log_ends(config).await;
+            ends_read = Some(Instant::now());
+        }
+        let live = read_models::live(public).await?;
+        let theirs = positions(public, live, topic).await?;
+        let ours = positions(public, version, topic).await?;
+        // Where this version must be: the log's end, and never behind the live version.
+        let mut goal = ends.clone();
+        for (&partition, &offset) in &theirs {
+            let at = goal.entry(partition).or_insert(0);
+            *at = (*at).max(offset);
+        }
+        let done: i64 = ours.values().sum();
+        reporter.update(done, goal.values().sum::<i64>().max(done));
+        let caught_up = goal.iter().all(|(p, goal)| ours.get(p).copied().unwrap_or(0) >= *goal);
+        if caught_up && let Some(previous) = switch(public, version, state, topic).await? {
+            break Switched {
+                live: version,
+                previous,
+                events: done - started_at,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+        }
+    };
+    stop.cancel();
+    if let Ok(Err(error)) = replay.await {
+        tracing::warn!(%error, "The replay ended with an error after the switch");
+    }
+    reporter.finish(&switched);
+    prune(public).await?;
+    Ok(switched)
+}
+
+/// Makes `version` live if it is still in `state` and not behind the live version on any
+/// partition; returns the version that was live. `None` (nothing changed) when it is behind.
+async fn switch(
+    public: &PgPool,
+    version: Version,
+    state: &str,
+    topic: &str,
+) -> anyhow::Result<Option<Version>> {
+    let mut tx = public.begin().await?;
+    // Waits for live batches under way; later ones see the new states and move over.
+    let rows: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT version, state FROM read_model_versions WHERE state = 'live' OR version = $1
+         ORDER BY version FOR UPDATE",
+    )
+    .bind(version.0)
+    .fetch_all(&mut *tx)
+    .await?;
+    let live = rows.iter().find(|(_, s)| s == "live").map(|(v, _)| Version(*v)).context("no live version")?;
+    if !rows.iter().any(|(v, s)| *v == version.0 && s == state) {
+        bail!("read-model version {version} is no longer `{state}`");
+    }
+    let behind: bool = sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {live}.projection_checkpoints l
+                        LEFT JOIN {ours}.projection_checkpoints o USING (topic, partition)
+                        WHERE l.topic = $1 AND COALESCE(o.next_offset, 0) < l.next_offset)",
+        live = live.schema(),
+        ours = version.schema()
+    ))
+    .bind(topic)
+    .fetch_one(&mut *tx)
+    .await?;
+    if behind {
+        return Ok(None);
+    }
+    // In this order, no two versions are ever live or previous at once (unique indexes).
+    for (statement, subject) in [
+        (
+            "UPDATE read_model_versions SET state = 'retired' WHERE state = 'previous' AND version <> $1",
+            version,
+        ),
+        ("UPDATE read_model_versions SET state = 'retired' WHERE version = $1", live),
+        ("UPDATE read_model_versions SET state = 'live', switched_at = now() WHERE version = $1", version),
+        ("UPDATE read_model_versions SET state = 'previous' WHERE version = $1", live),
+    ] {
+        sqlx::query(statement).bind(subject.0).execute(&mut *tx).await?;
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(read_models::CHANNEL)
+        .bind(version.0.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(live = %version, previous = %live, "Switched the live read-model version");
+    Ok(Some(live))
+}
+
+/// Drops retired versions.
+async fn prune(public: &PgPool) -> anyhow::Result<()> {
+    let retired: Vec<i32> =
+        sqlx::query_scalar("SELECT version FROM read_model_versions WHERE state = 'retired'")
+            .fetch_all(public)
+            .await?;
+    for version in retired.into_iter().map(Version) {
+        let mut tx = public.begin().await?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", version.schema())).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM read_model_versions WHERE version = $1")
+            .bind(version.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(%version, "Dropped a retired read-model version");
+    }
+    Ok(())
+}
+
+/// A version's checkpoints (partition → next offset to apply).
+async fn positions(public: &PgPool, version: Version, topic: &str) -> sqlx::Result<BTreeMap<i32, i64>> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as(&format!(
+        "SELECT partition, next_offset FROM {}.projection_checkpoints WHERE topic = $1",
+        version.schema()
+    ))
+    .bind(topic)
+    .fetch_all(public)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The log's end per partition, as far as the broker answers.
+async fn log_ends(config: &Config) -> BTreeMap<i32, i64> {
+    let (brokers, topic) = (config.kafka.brokers.clone(), config.kafka.topic.clone());
+    tokio::task::spawn_blocking(move || crate::status::high_watermarks(&brokers, &topic))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(partition, end)| end.map(|end| (partition, end)))
+        .collect()
+}
+
+/// A version as `status` shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionStatus {
+    pub version: Version,
+    pub schema: String,
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub switched_at: Option<DateTime<Utc>>,
+    /// Checkpoints: partition → next offset to apply.
+    pub positions: BTreeMap<i32, i64>,
+    /// Events applied (the sum of the positions).
+    pub events: i64,
+}
+
+/// Every version, oldest first.
+pub async fn versions(pool: &PgPool, topic: &str) -> anyhow::Result<Vec<VersionStatus>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        version: i32,
+        state: String,
+        created_at: DateTime<Utc>,
+        switched_at: Option<DateTime<Utc>>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT version, state, created_at, switched_at FROM public.read_model_versions ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut versions = Vec::with_capacity(rows.len());
+    for Row { version, state, created_at, switched_at } in rows {
+        let version = Version(version);
+        let positions = positions(pool, version, topic).await.unwrap_or_default();
+        let events = positions.values().sum();
+        versions.push(VersionStatus {
+            version,
+            schema: version.schema(),
+            state,
+            created_at,
+            switched_at,
+            positions,
+            events,
+        });
+    }
+    Ok(versions)
+}
+
+/// Shows progress as a bar or as log lines.
+enum Reporter {
+    Bar(ProgressBar),
+    Log { version: Version, last: Instant, started: Instant, first: Option<i64> },
+}
+
+impl Reporter {
+    fn new(progress: Progress, version: Version) -> Reporter {
+        match progress {
+            Progress::Bar => {
+                let bar = ProgressBar::new(0);
+                let style = ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {human_pos}/{human_len} events  {per_sec}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_message(format!("rebuilding {version}"));
+                Reporter::Bar(bar)
+            }
+            Progress::Log => {
+                Reporter::Log { version, last: Instant::now(), started: Instant::now(), first: None }
+            }
+        }
+    }
+
+    fn update(&mut self, done: i64, total: i64) {
+        match self {
+            Reporter::Bar(bar) => {
+                bar.set_length(u64::try_from(total).unwrap_or(0));
+                bar.set_position(u64::try_from(done).unwrap_or(0));
+            }
+            Reporter::Log { version, last, started, first } => {
+                let first = *first.get_or_insert(done);
+                if last.elapsed() < Duration::from_secs(5) {
+                    return;
+                }
+                *last = Instant::now();
+                let rate = (done - first) as f64 / started.elapsed().as_secs_f64().max(0.001);
+                let eta = if rate > 0.0 { (total - done).max(0) as f64 / rate } else { f64::NAN };
+                tracing::info!(
+                    %version, done, total, events_per_s = rate.round(), eta_s = eta.round(),
+                    "Rebuilding"
+                );
+            }
+        }
+    }
+
+    fn finish(&self, switched: &Switched) {
+        if let Reporter::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+        tracing::info!(
+            live = %switched.live,
+            previous = %switched.previous,
+            events = switched.events,
+            seconds = switched.seconds,
+            events_per_s = (switched.events as f64 / switched.seconds.max(0.001)).round(),
+            "Read models switched"
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Rebuilding the read models by replaying the log, during traffic: no failed read, the rebuilt
+//! version equals one folded independently, rollback restores the previous version, and a rebuild
+//! killed half-way leaves the live version untouched and resumes.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use eventline_projector::rebuild::{self, Progress};
+use eventline_runtime::read_models::Version;
+use eventline_testkit::{TestEnv, http};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+/// Appends `users` users, each with an order and a payment, through the batch endpoint; returns
+/// the user ids, the order ids and a token covering them.
+async fn seed(command: &support::Running, users: usize, tag: &str) -> (Vec<String>, Vec<String>, String) {
+    let (mut user_ids, mut order_ids, mut tokens) = (Vec::new(), Vec::new(), Vec::new());
+    for chunk in 0..users.div_ceil(100) {
+        let mut commands = Vec::new();
+        for i in chunk * 100..((chunk + 1) * 100).min(users) {
+            let (user, order) = (uuid::Uuid::now_v7().to_string(), uuid::Uuid::now_v7().to_string());
+            commands
+                .push(json!({"type": "CreateUser", "userId": user, "email": format!("{tag}{i}@example.com"),
+                "firstName": "Re", "lastName": "Build"}));
+            commands.push(json!({"type": "PlaceOrder", "orderId": order, "userId": user, "currency": "EUR",
+                "items": [{"sku": format!("SKU-{}", i % 7), "quantity": 1 + i % 3, "price": "2.50"}]}));
+            if i % 2 == 0 {
+                commands.push(json!({"type": "SettlePayment", "orderId": order, "amount": "2.50",
+                    "currency": "EUR", "paymentMethod": "card"}));
+            }
+            commands.push(json!({"type": "AdjustInventory", "sku": format!("SKU-{}", i % 7),
+                "adjustmentType": "add", "quantity": 5, "reason": "restock"}));
+            user_ids.push(user);
+            order_ids.push(order);
+        }
+        let response = http()
+            .post(command.url("/commands/batch"))
+            .json(&json!({"commands": commands}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        tokens.push(response.headers()["consistency-token"].to_str().unwrap().to_owned());
+    }
+    (user_ids, order_ids, tokens.join(","))
+}
+
+/// Waits until the query service reflects `token`.
+async fn await_token(query: &support::Running, user: &str, token: &str) {
+    let response = http()
+        .get(query.url(&format!("/users/{user}")))
+        .header("consistency-token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+async fn version_states(env: &TestEnv) -> Vec<(i32, String)> {
+    sqlx::query_as("SELECT version, state FROM public.read_model_versions ORDER BY version")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+}
+
+/// Rows of the read-model tables of `a` missing from `b` and the other way round, per table.
+async fn differences(pool: &PgPool, a: Version, b: Version) -> Vec<(String, i64)> {
+    let mut found = Vec::new();
+    for table in ["users", "orders", "order_items", "payments", "inventory"] {
+        let (a, b) = (a.schema(), b.schema());
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT (SELECT count(*) FROM (SELECT * FROM {a}.{table} EXCEPT SELECT * FROM {b}.{table}) x)
+                  + (SELECT count(*) FROM (SELECT * FROM {b}.{table} EXCEPT SELECT * FROM {a}.{table}) y)"
+        ))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let rows: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {a}.{table}")).fetch_one(pool).await.unwrap();
+        assert!(rows > 0, "{table} is empty");
+        found.push((table.to_owned(), count));
+    }
+    found
+}
+
+/// Reads the seeded ids over and over, and writes and reads back new users, until stopped;
+/// counts every answer that is not a 200.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    reads: Arc<AtomicUsize>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(
+        command: &support::Running,
+        query: &support::Running,
+        users: Vec<String>,
+        orders: Vec<String>,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        let reader = {
+            let (stop, reads, failures) = (stop.clone(), reads.clone(), failures.clone());
+            let base = query.url("");
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for path in [
+                        format!("/users/{}", users[i % users.len()]),
+                        format!("/orders/{}", orders[i % orders.len()]),
+                    ] {
+                        let response = http().get(format!("{base}{path}")).send().await.unwrap();
+                        if response.status() != 200 {
+                            failures.lock().unwrap().push(format!("GET {path}: {}", response.status()));
+                        }
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+            })
+        };
+        tasks.push(reader);
+        let writer = {
+            let (stop, reads, failures) = (stop.clone(), reads.clone(), failures.clone());
+            let (commands, queries) = (command.url(""), query.url(""));
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let created = http()
+                        .post(format!("{commands}/users"))
+                        .json(&json!({"email": format!("live{i}@example.com"), "firstName": "L", "lastName": "W"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(created.status(), 202);
+                    let token = created.headers()["consistency-token"].to_str().unwrap().to_owned();
+                    let user: Value = created.json().await.unwrap();
+                    let path = format!("/users/{}", user["userId"].as_str().unwrap());
+                    let read = http()
+                        .get(format!("{queries}{path}"))
+                        .header("consistency-token", token)
+                        .send()
+                        .await
+                        .unwrap();
+                    if read.status() != 200 {
+                        failures.lock().unwrap().push(format!("GET {path} with token: {}", read.status()));
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        tasks.push(writer);
+        Traffic { stop, reads, failures, tasks }
+    }
+
+    async fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.reads.load(Ordering::Relaxed), failures)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_under_traffic_switches_without_a_failed_read_and_rollback_restores() {
+    let env = TestEnv::new().await;
+    let command = support::command(&env).await;
+    let projector = support::projector(&env).await;
+    let query = support::query(&env).await;
+    let (users, orders, token) = seed(&command, 600, "seed").await;
+    await_token(&query, &users[0], &token).await;
+
+    let traffic = Traffic::start(&command, &query, users.clone(), orders.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let config = support::projector_config(&env, "projector");
+    let switched = rebuild::rebuild(&config, Progress::Log, 200).await.unwrap();
+    assert_eq!((switched.live, switched.previous), (Version(2), Version(1)));
+    assert!(switched.events >= 600 * 3, "{switched:?}");
+    // Traffic goes on after the switch: the live projector now writes version 2.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (reads, failures) = traffic.stop().await;
+    assert!(reads > 100, "too little traffic to prove anything: {reads} reads");
+    assert!(
+        failures.is_empty(),
+        "{} of {reads} reads failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert_eq!(version_states(&env).await, [(1, "previous".to_owned()), (2, "live".to_owned())]);
+
+    // Roll back: version 1 catches up with the log (it missed the traffic after the switch),
+    // then is live again; both now fold the whole log and must be equal row for row.
+    let rolled_back = rebuild::rollback(&config, Progress::Log, 200).await.unwrap();
+    assert_eq!((rolled_back.live, rolled_back.previous), (Version(1), Version(2)));
+    assert_eq!(version_states(&env).await, [(1, "live".to_owned()), (2, "previous".to_owned())]);
+    for (table, count) in differences(&env.pool, Version(1), Version(2)).await {
+        assert_eq!(count, 0, "{table} differs between the live and the rebuilt version");
+    }
+    // The query service follows the switch back too.
+    let (more_users, _, token) = seed(&command, 10, "after").await;
+    await_token(&query, &more_users[9], &token).await;
+
+    for service in [command, projector, query] {
+        service.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_killed_half_way_leaves_the_live_version_untouched_and_resumes() {
+    let env = TestEnv::new().await;
+    let command = support::command(&env).await;
+    let projector = support::projector(&env).await;
+    let query = support::query(&env).await;
+    let (users, _, token) = seed(&command, 1500, "kill").await;
+    await_token(&query, &users[0], &token).await;
+
+    let config = support::projector_config(&env, "projector");
+    let killed = {
+        let config = config.clone();
+        tokio::spawn(async move { rebuild::rebuild(&config, Progress::Log, 20).await })
+    };
+    // Kill it once version 2 has some, not all, of the log.
+    let total: i64 = 1500 * 3 + 750;
+    loop {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM read_model_v2.projection_checkpoints")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap_or(None);
+        if applied.is_some_and(|a| a > 0) {
+            assert!(applied.unwrap() < total, "the rebuild finished before it could be killed");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    killed.abort();
+    let _ = killed.await;
+    assert_eq!(version_states(&env).await, [(1, "live".to_owned()), (2, "building".to_owned())]);
+    // The live version still serves, and still follows writes.
+    let (late, _, token) = seed(&command, 5, "late").await;
+    await_token(&query, &late[4], &token).await;
+    await_token(&query, &users[1499], &token).await;
+
+    let resumed = rebuild::rebuild(&config, Progress::Log, 500).await.unwrap();
+    assert_eq!((resumed.live, resumed.previous), (Version(2), Version(1)));
+    let (after, _, token) = seed(&command, 5, "after").await;
+    await_token(&query, &after[4], &token).await;
+    // Version 1 is no longer written; bring it level by rolling back, then compare.
+    rebuild::rollback(&config, Progress::Log, 500).await.unwrap();
+    for (table, count) in differences(&env.pool, Version(1), Version(2)).await {
+        assert_eq!(count, 0, "{table} differs after a resumed rebuild");
+    }
+    for service in [command, projector, query] {
+        service.stop().await.unwrap();
+    }
+}
