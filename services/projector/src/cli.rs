@@ -49,11 +49,11 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&both)?);
         return Ok(());
     }
-    println!("{:>7}  {:<8}  {:>12}  {:<25}  positions", "version", "state", "events", "switched");
+    println!("{:>7}  {:<8}  {:>12}  {:<32}  positions", "version", "state", "events", "switched");
     for v in &versions {
         let positions: Vec<String> = v.positions.iter().map(|(p, o)| format!("{p}:{o}")).collect();
         println!(
-            "{:>7}  {:<8}  {:>12}  {:<25}  {}",
+            "{:>7}  {:<8}  {:>12}  {:<32}  {}",
             v.version.to_string(),
             v.state,
             v.events,

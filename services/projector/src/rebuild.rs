@@ -350,7 +350,7 @@ impl Reporter {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
                 bar.set_style(style);
-                bar.set_message(format!("rebuilding {version}"));
+                bar.set_message(format!("catching up {version}"));
                 Reporter::Bar(bar)
             }
             Progress::Log => {
@@ -375,7 +375,7 @@ impl Reporter {
                 let eta = if rate > 0.0 { (total - done).max(0) as f64 / rate } else { f64::NAN };
                 tracing::info!(
                     %version, done, total, events_per_s = rate.round(), eta_s = eta.round(),
-                    "Rebuilding"
+                    "Catching up"
                 );
             }
         }
