@@ -114,9 +114,9 @@ async fn observe(
     }
 }
 
-/// Creates the database if needed, migrates it and ensures the topic; returns a pool on `public`.
+/// Migrates the database and ensures the topic; returns a pool on `public`. (Creating the database
+/// is `migrate`'s job: it needs rights on the server that a running projector should not.)
 pub(crate) async fn prepare(config: &Config) -> anyhow::Result<PgPool> {
-    eventline_runtime::db::ensure_database(&config.database.url).await?;
     let public = eventline_runtime::db::pool(&config.database)?;
     eventline_runtime::db::migrate(&public).await?;
     eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
