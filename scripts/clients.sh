@@ -20,7 +20,7 @@ rm -rf "$OUT/typescript/src" && cp -r "$ROOT/clients/typescript/src" "$OUT/types
     cp package-lock.json node_modules/.installed-lock
   fi
   for api in command query; do
-    npx --no-install openapi-typescript "$ROOT/docs/openapi/$api.json" -o "src/generated/$api.ts" --silent 2>&1 | grep -v "^npm warn" || true
+    npx --no-install openapi-typescript "$ROOT/docs/openapi/$api.json" -o "src/generated/$api.ts" --silent
   done
   npx --no-install tsc -p .
 )
@@ -37,6 +37,8 @@ for api in command query; do
     die "openapi-python-client skipped parts of docs/openapi/$api.json"
   fi
 done
-"$PY_VENV/bin/python" -m py_compile "$ROOT/clients/python/check.py"
+# Syntax check of the Python program, without writing bytecode into the sources.
+"$PY_VENV/bin/python" -c 'import sys; compile(open(sys.argv[1]).read(), sys.argv[1], "exec")' \
+  "$ROOT/clients/python/check.py"
 
 say "Clients ready in $OUT (make test runs clients/typescript/src/check.ts and clients/python/check.py against a live stack)"
