@@ -153,7 +153,7 @@ pub fn rewound(offset: i64) -> i64 {
 pub async fn seek(consumer: &Arc<LogConsumer>, topic: &str, partition: i32, offset: i64) -> KafkaResult<()> {
     let (consumer, topic) = (consumer.clone(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5))
+        consumer.seek(&topic, partition, Offset::Offset(rewound(offset)), Duration::from_secs(5))
     })
     .await
     .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))

@@ -187,9 +187,7 @@ impl Runner {
         for (&partition, cursor) in cursors.iter_mut() {
             let next = checkpoints.get(&partition).copied().unwrap_or(0);
             *cursor = Cursor { next, seeks: 0 };
-            if let Err(error) =
-                consumer::seek(&self.consumer, &self.topic, partition, consumer::rewound(next)).await
-            {
+            if let Err(error) = consumer::seek(&self.consumer, &self.topic, partition, next).await {
                 tracing::warn!(partition, next, %error, "Seek to the new version's checkpoint failed");
             }
         }
