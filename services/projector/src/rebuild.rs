@@ -62,14 +62,10 @@ pub struct Switched {
 pub async fn rebuild(config: &Config, progress: Progress, batch_size: usize) -> anyhow::Result<Switched> {
     let public = prepare(config).await?;
     let _exclusive = exclusive(&config.database.url).await?;
-    let building: Option<i32> =
-        sqlx::query_scalar("SELECT version FROM read_model_versions WHERE state = 'building'")
-            .fetch_optional(&public)
-            .await?;
-    let version = match building {
+    let version = match read_models::in_state(&public, "building").await? {
         Some(version) => {
-            tracing::info!(version = %Version(version), "Resuming the interrupted rebuild");
-            Version(version)
+            tracing::info!(%version, "Resuming the interrupted rebuild");
+            version
         }
         None => create(&public).await?,
     };
@@ -80,12 +76,10 @@ pub async fn rebuild(config: &Config, progress: Progress, batch_size: usize) -> 
 pub async fn rollback(config: &Config, progress: Progress, batch_size: usize) -> anyhow::Result<Switched> {
     let public = prepare(config).await?;
     let _exclusive = exclusive(&config.database.url).await?;
-    let previous: Option<i32> =
-        sqlx::query_scalar("SELECT version FROM read_model_versions WHERE state = 'previous'")
-            .fetch_optional(&public)
-            .await?;
-    let Some(previous) = previous else { bail!("there is no previous read-model version to roll back to") };
-    catch_up_and_switch(config, &public, Version(previous), "previous", progress, batch_size).await
+    let Some(previous) = read_models::in_state(&public, "previous").await? else {
+        bail!("there is no previous read-model version to roll back to")
+    };
+    catch_up_and_switch(config, &public, previous, "previous", progress, batch_size).await
 }
 
 /// Holds a session-level advisory lock so that one rebuild or rollback runs at a time; released
@@ -137,7 +131,7 @@ async fn catch_up_and_switch(
     let target = Target::open(&config.database, version).await?;
     let group = format!("{}.rebuild.{}", config.group_id, version);
     let (runner, assignments) =
-        runner(config, public.clone(), target.clone(), Role::CatchUp(state), &group, batch_size)?;
+        runner(config, public.clone(), target, Role::CatchUp(state), &group, batch_size)?;
     let stop = CancellationToken::new();
     let mut replay = tokio::spawn(runner.run(assignments, stop.clone()));
 
