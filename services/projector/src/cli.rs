@@ -1,4 +1,4 @@
-//! Operator commands: `status` and `dlq …`. They print for people (or JSON with `--json`) and
+//! Operator commands: `status`, `verify` and `dlq …`. They print for people (or JSON with `--json`) and
 //! work on PostgreSQL and the broker directly, so they run beside a live projector.
 #![allow(clippy::print_stdout)]
 
@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 use crate::Config;
 use crate::dlq::{self, Mirror, Redriven};
+use crate::progress::Progress;
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -73,6 +74,55 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
             p.high_watermark.map_or_else(unknown, |h| h.to_string()),
             p.lag.map_or_else(unknown, |l| l.to_string())
         );
+    }
+    Ok(())
+}
+
+/// Runs `verify` and prints its report; an error when the live read models differ from the log.
+pub async fn verify(
+    config: &Config,
+    progress: Progress,
+    batch_size: usize,
+    sample: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let report = crate::verify::verify(config, progress, batch_size, sample).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let positions: Vec<String> = report.positions.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+        println!(
+            "live version {} against the log, both at positions {} ({:.1} s)",
+            report.live,
+            positions.join(","),
+            report.seconds
+        );
+        println!(
+            "{:<12}  {:>10}  {:>10}  {:<16}  {:<16}",
+            "table", "live rows", "log rows", "live sum", "log sum"
+        );
+        for t in &report.tables {
+            println!(
+                "{:<12}  {:>10}  {:>10}  {:<16}  {:<16}  {}",
+                t.table,
+                t.live_rows,
+                t.folded_rows,
+                t.live_checksum,
+                t.folded_checksum,
+                if t.matches() { "ok" } else { "DIFFERS" }
+            );
+        }
+        for t in report.tables.iter().filter(|t| !t.matches()) {
+            println!();
+            println!("{}: rows only in the live version (a sample)", t.table);
+            t.only_live.iter().for_each(|row| println!("  {row}"));
+            println!("{}: rows only in the fold of the log (a sample)", t.table);
+            t.only_folded.iter().for_each(|row| println!("  {row}"));
+        }
+    }
+    let differing = report.differing();
+    if !differing.is_empty() {
+        anyhow::bail!("the live read models differ from the log in: {}", differing.join(", "));
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::project::Record;
 use crate::target::Writing;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -214,5 +215,79 @@ pub fn commit_advisory(
     }
     if let Err(error) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async) {
         tracing::debug!(%error, "Advisory offset commit failed");
+    }
+}
+
+/// Reads given offset ranges of the topic in chunks, with a consumer of its own (no group, no
+/// commits): for folding a known stretch of the log (`verify`). Blocking; run it off the async
+/// threads.
+pub struct RangeReader {
+    consumer: BaseConsumer,
+    topic: String,
+    /// Per partition still to read: the next offset wanted and the end (exclusive).
+    pending: BTreeMap<i32, (i64, i64)>,
+}
+
+impl RangeReader {
+    /// How long the log may deliver nothing before reading fails.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// Starts reading `[from, to)` of each partition given.
+    pub fn open(brokers: &str, topic: &str, ranges: &BTreeMap<i32, (i64, i64)>) -> KafkaResult<RangeReader> {
+        let consumer: BaseConsumer = eventline_runtime::kafka::client_config(brokers)
+            .set("group.id", "eventline-projector-range-reader")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "error")
+            .set("enable.partition.eof", "false")
+            .create()?;
+        let pending: BTreeMap<i32, (i64, i64)> =
+            ranges.iter().filter(|(_, (from, to))| from < to).map(|(&p, &range)| (p, range)).collect();
+        let mut assignment = TopicPartitionList::new();
+        for (&partition, &(from, _)) in &pending {
+            assignment.add_partition_offset(topic, partition, Offset::Offset(rewound(from)))?;
+        }
+        consumer.assign(&assignment)?;
+        Ok(RangeReader { consumer, topic: topic.to_owned(), pending })
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Up to `max` further records of the ranges, in log order per partition. Fails when the log
+    /// delivers nothing for a while although records are missing (a broker down, a log cut short).
+    pub fn next_chunk(&mut self, max: usize) -> KafkaResult<Vec<Record>> {
+        let mut chunk = Vec::with_capacity(max.min(10_000));
+        let mut last_progress = std::time::Instant::now();
+        while chunk.len() < max && !self.pending.is_empty() {
+            let message = match self.consumer.poll(Duration::from_millis(100)) {
+                Some(message) => message?,
+                None if !chunk.is_empty() => break,
+                None if last_progress.elapsed() > Self::PATIENCE => {
+                    return Err(rdkafka::error::KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::OperationTimedOut,
+                    ));
+                }
+                None => continue,
+            };
+            let partition = message.partition();
+            let Some((next, end)) = self.pending.get_mut(&partition) else { continue };
+            if message.offset() < *next {
+                continue; // read from before the range (see `rewound`)
+            }
+            last_progress = std::time::Instant::now();
+            if message.offset() < *end {
+                *next = message.offset() + 1;
+                chunk.push(Record::from_message(&message));
+            }
+            if message.offset() + 1 >= *end {
+                self.pending.remove(&partition);
+                let mut done = TopicPartitionList::new();
+                done.add_partition(&self.topic, partition);
+                // Stop fetching what lies past the range.
+                let _ = self.consumer.pause(&done);
+            }
+        }
+        Ok(chunk)
     }
 }

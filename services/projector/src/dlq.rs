@@ -13,7 +13,7 @@ use eventline_runtime::redis::LazyRedis;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::project::{self, Decoded, Record};
+use crate::project::{self, DeadLetters, Decoded, Record};
 
 /// One dead letter.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -128,7 +128,8 @@ pub async fn redrive(pool: &PgPool, entry: &DeadLetter) -> sqlx::Result<Redriven
         return Ok(Redriven::FailedAgain { id: entry.id, error_code, error });
     }
     let mut tx = pool.begin().await?;
-    let outcome = project::apply_in(&mut tx, &entry.topic, &decoded, &HashSet::new()).await?;
+    let outcome =
+        project::apply_in(&mut tx, &entry.topic, &decoded, &HashSet::new(), DeadLetters::Record).await?;
     sqlx::query("DELETE FROM dead_letters WHERE dead_letter_id = $1")
         .bind(entry.id)
         .execute(&mut *tx)

@@ -9,6 +9,8 @@
 //! - `runner`: the loop that ties them together, with retries;
 //! - `target`: which read-model version is written;
 //! - `rebuild`: a new version filled from the log next to the live one, then switched to;
+//! - `verify`: the live version compared with a fold of the log, to detect drift;
+//! - `progress`: progress bars and log lines for those long commands;
 //! - `admin`: health, readiness, metrics and status over HTTP.
 
 mod admin;
@@ -18,12 +20,14 @@ pub mod config;
 mod consumer;
 mod dedup;
 pub mod dlq;
+pub mod progress;
 pub mod project;
 pub mod rebuild;
 mod runner;
 mod startup;
 pub mod status;
 mod target;
+pub mod verify;
 
 pub use config::Config;
 pub use startup::Application;

@@ -1,6 +1,7 @@
 use clap::{Parser, Subcommand};
 use eventline_projector::cli::{self, DlqCommand};
-use eventline_projector::rebuild::{self, Progress};
+use eventline_projector::progress::Progress;
+use eventline_projector::rebuild;
 use eventline_projector::{Application, Config};
 
 #[derive(Parser)]
@@ -30,6 +31,17 @@ enum Command {
     },
     /// Switch back to the previous read-model version (brought up to date with the log first).
     Rollback {
+        #[arg(long, default_value_t = 5000)]
+        batch_size: usize,
+    },
+    /// Compare the live read models with the log folded from the start into a scratch version:
+    /// rows and a checksum per table, and a sample of the rows that differ. Exits 1 on a difference.
+    Verify {
+        #[arg(long)]
+        json: bool,
+        /// Differing rows shown per table and side.
+        #[arg(long, default_value_t = 5)]
+        sample: usize,
         #[arg(long, default_value_t = 5000)]
         batch_size: usize,
     },
@@ -64,6 +76,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Rollback { batch_size } => {
             rebuild::rollback(&cli.config, Progress::detect(), batch_size).await.map(|_| ())
+        }
+        Command::Verify { json, sample, batch_size } => {
+            cli::verify(&cli.config, Progress::detect(), batch_size, sample, json).await
         }
         Command::Dlq(command) => cli::dlq(&cli.config, command).await,
         Command::Migrate => migrate(&cli.config).await,

@@ -12,37 +12,20 @@
 //! A rollback is the same catch-up and switch, applied to the previous version.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use eventline_runtime::read_models::{self, Version};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::progress::{Progress, Reporter};
 use crate::runner::Role;
 use crate::startup::{prepare, runner};
 use crate::target::Target;
-
-/// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// A progress bar (events done/total, events/s, ETA), for a terminal.
-    Bar,
-    /// A log line every few seconds.
-    Log,
-}
-
-impl Progress {
-    /// A bar when stderr is a terminal, log lines otherwise.
-    pub fn detect() -> Progress {
-        if std::io::stderr().is_terminal() { Progress::Bar } else { Progress::Log }
-    }
-}
 
 /// What a rebuild or rollback did.
 #[derive(Debug, Clone, Serialize)]
@@ -67,7 +50,7 @@ pub async fn rebuild(config: &Config, progress: Progress, batch_size: usize) -> 
             tracing::info!(%version, "Resuming the interrupted rebuild");
             version
         }
-        None => create(&public).await?,
+        None => create(&public, "building").await?,
     };
     catch_up_and_switch(config, &public, version, "building", progress, batch_size).await
 }
@@ -82,21 +65,22 @@ pub async fn rollback(config: &Config, progress: Progress, batch_size: usize) ->
     catch_up_and_switch(config, &public, previous, "previous", progress, batch_size).await
 }
 
-/// Holds a session-level advisory lock so that one rebuild or rollback runs at a time; released
-/// when the connection closes (also when the process dies).
-async fn exclusive(url: &str) -> anyhow::Result<PgConnection> {
+/// Holds a session-level advisory lock so that one rebuild, rollback or verify runs at a time;
+/// released when the connection closes (also when the process dies).
+pub(crate) async fn exclusive(url: &str) -> anyhow::Result<PgConnection> {
     let mut connection = PgConnection::connect(url).await.context("connecting to PostgreSQL")?;
     let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('eventline-rebuild'))")
         .fetch_one(&mut connection)
         .await?;
     if !acquired {
-        bail!("another rebuild or rollback is running");
+        bail!("another rebuild, rollback or verify is running");
     }
     Ok(connection)
 }
 
-/// Creates the next version: an empty copy of the live version's tables, with its own identity.
-async fn create(public: &PgPool) -> anyhow::Result<Version> {
+/// Creates the next version, in `state`: an empty copy of the live version's tables, with its own
+/// identity.
+pub(crate) async fn create(public: &PgPool, state: &str) -> anyhow::Result<Version> {
     let mut tx = public.begin().await?;
     let live = read_models::live(&mut *tx).await?;
     let next: i32 = sqlx::query_scalar("SELECT COALESCE(max(version), 0) + 1 FROM read_model_versions")
@@ -110,12 +94,13 @@ async fn create(public: &PgPool) -> anyhow::Result<Version> {
             .await?;
     }
     sqlx::query(&format!("INSERT INTO {to}.projection_identity DEFAULT VALUES")).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO read_model_versions (version, state) VALUES ($1, 'building')")
+    sqlx::query("INSERT INTO read_model_versions (version, state) VALUES ($1, $2)")
         .bind(next)
+        .bind(state)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    tracing::info!(version = %Version(next), live = %live, "Created a new read-model version");
+    tracing::info!(version = %Version(next), state, live = %live, "Created a new read-model version");
     Ok(Version(next))
 }
 
@@ -137,7 +122,7 @@ async fn catch_up_and_switch(
 
     let started = Instant::now();
     let started_at = positions(public, version, topic).await?.values().sum::<i64>();
-    let mut reporter = Reporter::new(progress, version);
+    let mut reporter = Reporter::new(progress, format!("catching up {version}"));
     let mut ends = BTreeMap::new();
     let mut ends_read = None::<Instant>;
     let switched = loop {
@@ -177,7 +162,15 @@ async fn catch_up_and_switch(
     if let Ok(Err(error)) = replay.await {
         tracing::warn!(%error, "The replay ended with an error after the switch");
     }
-    reporter.finish(&switched);
+    reporter.finish();
+    tracing::info!(
+        live = %switched.live,
+        previous = %switched.previous,
+        events = switched.events,
+        seconds = switched.seconds,
+        events_per_s = (switched.events as f64 / switched.seconds.max(0.001)).round(),
+        "Read models switched"
+    );
     prune(public).await?;
     Ok(switched)
 }
@@ -239,7 +232,7 @@ async fn switch(
 }
 
 /// Drops retired versions.
-async fn prune(public: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn prune(public: &PgPool) -> anyhow::Result<()> {
     let retired: Vec<i32> =
         sqlx::query_scalar("SELECT version FROM read_model_versions WHERE state = 'retired'")
             .fetch_all(public)
@@ -257,14 +250,18 @@ async fn prune(public: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A version's checkpoints (partition → next offset to apply).
-async fn positions(public: &PgPool, version: Version, topic: &str) -> sqlx::Result<BTreeMap<i32, i64>> {
+/// A version's checkpoints (partition → next offset to apply), through any connection.
+pub(crate) async fn positions<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    version: Version,
+    topic: &str,
+) -> sqlx::Result<BTreeMap<i32, i64>> {
     let rows: Vec<(i32, i64)> = sqlx::query_as(&format!(
         "SELECT partition, next_offset FROM {}.projection_checkpoints WHERE topic = $1",
         version.schema()
     ))
     .bind(topic)
-    .fetch_all(public)
+    .fetch_all(db)
     .await?;
     Ok(rows.into_iter().collect())
 }
@@ -325,67 +322,4 @@ pub async fn versions(pool: &PgPool, topic: &str) -> anyhow::Result<Vec<VersionS
         });
     }
     Ok(versions)
-}
-
-/// Shows progress as a bar or as log lines.
-enum Reporter {
-    Bar(ProgressBar),
-    Log { version: Version, last: Instant, started: Instant, first: Option<i64> },
-}
-
-impl Reporter {
-    fn new(progress: Progress, version: Version) -> Reporter {
-        match progress {
-            Progress::Bar => {
-                let bar = ProgressBar::new(0);
-                let style = ProgressStyle::with_template(
-                    "{msg} [{bar:40}] {human_pos}/{human_len} events  {per_sec}  ETA {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> ");
-                bar.set_style(style);
-                bar.set_message(format!("catching up {version}"));
-                Reporter::Bar(bar)
-            }
-            Progress::Log => {
-                Reporter::Log { version, last: Instant::now(), started: Instant::now(), first: None }
-            }
-        }
-    }
-
-    fn update(&mut self, done: i64, total: i64) {
-        match self {
-            Reporter::Bar(bar) => {
-                bar.set_length(u64::try_from(total).unwrap_or(0));
-                bar.set_position(u64::try_from(done).unwrap_or(0));
-            }
-            Reporter::Log { version, last, started, first } => {
-                let first = *first.get_or_insert(done);
-                if last.elapsed() < Duration::from_secs(5) {
-                    return;
-                }
-                *last = Instant::now();
-                let rate = (done - first) as f64 / started.elapsed().as_secs_f64().max(0.001);
-                let eta = if rate > 0.0 { (total - done).max(0) as f64 / rate } else { f64::NAN };
-                tracing::info!(
-                    %version, done, total, events_per_s = rate.round(), eta_s = eta.round(),
-                    "Catching up"
-                );
-            }
-        }
-    }
-
-    fn finish(&self, switched: &Switched) {
-        if let Reporter::Bar(bar) = self {
-            bar.finish_and_clear();
-        }
-        tracing::info!(
-            live = %switched.live,
-            previous = %switched.previous,
-            events = switched.events,
-            seconds = switched.seconds,
-            events_per_s = (switched.events as f64 / switched.seconds.max(0.001)).round(),
-            "Read models switched"
-        );
-    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use rdkafka::Message;
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use sqlx::PgPool;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use crate::checkpoint;
 use crate::consumer::{self, Assignment, LogConsumer};
 use crate::dedup::FastPath;
 use crate::dlq::{self, Mirror};
-use crate::project::{self, Decoded, Record, Writer};
+use crate::project::{self, DeadLetters, Decoded, Record, Writer};
 use crate::target::{Target, Writing};
 use eventline_runtime::config::DatabaseConfig;
 use eventline_runtime::read_models;
@@ -330,26 +330,7 @@ impl Runner {
         }
         cursor.next = offset + 1;
         cursor.seeks = 0;
-        Some(Record {
-            partition,
-            offset,
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers: message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
+        Some(Record::from_message(message))
     }
 
     /// Applies the batch, retrying transient failures with backoff until it commits. Only a
@@ -371,6 +352,7 @@ impl Runner {
                 Role::Live => "live",
                 Role::CatchUp(state) => state,
             },
+            dead_letters: DeadLetters::Record,
         };
         let decoded = Decoded::new(batch);
         let event_ids = decoded.event_ids();

@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use eventline_events::{DecodeError, Envelope, Event, EventType};
 use eventline_runtime::read_models::Version;
+use rdkafka::Message;
+use rdkafka::message::Headers;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -26,6 +28,25 @@ pub struct Record {
 }
 
 impl Record {
+    /// Copies a message read from the log.
+    pub fn from_message(message: &impl Message) -> Record {
+        let headers = message.headers().map(|headers| {
+            headers
+                .iter()
+                .map(|h| {
+                    (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                })
+                .collect()
+        });
+        Record {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: headers.unwrap_or_default(),
+        }
+    }
+
     /// The W3C trace id of the `traceparent` header, if any.
     pub fn trace_id(&self) -> Option<&str> {
         let traceparent = self.headers.get("traceparent")?;
@@ -93,7 +114,8 @@ impl<'a> Decoded<'a> {
 /// On error nothing is committed and the caller retries the same batch.
 pub async fn apply_batch(pool: &PgPool, topic: &str, records: &[Record]) -> sqlx::Result<Outcome> {
     let mut tx = pool.begin().await?;
-    let outcome = apply_in(&mut tx, topic, &Decoded::new(records), &HashSet::new()).await?;
+    let outcome =
+        apply_in(&mut tx, topic, &Decoded::new(records), &HashSet::new(), DeadLetters::Record).await?;
     tx.commit().await?;
     Ok(outcome)
 }
@@ -103,8 +125,20 @@ pub async fn apply_batch(pool: &PgPool, topic: &str, records: &[Record]) -> sqlx
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Writer {
     pub version: Version,
-    /// The state the version must still be in (`live`, `building`, `previous`).
+    /// The state the version must still be in (`live`, `building`, `previous`, `verifying`).
     pub state: &'static str,
+    pub dead_letters: DeadLetters,
+}
+
+/// What becomes of records that can never be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetters {
+    /// Recorded in the dead-letter queue (shared by all versions; a record already there stays
+    /// as it is).
+    Record,
+    /// Only skipped: for a scratch fold of the log (`verify`), which must not touch the queue
+    /// operators work (it would bring back entries they purged).
+    Skip,
 }
 
 /// The batch was not applied: its version changed state (a switch), so this writer no longer
@@ -135,7 +169,7 @@ pub async fn apply(
     if state.as_deref() != Some(writer.state) {
         return Ok(Err(Superseded));
     }
-    let outcome = apply_in(&mut tx, topic, batch, known).await?;
+    let outcome = apply_in(&mut tx, topic, batch, known, writer.dead_letters).await?;
     tx.commit().await?;
     Ok(Ok(outcome))
 }
@@ -146,6 +180,7 @@ pub async fn apply_in(
     topic: &str,
     batch: &Decoded<'_>,
     known: &HashSet<Uuid>,
+    dead_letters: DeadLetters,
 ) -> sqlx::Result<Outcome> {
     let (records, dead) = (batch.records, &batch.dead);
     let candidates: Vec<&Positioned<'_>> =
@@ -159,7 +194,10 @@ pub async fn apply_in(
         .filter(|e| fresh.contains(&e.envelope.event_id) && seen.insert(e.envelope.event_id))
         .collect();
     apply_events(tx, &to_apply).await?;
-    let new_dead_letters = record_dead_letters(tx, topic, dead).await?;
+    let new_dead_letters = match dead_letters {
+        DeadLetters::Record => record_dead_letters(tx, topic, dead).await?,
+        DeadLetters::Skip => Vec::new(),
+    };
 
     let mut next_offsets = BTreeMap::new();
     for record in records {
