@@ -97,6 +97,19 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// A client span for one PostgreSQL statement (OpenTelemetry database conventions), e.g.
+/// `span("INSERT", "users")`; instrument the statement's future with it.
+pub fn span(operation: &'static str, collection: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "db",
+        otel.name = %format_args!("{operation} {collection}"),
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = operation,
+        db.collection.name = collection,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -85,8 +85,49 @@ pub fn api_service(api: Router, document: &utoipa::openapi::OpenApi, readiness: 
         "/openapi.json",
         get(move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], document.clone()))),
     );
-    with_problem_fallbacks(api.merge(ops_router(readiness)).merge(docs_router()))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+    traced(with_problem_fallbacks(api.merge(ops_router(readiness)).merge(docs_router())))
+}
+
+/// Wraps every request of `router` in a server span (OpenTelemetry HTTP semantic conventions),
+/// continuing the caller's trace from `traceparent`/`tracestate`, and tells the caller the trace
+/// in a `traceresponse` header.
+pub fn traced(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(trace_request))
+}
+
+async fn trace_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = %route.as_deref().map_or_else(|| method.clone(), |route| format!("{method} {route}")),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route.as_deref(),
+        url.path = %request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    if crate::telemetry::exporting() {
+        let headers = request.headers();
+        let parent = crate::telemetry::extract(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+        let _ = span.set_parent(parent);
+    }
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.in_scope(|| tracing::debug!(status = status.as_u16(), "Request served"));
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Some(value) =
+        crate::telemetry::traceresponse(&span).and_then(|v| header::HeaderValue::try_from(v).ok())
+    {
+        response.headers_mut().insert("traceresponse", value);
+    }
+    response
 }
 
 /// Adds the problem+json fallbacks for unknown routes and wrong methods.

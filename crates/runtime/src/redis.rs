@@ -38,3 +38,14 @@ impl LazyRedis {
         redis::cmd("PING").query_async::<String>(&mut connection).await.is_ok()
     }
 }
+
+/// A client span for one Redis command or pipeline (OpenTelemetry database conventions).
+pub fn span(operation: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "redis",
+        otel.name = operation,
+        otel.kind = "client",
+        db.system.name = "redis",
+        db.operation.name = operation,
+    )
+}

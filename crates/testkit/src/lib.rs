@@ -6,6 +6,7 @@
 
 #[cfg(feature = "testcontainers")]
 mod containers;
+pub mod otlp;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

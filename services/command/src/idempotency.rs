@@ -10,10 +10,11 @@
 
 use std::time::Duration;
 
-use eventline_runtime::redis::LazyRedis;
+use eventline_runtime::redis::{LazyRedis, span as redis_span};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 /// How long a claim holds without a stored response; longer than any append can take, so only a
 /// crashed claimant's claim expires.
@@ -134,11 +135,16 @@ impl IdempotencyStore {
                 .arg("PX")
                 .arg(CLAIM_LEASE.as_millis() as u64)
                 .query_async(&mut redis)
+                .instrument(redis_span("SET"))
                 .await?;
             if claimed.is_some() {
                 return Ok(Claim::Claimed);
             }
-            let existing: Option<String> = redis::cmd("GET").arg(&redis_key).query_async(&mut redis).await?;
+            let existing: Option<String> = redis::cmd("GET")
+                .arg(&redis_key)
+                .query_async(&mut redis)
+                .instrument(redis_span("GET"))
+                .await?;
             // Gone between SET and GET (lease expired, or released): try to claim again.
             let Some(existing) = existing else { continue };
             let record: Record = match serde_json::from_str(&existing) {
@@ -175,6 +181,7 @@ impl IdempotencyStore {
             .arg("PX")
             .arg(self.ttl.as_millis() as u64)
             .query_async(&mut redis)
+            .instrument(redis_span("SET"))
             .await?;
         Ok(())
     }
@@ -183,8 +190,11 @@ impl IdempotencyStore {
     /// fails, the lease runs out by itself.
     pub async fn release(&self, key: &str) {
         let Ok(mut redis) = self.connection().await else { return };
-        let result: redis::RedisResult<()> =
-            redis::cmd("DEL").arg(Self::redis_key(key)).query_async(&mut redis).await;
+        let result: redis::RedisResult<()> = redis::cmd("DEL")
+            .arg(Self::redis_key(key))
+            .query_async(&mut redis)
+            .instrument(redis_span("DEL"))
+            .await;
         if let Err(error) = result {
             tracing::warn!(%error, "Releasing an idempotency claim failed; it expires by itself");
         }

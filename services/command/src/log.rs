@@ -13,6 +13,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use tracing::Instrument as _;
 
 /// Why an append did not happen. Either way the event is not in the log and the command must not
 /// be answered 2xx.
@@ -93,24 +94,56 @@ impl EventLog {
         }
     }
 
+    /// Appends one event in a producer span whose trace context travels in the event's headers,
+    /// so the projector's work on it joins the request's trace.
     async fn send(&self, envelope: &Envelope) -> Result<LogPosition, KafkaError> {
         let payload = envelope.encode();
         let key = envelope.aggregate_id();
         let event_id = envelope.event_id.to_string();
         let event_type = envelope.event_type();
         let version = event_type.current_version().to_string();
-        let headers = OwnedHeaders::new_with_capacity(4)
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("{} publish", self.topic),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = %self.topic,
+            messaging.destination.partition.id = tracing::field::Empty,
+            messaging.kafka.offset = tracing::field::Empty,
+            messaging.kafka.message.key = %key,
+            messaging.message.id = %event_id,
+            eventline.event.type = event_type.as_str(),
+        );
+        let trace_context = eventline_runtime::telemetry::inject(&span);
+        let mut headers = OwnedHeaders::new_with_capacity(4 + trace_context.len())
             .insert(Header { key: HEADER_EVENT_TYPE, value: Some(event_type.as_str()) })
             .insert(Header { key: HEADER_EVENT_ID, value: Some(event_id.as_str()) })
             .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(version.as_str()) })
             .insert(Header { key: HEADER_CONTENT_TYPE, value: Some(JSON_CONTENT_TYPE) });
+        for (name, value) in &trace_context {
+            headers = headers.insert(Header { key: name.as_str(), value: Some(value.as_str()) });
+        }
         let record = FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(headers);
         // A full local queue counts against the same budget as the delivery itself.
-        self.producer
+        let delivered = self
+            .producer
             .send(record, Timeout::After(self.queue_timeout))
+            .instrument(span.clone())
             .await
             .map(|delivery| LogPosition { partition: delivery.partition, offset: delivery.offset })
-            .map_err(|(error, _message)| error)
+            .map_err(|(error, _message)| error);
+        match &delivered {
+            Ok(position) => {
+                span.record("messaging.destination.partition.id", position.partition.to_string());
+                span.record("messaging.kafka.offset", position.offset);
+            }
+            Err(_) => {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        delivered
     }
 
     /// Whether a broker answers a metadata request for the topic.

@@ -8,10 +8,9 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use eventline_runtime::http::{Check, Readiness, ops_router, with_problem_fallbacks};
+use eventline_runtime::http::{Check, Readiness, ops_router, traced, with_problem_fallbacks};
 use eventline_runtime::problem::Problem;
 use serde::Serialize;
-use tower_http::trace::TraceLayer;
 
 use crate::consumer::LogConsumer;
 use crate::dedup::FastPath;
@@ -54,7 +53,7 @@ pub fn router(state: AdminState) -> Router {
     });
     let api =
         Router::new().route("/projections", get(status)).route("/status", get(status)).with_state(state);
-    with_problem_fallbacks(api.merge(ops_router(readiness))).layer(TraceLayer::new_for_http())
+    traced(with_problem_fallbacks(api.merge(ops_router(readiness))))
 }
 
 #[derive(Serialize)]

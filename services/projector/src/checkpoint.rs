@@ -2,7 +2,9 @@
 //! database as the read models and are written in the same transaction as the effects, so the read
 //! models and the position they reflect can never disagree.
 
+use eventline_runtime::db;
 use std::collections::BTreeMap;
+use tracing::Instrument as _;
 
 use sqlx::{Postgres, Transaction};
 
@@ -31,12 +33,14 @@ pub async fn advance(
     .bind(&partitions)
     .bind(&offsets)
     .execute(&mut **tx)
+    .instrument(db::span("INSERT", "projection_checkpoints"))
     .await?;
     // Delivered when the transaction commits: wakes readers waiting for these positions.
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(eventline_runtime::checkpoints::CHANNEL)
         .bind(topic)
         .execute(&mut **tx)
+        .instrument(db::span("SELECT", "pg_notify"))
         .await?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::Instrument as _;
 
 use eventline_runtime::redis::LazyRedis;
 use uuid::Uuid;
@@ -41,6 +42,7 @@ impl FastPath {
             let mut connection = self.redis.get().await?;
             redis::cmd("MGET").arg(&keys).query_async(&mut connection).await
         }
+        .instrument(eventline_runtime::redis::span("MGET"))
         .await;
         match result {
             Ok(values) => {
@@ -75,6 +77,7 @@ impl FastPath {
             }
             pipeline.query_async(&mut connection).await
         }
+        .instrument(eventline_runtime::redis::span("SET"))
         .await;
         self.mark(result.is_ok(), result.as_ref().err());
     }

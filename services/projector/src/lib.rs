@@ -7,6 +7,7 @@
 //! - `dlq`: the dead-letter queue (durable in PostgreSQL, mirrored to a Redis stream);
 //! - `project`: one transaction per batch — dedup by event id, the upserts, the checkpoint;
 //! - `runner`: the loop that ties them together, with retries;
+//! - `spans`: traces of that work, joined to the traces of the requests that appended the events;
 //! - `target`: which read-model version is written;
 //! - `rebuild`: a new version filled from the log next to the live one, then switched to;
 //! - `verify`: the live version compared with a fold of the log, to detect drift;
@@ -24,6 +25,7 @@ pub mod progress;
 pub mod project;
 pub mod rebuild;
 mod runner;
+mod spans;
 mod startup;
 pub mod status;
 mod target;

@@ -61,7 +61,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    eventline_runtime::telemetry::init("eventline-projector");
+    let _telemetry = eventline_runtime::telemetry::init("eventline-projector");
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {

@@ -13,12 +13,14 @@ use sqlx::PgPool;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::checkpoint;
 use crate::consumer::{self, Assignment, LogConsumer};
 use crate::dedup::FastPath;
 use crate::dlq::{self, Mirror};
 use crate::project::{self, DeadLetters, Decoded, Record, Writer};
+use crate::spans::BatchSpans;
 use crate::target::{Target, Writing};
 use eventline_runtime::config::DatabaseConfig;
 use eventline_runtime::read_models;
@@ -71,6 +73,8 @@ pub struct Runner {
     pub public: PgPool,
     pub database: DatabaseConfig,
     pub topic: String,
+    /// The consumer group read as (for spans).
+    pub group_id: String,
     pub brokers: String,
     pub fast_path: Arc<FastPath>,
     pub mirror: Arc<Mirror>,
@@ -354,12 +358,15 @@ impl Runner {
             },
             dead_letters: DeadLetters::Record,
         };
+        let spans = BatchSpans::start(&self.topic, &self.group_id, batch);
         let decoded = Decoded::new(batch);
         let event_ids = decoded.event_ids();
-        let known = self.fast_path.known(target.projection_id, &event_ids).await;
+        let known =
+            self.fast_path.known(target.projection_id, &event_ids).instrument(spans.batch.clone()).await;
         let mut attempt = 0;
         let outcome = loop {
-            match project::apply(&target.pool, writer, &self.topic, &decoded, &known).await {
+            let applied = project::apply(&target.pool, writer, &self.topic, &decoded, &known);
+            match applied.instrument(spans.batch.clone()).await {
                 Ok(Ok(outcome)) => break outcome,
                 Ok(Err(superseded)) => {
                     tracing::info!(version = %target.version, "This projector no longer writes its read-model version");
@@ -382,7 +389,8 @@ impl Runner {
                 }
             }
         };
-        self.fast_path.remember(target.projection_id, &event_ids).await;
+        spans.applied(&outcome);
+        self.fast_path.remember(target.projection_id, &event_ids).instrument(spans.batch.clone()).await;
         drop(decoded);
         self.mirror_dead_letters(&outcome.new_dead_letters).await;
         self.status.database_ok.store(true, Ordering::Relaxed);

@@ -144,6 +144,7 @@ pub(crate) fn runner(
         public,
         database: config.database.clone(),
         topic: config.kafka.topic.clone(),
+        group_id: group_id.to_owned(),
         brokers: config.kafka.brokers.clone(),
         fast_path: Arc::new(FastPath::new(&config.redis.url).context(redis_url())?),
         mirror: Arc::new(Mirror::new(&config.redis.url, &config.kafka.topic).context(redis_url())?),

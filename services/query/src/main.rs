@@ -3,7 +3,7 @@ use eventline_query::{Application, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    eventline_runtime::telemetry::init("eventline-query");
+    let _telemetry = eventline_runtime::telemetry::init("eventline-query");
     let config = Config::parse();
     let shutdown = eventline_runtime::shutdown::on_signal();
     let app = Application::build(config).await?;

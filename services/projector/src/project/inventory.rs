@@ -1,7 +1,9 @@
 //! The `inventory` read model: stock per sku. Adjustments are deltas, so this is where a double
 //! effect would show first; only events claimed as fresh reach it.
 
+use eventline_runtime::db;
 use std::collections::HashMap;
+use tracing::Instrument as _;
 
 use chrono::{DateTime, Utc};
 use eventline_events::{AdjustmentType, Envelope, InventoryAdjusted};
@@ -77,6 +79,7 @@ async fn upsert(
     .bind(rows.iter().map(|(_, n)| n.at).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, n)| n.event_id).collect::<Vec<_>>())
     .execute(&mut **tx)
+    .instrument(db::span("INSERT", "inventory"))
     .await?;
     Ok(())
 }

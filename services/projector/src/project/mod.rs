@@ -6,7 +6,9 @@ mod orders;
 mod payments;
 mod users;
 
+use eventline_runtime::db;
 use std::collections::{BTreeMap, HashSet};
+use tracing::Instrument as _;
 
 use eventline_events::{DecodeError, Envelope, Event, EventType};
 use eventline_runtime::read_models::Version;
@@ -165,12 +167,13 @@ pub async fn apply(
         sqlx::query_scalar("SELECT state FROM public.read_model_versions WHERE version = $1 FOR SHARE")
             .bind(writer.version.0)
             .fetch_optional(&mut *tx)
+            .instrument(db::span("SELECT", "read_model_versions"))
             .await?;
     if state.as_deref() != Some(writer.state) {
         return Ok(Err(Superseded));
     }
     let outcome = apply_in(&mut tx, topic, batch, known, writer.dead_letters).await?;
-    tx.commit().await?;
+    tx.commit().instrument(db::span("COMMIT", "read models")).await?;
     Ok(Ok(outcome))
 }
 
@@ -248,6 +251,7 @@ async fn claim_event_ids(
     .bind(&offsets)
     .bind(&types)
     .fetch_all(&mut **tx)
+    .instrument(db::span("INSERT", "processed_events"))
     .await?;
     Ok(claimed.into_iter().collect())
 }
@@ -318,6 +322,7 @@ async fn record_dead_letters(
         .bind(error.to_string())
         .bind(record.trace_id())
         .fetch_optional(&mut **tx)
+        .instrument(db::span("INSERT", "dead_letters"))
         .await?;
         inserted.extend(id);
     }

@@ -1,8 +1,10 @@
 //! The `orders` and `order_items` read models.
 
 use eventline_events::{Envelope, OrderPlaced};
+use eventline_runtime::db;
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// Upserts orders from `OrderPlaced` events given in log order (the last one per order wins; an
@@ -44,10 +46,15 @@ pub(super) async fn apply_placed(
     .bind(&times)
     .bind(&event_ids)
     .execute(&mut **tx)
+    .instrument(db::span("INSERT", "orders"))
     .await?;
 
     // Items are replaced as a whole: an order's lines are those of its latest OrderPlaced.
-    sqlx::query("DELETE FROM order_items WHERE order_id = ANY($1)").bind(&ids).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM order_items WHERE order_id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut **tx)
+        .instrument(db::span("DELETE", "order_items"))
+        .await?;
     let lines: Vec<(Uuid, i32, &str, i32, Decimal)> = rows
         .iter()
         .flat_map(|(_, o)| {
@@ -68,6 +75,7 @@ pub(super) async fn apply_placed(
     .bind(lines.iter().map(|l| l.3).collect::<Vec<_>>())
     .bind(lines.iter().map(|l| l.4).collect::<Vec<_>>())
     .execute(&mut **tx)
+    .instrument(db::span("INSERT", "order_items"))
     .await?;
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! The `payments` read model, and the paid status of orders.
 
 use eventline_events::{Envelope, PaymentSettled, PaymentStatus};
+use eventline_runtime::db;
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// Upserts payments from `PaymentSettled` events in log order and marks their orders paid (an
@@ -40,6 +42,7 @@ pub(super) async fn apply_settled(
     .bind(rows.iter().map(|(e, _)| e.occurred_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|(e, _)| e.event_id).collect::<Vec<Uuid>>())
     .execute(&mut **tx)
+    .instrument(db::span("INSERT", "payments"))
     .await?;
     let orders: Vec<Uuid> = rows.iter().map(|(_, p)| p.order_id).collect();
     let paid_at: Vec<_> = rows.iter().map(|(e, _)| e.occurred_at).collect();
@@ -51,6 +54,7 @@ pub(super) async fn apply_settled(
     .bind(&orders)
     .bind(&paid_at)
     .execute(&mut **tx)
+    .instrument(db::span("UPDATE", "orders"))
     .await?;
     Ok(())
 }

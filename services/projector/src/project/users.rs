@@ -1,6 +1,8 @@
 //! The `users` read model.
 
+use eventline_runtime::db;
 use std::collections::HashMap;
+use tracing::Instrument as _;
 
 use eventline_events::{Envelope, UserCreated};
 use sqlx::{Postgres, Transaction};
@@ -54,6 +56,7 @@ pub(super) async fn apply_created(
     .bind(&updated)
     .bind(&event_ids)
     .execute(&mut **tx)
+    .instrument(db::span("INSERT", "users"))
     .await?;
     Ok(())
 }

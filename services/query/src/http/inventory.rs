@@ -4,8 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use eventline_runtime::db;
 use eventline_runtime::problem::Problem;
 use serde::Serialize;
+use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -51,8 +53,12 @@ pub async fn get_stock(
         ));
     }
     let db = read_your_writes(&state, &headers).await?;
-    let stock: Option<Stock> =
-        sqlx::query_as(STOCK_SQL).bind(&sku).fetch_optional(&db).await.map_err(database_problem)?;
+    let stock: Option<Stock> = sqlx::query_as(STOCK_SQL)
+        .bind(&sku)
+        .fetch_optional(&db)
+        .instrument(db::span("SELECT", "inventory"))
+        .await
+        .map_err(database_problem)?;
     let stock = stock.ok_or_else(|| Problem::not_found(format!("No stock recorded for sku {sku}.")))?;
     with_etag(&headers, &stock)
 }

@@ -19,6 +19,7 @@ use eventline_runtime::problem::Problem;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tracing::Instrument as _;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -96,7 +97,20 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPoo
         )
     })?;
     let started = std::time::Instant::now();
-    let reached = state.read_models.reaching(&token, state.consistency_wait).await;
+    let wait = tracing::info_span!(
+        "consistency wait",
+        eventline.consistency.token = %token,
+        eventline.consistency.outcome = tracing::field::Empty,
+    );
+    let reached = state.read_models.reaching(&token, state.consistency_wait).instrument(wait.clone()).await;
+    wait.record(
+        "eventline.consistency.outcome",
+        match &reached {
+            Ok(_) => "reached",
+            Err(Unavailable::NotReady) => "not_ready",
+            Err(Unavailable::Behind) => "behind",
+        },
+    );
     metrics::histogram!("eventline_query_consistency_wait_seconds").record(started.elapsed().as_secs_f64());
     match reached {
         Ok(snapshot) => Ok(snapshot.pool.clone()),

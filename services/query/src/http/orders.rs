@@ -4,8 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use eventline_runtime::db;
 use eventline_runtime::problem::Problem;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -110,8 +112,12 @@ pub async fn get_order(
 ) -> Result<Response, Problem> {
     let order_id = parse_id(&id, "order")?;
     let db = read_your_writes(&state, &headers).await?;
-    let row: Option<OrderRow> =
-        sqlx::query_as(ORDER_SQL).bind(order_id).fetch_optional(&db).await.map_err(database_problem)?;
+    let row: Option<OrderRow> = sqlx::query_as(ORDER_SQL)
+        .bind(order_id)
+        .fetch_optional(&db)
+        .instrument(db::span("SELECT", "orders"))
+        .await
+        .map_err(database_problem)?;
     let row = row.ok_or_else(|| Problem::not_found(format!("No order {order_id}.")))?;
     let payment = match (
         row.payment_id,

@@ -1,7 +1,9 @@
 //! `GET /users/{id}` (a user with their most recent orders) and `GET /users/{id}/orders` (the
 //! whole history, keyset-paginated).
 
+use eventline_runtime::db;
 use std::collections::BTreeMap;
+use tracing::Instrument as _;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -135,8 +137,12 @@ pub async fn get_user(
     let user_id = parse_id(&id, "user")?;
     let orders_limit = in_range(params.orders_limit, 5, 0, 100, "ordersLimit")?;
     let db = read_your_writes(&state, &headers).await?;
-    let row: Option<UserRow> =
-        sqlx::query_as(USER_SQL).bind(user_id).fetch_optional(&db).await.map_err(database_problem)?;
+    let row: Option<UserRow> = sqlx::query_as(USER_SQL)
+        .bind(user_id)
+        .fetch_optional(&db)
+        .instrument(db::span("SELECT", "users"))
+        .await
+        .map_err(database_problem)?;
     let row = row.ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))?;
     let orders = recent_orders(&db, user_id, orders_limit, None).await?;
     let user = User {
@@ -173,8 +179,12 @@ pub async fn list_orders(
     let limit = in_range(params.limit, 20, 1, 100, "limit")?;
     let after = params.cursor.as_deref().map(Cursor::parse).transpose()?;
     let db = read_your_writes(&state, &headers).await?;
-    let exists: bool =
-        sqlx::query_scalar(USER_EXISTS_SQL).bind(user_id).fetch_one(&db).await.map_err(database_problem)?;
+    let exists: bool = sqlx::query_scalar(USER_EXISTS_SQL)
+        .bind(user_id)
+        .fetch_one(&db)
+        .instrument(db::span("SELECT", "users"))
+        .await
+        .map_err(database_problem)?;
     if !exists {
         return Err(Problem::not_found(format!("No user {user_id}.")));
     }
@@ -205,6 +215,7 @@ async fn recent_orders(
         .bind(placed_at)
         .bind(order_id)
         .fetch_all(db)
+        .instrument(db::span("SELECT", "orders"))
         .await
         .map_err(database_problem)
 }

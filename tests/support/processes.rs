@@ -1,0 +1,97 @@
+//! The services as separate processes (the binaries `cargo test --workspace` builds), for tests of
+//! what only a whole process shows: exporting traces, flushing them on exit, its log output.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use eventline_testkit::TestEnv;
+
+/// A service process, killed when dropped so a failing test leaves nothing running.
+pub struct Process {
+    child: Child,
+    pub name: &'static str,
+    pub base_url: String,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `name` (`eventline-command`, …) listening on a free port, configured for `env` plus
+    /// `extra` variables, writing its output to a file next to the test's temporary files.
+    pub fn start(env: &TestEnv, name: &'static str, extra: &[(&str, &str)]) -> Process {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let address = format!("127.0.0.1:{port}");
+        let listen = match name {
+            "eventline-command" => "EVENTLINE_COMMAND_ADDR",
+            "eventline-query" => "EVENTLINE_QUERY_ADDR",
+            _ => "EVENTLINE_PROJECTOR_ADDR",
+        };
+        let log = std::env::temp_dir().join(format!("{}-{name}.log", env.id));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(binary(name))
+            .env("KAFKA_BROKERS", &env.kafka.brokers)
+            .env("EVENTLINE_TOPIC", &env.kafka.topic)
+            .env("DATABASE_URL", &env.database.url)
+            .env("REDIS_URL", &env.redis.url)
+            .env("EVENTLINE_PROJECTOR_GROUP", format!("processes-{}", env.id))
+            .env(listen, &address)
+            .envs(extra.iter().copied())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Process { child, name, base_url: format!("http://{address}"), log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn ready(&self) {
+        let url = self.url("/readyz");
+        eventline_testkit::eventually(Duration::from_secs(60), &format!("{} ready", self.name), || {
+            let url = url.clone();
+            async move {
+                let response = eventline_testkit::http().get(url).send().await.ok()?;
+                response.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; asserts that it exited cleanly.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{} exited with {status}; see {}", self.name, self.log.display());
+    }
+
+    /// What the process wrote so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The service binary next to this test's executable (`target/<profile>/<name>`).
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the services first (`cargo test --workspace` or `cargo build --bins`)",
+        path.display()
+    );
+    path
+}
