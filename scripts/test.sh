@@ -11,6 +11,8 @@ ensure_broker
 # The HTML API reference is checked in a real headless browser.
 command -v chromium >/dev/null || apt_install chromium
 export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
+# docker-compose.yml is validated by a real Compose parser (no Docker engine needed for that).
+command -v docker-compose >/dev/null || apt_install docker-compose
 # Some tests run a broker of their own, to stop it under load.
 ensure_tansu_binary
 export TANSU_BIN

@@ -115,8 +115,16 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
         let parent = crate::telemetry::extract(|name| headers.get(name).and_then(|v| v.to_str().ok()));
         let _ = span.set_parent(parent);
     }
+    let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
+    metrics::histogram!(
+        "eventline_http_request_seconds",
+        "method" => method,
+        "route" => route.unwrap_or_else(|| "unmatched".to_owned()),
+        "status" => status.as_u16().to_string()
+    )
+    .record(started.elapsed().as_secs_f64());
     span.in_scope(|| tracing::debug!(status = status.as_u16(), "Request served"));
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {

@@ -113,8 +113,11 @@ fn otlp_endpoint() -> Option<String> {
 fn tracer_provider(service_name: &'static str) -> anyhow::Result<SdkTracerProvider> {
     // The endpoint and the rest come from the standard variables.
     let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
-    let resource = Resource::builder()
-        .with_service_name(service_name)
+    // `OTEL_SERVICE_NAME` (read by the builder) wins over the default name.
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|name| !name.trim().is_empty());
+    let resource =
+        if named { Resource::builder() } else { Resource::builder().with_service_name(service_name) };
+    let resource = resource
         .with_attributes([
             KeyValue::new("service.namespace", "eventline"),
             KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),

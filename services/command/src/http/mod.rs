@@ -87,7 +87,7 @@ async fn count_rejections(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
     let response = next.run(request).await;
     if let Some(ProblemSlug(reason)) = response.extensions().get::<ProblemSlug>() {
-        metrics::counter!("eventline_commands_rejected_total", "route" => route, "reason" => *reason)
+        metrics::counter!("eventline_command_rejected_total", "route" => route, "reason" => *reason)
             .increment(1);
     }
     response
@@ -229,7 +229,7 @@ pub async fn execute(
     };
 
     for envelope in &envelopes {
-        metrics::counter!("eventline_commands_accepted_total", "type" => envelope.event_type().as_str())
+        metrics::counter!("eventline_command_accepted_total", "type" => envelope.event_type().as_str())
             .increment(1);
     }
     let token: ConsistencyToken = positions.iter().copied().collect();

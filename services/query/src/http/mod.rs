@@ -9,9 +9,7 @@ mod users;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use eventline_events::ConsistencyToken;
 use eventline_runtime::http::{Check, Readiness, api_service};
@@ -51,7 +49,7 @@ pub fn router(state: AppState) -> Router {
         async move { vec![Check { name: "postgres", ok: eventline_runtime::db::ping(&pool).await }] }
     });
     let (api, document) = api_routes().split_for_parts();
-    api_service(api.with_state(state).layer(middleware::from_fn(time_requests)), &document, readiness)
+    api_service(api.with_state(state), &document, readiness)
 }
 
 /// The query routes with their OpenAPI descriptions; the router serves them and the document
@@ -66,20 +64,6 @@ fn api_routes() -> OpenApiRouter<AppState> {
 /// The OpenAPI document of the query API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     api_routes().into_openapi()
-}
-
-/// Per-route latency histogram.
-async fn time_requests(request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    metrics::histogram!(
-        "eventline_query_request_seconds",
-        "route" => route,
-        "status" => response.status().as_u16().to_string()
-    )
-    .record(started.elapsed().as_secs_f64());
-    response
 }
 
 /// The pool to answer the request from: the live read models, once they reflect the request's
