@@ -1,5 +1,5 @@
 # eventline: the two commands are `make up` (run it) and `make test` (test it).
-.PHONY: up down test lint fmt status clients
+.PHONY: up down test lint fmt status clients demo
 
 up:    ## Install what is missing, build, and run the stack in the background
 	@bash scripts/up.sh
@@ -9,6 +9,9 @@ down:  ## Stop what `make up` started
 
 test:  ## Bring up the dependencies and run all tests against them
 	@bash scripts/test.sh
+
+demo:  ## A guided tour of the running stack (make up or docker compose); fails if a step does not show what it should
+	@bash scripts/demo.sh
 
 clients: ## Generate the TypeScript and Python clients into target/clients/
 	@bash scripts/clients.sh

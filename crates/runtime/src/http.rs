@@ -95,11 +95,18 @@ pub fn traced(router: Router) -> Router {
     router.layer(axum::middleware::from_fn(trace_request))
 }
 
+/// Routes served without a span or a latency sample.
+const OPERATIONAL_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
 async fn trace_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use tracing::Instrument as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let method = request.method().as_str().to_owned();
     let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    // Probes and scrapes every few seconds would bury the requests worth tracing.
+    if route.as_deref().is_some_and(|route| OPERATIONAL_ROUTES.contains(&route)) {
+        return next.run(request).await;
+    }
     let span = tracing::info_span!(
         "HTTP request",
         otel.name = %route.as_deref().map_or_else(|| method.clone(), |route| format!("{method} {route}")),
