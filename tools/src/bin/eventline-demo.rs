@@ -127,8 +127,8 @@ impl Demo {
 
         self.step(
             "Publish a malformed message to the topic",
-            "the projector cannot apply it: it is dead-lettered (PostgreSQL, mirrored to a Redis stream), not \
-             retried forever, and the events after it are applied",
+            "the projector cannot apply it: it is dead-lettered (PostgreSQL, mirrored to a Redis stream) and the \
+             projection moves past it instead of retrying it forever",
         );
         let (partition, offset) = self.publish_poison(run).await?;
         self.say(&format!("published to partition {partition} at offset {offset}"));
@@ -173,6 +173,13 @@ impl Demo {
         }
         self.say(&format!("dead letters: {}", status["deadLetters"]));
         ensure!(status["deadLetters"].as_i64().unwrap_or(0) >= 1, "the projection reports no dead letters");
+        let moved_past = status["partitions"].as_array().into_iter().flatten().any(|p| {
+            p["partition"] == partition && p["nextOffset"].as_i64().is_some_and(|next| next > offset)
+        });
+        ensure!(
+            moved_past,
+            "partition {partition} has not moved past the malformed message at offset {offset}"
+        );
         Ok(())
     }
 
