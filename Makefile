@@ -1,5 +1,5 @@
 # eventline: the two commands are `make up` (run it) and `make test` (test it).
-.PHONY: up down test lint fmt status clients demo
+.PHONY: up down test lint fmt status clients demo bench
 
 up:    ## Install what is missing, build, and run the stack in the background
 	@bash scripts/up.sh
@@ -12,6 +12,9 @@ test:  ## Bring up the dependencies and run all tests against them
 
 demo:  ## A guided tour of the running stack (make up or docker compose); fails if a step does not show what it should
 	@bash scripts/demo.sh
+
+bench: ## Benchmarks (QUICK=1 for a 3-minute smoke run); writes target/bench/results.json and docs/benchmarks.md
+	@QUICK=$(QUICK) bash scripts/bench.sh
 
 clients: ## Generate the TypeScript and Python clients into target/clients/
 	@bash scripts/clients.sh

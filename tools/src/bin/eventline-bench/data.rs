@@ -1,0 +1,217 @@
+//! The log side of the benchmark: a prefilled topic (which also gives the raw produce ceiling),
+//! the consume-and-decode ceiling, and a naive projector to compare the real one against.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use eventline_events::{
+    AdjustmentType, Amount, Currency, Envelope, Event, HEADER_CONTENT_TYPE, HEADER_EVENT_ID,
+    HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION, InventoryAdjusted, JSON_CONTENT_TYPE, OrderItem, OrderPlaced,
+    PaymentSettled, PaymentStatus, UserCreated,
+};
+use eventline_projector::project::{self, Record};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
+
+/// What the prefill wrote: ids to query, and how fast the broker took it.
+pub struct Prefilled {
+    pub per_s: f64,
+    pub users: Vec<Uuid>,
+    pub orders: Vec<Uuid>,
+}
+
+/// A producer with the command service's settings (acks=all, idempotent, linger 2 ms).
+pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .context("creating a Kafka producer")
+}
+
+/// The `i`-th event of a realistic mix: per group of four, a user, their order (two lines), its
+/// payment and a stock adjustment.
+fn event(i: u64, user: Uuid, order: Uuid) -> anyhow::Result<Event> {
+    let price = Amount::from_str("12.50").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let eur = Currency::from_str("EUR").map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(match i % 4 {
+        0 => Event::UserCreated(UserCreated {
+            user_id: user,
+            email: format!("bench{i}@example.com"),
+            first_name: "Bench".into(),
+            last_name: "Mark".into(),
+        }),
+        1 => Event::OrderPlaced(OrderPlaced {
+            order_id: order,
+            user_id: user,
+            currency: eur,
+            items: vec![
+                OrderItem { sku: format!("SKU-{}", i % 500), quantity: 2, price: price.clone() },
+                OrderItem { sku: format!("SKU-{}", (i + 1) % 500), quantity: 1, price: price.clone() },
+            ],
+            total_amount: Amount::from_str("37.50").map_err(|e| anyhow::anyhow!("{e}"))?,
+        }),
+        2 => Event::PaymentSettled(PaymentSettled {
+            payment_id: Uuid::now_v7(),
+            order_id: order,
+            amount: Amount::from_str("37.50").map_err(|e| anyhow::anyhow!("{e}"))?,
+            currency: eur,
+            payment_method: "card".into(),
+            status: PaymentStatus::Completed,
+        }),
+        _ => Event::InventoryAdjusted(InventoryAdjusted {
+            sku: format!("SKU-{}", i % 500),
+            quantity: 3,
+            adjustment_type: AdjustmentType::Add,
+            reason: "restock".into(),
+        }),
+    })
+}
+
+/// One event as the command service sends it: key, payload and headers.
+struct Encoded {
+    key: String,
+    payload: Vec<u8>,
+    id: String,
+    event_type: &'static str,
+    version: String,
+}
+
+/// Appends `events` events to `topic` as the command service would (same headers and key, same
+/// producer settings), many in flight; returns the ids written and the rate. The events are
+/// built and encoded before the clock starts, so the rate is the broker's and the client's.
+pub async fn prefill(brokers: &str, topic: &str, events: u64) -> anyhow::Result<Prefilled> {
+    let (mut users, mut orders, mut encoded) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut user, mut order) = (Uuid::now_v7(), Uuid::now_v7());
+    for i in 0..events {
+        if i % 4 == 0 {
+            (user, order) = (Uuid::now_v7(), Uuid::now_v7());
+            users.push(user);
+            orders.push(order);
+        }
+        let envelope = Envelope::new(event(i, user, order)?);
+        let event_type = envelope.event_type();
+        encoded.push(Encoded {
+            key: envelope.aggregate_id(),
+            payload: envelope.encode(),
+            id: envelope.event_id.to_string(),
+            event_type: event_type.as_str(),
+            version: event_type.current_version().to_string(),
+        });
+    }
+    let producer = producer(brokers)?;
+    // The first event connects, fetches metadata and gets a producer id before the clock starts.
+    let Some((first, rest)) = encoded.split_first() else {
+        return Ok(Prefilled { per_s: 0.0, users, orders });
+    };
+    send(&producer, topic, first).await.map_err(|(error, _)| error).context("producing")?;
+    let mut in_flight = FuturesUnordered::new();
+    let started = Instant::now();
+    for event in rest {
+        in_flight.push(send(&producer, topic, event));
+        if in_flight.len() >= 50_000
+            && let Some(sent) = in_flight.next().await
+        {
+            sent.map_err(|(error, _)| error).context("producing")?;
+        }
+    }
+    while let Some(sent) = in_flight.next().await {
+        sent.map_err(|(error, _)| error).context("producing")?;
+    }
+    let per_s = rest.len() as f64 / started.elapsed().as_secs_f64();
+    Ok(Prefilled { per_s, users, orders })
+}
+
+/// Sends one encoded event.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    event: &Encoded,
+) -> Result<(), (rdkafka::error::KafkaError, rdkafka::message::OwnedMessage)> {
+    let headers = OwnedHeaders::new_with_capacity(4)
+        .insert(Header { key: HEADER_EVENT_TYPE, value: Some(event.event_type) })
+        .insert(Header { key: HEADER_EVENT_ID, value: Some(event.id.as_str()) })
+        .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(event.version.as_str()) })
+        .insert(Header { key: HEADER_CONTENT_TYPE, value: Some(JSON_CONTENT_TYPE) });
+    let record = FutureRecord::to(topic).key(&event.key).payload(&event.payload).headers(headers);
+    producer.send(record, Duration::from_secs(30)).await.map(|_| ())
+}
+
+/// A consumer configured as the projector's.
+fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .context("creating a Kafka consumer")
+}
+
+/// Reads and decodes `events` events of `topic` from the start, writing nothing: the most a
+/// projector on this consumer could do. Returns events/s.
+pub async fn consume_ceiling(brokers: &str, topic: &str, events: u64) -> anyhow::Result<f64> {
+    let consumer = consumer(brokers, &format!("{topic}.bench-consume"))?;
+    consumer.subscribe(&[topic])?;
+    let (mut decoded, mut started) = (0_u64, None);
+    while decoded < events {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .context("the log stopped delivering")??;
+        started.get_or_insert_with(Instant::now);
+        if Envelope::decode(message.payload().unwrap_or_default()).is_ok() {
+            decoded += 1;
+        }
+    }
+    Ok(decoded as f64 / started.map_or(1e-9, |s| s.elapsed().as_secs_f64()))
+}
+
+/// A naive projector on the first `sample` events: each event in its own transaction (the same
+/// projection code) after its own Redis round trip (a dedup claim). Returns events/s.
+pub async fn naive_projector(
+    brokers: &str,
+    topic: &str,
+    database_url: &str,
+    redis_url: &str,
+    sample: u64,
+) -> anyhow::Result<f64> {
+    let options =
+        PgConnectOptions::from_str(database_url)?.options([("search_path", "read_model_v1,public")]);
+    let pool = PgPoolOptions::new().max_connections(2).connect_with(options).await?;
+    let redis = redis::Client::open(redis_url)?;
+    let mut connection = redis.get_multiplexed_async_connection().await?;
+    let consumer = consumer(brokers, &format!("{topic}.bench-naive"))?;
+    consumer.subscribe(&[topic])?;
+    let mut records = Vec::with_capacity(usize::try_from(sample).unwrap_or(0));
+    while (records.len() as u64) < sample {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .context("the log stopped delivering")??;
+        records.push(Record::from_message(&message));
+    }
+    let started = Instant::now();
+    for record in &records {
+        let key = format!("eventline:bench:naive:{topic}:{}:{}", record.partition, record.offset);
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(600)
+            .query_async(&mut connection)
+            .await?;
+        project::apply_batch(&pool, topic, std::slice::from_ref(record)).await?;
+    }
+    Ok(records.len() as f64 / started.elapsed().as_secs_f64())
+}

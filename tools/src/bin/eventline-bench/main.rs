@@ -1,0 +1,310 @@
+//! `make bench`: eventline's throughput and latency, each figure next to the ceiling or baseline
+//! it is compared with, measured in the same run on the same machine. Writes
+//! `target/bench/results.json` and `docs/benchmarks.md`.
+//!
+//! The services run as release processes on ports, a topic and a database of their own. Phases:
+//! 1. the log: prefill the topic (raw producer: the broker ceiling), read it back without writing
+//!    (the consume ceiling), project it into empty read models (the projector), rebuild it, and
+//!    run a naive projector on a sample;
+//! 2. queries on those read models, against raw primary-key SELECTs;
+//! 3. commands: single and batched, then freshness (accepted → visible) at half the ingest rate.
+#![allow(clippy::print_stdout)]
+
+mod data;
+mod load;
+mod report;
+mod stack;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::load::{closed_loop, open_loop};
+use crate::report::Results;
+use crate::stack::{Setup, applied};
+
+/// How much of everything.
+struct Scale {
+    log_events: u64,
+    naive_sample: u64,
+    run: Duration,
+}
+
+const PORTS: (u16, u16, u16) = (18081, 18082, 18083);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick") || std::env::var("QUICK").is_ok_and(|v| v == "1");
+    let scale = if quick {
+        Scale { log_events: 50_000, naive_sample: 2_000, run: Duration::from_secs(3) }
+    } else {
+        Scale { log_events: 1_000_000, naive_sample: 10_000, run: Duration::from_secs(15) }
+    };
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let database_url = var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/eventline");
+    let postgres =
+        database_url.rsplit_once('/').map_or(database_url.clone(), |(server, _)| server.to_owned());
+    let id = &uuid::Uuid::now_v7().simple().to_string()[20..];
+    let repository =
+        std::env::var("EVENTLINE_ROOT").map(std::path::PathBuf::from).unwrap_or(std::env::current_dir()?);
+    let out_dir = repository.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let setup = Setup {
+        bin_dir: stack::bin_dir()?,
+        brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
+        redis: var("REDIS_URL", "redis://127.0.0.1:6379"),
+        postgres,
+        topic: format!("eventline.bench.{id}"),
+        database: format!("eventline_bench_{id}"),
+        log_dir: out_dir.clone(),
+    };
+    let started = Instant::now();
+    let mut results = Results::new(quick, &var("EVENTLINE_BROKER", "unknown broker"));
+    let outcome = run(&setup, &scale, &mut results).await;
+    // Leave nothing behind, whatever happened.
+    let _ = stack::drop_database(&setup.postgres, &setup.database).await;
+    let _ = stack::drop_database(&setup.postgres, &format!("{}_naive", setup.database)).await;
+    outcome?;
+    results.set_seconds(started.elapsed().as_secs_f64());
+    results.write(&out_dir.join("results.json"), &repository.join("docs/benchmarks.md"))?;
+    println!(
+        "\nWrote target/bench/results.json and docs/benchmarks.md in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Result<()> {
+    let http =
+        reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(30)).build()?;
+    setup.fresh_database().await?;
+    results.machine(setup).await?;
+    let pool = sqlx::PgPool::connect(&setup.database_url()).await?;
+
+    // --- 1. The log
+    println!("Prefilling {} events", scale.log_events);
+    // The projector creates the topic with the services' settings before anything is produced.
+    let projector = setup.start("eventline-projector", PORTS.2)?;
+    projector.ready(&http).await?;
+    projector.stop();
+    let prefilled = data::prefill(&setup.brokers, &setup.topic, scale.log_events).await?;
+    results.context("broker_produce_per_s", prefilled.per_s);
+    println!("   raw produce: {:.0} events/s", prefilled.per_s);
+
+    let consume = data::consume_ceiling(&setup.brokers, &setup.topic, scale.log_events).await?;
+    results.context("consume_decode_per_s", consume);
+    println!("   consume and decode: {consume:.0} events/s");
+
+    let projected_at = Instant::now();
+    let projector = setup.start("eventline-projector", PORTS.2)?;
+    let target = i64::try_from(scale.log_events)?;
+    while applied(&pool, &setup.topic).await.unwrap_or(0) < target {
+        anyhow::ensure!(
+            projected_at.elapsed() < Duration::from_secs(600),
+            "projection did not finish in 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let projector_per_s = scale.log_events as f64 / projected_at.elapsed().as_secs_f64();
+    results.key("projector_events_per_s", projector_per_s);
+    results.key("projector_vs_consume_ceiling", projector_per_s / consume);
+    println!("   projector: {projector_per_s:.0} events/s (includes start-up and group join)");
+
+    let rebuild = setup.projector_command(&["rebuild"])?;
+    let per_million = rebuild.as_secs_f64() * 1_000_000.0 / scale.log_events as f64;
+    results.key("rebuild_1m_s", per_million);
+    results.context("rebuild_events_per_s", scale.log_events as f64 / rebuild.as_secs_f64());
+    println!(
+        "   rebuild: {:.1} s for {} events ({per_million:.1} s per 1M)",
+        rebuild.as_secs_f64(),
+        scale.log_events
+    );
+
+    let naive_db = Setup { database: format!("{}_naive", setup.database), ..setup.clone() };
+    naive_db.fresh_database().await?;
+    let naive = data::naive_projector(
+        &setup.brokers,
+        &setup.topic,
+        &naive_db.database_url(),
+        &setup.redis,
+        scale.naive_sample,
+    )
+    .await?;
+    results.context("naive_projector_per_s", naive);
+    results.key("projector_vs_naive", projector_per_s / naive);
+    println!("   naive projector: {naive:.0} events/s on {} events", scale.naive_sample);
+
+    // --- 2. Queries
+    projector.caught_up(&http).await?;
+    let query = setup.start("eventline-query", PORTS.1)?;
+    query.ready(&http).await?;
+    let ids = Arc::new((prefilled.users, prefilled.orders));
+    let raw = raw_select(&setup.database_url(), ids.clone(), scale.run).await?;
+    results.context("raw_select_per_s", raw);
+    println!("   raw primary-key SELECT: {raw:.0}/s");
+    let get = {
+        let (http, base, ids) = (http.clone(), query.base.clone(), ids.clone());
+        move |i: u64| {
+            let (http, ids) = (http.clone(), ids.clone());
+            let index = usize::try_from(i).unwrap_or(0).wrapping_mul(7919) % ids.0.len().max(1);
+            let url = if i % 2 == 0 {
+                format!("{base}/users/{}", ids.0[index])
+            } else {
+                format!("{base}/orders/{}", ids.1[index])
+            };
+            async move { expect_status(http.get(url).send().await?, 200).await }
+        }
+    };
+    let max = closed_loop(32, scale.run, get.clone()).await;
+    results.key("query_max_rps", max.per_s);
+    results.key("query_vs_ceiling", max.per_s / raw);
+    results.detail("query_max", &max);
+    println!("   query max: {:.0}/s (p99 {:.2} ms, {} errors)", max.per_s, max.p99_ms, max.errors);
+    let half = open_loop(max.per_s / 2.0, scale.run, get).await;
+    results.key("query_p99_ms_at_half", half.p99_ms);
+    results.detail("query_at_half", &half);
+    println!("   query at half: p50 {:.2} ms, p99 {:.2} ms", half.p50_ms, half.p99_ms);
+
+    // --- 3. Commands (the projector and the query service keep running: freshness needs them)
+    let command = setup.start("eventline-command", PORTS.0)?;
+    command.ready(&http).await?;
+    projector.caught_up(&http).await?;
+    let create_user = {
+        let (http, url) = (http.clone(), command.url("/users"));
+        move |i: u64| {
+            let http = http.clone();
+            let body = json!({"email": format!("c{i}@example.com"), "firstName": "C", "lastName": "L"});
+            let request = http.post(url.clone()).json(&body);
+            async move { expect_status(request.send().await?, 202).await }
+        }
+    };
+    let single = closed_loop(64, scale.run, create_user.clone()).await;
+    results.key("command_single_per_s", single.per_s);
+    results.key("command_vs_broker_ceiling", single.per_s / prefilled.per_s);
+    results.detail("command_single", &single);
+    println!(
+        "   single commands: {:.0}/s (p99 {:.2} ms, {} errors)",
+        single.per_s, single.p99_ms, single.errors
+    );
+    projector.caught_up(&http).await?;
+    let at_70 = open_loop(single.per_s * 0.7, scale.run, create_user).await;
+    results.key("command_p99_ms_at_70", at_70.p99_ms);
+    results.detail("command_at_70", &at_70);
+    println!("   single commands at 70 %: p50 {:.2} ms, p99 {:.2} ms", at_70.p50_ms, at_70.p99_ms);
+
+    projector.caught_up(&http).await?;
+    let batch = {
+        let (http, url) = (http.clone(), command.url("/commands/batch"));
+        move |i: u64| {
+            let http = http.clone();
+            let commands: Vec<Value> = (0..1000)
+                .map(|j| json!({"type": "CreateUser", "email": format!("b{i}-{j}@example.com"), "firstName": "B", "lastName": "L"}))
+                .collect();
+            let request = http.post(url.clone()).json(&json!({"commands": commands}));
+            async move { expect_status(request.send().await?, 202).await }
+        }
+    };
+    let batches = closed_loop(4, scale.run, batch).await;
+    results.key("command_batch_events_per_s", batches.per_s * 1000.0);
+    results.detail("command_batch_requests", &batches);
+    println!("   batch: {:.0} events/s", batches.per_s * 1000.0);
+
+    // Freshness at half of the maximum single-command rate: accepted → readable with its token;
+    // and, as a labelled variant, at a low rate (the floor set by batching and fetch waits).
+    projector.caught_up(&http).await?;
+    let (requests, p50, p99) = freshness(&http, &command, &query, single.per_s / 2.0, scale.run).await?;
+    results.key("freshness_p50_ms", p50);
+    results.key("freshness_p99_ms", p99);
+    results.detail("freshness_requests", &requests);
+    println!("   freshness: p50 {p50:.2} ms, p99 {p99:.2} ms ({} errors)", requests.errors);
+    projector.caught_up(&http).await?;
+    let (requests, p50, p99) = freshness(&http, &command, &query, 100.0, scale.run).await?;
+    results.context("freshness_p50_ms_at_100_per_s", p50);
+    results.context("freshness_p99_ms_at_100_per_s", p99);
+    results.detail("freshness_requests_at_100_per_s", &requests);
+    println!("   freshness at 100/s: p50 {p50:.2} ms, p99 {p99:.2} ms ({} errors)", requests.errors);
+
+    for service in [command, query, projector] {
+        service.stop();
+    }
+    Ok(())
+}
+
+/// Open-loop `POST /users` at `rate`, each followed by `GET /users/{id}` with its token; returns
+/// the requests and the p50/p99 in ms of accepted (202 received) → read (200 received).
+async fn freshness(
+    http: &reqwest::Client,
+    command: &stack::Service,
+    query: &stack::Service,
+    rate: f64,
+    run: Duration,
+) -> anyhow::Result<(load::Measured, f64, f64)> {
+    let (http, post_url, query_base) = (http.clone(), command.url("/users"), query.base.clone());
+    let samples =
+        Arc::new(std::sync::Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+    let recorded = samples.clone();
+    let measured = open_loop(rate, run, move |i: u64| {
+        let (http, post_url, query_base, samples) =
+            (http.clone(), post_url.clone(), query_base.clone(), recorded.clone());
+        async move {
+            let body = json!({"email": format!("f{i}@example.com"), "firstName": "F", "lastName": "L"});
+            let response = http.post(post_url).json(&body).send().await?;
+            let accepted = Instant::now();
+            let token = response.headers().get("consistency-token").cloned().context("no token")?;
+            let user: Value = response.json().await?;
+            let id = user["userId"].as_str().context("no userId")?.to_owned();
+            let read = http
+                .get(format!("{query_base}/users/{id}"))
+                .header("consistency-token", token)
+                .send()
+                .await?;
+            anyhow::ensure!(read.status() == 200, "GET answered {}", read.status());
+            let micros = u64::try_from(accepted.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+            if let Ok(mut h) = samples.lock() {
+                h.saturating_record(micros);
+            }
+            Ok(())
+        }
+    })
+    .await;
+    let h = samples.lock().map_err(|_| anyhow::anyhow!("a freshness sampler panicked"))?.clone();
+    Ok((measured, h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0))
+}
+
+/// Closed-loop primary-key SELECTs (users and orders, alternating) straight on the database,
+/// through a pool as large as the query service's.
+async fn raw_select(
+    url: &str,
+    ids: Arc<(Vec<uuid::Uuid>, Vec<uuid::Uuid>)>,
+    run: Duration,
+) -> anyhow::Result<f64> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(16).connect(url).await?;
+    let live: i32 = sqlx::query_scalar("SELECT version FROM read_model_versions WHERE state = 'live'")
+        .fetch_one(&pool)
+        .await?;
+    let (users, orders) = (
+        format!("SELECT * FROM read_model_v{live}.users WHERE user_id = $1"),
+        format!("SELECT * FROM read_model_v{live}.orders WHERE order_id = $1"),
+    );
+    let measured = closed_loop(32, run, move |i| {
+        let (pool, ids) = (pool.clone(), ids.clone());
+        let index = usize::try_from(i).unwrap_or(0).wrapping_mul(7919) % ids.0.len().max(1);
+        let (sql, id) =
+            if i % 2 == 0 { (users.clone(), ids.0[index]) } else { (orders.clone(), ids.1[index]) };
+        async move {
+            sqlx::query(&sql).bind(id).fetch_optional(&pool).await?.context("row missing")?;
+            Ok(())
+        }
+    })
+    .await;
+    Ok(measured.per_s)
+}
+
+async fn expect_status(response: reqwest::Response, status: u16) -> anyhow::Result<()> {
+    let got = response.status().as_u16();
+    let _ = response.bytes().await?;
+    anyhow::ensure!(got == status, "answered {got}, expected {status}");
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! The system under test: the release binaries as processes, on ports and a topic and database of
+//! the benchmark's own, so a running `make up` stack is neither measured nor disturbed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sqlx::PgPool;
+
+/// Where the benchmark's services run and what they use.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub bin_dir: PathBuf,
+    pub brokers: String,
+    pub redis: String,
+    /// The server's URL without a database (`postgres://user@host:port`).
+    pub postgres: String,
+    pub topic: String,
+    pub database: String,
+    pub log_dir: PathBuf,
+}
+
+impl Setup {
+    pub fn database_url(&self) -> String {
+        format!("{}/{}", self.postgres, self.database)
+    }
+
+    fn environment(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("KAFKA_BROKERS", self.brokers.clone()),
+            ("EVENTLINE_TOPIC", self.topic.clone()),
+            ("DATABASE_URL", self.database_url()),
+            ("REDIS_URL", self.redis.clone()),
+            ("EVENTLINE_PROJECTOR_GROUP", format!("{}.projector", self.topic)),
+            ("RUST_LOG", "warn".to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+        ]
+    }
+
+    /// Runs `eventline-projector <args>` to completion.
+    pub fn projector_command(&self, args: &[&str]) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let log = self.log_dir.join(format!("projector-{}.log", args.join("-")));
+        let status = Command::new(self.bin_dir.join("eventline-projector"))
+            .args(args)
+            .envs(self.environment())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(log.with_extension("err"))?)
+            .status()
+            .with_context(|| format!("running eventline-projector {args:?}"))?;
+        if !status.success() {
+            bail!("eventline-projector {args:?} failed ({status}); see {}", log.display());
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Starts a service (`eventline-command`, …) on `port`.
+    pub fn start(&self, name: &'static str, port: u16) -> anyhow::Result<Service> {
+        let listen = match name {
+            "eventline-command" => "EVENTLINE_COMMAND_ADDR",
+            "eventline-query" => "EVENTLINE_QUERY_ADDR",
+            _ => "EVENTLINE_PROJECTOR_ADDR",
+        };
+        let log = self.log_dir.join(format!("{name}.log"));
+        let child = Command::new(self.bin_dir.join(name))
+            .envs(self.environment())
+            .env(listen, format!("127.0.0.1:{port}"))
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(log.with_extension("err"))?)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name} from {}", self.bin_dir.display()))?;
+        Ok(Service { child: Some(child), name, base: format!("http://127.0.0.1:{port}") })
+    }
+
+    /// The benchmark database on the server, dropped first if a run left it.
+    pub async fn fresh_database(&self) -> anyhow::Result<()> {
+        drop_database(&self.postgres, &self.database).await?;
+        self.projector_command(&["migrate"])?;
+        Ok(())
+    }
+}
+
+/// Drops a database, disconnecting its sessions.
+pub async fn drop_database(server: &str, database: &str) -> anyhow::Result<()> {
+    let admin = PgPool::connect(&format!("{server}/postgres")).await.context("connecting to PostgreSQL")?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).execute(&admin).await?;
+    Ok(())
+}
+
+/// A running service process; stopped (SIGTERM, then killed) when dropped.
+pub struct Service {
+    child: Option<Child>,
+    pub name: &'static str,
+    pub base: String,
+}
+
+impl Service {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn ready(&self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if http.get(self.url("/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("{} did not become ready within 60 s", self.name)
+    }
+
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Waits until the projector (this service) reports no lag on any partition.
+    pub async fn caught_up(&self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while Instant::now() < deadline {
+            let status: Option<serde_json::Value> = match http.get(self.url("/projections")).send().await {
+                Ok(response) => response.json().await.ok(),
+                Err(_) => None,
+            };
+            if status.is_some_and(|s| s["lag"] == 0) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the projector did not catch up within 600 s")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// The directory holding the release binaries: next to this one.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().map(Path::to_path_buf).context("the benchmark's directory")?;
+    for name in ["eventline-command", "eventline-projector", "eventline-query"] {
+        if !dir.join(name).exists() {
+            bail!("{name} is not built next to the benchmark in {} (run `make bench`)", dir.display());
+        }
+    }
+    Ok(dir)
+}
+
+/// Sum of the live version's checkpoints (events applied) in the benchmark database.
+pub async fn applied(pool: &PgPool, topic: &str) -> anyhow::Result<i64> {
+    let live: i32 = sqlx::query_scalar("SELECT version FROM public.read_model_versions WHERE state = 'live'")
+        .fetch_one(pool)
+        .await?;
+    let sum: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT sum(next_offset)::bigint FROM read_model_v{live}.projection_checkpoints WHERE topic = $1"
+    ))
+    .bind(topic)
+    .fetch_one(pool)
+    .await?;
+    Ok(sum.unwrap_or(0))
+}
