@@ -19,6 +19,8 @@ if [[ $KAFKA_BROKERS == 127.0.0.1:9092 ]]; then
 else
   export EVENTLINE_BROKER="${EVENTLINE_BROKER:-Kafka at $KAFKA_BROKERS}"
 fi
+# Open-loop runs keep up to 2,000 requests (sockets) in flight.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 args=()
 [[ ${QUICK:-} == 1 ]] && args+=(--quick)
 say "Running the benchmark${args:+ (quick)}"

@@ -109,6 +109,9 @@ where
     recorder.measured(started.elapsed().as_secs_f64())
 }
 
+/// Most requests an open loop keeps in flight.
+const MAX_IN_FLIGHT: u64 = 2_000;
+
 /// Starts `request(i)` at `rate` per second for `duration`, each on its own task; latency runs
 /// from when the request was due.
 pub async fn open_loop<F, Fut>(rate: f64, duration: Duration, request: F) -> Measured
@@ -121,14 +124,25 @@ where
     let total = (duration.as_secs_f64() * rate.max(1.0)) as u64;
     let started = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let in_flight = Arc::new(AtomicU64::new(0));
     for i in 0..total {
         let due = started + period.mul_f64(i as f64);
         tokio::time::sleep_until(due).await;
         let recorder = recorder.clone();
+        // A system that cannot keep up would otherwise pile up requests (and sockets) without
+        // bound; past the cap a due request counts as failed rather than being sent.
+        if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            recorder
+                .record(Err(anyhow::anyhow!("{MAX_IN_FLIGHT} requests already in flight")), Duration::ZERO);
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = in_flight.clone();
         let fut = request(i);
         tasks.push(tokio::spawn(async move {
             let outcome = fut.await;
             recorder.record(outcome, due.elapsed());
+            in_flight.fetch_sub(1, Ordering::Relaxed);
         }));
     }
     for task in tasks {
