@@ -56,8 +56,8 @@ fn event(i: u64, user: Uuid, order: Uuid) -> anyhow::Result<Event> {
             user_id: user,
             currency: eur,
             items: vec![
-                OrderItem { sku: format!("SKU-{}", i % 500), quantity: 2, price: price.clone() },
-                OrderItem { sku: format!("SKU-{}", (i + 1) % 500), quantity: 1, price: price.clone() },
+                OrderItem { sku: format!("SKU-{}", i % 500), quantity: 2, price },
+                OrderItem { sku: format!("SKU-{}", (i + 1) % 500), quantity: 1, price },
             ],
             total_amount: Amount::from_str("37.50").map_err(|e| anyhow::anyhow!("{e}"))?,
         }),

@@ -149,7 +149,7 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
         move |i: u64| {
             let (http, ids) = (http.clone(), ids.clone());
             let index = usize::try_from(i).unwrap_or(0).wrapping_mul(7919) % ids.0.len().max(1);
-            let url = if i % 2 == 0 {
+            let url = if i.is_multiple_of(2) {
                 format!("{base}/users/{}", ids.0[index])
             } else {
                 format!("{base}/orders/{}", ids.1[index])

@@ -268,7 +268,7 @@ fn number(value: f64) -> String {
         let digits = rounded.to_string();
         let mut grouped = String::new();
         for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 && c != '-' {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) && c != '-' {
                 grouped.push(',');
             }
             grouped.push(c);
