@@ -23,6 +23,12 @@ stop_service() {
   rm -f "$STATE_DIR/$1.pid"
 }
 
+# The local stack is for local use: without EVENTLINE_API_TOKENS it accepts commands without a token
+# (the command service logs a warning saying so). Set EVENTLINE_API_TOKENS to require one.
+if [[ -z ${EVENTLINE_API_TOKENS:-} ]]; then
+  export EVENTLINE_ALLOW_UNAUTHENTICATED="${EVENTLINE_ALLOW_UNAUTHENTICATED:-true}"
+fi
+
 start_service() {
   local name=$1
   if running "$name"; then return; fi

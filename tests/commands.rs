@@ -405,3 +405,80 @@ async fn the_service_serves_its_openapi_document() {
     assert_eq!(served, serde_json::to_value(eventline_command::http::openapi_document()).unwrap());
     command.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_configured_commands_need_one_and_refused_ones_append_nothing() {
+    let env = TestEnv::new().await;
+    let mut config = support::command_config(&env);
+    config.api_tokens = "first-secret-token-0001,second-secret-token-0002".parse().unwrap();
+    config.allow_unauthenticated = false;
+    let command = support::command_with(config).await;
+    let user = json!({"email": "token@example.com", "firstName": "To", "lastName": "Ken"});
+
+    for authorization in [None, Some("Bearer wrong-secret-token-0000"), Some("Basic Zmlyc3Q6c2VjcmV0")] {
+        let mut request = http().post(command.url("/users")).json(&user);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.headers()["www-authenticate"], "Bearer", "{authorization:?}");
+        let problem = expect_problem(response, 401).await;
+        assert!(problem["type"].as_str().unwrap().ends_with("/unauthorized"), "{problem}");
+    }
+    // The batch endpoint too; the operational routes and the API description stay open.
+    let batch =
+        http().post(command.url("/commands/batch")).json(&json!({"commands": []})).send().await.unwrap();
+    expect_problem(batch, 401).await;
+    for open in ["/healthz", "/readyz", "/openapi.json", "/docs", "/metrics"] {
+        assert_eq!(http().get(command.url(open)).send().await.unwrap().status(), 200, "{open}");
+    }
+    assert!(env.read_topic().await.is_empty(), "a refused command reached the log");
+
+    let accepted = http()
+        .post(command.url("/users"))
+        .bearer_auth("second-secret-token-0002")
+        .json(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    assert_eq!(env.read_topic().await.len(), 1);
+    command.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_the_service_starts_only_when_told_to_accept_anyone() {
+    let env = TestEnv::new().await;
+    let mut config = support::command_config(&env);
+    config.allow_unauthenticated = false;
+    let refused = eventline_command::Application::build(config).await.err().expect("it must not start");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("EVENTLINE_API_TOKENS") && message.contains("EVENTLINE_ALLOW_UNAUTHENTICATED"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_limit_gets_429_with_retry_after_and_nothing_is_appended() {
+    let env = TestEnv::new().await;
+    let mut config = support::command_config(&env);
+    config.rate_limit_per_s = 0.5;
+    config.rate_limit_burst = 3.0;
+    let command = support::command_with(config).await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let body = json!({"email": format!("rate{i}@example.com"), "firstName": "Ra", "lastName": "Te"});
+        let response = post(command.url("/users"), &body, None).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=2).contains(&retry_after), "{retry_after}");
+            let problem = expect_problem(response, 429).await;
+            assert!(problem["type"].as_str().unwrap().ends_with("/rate-limited"), "{problem}");
+        }
+    }
+    assert_eq!(statuses, [202, 202, 202, 429, 429]);
+    assert_eq!(env.read_topic().await.len(), 3, "only the admitted commands are in the log");
+    command.stop().await.unwrap();
+}

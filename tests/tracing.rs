@@ -64,6 +64,7 @@ async fn one_trace_follows_a_user_from_post_through_the_log_to_get() {
         ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
         ("LOG_FORMAT", "json"),
         ("RUST_LOG", "info,eventline_runtime=debug"),
+        ("EVENTLINE_ALLOW_UNAUTHENTICATED", "true"),
     ];
     let mut command = Process::start(&env, "eventline-command", &tracing_env);
     let mut projector = Process::start(&env, "eventline-projector", &tracing_env);

@@ -51,6 +51,10 @@ pub fn command_config(env: &TestEnv) -> eventline_command::Config {
         redis: env.redis.clone(),
         append_timeout_ms: 4000,
         idempotency_ttl_secs: 3600,
+        api_tokens: Default::default(),
+        allow_unauthenticated: true,
+        rate_limit_per_s: 0.0,
+        rate_limit_burst: 1.0,
     }
 }
 

@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::BoolishValueParser;
 use eventline_runtime::config::{KafkaConfig, RedisConfig};
+
+use crate::access::{ApiTokens, RateLimit};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "eventline-command", version, about = "eventline command service")]
@@ -24,11 +27,35 @@ pub struct Config {
     /// How long a completed request is remembered under its `Idempotency-Key`, in seconds.
     #[arg(long, env = "EVENTLINE_IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
     pub idempotency_ttl_secs: u64,
+    /// Bearer tokens clients must send (comma-separated, each at least 16 characters).
+    #[arg(long, env = "EVENTLINE_API_TOKENS", hide_env_values = true, default_value = "")]
+    pub api_tokens: ApiTokens,
+    /// Accept commands without a token when no tokens are configured: for local use only (a
+    /// warning is logged at start). Without tokens and without this, the service does not start.
+    #[arg(
+        long,
+        env = "EVENTLINE_ALLOW_UNAUTHENTICATED",
+        default_value_t = false,
+        value_parser = BoolishValueParser::new(),
+        action = clap::ArgAction::Set
+    )]
+    pub allow_unauthenticated: bool,
+    /// Commands per second each client may send (its token, or its address without tokens);
+    /// 0 turns rate limiting off.
+    #[arg(long, env = "EVENTLINE_RATE_LIMIT_PER_S", default_value_t = 1000.0)]
+    pub rate_limit_per_s: f64,
+    /// How many commands a client may send at once above that rate.
+    #[arg(long, env = "EVENTLINE_RATE_LIMIT_BURST", default_value_t = 2000.0)]
+    pub rate_limit_burst: f64,
 }
 
 impl Config {
     pub fn idempotency_ttl(&self) -> Duration {
         Duration::from_secs(self.idempotency_ttl_secs.max(1))
+    }
+
+    pub fn rate_limit(&self) -> RateLimit {
+        RateLimit { per_second: self.rate_limit_per_s.max(0.0), burst: self.rate_limit_burst.max(1.0) }
     }
 }
 

@@ -3,6 +3,7 @@
 //! A command is validated, turned into events by a pure decision function (`decide`), appended to
 //! Kafka, and answered `202 Accepted` only once the broker has durably acknowledged the append.
 
+pub mod access;
 pub mod config;
 pub mod decide;
 pub mod http;

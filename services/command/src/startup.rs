@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::access::Access;
 use crate::http::{self, AppState};
 use crate::idempotency::IdempotencyStore;
 use crate::log::EventLog;
@@ -21,6 +22,19 @@ impl Application {
     /// Ensures the topic exists, connects the producer and binds the listener (port 0 picks a
     /// free port; see `address`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.api_tokens.check().map_err(|problem| anyhow::anyhow!("EVENTLINE_API_TOKENS: {problem}"))?;
+        if config.api_tokens.is_empty() {
+            if !config.allow_unauthenticated {
+                anyhow::bail!(
+                    "EVENTLINE_API_TOKENS is not set: set it to the bearer tokens clients must send \
+                     (comma-separated), or set EVENTLINE_ALLOW_UNAUTHENTICATED=true for local use"
+                );
+            }
+            tracing::warn!(
+                "Accepting commands without authentication (EVENTLINE_ALLOW_UNAUTHENTICATED): for local use only"
+            );
+        }
+        let access = Access::new(&config.api_tokens, config.rate_limit());
         eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
         let log = EventLog::connect(&config.kafka, config.append_timeout_ms)
             .context("creating the Kafka producer")?;
@@ -28,7 +42,7 @@ impl Application {
             .context("REDIS_URL is not a valid Redis URL")?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        let state = AppState { log, idempotency: Arc::new(idempotency) };
+        let state = AppState { log, idempotency: Arc::new(idempotency), access };
         Ok(Application { listener, state })
     }
 

@@ -24,6 +24,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
+use crate::access::{self, Access};
 use crate::decide::IdGen;
 use crate::idempotency::{self, Claim, Fingerprint, IdempotencyStore, StoredResponse};
 use crate::log::{AppendError, EventLog, PartialAppend};
@@ -44,6 +45,8 @@ pub const BATCH_BODY_LIMIT_BYTES: usize = 4 * 1024 * 1024;
 pub struct AppState {
     pub log: EventLog,
     pub idempotency: Arc<IdempotencyStore>,
+    /// Tokens and rate limits, checked before any command route.
+    pub access: Arc<Access>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -58,7 +61,12 @@ pub fn router(state: AppState) -> Router {
     });
     let (api, mut document) = api_routes().split_for_parts();
     openapi::compose_batch_commands(&mut document);
-    api_service(api.with_state(state).layer(middleware::from_fn(count_rejections)), &document, readiness)
+    let access = state.access.clone();
+    let api = api
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(access, access::guard))
+        .layer(middleware::from_fn(count_rejections));
+    api_service(api, &document, readiness)
 }
 
 /// The command routes with their OpenAPI descriptions; the router serves them and the document

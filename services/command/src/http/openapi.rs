@@ -17,7 +17,9 @@ use super::batch::{BATCH_COMMANDS, PathField};
             `Consistency-Token` of the answer lets the query API wait until the read models show it.\n\n\
             Every error is `application/problem+json` (RFC 9457) with a stable `type`.\n\n\
             Send an `Idempotency-Key` to make retries safe: the same key with the same request returns \
-            the same response (same ids, same event) without a second effect.",
+            the same response (same ids, same event) without a second effect.\n\n\
+            Send `Authorization: Bearer <token>` with one of the deployment's API tokens. Each client \
+            (token) has a rate limit; over it, commands are answered `429` with `Retry-After`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
         version = env!("CARGO_PKG_VERSION"),
     ),
@@ -28,9 +30,25 @@ use super::batch::{BATCH_COMMANDS, PathField};
         (name = "inventory", description = "Stock per sku"),
         (name = "batch", description = "Many commands in one request"),
     ),
-    components(schemas(Problem))
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    // A bearer token, unless the deployment accepts commands without one (local use).
+    security(("bearerAuth" = []), ())
 )]
 pub struct ApiDoc;
+
+/// The `bearerAuth` security scheme (`EVENTLINE_API_TOKENS`).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = document.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some("One of the tokens in `EVENTLINE_API_TOKENS`.".to_owned());
+        components.add_security_scheme("bearerAuth", SecurityScheme::Http(scheme));
+    }
+}
 
 /// The problem responses every command endpoint can give.
 #[derive(utoipa::IntoResponses)]
@@ -39,6 +57,9 @@ pub enum CommandProblems {
     /// Malformed JSON, an unreadable body, or an invalid `Idempotency-Key` header.
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
+    /// No bearer token, or not one of the configured tokens (when tokens are configured).
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
     /// A request with this `Idempotency-Key` is still being processed; retry shortly.
     #[response(status = 409, content_type = "application/problem+json")]
     InProgress(Problem),
@@ -51,6 +72,9 @@ pub enum CommandProblems {
     /// Invalid fields (listed in `errors`), or an `Idempotency-Key` reused for another request.
     #[response(status = 422, content_type = "application/problem+json")]
     Invalid(Problem),
+    /// This client sent more commands than its rate limit allows; `Retry-After` says when to retry.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
     /// The event log did not acknowledge in time (nothing was recorded), or Redis is down for a
     /// request with an `Idempotency-Key`. `Retry-After` says when to retry.
     #[response(status = 503, content_type = "application/problem+json")]

@@ -34,6 +34,9 @@ impl Setup {
             ("REDIS_URL", self.redis.clone()),
             ("EVENTLINE_PROJECTOR_GROUP", format!("{}.projector", self.topic)),
             ("RUST_LOG", "warn".to_owned()),
+            // One load generator is one client: no token, no per-client limit.
+            ("EVENTLINE_ALLOW_UNAUTHENTICATED", "true".to_owned()),
+            ("EVENTLINE_RATE_LIMIT_PER_S", "0".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
         ]
     }
