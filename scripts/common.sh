@@ -140,6 +140,7 @@ ensure_broker() {
     --listener-url "tcp://$host:$port" --advertised-listener-url "tcp://$host:$port" \
     --storage-engine memory://tansu/ >"$STATE_DIR/tansu.log" 2>&1 &
   echo $! >"$STATE_DIR/tansu.pid"
-  touch "$STATE_DIR/broker-log-is-new"
+  # Machine-wide, like the broker: any clone's `make up` must learn that the log is new.
+  touch "$CACHE_DIR/broker-log-is-new"
   wait_port "$host" "$port" 30 || die "Tansu did not start; see $STATE_DIR/tansu.log"
 }

@@ -54,15 +54,27 @@ ensure_broker
 say "Building the services (release)"
 cargo build --release --locked --quiet -p eventline-command -p eventline-projector -p eventline-query
 
-if [[ -f $STATE_DIR/broker-log-is-new ]]; then
+# Whether the read models hold positions the local broker's log does not have: a partition with
+# applied offsets but no message at all (on Tansu a partition with any message reports a high
+# watermark of at least 1). Then the log they came from is gone, whoever restarted the broker.
+read_models_outlive_the_log() {
+  read -r host _ < <(host_port "$KAFKA_BROKERS" 9092)
+  is_local "$host" || return 1
+  "$BIN/eventline-projector" status --json 2>/dev/null | awk '
+    /"highWatermark": [0-9]+/ { hw = $2 + 0; known = 1 }
+    /"highWatermark": null/   { known = 0 }
+    /"nextOffset": [0-9]+/    { if (known && hw == 0 && $2 + 0 > 0) gone = 1 }
+    END { exit gone ? 0 : 1 }'
+}
+
+"$BIN/eventline-projector" migrate >>"$STATE_DIR/projector.log" 2>&1 || die "migration failed; see $STATE_DIR/projector.log"
+if [[ -f $CACHE_DIR/broker-log-is-new || -f $STATE_DIR/broker-log-is-new ]] || read_models_outlive_the_log; then
   # The log the read models were built from is gone with the old broker: a read model must be a
   # function of the log it came from, so start everything afresh against the new, empty log.
   warn "A new broker was started with an empty log: resetting the read models in $(echo "$DATABASE_URL" | sed -E 's#//[^@]*@#//#') to match it"
   for name in "${SERVICES[@]}"; do stop_service "$name"; done
   "$BIN/eventline-projector" reset --yes >>"$STATE_DIR/projector.log" 2>&1 || die "reset failed; see $STATE_DIR/projector.log"
-  rm -f "$STATE_DIR/broker-log-is-new"
-else
-  "$BIN/eventline-projector" migrate >>"$STATE_DIR/projector.log" 2>&1 || die "migration failed; see $STATE_DIR/projector.log"
+  rm -f "$CACHE_DIR/broker-log-is-new" "$STATE_DIR/broker-log-is-new"
 fi
 
 for name in "${SERVICES[@]}"; do start_service "$name"; done

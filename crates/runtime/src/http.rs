@@ -145,9 +145,41 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
     response
 }
 
-/// Adds the problem+json fallbacks for unknown routes and wrong methods.
+/// Adds the problem+json fallbacks for unknown routes and wrong methods, and turns the plain-text
+/// 4xx answers of the framework's own extractors (a path segment that is not UTF-8, say) into
+/// problems, so every client error is problem+json.
 pub fn with_problem_fallbacks(router: Router) -> Router {
-    router.fallback(problem::route_not_found).method_not_allowed_fallback(problem::method_not_allowed)
+    router
+        .fallback(problem::route_not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(axum::middleware::from_fn(plain_errors_as_problems))
+}
+
+async fn plain_errors_as_problems(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|t| t.starts_with("text/plain"));
+    if !status.is_client_error() || !is_plain {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).chars().take(300).collect::<String>(),
+        Err(_) => String::new(),
+    };
+    let (slug, title) = match status {
+        StatusCode::BAD_REQUEST => ("bad-request", "Bad request"),
+        StatusCode::NOT_FOUND => ("not-found", "Not found"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Payload too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
+        _ => ("bad-request", "Bad request"),
+    };
+    let detail = if text.trim().is_empty() { title.to_owned() } else { text };
+    problem::Problem::new(status, slug, title, detail).into_response()
 }
 
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish.

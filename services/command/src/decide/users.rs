@@ -126,3 +126,43 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Names from all of Unicode, control characters included.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![any::<String>(), "\\PC{1,120}", "[a-z]{1,10}", Just(String::new())]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Whatever the input: either an event carrying the text exactly as sent, or errors that
+        /// name only the command's fields; never a panic.
+        #[test]
+        fn create_user_keeps_valid_text_verbatim_and_names_what_is_invalid(
+            email in prop_oneof![any::<String>(), "[a-z.]{1,20}@[a-z]{1,10}\\.[a-z]{2,4}"],
+            first in text(),
+            last in text(),
+        ) {
+            let command = CreateUser { user_id: None, email: email.clone(), first_name: first.clone(), last_name: last.clone() };
+            match create_user(command, &mut IdGen::random(), Errors::default()) {
+                Ok(Event::UserCreated(user)) => {
+                    prop_assert_eq!((user.email, user.first_name, user.last_name), (email, first.clone(), last.clone()));
+                    prop_assert!(!first.chars().any(char::is_control) && first.chars().count() <= MAX_NAME_CHARS);
+                }
+                Ok(other) => prop_assert!(false, "unexpected event {:?}", other),
+                Err(errors) => {
+                    prop_assert!(!errors.is_empty());
+                    for error in errors {
+                        prop_assert!(["email", "firstName", "lastName"].contains(&error.field.as_str()), "{:?}", error);
+                    }
+                }
+            }
+        }
+    }
+}
