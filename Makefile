@@ -1,5 +1,5 @@
 # eventline: the two commands are `make up` (run it) and `make test` (test it).
-.PHONY: up down test lint fmt status clients demo bench
+.PHONY: up down test lint fmt status clients demo bench chaos
 
 up:    ## Install what is missing, build, and run the stack in the background
 	@bash scripts/up.sh
@@ -15,6 +15,9 @@ demo:  ## A guided tour of the running stack (make up or docker compose); fails 
 
 bench: ## Benchmarks (QUICK=1 for a 3-minute smoke run); writes target/bench/results.json and docs/benchmarks.md
 	@QUICK=$(QUICK) bash scripts/bench.sh
+
+chaos: ## Fault injection under load (SHORT=1 for a quick run); restarts the local PostgreSQL and Redis
+	@SHORT=$(SHORT) bash scripts/chaos.sh
 
 clients: ## Generate the TypeScript and Python clients into target/clients/
 	@bash scripts/clients.sh

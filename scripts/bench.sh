@@ -5,14 +5,8 @@
 # docs/benchmarks.md.
 source "$(dirname "$0")/common.sh"
 
-ensure_build_tools
-ensure_postgres
-ensure_redis
-ensure_broker
-
-say "Building the services and the benchmark (release)"
-cargo build --release --locked --quiet -p eventline-command -p eventline-projector -p eventline-query \
-  -p eventline-tools --bin eventline-bench
+ensure_dependencies
+build_services_and_tool eventline-bench
 
 if [[ $KAFKA_BROKERS == 127.0.0.1:9092 ]]; then
   export EVENTLINE_BROKER="Tansu $TANSU_VERSION on this machine, in-memory storage (memory://)"

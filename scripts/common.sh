@@ -144,3 +144,19 @@ ensure_broker() {
   touch "$CACHE_DIR/broker-log-is-new"
   wait_port "$host" "$port" 30 || die "Tansu did not start; see $STATE_DIR/tansu.log"
 }
+
+# PostgreSQL, Redis and the broker, installed and started if missing (make bench, make chaos).
+ensure_dependencies() {
+  ensure_build_tools
+  ensure_postgres
+  ensure_redis
+  ensure_broker
+}
+
+# Release builds of the three services and of one tool binary (eventline-bench, eventline-chaos),
+# which runs next to them.
+build_services_and_tool() {
+  say "Building the services and $1 (release)"
+  cargo build --release --locked --quiet -p eventline-command -p eventline-projector -p eventline-query \
+    -p eventline-tools --bin "$1"
+}

@@ -166,3 +166,110 @@ impl EventLog {
         }
     }
 }
+
+/// The producer's fault paths against librdkafka's in-process mock cluster: a broker that goes
+/// down, produce requests that fail transiently or for good.
+#[cfg(test)]
+mod fault_paths {
+    use std::time::{Duration, Instant};
+
+    use eventline_events::{AdjustmentType, Envelope, Event, InventoryAdjusted};
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::*;
+
+    const TOPIC: &str = "eventline.mock";
+
+    fn envelope() -> Envelope {
+        Envelope::new(Event::InventoryAdjusted(InventoryAdjusted {
+            sku: "SKU-1".into(),
+            quantity: 1,
+            adjustment_type: AdjustmentType::Add,
+            reason: "mock".into(),
+        }))
+    }
+
+    fn log_on(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> EventLog {
+        let config = KafkaConfig {
+            brokers: cluster.bootstrap_servers(),
+            topic: TOPIC.into(),
+            topic_partitions: 1,
+            topic_replication: 1,
+        };
+        EventLog::connect(&config, 1500).expect("a producer on the mock cluster")
+    }
+
+    /// Event ids in the mock topic's one partition.
+    fn event_ids_in_log(bootstrap: &str) -> Vec<uuid::Uuid> {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "mock-reader")
+            .create()
+            .expect("a consumer on the mock cluster");
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(TOPIC, 0, Offset::Beginning).expect("a partition");
+        consumer.assign(&assignment).expect("assigned");
+        let mut ids = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100))
+                && let Ok(envelope) = Envelope::decode(message.payload().unwrap_or_default())
+            {
+                ids.push(envelope.event_id);
+            }
+        }
+        ids
+    }
+
+    fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+        let cluster = MockCluster::new(1).expect("a mock cluster");
+        cluster.create_topic(TOPIC, 1, 1).expect("the topic");
+        cluster
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_that_goes_down_means_unavailable_within_the_timeout_never_success() {
+        let cluster = cluster();
+        let log = log_on(&cluster);
+        assert!(log.append_all(&[envelope()]).await.is_ok());
+        cluster.broker_down(1).expect("broker down");
+        let started = Instant::now();
+        let failed = log.append_all(&[envelope()]).await;
+        assert!(
+            matches!(failed, Err(PartialAppend { error: AppendError::Unavailable(_), .. })),
+            "{failed:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+        cluster.broker_up(1).expect("broker up");
+        let again = envelope();
+        assert!(log.append_all(std::slice::from_ref(&again)).await.is_ok(), "appends resume");
+        assert!(event_ids_in_log(&cluster.bootstrap_servers()).contains(&again.event_id));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transient_produce_errors_are_retried_and_the_event_is_appended_once() {
+        let cluster = cluster();
+        let log = log_on(&cluster);
+        let errors = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3];
+        cluster.request_errors(RDKafkaApiKey::Produce, &errors);
+        let event = envelope();
+        let positions = log.append_all(std::slice::from_ref(&event)).await.expect("appended after retries");
+        assert_eq!(positions.len(), 1);
+        let ids = event_ids_in_log(&cluster.bootstrap_servers());
+        assert_eq!(ids.iter().filter(|id| **id == event.event_id).count(), 1, "{ids:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_the_broker_refuses_for_good_is_reported_as_refused() {
+        let cluster = cluster();
+        let log = log_on(&cluster);
+        cluster
+            .request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE]);
+        let refused = log.append_all(&[envelope()]).await;
+        assert!(matches!(refused, Err(PartialAppend { error: AppendError::Refused(_), .. })), "{refused:?}");
+    }
+}

@@ -326,7 +326,10 @@ fn append_problem(partial: PartialAppend, batch: bool) -> Problem {
         AppendError::Unavailable(cause) => {
             tracing::warn!(error = %cause, appended, total = partial.positions.len(), "Append failed: event log unavailable");
             let detail = if appended == 0 {
-                "The event log did not acknowledge the append; nothing was recorded. Retry later.".to_owned()
+                "The event log did not acknowledge the append in time, so the command is not confirmed; the broker \
+                 may still have recorded it. Retry with the same Idempotency-Key: the retry carries the same \
+                 event id, so the command takes effect once."
+                    .to_owned()
             } else {
                 format!(
                     "The event log became unavailable: {appended} of {} events were appended, the others were not. \

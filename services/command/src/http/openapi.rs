@@ -75,7 +75,8 @@ pub enum CommandProblems {
     /// This client sent more commands than its rate limit allows; `Retry-After` says when to retry.
     #[response(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Problem),
-    /// The event log did not acknowledge in time (nothing was recorded), or Redis is down for a
+    /// The event log did not acknowledge in time (not confirmed: retry with the same
+    /// `Idempotency-Key` to make it take effect exactly once), or Redis is down for a
     /// request with an `Idempotency-Key`. `Retry-After` says when to retry.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),

@@ -13,7 +13,6 @@
 mod data;
 mod load;
 mod report;
-mod stack;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::load::{closed_loop, open_loop};
 use crate::report::Results;
-use crate::stack::{Setup, applied};
+use eventline_tools::stack::{self, Setup, applied};
 
 /// How much of everything.
 struct Scale {

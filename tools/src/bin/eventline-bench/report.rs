@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::load::Measured;
-use crate::stack::Setup;
+use eventline_tools::stack::Setup;
 
 const ANALYSIS_START: &str = "<!-- analysis: kept by make bench -->";
 const ANALYSIS_END: &str = "<!-- /analysis -->";

@@ -60,6 +60,16 @@ impl Setup {
 
     /// Starts a service (`eventline-command`, …) on `port`.
     pub fn start(&self, name: &'static str, port: u16) -> anyhow::Result<Service> {
+        self.start_with(name, port, &[])
+    }
+
+    /// Starts a service with `extra` environment on top of the setup's.
+    pub fn start_with(
+        &self,
+        name: &'static str,
+        port: u16,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
         let listen = match name {
             "eventline-command" => "EVENTLINE_COMMAND_ADDR",
             "eventline-query" => "EVENTLINE_QUERY_ADDR",
@@ -69,6 +79,7 @@ impl Setup {
         let child = Command::new(self.bin_dir.join(name))
             .envs(self.environment())
             .env(listen, format!("127.0.0.1:{port}"))
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(std::fs::File::create(&log)?)
             .stderr(std::fs::File::create(log.with_extension("err"))?)
             .stdin(Stdio::null())
@@ -118,6 +129,14 @@ impl Service {
 
     pub fn stop(mut self) {
         self.terminate();
+    }
+
+    /// SIGKILL: no goodbye, nothing flushed.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn terminate(&mut self) {

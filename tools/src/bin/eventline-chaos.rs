@@ -1,0 +1,516 @@
+//! `make chaos`: faults injected while commands flow, then the read model compared with a fold of
+//! the log written here, independently of the projector.
+//!
+//! Each scenario runs the command service and the projector as release processes on a topic and
+//! database of its own, drives inventory adjustments with random quantities (each with an
+//! `Idempotency-Key`, retried with the same key when the answer is lost), injects its fault, stops
+//! the load and waits for the projection to catch up. Then:
+//! - every event acknowledged with 202 must be in the log (no 2xx for an event not in the log);
+//! - per sku, the read model must equal the sum of the distinct events in the log (nothing lost,
+//!   nothing doubled), and every event id must be applied once (`processed_events`).
+//!
+//! `--short` runs each scenario briefly (the variant `make test` runs). Writes
+//! `docs/reliability.md` (full runs only) and `target/chaos/results.json`.
+#![allow(clippy::print_stdout)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use eventline_events::{Envelope, Event};
+use eventline_tools::stack::{self, Service, Setup};
+use rand::Rng;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::Serialize;
+use serde_json::json;
+
+const SKUS: usize = 16;
+const PORTS: (u16, u16) = (28081, 28083);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    KillProjector,
+    RestartPostgres,
+    RestartRedis,
+    FreezeBroker,
+    PoisonStorm,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::KillProjector => "projector killed with SIGKILL at random moments",
+            Fault::RestartPostgres => "PostgreSQL restarted mid-load",
+            Fault::RestartRedis => "Redis flushed and restarted mid-load",
+            Fault::FreezeBroker => "broker frozen (SIGSTOP) beyond the append timeout, then resumed",
+            Fault::PoisonStorm => "poison messages mixed into valid traffic",
+        }
+    }
+}
+
+/// What one scenario found.
+#[derive(Debug, Clone, Serialize)]
+struct Report {
+    scenario: &'static str,
+    faults: u32,
+    /// Commands answered 202, and answered 503 (refused, the client may retry).
+    accepted: u64,
+    unavailable: u64,
+    /// Distinct events in the log, and copies of an event id (a producer retry that appended twice).
+    events_in_log: u64,
+    duplicate_copies_in_log: u64,
+    /// Acknowledged with 202 but not in the log.
+    acknowledged_not_in_log: u64,
+    /// Units of stock the read model lacks (lost) or has in excess (doubled) against the log.
+    lost: i64,
+    doubled: i64,
+    /// Event ids applied more than once, or not at all, by the projector.
+    applied_twice_or_missing: i64,
+    dead_letters: i64,
+    poison_sent: u64,
+    /// From the end of the last fault to the projection caught up.
+    recover_s: f64,
+    passed: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let short = std::env::args().any(|a| a == "--short");
+    let (run, kills) = if short { (Duration::from_secs(6), 3) } else { (Duration::from_secs(20), 10) };
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let database_url = var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/eventline");
+    let postgres =
+        database_url.rsplit_once('/').map_or(database_url.clone(), |(server, _)| server.to_owned());
+    let root =
+        std::env::var("EVENTLINE_ROOT").map(std::path::PathBuf::from).unwrap_or(std::env::current_dir()?);
+    let out = root.join("target/chaos");
+    std::fs::create_dir_all(&out)?;
+    let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+    let base = Setup {
+        bin_dir: stack::bin_dir()?,
+        brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
+        redis: var("REDIS_URL", "redis://127.0.0.1:6379"),
+        postgres,
+        topic: String::new(),
+        database: String::new(),
+        log_dir: out.clone(),
+    };
+    let faults = [
+        Fault::KillProjector,
+        Fault::RestartPostgres,
+        Fault::RestartRedis,
+        Fault::FreezeBroker,
+        Fault::PoisonStorm,
+    ];
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    for (n, fault) in faults.into_iter().enumerate() {
+        let setup = Setup {
+            topic: format!("eventline.chaos.{id}.{n}"),
+            database: format!("eventline_chaos_{id}_{n}"),
+            ..base.clone()
+        };
+        println!("\n{}. {}", n + 1, fault.name());
+        let report = scenario(&setup, fault, run, kills).await;
+        let _ = stack::drop_database(&setup.postgres, &setup.database).await;
+        let report = report.with_context(|| format!("scenario {:?}", fault))?;
+        println!("   {}", serde_json::to_string(&report)?);
+        reports.push(report);
+    }
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&reports)? + "\n")?;
+    if !short {
+        std::fs::write(root.join("docs/reliability.md"), markdown(&reports, started.elapsed()))?;
+    }
+    let failed: Vec<&str> = reports.iter().filter(|r| !r.passed).map(|r| r.scenario).collect();
+    if !failed.is_empty() {
+        bail!("lost, doubled or unlogged events in: {}", failed.join("; "));
+    }
+    println!("\nNothing lost, nothing doubled, in {:.0} s.", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn scenario(setup: &Setup, fault: Fault, run: Duration, kills: u32) -> anyhow::Result<Report> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    setup.fresh_database().await?;
+    let mut projector = setup.start("eventline-projector", PORTS.1)?;
+    projector.ready(&http).await?;
+    let command = setup.start("eventline-command", PORTS.0)?;
+    command.ready(&http).await?;
+
+    let load = Load::start(&http, &command, run);
+    let mut faults = 0;
+    let mut poison_sent = 0;
+    let fault_started = Instant::now();
+    tokio::time::sleep(run / 4).await;
+    match fault {
+        Fault::KillProjector => {
+            for incarnation in 0..kills {
+                let pause = rand::rng().random_range(200..1200);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                projector.kill();
+                faults += 1;
+                // Positions come from PostgreSQL, so the group's name does not matter; a new one
+                // because Tansu never expires the killed member, whose partitions would otherwise
+                // stay assigned to it (Apache Kafka reassigns them after the session timeout).
+                let group = ("EVENTLINE_PROJECTOR_GROUP", format!("{}.projector.{incarnation}", setup.topic));
+                projector = setup.start_with("eventline-projector", PORTS.1, &[group])?;
+            }
+        }
+        Fault::RestartPostgres => {
+            restart_postgres()?;
+            faults += 1;
+        }
+        Fault::RestartRedis => {
+            restart_redis(&setup.redis).await?;
+            faults += 1;
+        }
+        Fault::FreezeBroker => {
+            let pid = broker_pid()?;
+            signal(&pid, "STOP")?;
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            signal(&pid, "CONT")?;
+            faults += 1;
+        }
+        Fault::PoisonStorm => {
+            poison_sent = poison(&setup.brokers, &setup.topic, 500, run / 2).await?;
+            faults += 1;
+        }
+    }
+    let fault_ended = Instant::now();
+    let _ = fault_started;
+    let outcome = load.finish().await;
+    projector.ready(&http).await?;
+    projector.caught_up(&http).await?;
+    let recover_s = fault_ended.elapsed().as_secs_f64();
+
+    let log = read_log(&setup.brokers, &setup.topic)?;
+    let pool = sqlx::PgPool::connect(&setup.database_url()).await?;
+    let live: i32 = sqlx::query_scalar("SELECT version FROM read_model_versions WHERE state = 'live'")
+        .fetch_one(&pool)
+        .await?;
+    let stock: Vec<(String, i64)> =
+        sqlx::query_as(&format!("SELECT sku, quantity FROM read_model_v{live}.inventory"))
+            .fetch_all(&pool)
+            .await?;
+    let stock: HashMap<String, i64> = stock.into_iter().collect();
+    let (mut lost, mut doubled) = (0, 0);
+    for (sku, expected) in &log.stock {
+        let actual = stock.get(sku).copied().unwrap_or(0);
+        lost += (expected - actual).max(0);
+        doubled += (actual - expected).max(0);
+    }
+    let applied: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM read_model_v{live}.processed_events"))
+            .fetch_one(&pool)
+            .await?;
+    let dead_letters: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE topic = $1")
+        .bind(&setup.topic)
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    let acknowledged_not_in_log =
+        outcome.accepted_ids.iter().filter(|id| !log.ids.contains(*id)).count() as u64;
+    let events_in_log = log.ids.len() as u64;
+    let applied_twice_or_missing = (applied - events_in_log as i64).abs();
+    let passed = lost == 0
+        && doubled == 0
+        && acknowledged_not_in_log == 0
+        && applied_twice_or_missing == 0
+        && dead_letters == i64::try_from(poison_sent)?;
+    command.stop();
+    projector.stop();
+    Ok(Report {
+        scenario: fault.name(),
+        faults,
+        accepted: outcome.accepted_ids.len() as u64,
+        unavailable: outcome.unavailable,
+        events_in_log,
+        duplicate_copies_in_log: log.duplicates,
+        acknowledged_not_in_log,
+        lost,
+        doubled,
+        applied_twice_or_missing,
+        dead_letters,
+        poison_sent,
+        recover_s: (recover_s * 10.0).round() / 10.0,
+        passed,
+    })
+}
+
+/// Workers sending inventory adjustments until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    accepted: Arc<Mutex<Vec<String>>>,
+    unavailable: Arc<AtomicU64>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+struct LoadOutcome {
+    accepted_ids: Vec<String>,
+    unavailable: u64,
+}
+
+impl Load {
+    fn start(http: &reqwest::Client, command: &Service, run: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let unavailable = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + run;
+        let workers = (0..8)
+            .map(|_| {
+                let (http, stop, accepted, unavailable) =
+                    (http.clone(), stop.clone(), accepted.clone(), unavailable.clone());
+                let base = command.base.clone();
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let (sku, quantity) = {
+                            let mut rng = rand::rng();
+                            (rng.random_range(0..SKUS), rng.random_range(1..=5))
+                        };
+                        let key = uuid::Uuid::new_v4().to_string();
+                        let body = json!({"adjustmentType": "add", "quantity": quantity, "reason": "chaos"});
+                        // A lost answer is asked again with the same key until it is definite.
+                        loop {
+                            let sent = http
+                                .post(format!("{base}/inventory/CHAOS-{sku}/adjustments"))
+                                .header("idempotency-key", &key)
+                                .json(&body)
+                                .send()
+                                .await;
+                            match sent {
+                                Ok(response) if response.status() == 202 => {
+                                    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+                                    if let Some(id) = answer["eventId"].as_str()
+                                        && let Ok(mut ids) = accepted.lock()
+                                    {
+                                        ids.push(id.to_owned());
+                                    }
+                                    break;
+                                }
+                                Ok(response) if response.status() == 503 => {
+                                    unavailable.fetch_add(1, Ordering::Relaxed);
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    break;
+                                }
+                                Ok(response) if response.status() == 409 => {
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                                Ok(_) => break,
+                                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, accepted, unavailable, workers }
+    }
+
+    async fn finish(self) -> LoadOutcome {
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        let accepted_ids = self.accepted.lock().map(|ids| ids.clone()).unwrap_or_default();
+        LoadOutcome { accepted_ids, unavailable: self.unavailable.load(Ordering::Relaxed) }
+    }
+}
+
+/// The log folded independently of the projector: distinct event ids and stock per sku.
+struct Fold {
+    ids: HashSet<String>,
+    duplicates: u64,
+    stock: BTreeMap<String, i64>,
+}
+
+fn read_log(brokers: &str, topic: &str) -> anyhow::Result<Fold> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}.chaos-fold"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> =
+        metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let mut ends = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        if high > 0 {
+            ends.insert(partition, high);
+            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    let mut fold = Fold { ids: HashSet::new(), duplicates: 0, stock: BTreeMap::new() };
+    let mut done: HashSet<i32> = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Tansu's high watermark can be the base offset of the last batch + 1: read until the log
+    // has been quiet a while after reaching it.
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                quiet_since = Instant::now();
+                if message.offset() + 1 >= ends.get(&message.partition()).copied().unwrap_or(0) {
+                    done.insert(message.partition());
+                }
+                let Ok(envelope) = Envelope::decode(message.payload().unwrap_or_default()) else { continue };
+                if !fold.ids.insert(envelope.event_id.to_string()) {
+                    fold.duplicates += 1;
+                    continue;
+                }
+                if let Event::InventoryAdjusted(adjusted) = envelope.event {
+                    *fold.stock.entry(adjusted.sku).or_default() += adjusted.quantity;
+                }
+            }
+            Some(Err(error)) => bail!("reading the log: {error}"),
+            None if done.len() == ends.len() && quiet_since.elapsed() > Duration::from_secs(2) => {
+                return Ok(fold);
+            }
+            None => {}
+        }
+    }
+    bail!("the log could not be read to its end within 120 s")
+}
+
+fn restart_postgres() -> anyhow::Result<()> {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .context("/etc/postgresql: restarting PostgreSQL needs a local Debian cluster")?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .context("no PostgreSQL cluster in /etc/postgresql")?;
+    let status = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", "restart", "-m", "fast"])
+        .status()?;
+    anyhow::ensure!(status.success(), "pg_ctlcluster restart failed");
+    Ok(())
+}
+
+async fn restart_redis(url: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut connection).await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let (executable, config, port) = (field("executable"), field("config_file"), field("tcp_port"));
+    let dir: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("dir").query_async(&mut connection).await?;
+    let appendonly: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(&mut connection).await?;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut connection).await?;
+    let _: Result<(), _> = redis::cmd("SHUTDOWN").arg("NOSAVE").query_async::<()>(&mut connection).await;
+    // Redis reports its working directory + argv[0] when started through PATH.
+    let executable =
+        if std::path::Path::new(&executable).exists() { executable } else { "redis-server".to_owned() };
+    let mut restart = Command::new(executable);
+    if !config.is_empty() {
+        restart.arg(config);
+    }
+    restart.args(["--daemonize", "yes", "--port", &port, "--bind", "127.0.0.1"]);
+    if let Some(dir) = dir.get(1) {
+        restart.args(["--dir", dir]);
+    }
+    if let Some(appendonly) = appendonly.get(1) {
+        restart.args(["--appendonly", appendonly]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = restart.status()?;
+    anyhow::ensure!(status.success(), "restarting redis-server failed");
+    Ok(())
+}
+
+fn broker_pid() -> anyhow::Result<String> {
+    let output = Command::new("pgrep").args(["-f", "tansu broker"]).output()?;
+    let pid = String::from_utf8_lossy(&output.stdout).lines().next().map(str::to_owned);
+    pid.context("freezing the broker needs the local Tansu process (pgrep -f 'tansu broker')")
+}
+
+fn signal(pid: &str, signal: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        Command::new("kill").args([&format!("-{signal}"), pid]).status()?.success(),
+        "kill -{signal}"
+    );
+    Ok(())
+}
+
+/// Appends `count` undecodable messages, spread over `during`.
+async fn poison(brokers: &str, topic: &str, count: u64, during: Duration) -> anyhow::Result<u64> {
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).set("acks", "all").create()?;
+    let pause = during / u32::try_from(count).unwrap_or(1).max(1);
+    for i in 0..count {
+        let key = format!("poison-{i}");
+        let payload = format!("{{\"poison\": {i}");
+        producer
+            .send(FutureRecord::to(topic).key(&key).payload(&payload), Duration::from_secs(10))
+            .await
+            .map_err(|(error, _)| error)?;
+        tokio::time::sleep(pause).await;
+    }
+    Ok(count)
+}
+
+fn markdown(reports: &[Report], took: Duration) -> String {
+    let mut md = String::from("# Reliability\n\n");
+    md.push_str(&format!(
+        "Written by `make chaos` (`tools/src/bin/eventline-chaos.rs`) in {:.0} s on the two-core development \
+         machine (local Tansu broker, PostgreSQL 15, Redis). Each scenario drives inventory adjustments \
+         through the command API (8 workers, Idempotency-Key on every command, a lost answer asked again \
+         with the same key), injects its fault, stops the load, waits for the projection to catch up, and \
+         compares the read model with a fold of the log written for the test.\n\n",
+        took.as_secs_f64()
+    ));
+    md.push_str("| scenario | faults | accepted (202) | refused (503) | events in log | 202 not in log | lost | doubled | applied ≠ once | dead letters / poison | recover s | |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for r in reports {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
+            r.scenario,
+            r.faults,
+            r.accepted,
+            r.unavailable,
+            r.events_in_log,
+            r.acknowledged_not_in_log,
+            r.lost,
+            r.doubled,
+            r.applied_twice_or_missing,
+            r.dead_letters,
+            r.poison_sent,
+            r.recover_s,
+            if r.passed { "pass" } else { "**FAIL**" }
+        ));
+    }
+    for r in reports.iter().filter(|r| r.events_in_log > r.accepted) {
+        md.push_str(&format!(
+            "\n{}: {} events are in the log although their commands were answered 503 (the broker recorded them \
+             but its acknowledgement did not arrive within the append timeout). A 503 means \"not confirmed\", \
+             not \"not recorded\": a retry with the same Idempotency-Key carries the same event id and is \
+             applied once.\n",
+            r.scenario,
+            r.events_in_log - r.accepted
+        ));
+    }
+    md.push_str(
+        "\n`lost`/`doubled` are units of stock the read model lacks or has in excess against the log; \
+         `applied ≠ once` compares the projector's applied event ids with the distinct events in the log; \
+         `recover s` runs from the end of the last fault until the projection has caught up (it includes \
+         stopping the load and the backlog built meanwhile).\n\n\
+         Not covered yet (issue #10): two projector instances with one killed during a rebalance (Tansu \
+         never expires a killed group member; see the ignored test in services/projector/tests/processes.rs, \
+         to run against Apache Kafka), a full broker stop and start (Tansu's log is in memory), and the \
+         consumer's fault paths with librdkafka's mock cluster. The producer's are unit tests \
+         (`services/command/src/log.rs`, `fault_paths`): a broker going down, transient produce errors \
+         retried into one append, a message refused for good.\n",
+    );
+    md
+}
