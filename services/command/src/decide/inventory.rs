@@ -90,3 +90,49 @@ mod tests {
         assert_eq!(fields(decide("A", adjust(1, "add", &"r".repeat(MAX_REASON_CHARS + 1)))), ["reason"]);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use eventline_events::is_valid_sku;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Whatever the input: an event exactly as sent when every rule holds (sku pattern, known
+        /// adjustment type, quantity in range, reason printable), otherwise errors naming only the
+        /// command's fields; never a panic.
+        #[test]
+        fn adjust_inventory_accepts_exactly_what_the_rules_allow(
+            sku in prop_oneof![any::<String>(), "[A-Za-z0-9][A-Za-z0-9._-]{0,70}"],
+            kind in prop_oneof![Just("add".to_owned()), Just("remove".to_owned()), Just("set".to_owned()), any::<String>()],
+            quantity in prop_oneof![any::<i64>(), -2_i64..=MAX_STOCK_QUANTITY + 2],
+            reason in prop_oneof![any::<String>(), "\\PC{1,250}"],
+        ) {
+            let command = AdjustInventory { quantity, adjustment_type: kind.clone(), reason: reason.clone() };
+            let minimum = if kind == "set" { 0 } else { 1 };
+            let allowed = is_valid_sku(&sku)
+                && ["add", "remove", "set"].contains(&kind.as_str())
+                && (minimum..=MAX_STOCK_QUANTITY).contains(&quantity)
+                && !reason.trim().is_empty()
+                && reason.chars().count() <= MAX_REASON_CHARS
+                && !reason.chars().any(char::is_control);
+            match adjust_inventory(&sku, command, Errors::default()) {
+                Ok(Event::InventoryAdjusted(event)) => {
+                    prop_assert!(allowed);
+                    prop_assert_eq!((event.sku, event.quantity, event.reason), (sku, quantity, reason));
+                }
+                Ok(other) => prop_assert!(false, "unexpected event {:?}", other),
+                Err(errors) => {
+                    prop_assert!(!allowed && !errors.is_empty());
+                    for error in errors {
+                        let known = ["sku", "adjustmentType", "quantity", "reason"];
+                        prop_assert!(known.contains(&error.field.as_str()), "{:?}", error);
+                    }
+                }
+            }
+        }
+    }
+}
