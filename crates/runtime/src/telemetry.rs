@@ -205,11 +205,11 @@ where
     }
 }
 
-/// Makes the trace context carried by a message (its `traceparent`/`tracestate` headers, looked
-/// up by `get`) the parent of `span`, which must not have been entered yet.
-pub fn continue_trace<'a>(span: &Span, get: impl Fn(&str) -> Option<&'a str>) {
+/// Makes `remote`, the span context a message carried (see [`remote_span`]), the parent of
+/// `span`, which must not have been entered yet.
+pub fn continue_from(span: &Span, remote: SpanContext) {
     if exporting() {
-        let _ = span.set_parent(extract(get));
+        let _ = span.set_parent(Context::new().with_remote_span_context(remote));
     }
 }
 

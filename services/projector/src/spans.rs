@@ -42,9 +42,9 @@ impl BatchSpans {
         let batch_context = telemetry::span_context(&batch);
         let events = records
             .iter()
-            .zip(&producers)
-            .filter(|(_, producer)| producer.is_some())
-            .map(|(record, _)| {
+            .zip(producers)
+            .filter_map(|(record, producer)| Some((record, producer?)))
+            .map(|(record, producer)| {
                 let span = tracing::info_span!(
                     parent: None,
                     "process event",
@@ -59,7 +59,7 @@ impl BatchSpans {
                     messaging.message.id = header(record, HEADER_EVENT_ID),
                     eventline.event.type = header(record, HEADER_EVENT_TYPE),
                 );
-                telemetry::continue_trace(&span, |name| header(record, name));
+                telemetry::continue_from(&span, producer);
                 telemetry::link(&span, batch_context.clone());
                 span
             })
