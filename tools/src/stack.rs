@@ -22,6 +22,25 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// The dependencies `make up` uses (`KAFKA_BROKERS`, `REDIS_URL`, the server of
+    /// `DATABASE_URL`), the release binaries next to this tool, and `topic` and `database` of the
+    /// tool's own. Logs go to `log_dir`.
+    pub fn from_environment(topic: String, database: String, log_dir: PathBuf) -> anyhow::Result<Setup> {
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        let database_url = var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/eventline");
+        let postgres =
+            database_url.rsplit_once('/').map_or(database_url.clone(), |(server, _)| server.to_owned());
+        Ok(Setup {
+            bin_dir: bin_dir()?,
+            brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
+            redis: var("REDIS_URL", "redis://127.0.0.1:6379"),
+            postgres,
+            topic,
+            database,
+            log_dir,
+        })
+    }
+
     pub fn database_url(&self) -> String {
         format!("{}/{}", self.postgres, self.database)
     }
@@ -174,6 +193,21 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// Where the tool writes: `<repository>/target/<name>` (the repository is `EVENTLINE_ROOT`, or the
+/// working directory), created if missing; returns the repository and that directory.
+pub fn output_dir(name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let repository =
+        std::env::var("EVENTLINE_ROOT").map(PathBuf::from).or_else(|_| std::env::current_dir())?;
+    let out = repository.join("target").join(name);
+    std::fs::create_dir_all(&out)?;
+    Ok((repository, out))
+}
+
+/// A short id for the topic and database names of one run.
+pub fn run_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()[20..].to_owned()
 }
 
 /// The directory holding the release binaries: next to this one.

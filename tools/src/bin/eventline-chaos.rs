@@ -82,24 +82,9 @@ struct Report {
 async fn main() -> anyhow::Result<()> {
     let short = std::env::args().any(|a| a == "--short");
     let (run, kills) = if short { (Duration::from_secs(6), 3) } else { (Duration::from_secs(20), 10) };
-    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-    let database_url = var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/eventline");
-    let postgres =
-        database_url.rsplit_once('/').map_or(database_url.clone(), |(server, _)| server.to_owned());
-    let root =
-        std::env::var("EVENTLINE_ROOT").map(std::path::PathBuf::from).unwrap_or(std::env::current_dir()?);
-    let out = root.join("target/chaos");
-    std::fs::create_dir_all(&out)?;
-    let id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
-    let base = Setup {
-        bin_dir: stack::bin_dir()?,
-        brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
-        redis: var("REDIS_URL", "redis://127.0.0.1:6379"),
-        postgres,
-        topic: String::new(),
-        database: String::new(),
-        log_dir: out.clone(),
-    };
+    let (root, out) = stack::output_dir("chaos")?;
+    let id = stack::run_id();
+    let base = Setup::from_environment(String::new(), String::new(), out.clone())?;
     let faults = [
         Fault::KillProjector,
         Fault::RestartPostgres,

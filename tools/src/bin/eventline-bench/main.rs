@@ -41,26 +41,16 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Scale { log_events: 1_000_000, naive_sample: 10_000, run: Duration::from_secs(15) }
     };
-    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-    let database_url = var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/eventline");
-    let postgres =
-        database_url.rsplit_once('/').map_or(database_url.clone(), |(server, _)| server.to_owned());
-    let id = &uuid::Uuid::now_v7().simple().to_string()[20..];
-    let repository =
-        std::env::var("EVENTLINE_ROOT").map(std::path::PathBuf::from).unwrap_or(std::env::current_dir()?);
-    let out_dir = repository.join("target/bench");
-    std::fs::create_dir_all(&out_dir)?;
-    let setup = Setup {
-        bin_dir: stack::bin_dir()?,
-        brokers: var("KAFKA_BROKERS", "127.0.0.1:9092"),
-        redis: var("REDIS_URL", "redis://127.0.0.1:6379"),
-        postgres,
-        topic: format!("eventline.bench.{id}"),
-        database: format!("eventline_bench_{id}"),
-        log_dir: out_dir.clone(),
-    };
+    let id = stack::run_id();
+    let (repository, out_dir) = stack::output_dir("bench")?;
+    let setup = Setup::from_environment(
+        format!("eventline.bench.{id}"),
+        format!("eventline_bench_{id}"),
+        out_dir.clone(),
+    )?;
     let started = Instant::now();
-    let mut results = Results::new(quick, &var("EVENTLINE_BROKER", "unknown broker"));
+    let broker = std::env::var("EVENTLINE_BROKER").unwrap_or_else(|_| "unknown broker".to_owned());
+    let mut results = Results::new(quick, &broker);
     let outcome = run(&setup, &scale, &mut results).await;
     // Leave nothing behind, whatever happened.
     let _ = stack::drop_database(&setup.postgres, &setup.database).await;
@@ -146,12 +136,10 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     let get = {
         let (http, base, ids) = (http.clone(), query.base.clone(), ids.clone());
         move |i: u64| {
-            let (http, ids) = (http.clone(), ids.clone());
-            let index = usize::try_from(i).unwrap_or(0).wrapping_mul(7919) % ids.0.len().max(1);
-            let url = if i.is_multiple_of(2) {
-                format!("{base}/users/{}", ids.0[index])
-            } else {
-                format!("{base}/orders/{}", ids.1[index])
+            let http = http.clone();
+            let url = match read(&ids, i) {
+                Read::User(id) => format!("{base}/users/{id}"),
+                Read::Order(id) => format!("{base}/orders/{id}"),
             };
             async move { expect_status(http.get(url).send().await?, 200).await }
         }
@@ -272,6 +260,22 @@ async fn freshness(
     Ok((measured, h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0))
 }
 
+/// What the `i`-th read of a query run asks for: users and orders alternately, spread over the
+/// prefilled ids.
+enum Read {
+    User(uuid::Uuid),
+    Order(uuid::Uuid),
+}
+
+fn read(ids: &(Vec<uuid::Uuid>, Vec<uuid::Uuid>), i: u64) -> Read {
+    let index = usize::try_from(i).unwrap_or(0).wrapping_mul(7919);
+    if i.is_multiple_of(2) {
+        Read::User(ids.0[index % ids.0.len().max(1)])
+    } else {
+        Read::Order(ids.1[index % ids.1.len().max(1)])
+    }
+}
+
 /// Closed-loop primary-key SELECTs (users and orders, alternating) straight on the database,
 /// through a pool as large as the query service's.
 async fn raw_select(
@@ -288,10 +292,11 @@ async fn raw_select(
         format!("SELECT * FROM read_model_v{live}.orders WHERE order_id = $1"),
     );
     let measured = closed_loop(32, run, move |i| {
-        let (pool, ids) = (pool.clone(), ids.clone());
-        let index = usize::try_from(i).unwrap_or(0).wrapping_mul(7919) % ids.0.len().max(1);
-        let (sql, id) =
-            if i % 2 == 0 { (users.clone(), ids.0[index]) } else { (orders.clone(), ids.1[index]) };
+        let pool = pool.clone();
+        let (sql, id) = match read(&ids, i) {
+            Read::User(id) => (users.clone(), id),
+            Read::Order(id) => (orders.clone(), id),
+        };
         async move {
             sqlx::query(&sql).bind(id).fetch_optional(&pool).await?.context("row missing")?;
             Ok(())
