@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # make chaos [SHORT=1]: fault injection under load (tools/src/bin/eventline-chaos.rs) against
-# release builds of the services, on a topic and database per scenario and ports 28081/28083.
-# It restarts the local PostgreSQL and Redis and freezes the local broker: run it on a development
-# machine, not next to anything that matters. Writes docs/reliability.md (full runs) and
+# release builds of the services. The run starts a PostgreSQL cluster, a Redis server and a Tansu
+# broker of its own on free ports and crashes, flushes and freezes those, so the machine's services
+# and a running `make up` stack are not touched. Writes docs/reliability.md (full runs) and
 # target/chaos/results.json; exits non-zero on any loss or double effect.
 source "$(dirname "$0")/common.sh"
 
-ensure_dependencies
+ensure_chaos_dependencies
 build_services_and_tool eventline-chaos
 args=()
 [[ ${SHORT:-} == 1 ]] && args+=(--short)

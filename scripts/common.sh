@@ -153,10 +153,26 @@ ensure_dependencies() {
   ensure_broker
 }
 
+# What the chaos suite starts for itself: PostgreSQL's server binaries, redis-server and the broker.
+ensure_chaos_dependencies() {
+  ensure_build_tools
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [[ -n ${EVENTLINE_PG_BINDIR:-} ]] || apt_install postgresql
+  command -v redis-server >/dev/null || apt_install redis-server
+  ensure_tansu_binary
+  export TANSU_BIN
+}
+
 # Release builds of the three services and of one tool binary (eventline-bench, eventline-chaos),
 # which runs next to them.
 build_services_and_tool() {
   say "Building the services and $1 (release)"
-  cargo build --release --locked --quiet -p eventline-command -p eventline-projector -p eventline-query \
-    -p eventline-tools --bin "$1"
+  build_services_and_tool_in --release "$1"
+}
+
+# build_services_and_tool_in PROFILE_FLAGS TOOL: both builds; a --bin filter would apply to every
+# package, so the services' binaries are built apart from the tool.
+build_services_and_tool_in() {
+  local profile=("${@:1:$#-1}") tool="${!#}"
+  cargo build "${profile[@]}" --locked --quiet --bins -p eventline-command -p eventline-projector -p eventline-query
+  cargo build "${profile[@]}" --locked --quiet -p eventline-tools --bin "$tool"
 }

@@ -36,3 +36,12 @@ fi
 
 say "Running the tests"
 cargo test --workspace --locked "$@"
+
+# The short chaos run: faults under load against dependencies of its own (see scripts/chaos.sh),
+# with the debug builds the tests just made.
+if [[ $# -eq 0 ]]; then
+  ensure_chaos_dependencies
+  say "Injecting faults under load (short chaos run)"
+  build_services_and_tool_in eventline-chaos
+  EVENTLINE_ROOT="$ROOT" "$CARGO_TARGET_DIR/debug/eventline-chaos" --short
+fi

@@ -84,7 +84,7 @@ impl Drop for Process {
 }
 
 /// The service binary next to this test's executable (`target/<profile>/<name>`).
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let path = profile_dir.join(name);

@@ -94,7 +94,8 @@ impl Setup {
             "eventline-query" => "EVENTLINE_QUERY_ADDR",
             _ => "EVENTLINE_PROJECTOR_ADDR",
         };
-        let log = self.log_dir.join(format!("{name}.log"));
+        // Per port: two instances of one service (a consumer group of two) keep separate logs.
+        let log = self.log_dir.join(format!("{name}-{port}.log"));
         let child = Command::new(self.bin_dir.join(name))
             .envs(self.environment())
             .env(listen, format!("127.0.0.1:{port}"))

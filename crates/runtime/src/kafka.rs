@@ -42,8 +42,12 @@ pub enum TopicError {
 }
 
 /// Creates the event topic if it is missing, checks an existing one keeps events forever, and
-/// returns its number of partitions.
+/// returns its number of partitions. When the operator manages the topic (`manage_topic` off),
+/// only waits for it to exist.
 pub async fn ensure_topic(config: &KafkaConfig) -> Result<i32, TopicError> {
+    if !config.manage_topic {
+        return wait_for_partitions(config).await;
+    }
     let broker_err = |source| TopicError::Broker { brokers: config.brokers.clone(), source };
     let admin: AdminClient<DefaultClientContext> =
         client_config(&config.brokers).create().map_err(broker_err)?;

@@ -84,6 +84,7 @@ impl TestEnv {
             topic: format!("eventline.test.{id}"),
             topic_partitions: TEST_PARTITIONS,
             topic_replication: 1,
+            manage_topic: true,
         };
         let redis = RedisConfig { url: redis_url };
         TestEnv { kafka, database, redis, pool, id }

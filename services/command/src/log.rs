@@ -199,6 +199,7 @@ mod fault_paths {
             topic: TOPIC.into(),
             topic_partitions: 1,
             topic_replication: 1,
+            manage_topic: true,
         };
         EventLog::connect(&config, 1500).expect("a producer on the mock cluster")
     }

@@ -62,7 +62,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = eventline_runtime::telemetry::init("eventline-projector");
-    let cli = Cli::parse();
+    let cli: Cli = eventline_runtime::config::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let shutdown = eventline_runtime::shutdown::on_signal();

@@ -151,3 +151,80 @@ mod tests {
         assert_eq!(fields(decide(order("USD", vec![line("A", 1, &too_dear)]))), ["items[0].price"]);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Prices with 0 to 4 fraction digits, zero and negative ones included.
+    fn price() -> impl Strategy<Value = Decimal> {
+        (-1_000_i64..=2_000_000_000_000, 0_u32..=4)
+            .prop_map(|(mantissa, scale)| Decimal::new(mantissa, scale))
+    }
+
+    fn lines() -> impl Strategy<Value = Vec<(String, i64, Decimal)>> {
+        let sku = prop_oneof![4 => "[A-Z][A-Z0-9-]{0,12}", 1 => any::<String>()];
+        let quantity = prop_oneof![4 => 1..=MAX_ITEM_QUANTITY, 1 => any::<i64>()];
+        prop::collection::vec((sku, quantity, price()), 0..=MAX_ITEMS + 2)
+    }
+
+    fn is_known_field(field: &str) -> bool {
+        let item_field =
+            field.strip_prefix("items[").and_then(|rest| rest.split_once("].")).is_some_and(|(i, name)| {
+                i.parse::<usize>().is_ok() && ["sku", "quantity", "price"].contains(&name)
+            });
+        item_field || ["orderId", "userId", "currency", "items"].contains(&field)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Whatever the order: accepted, its lines are kept as sent and its total is the exact sum
+        /// of price × quantity in the currency's scale; or refused, naming only the order's fields,
+        /// and always refused when a line's quantity or the number of lines is out of range.
+        #[test]
+        fn an_accepted_order_totals_exactly_and_a_broken_rule_is_always_named(
+            currency in prop_oneof![Just("USD"), Just("EUR"), Just("JPY"), Just("KWD"), Just("usd"), Just("XXX")],
+            lines in lines(),
+        ) {
+            let command = PlaceOrder {
+                order_id: None,
+                user_id: "550e8400-e29b-41d4-a716-446655440000".into(),
+                currency: currency.into(),
+                items: lines.iter().map(|(sku, quantity, price)| OrderLine {
+                    sku: sku.clone(), quantity: *quantity, price: Amount::new(*price),
+                }).collect(),
+            };
+            let count_ok = (1..=MAX_ITEMS).contains(&lines.len());
+            let quantities_ok = lines.iter().all(|(_, quantity, _)| (1..=MAX_ITEM_QUANTITY).contains(quantity));
+            match place_order(command, &mut IdGen::random(), Errors::default()) {
+                Ok(Event::OrderPlaced(placed)) => {
+                    prop_assert!(count_ok && quantities_ok);
+                    // Quantities are in range here, so this sum cannot overflow.
+                    let expected: Decimal = lines.iter().map(|(_, quantity, price)| *price * Decimal::from(*quantity)).sum();
+                    prop_assert_eq!(placed.total_amount.as_decimal(), expected);
+                    prop_assert_eq!(placed.total_amount.fraction_digits(), placed.currency.fraction_digits());
+                    let kept: Vec<(String, i64, Decimal)> = placed.items.iter()
+                        .map(|item| (item.sku.clone(), i64::from(item.quantity), item.price.as_decimal()))
+                        .collect();
+                    prop_assert_eq!(kept, lines);
+                }
+                Ok(other) => prop_assert!(false, "unexpected event {:?}", other),
+                Err(errors) => {
+                    prop_assert!(!errors.is_empty());
+                    for error in &errors {
+                        prop_assert!(is_known_field(&error.field), "{:?}", error);
+                    }
+                    let named = |field: &str| errors.iter().any(|e| e.field == field);
+                    prop_assert!(count_ok || named("items"));
+                    for (i, (_, quantity, _)) in lines.iter().enumerate() {
+                        let field = format!("items[{i}].quantity");
+                        prop_assert!((1..=MAX_ITEM_QUANTITY).contains(quantity) || named(&field));
+                    }
+                }
+            }
+        }
+    }
+}

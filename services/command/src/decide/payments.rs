@@ -109,3 +109,51 @@ mod tests {
         assert_eq!(fields(decide(ORDER, payment("1", "USD", ""))), ["paymentMethod"]);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// In US dollars a payment is settled exactly when the amount is above zero, within the
+        /// limit and written with at most two fraction digits (`1.500` is refused, like `1.501`),
+        /// and the method matches its pattern; the amount is kept to the cent.
+        /// Otherwise the errors name only the payment's fields.
+        #[test]
+        fn a_payment_is_settled_exactly_when_every_rule_holds(
+            mantissa in prop_oneof![-10_i64..=10, any::<i64>(), 1_i64..=MAX_PAYMENT * 100 + 2],
+            scale in 0_u32..=4,
+            method in prop_oneof![Just("credit_card".to_owned()), "[a-z][a-z0-9_]{0,33}", any::<String>()],
+        ) {
+            let amount = Decimal::new(mantissa, scale);
+            let command = SettlePayment {
+                payment_id: None, amount: Amount::new(amount), currency: "USD".into(), payment_method: method.clone(),
+            };
+            let method_ok = method.len() <= 32
+                && method.starts_with(|c: char| c.is_ascii_lowercase())
+                && method.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            let amount_ok = amount > Decimal::ZERO
+                && amount <= Decimal::from(MAX_PAYMENT)
+                && amount.scale() <= 2;
+            match settle_payment("650e8400-e29b-41d4-a716-446655440000", command, &mut IdGen::random(), Errors::default()) {
+                Ok(Event::PaymentSettled(paid)) => {
+                    prop_assert!(method_ok && amount_ok);
+                    prop_assert_eq!(paid.amount.as_decimal(), amount);
+                    prop_assert_eq!(paid.amount.fraction_digits(), 2);
+                    prop_assert_eq!(paid.payment_method, method);
+                }
+                Ok(other) => prop_assert!(false, "unexpected event {:?}", other),
+                Err(errors) => {
+                    prop_assert!(!(method_ok && amount_ok), "refused a valid payment: {:?}", errors);
+                    for error in errors {
+                        prop_assert!(["amount", "paymentMethod"].contains(&error.field.as_str()), "{:?}", error);
+                    }
+                }
+            }
+        }
+    }
+}

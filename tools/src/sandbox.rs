@@ -1,0 +1,261 @@
+//! Dependencies a run owns: a PostgreSQL cluster, a Redis server and a Tansu broker started for it
+//! on free loopback ports, in a directory of its own, and removed afterwards. Faults can then be
+//! injected into them (crash and restart, flush, freeze) without touching the machine's services or
+//! a running `make up` stack, which is what lets the chaos suite run inside `make test`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+/// The three dependencies, each on its own port, under one directory.
+pub struct Sandbox {
+    pub postgres: Postgres,
+    pub redis: Redis,
+    pub broker: Broker,
+    dir: PathBuf,
+}
+
+impl Sandbox {
+    /// Starts all three. Needs PostgreSQL's server binaries (`initdb`, `pg_ctl`; found under
+    /// `/usr/lib/postgresql/*/bin` or in `EVENTLINE_PG_BINDIR`), `redis-server` on the PATH and the
+    /// broker in `TANSU_BIN`.
+    pub fn start(id: &str) -> anyhow::Result<Sandbox> {
+        let dir = std::env::temp_dir().join(format!("eventline-sandbox-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        let postgres = Postgres::start(&dir.join("postgres"))?;
+        let redis = Redis::start(&dir.join("redis"))?;
+        let broker = Broker::start(&dir.join("broker"))?;
+        Ok(Sandbox { postgres, redis, broker, dir })
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.broker.stop();
+        self.redis.stop();
+        self.postgres.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PostgreSQL cluster of the run's own (trust authentication on loopback).
+pub struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    pub port: u16,
+    /// PostgreSQL refuses to run as root: as root, its commands run as the `postgres` user.
+    run_as: Option<&'static str>,
+}
+
+impl Postgres {
+    fn start(dir: &Path) -> anyhow::Result<Postgres> {
+        let bin = postgres_bindir()?;
+        std::fs::create_dir_all(dir)?;
+        let run_as = is_root().then_some("postgres");
+        if let Some(user) = run_as {
+            run(Command::new("chown").args(["-R", user]).arg(dir))?;
+        }
+        let postgres = Postgres { bin, data: dir.join("data"), port: free_port()?, run_as };
+        let mut initdb = postgres.command("initdb");
+        initdb.args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync", "-D"]);
+        run(initdb.arg(&postgres.data))?;
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200",
+            postgres.port,
+            dir.display()
+        );
+        let mut start = postgres.command("pg_ctl");
+        start.args(["-w", "-t", "60", "-o", &options, "-l"]).arg(dir.join("server.log"));
+        run(start.arg("-D").arg(&postgres.data).arg("start"))?;
+        Ok(postgres)
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>`, without a database.
+    pub fn server_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server the way a crash would (immediate: no checkpoint, every connection cut;
+    /// recovery replays the WAL) and starts it again.
+    pub fn crash_and_restart(&self) -> anyhow::Result<()> {
+        let mut restart = self.command("pg_ctl");
+        run(restart.args(["-w", "-t", "60", "-m", "immediate", "-D"]).arg(&self.data).arg("restart"))
+    }
+
+    fn stop(&self) {
+        let mut stop = self.command("pg_ctl");
+        let _ = run(stop.args(["-w", "-m", "immediate", "-D"]).arg(&self.data).arg("stop"));
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        let mut command = match self.run_as {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        command.stdin(Stdio::null());
+        command
+    }
+}
+
+/// A Redis server of the run's own, keeping nothing on disk: a restart is also a flush.
+pub struct Redis {
+    dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start(dir: &Path) -> anyhow::Result<Redis> {
+        std::fs::create_dir_all(dir)?;
+        let mut redis = Redis { dir: dir.to_owned(), port: free_port()?, child: None };
+        redis.spawn()?;
+        Ok(redis)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL and start again, empty.
+    pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let port = self.port.to_string();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port, "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::fs::File::create(self.dir.join("server.log"))?)
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting redis-server (is it installed?)")?;
+        self.child = Some(child);
+        wait_for_port(self.port, "redis-server")
+    }
+
+    fn stop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// A Tansu broker of the run's own, its log in memory.
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> anyhow::Result<Broker> {
+        std::fs::create_dir_all(dir)?;
+        let tansu = std::env::var("TANSU_BIN").context("TANSU_BIN: the Tansu broker binary")?;
+        let port = free_port()?;
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&tansu)
+            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
+            .args(["--storage-engine", "memory://tansu/"])
+            // The broker's own traces are not ours to export.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(std::fs::File::create(dir.join("broker.log"))?)
+            .stderr(std::fs::File::create(dir.join("broker.err"))?)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting the broker {tansu}"))?;
+        wait_for_port(port, "the broker")?;
+        Ok(Broker { port, child: Some(child) })
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGSTOP: the broker holds its connections open and answers nothing.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("STOP")
+    }
+
+    /// SIGCONT after `freeze`.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the broker is not running")?;
+        run(Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()))
+    }
+
+    fn stop(&mut self) {
+        let _ = self.resume();
+        stop_child(&mut self.child);
+    }
+}
+
+/// The newest PostgreSQL server binaries: `EVENTLINE_PG_BINDIR`, else `/usr/lib/postgresql/<v>/bin`.
+fn postgres_bindir() -> anyhow::Result<PathBuf> {
+    if let Ok(dir) = std::env::var("EVENTLINE_PG_BINDIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("/usr/lib/postgresql: PostgreSQL's server binaries (set EVENTLINE_PG_BINDIR)")?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).context("no initdb under /usr/lib/postgresql/*/bin")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// A loopback port nothing listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not listen on 127.0.0.1:{port} within 30 s")
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let output = command.output().with_context(|| format!("running {command:?}"))?;
+    ensure!(
+        output.status.success(),
+        "{command:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+fn stop_child(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
