@@ -45,6 +45,9 @@ impl Drop for Sandbox {
 pub struct Postgres {
     bin: PathBuf,
     data: PathBuf,
+    /// The server's output. pg_ctl must be told it on every start: the server would otherwise
+    /// keep pg_ctl's own output open, and reading that would never end.
+    log: PathBuf,
     pub port: u16,
     /// PostgreSQL refuses to run as root: as root, its commands run as the `postgres` user.
     run_as: Option<&'static str>,
@@ -58,7 +61,8 @@ impl Postgres {
         if let Some(user) = run_as {
             run(Command::new("chown").args(["-R", user]).arg(dir))?;
         }
-        let postgres = Postgres { bin, data: dir.join("data"), port: free_port()?, run_as };
+        let (data, log) = (dir.join("data"), dir.join("server.log"));
+        let postgres = Postgres { bin, data, log, port: free_port()?, run_as };
         let mut initdb = postgres.command("initdb");
         initdb.args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync", "-D"]);
         run(initdb.arg(&postgres.data))?;
@@ -68,7 +72,7 @@ impl Postgres {
             dir.display()
         );
         let mut start = postgres.command("pg_ctl");
-        start.args(["-w", "-t", "60", "-o", &options, "-l"]).arg(dir.join("server.log"));
+        start.args(["-w", "-t", "60", "-o", &options, "-l"]).arg(&postgres.log);
         run(start.arg("-D").arg(&postgres.data).arg("start"))?;
         Ok(postgres)
     }
@@ -82,7 +86,8 @@ impl Postgres {
     /// recovery replays the WAL) and starts it again.
     pub fn crash_and_restart(&self) -> anyhow::Result<()> {
         let mut restart = self.command("pg_ctl");
-        run(restart.args(["-w", "-t", "60", "-m", "immediate", "-D"]).arg(&self.data).arg("restart"))
+        restart.args(["-w", "-t", "60", "-m", "immediate", "-l"]).arg(&self.log);
+        run(restart.arg("-D").arg(&self.data).arg("restart"))
     }
 
     fn stop(&self) {
