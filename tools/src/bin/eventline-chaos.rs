@@ -535,6 +535,12 @@ fn markdown(reports: &[Report], took: Duration) -> String {
          `applied ≠ once` compares the projector's applied event ids with the distinct events in the log; \
          `recover s` runs from the end of the last fault until the projection has caught up (it includes \
          stopping the load and the backlog built meanwhile).\n\n\
+         Two projector instances: in each round a second instance joins the group and one of the two, \
+         the newcomer or the old hand in turn, is killed 0.1–1.5 s later, mid-rebalance. The next \
+         instance starts only after the session timeout (6 s), as an orchestrator's restart would: \
+         Tansu 0.6.0 drops the dead member then but hands the survivor only its own share of the \
+         partitions until the group changes again (Apache Kafka gives it everything; \
+         docs/architecture.md).\n\n\
          Not run here: a full stop and start of a durable broker. The local Tansu broker keeps its log \
          in memory, so a restarted one holds a new, empty log, and Apache Kafka (the broker in \
          docker-compose) cannot run on this machine. A broker that is down and comes back with its log \
