@@ -350,10 +350,10 @@ async fn redriving_applies_what_now_decodes_and_keeps_what_still_fails() {
     }
     let entries = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
     use eventline_projector::dlq::{Redriven, redrive};
-    let first = redrive(&env.pool, &entries[0]).await.unwrap();
+    let first = redrive(&env.pool, eventline_testkit::FIRST_VERSION, &entries[0]).await.unwrap();
     assert_eq!(first, Redriven::Applied { id: entries[0].id, duplicate: false });
     assert_eq!(stock(&env, &sku).await, 9);
-    let second = redrive(&env.pool, &entries[1]).await.unwrap();
+    let second = redrive(&env.pool, eventline_testkit::FIRST_VERSION, &entries[1]).await.unwrap();
     assert!(
         matches!(second, Redriven::FailedAgain { ref error_code, .. } if error_code == "not_json"),
         "{second:?}"
@@ -373,11 +373,43 @@ async fn redriving_applies_what_now_decodes_and_keeps_what_still_fails() {
     .await
     .unwrap();
     let again = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
-    let outcome = redrive(&env.pool, &again[1]).await.unwrap();
+    let outcome = redrive(&env.pool, eventline_testkit::FIRST_VERSION, &again[1]).await.unwrap();
     assert!(matches!(outcome, Redriven::Applied { duplicate: true, .. }), "{outcome:?}");
     assert_eq!(stock(&env, &sku).await, 9);
     assert!(eventline_projector::dlq::purge(&env.pool, left[0].id).await.unwrap());
     assert!(eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_refuses_a_version_that_is_no_longer_live() {
+    let env = TestEnv::new().await;
+    let sku = format!("SKU-{}", env.id);
+    sqlx::query(
+        "INSERT INTO dead_letters (topic, partition, log_offset, payload, error_code, error)
+         VALUES ($1, 0, 0, $2, 'invalid_data', 'old error')",
+    )
+    .bind(&env.kafka.topic)
+    .bind(adjustment(&sku, 4).encode())
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    // As a switch leaves it: the version the redrive was told to write is previous now.
+    sqlx::query("UPDATE public.read_model_versions SET state = 'previous' WHERE version = $1")
+        .bind(eventline_testkit::FIRST_VERSION.0)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let entries = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
+    use eventline_projector::dlq::{Redriven, redrive};
+    let outcome = redrive(&env.pool, eventline_testkit::FIRST_VERSION, &entries[0]).await.unwrap();
+    assert_eq!(outcome, Redriven::NotLive { id: entries[0].id, version: eventline_testkit::FIRST_VERSION.0 });
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM inventory WHERE sku = $1")
+        .bind(&sku)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "nothing written to the superseded version");
+    assert_eq!(eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

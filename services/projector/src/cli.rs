@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use crate::Config;
 use crate::dlq::{self, Mirror, Redriven};
 use crate::progress::Progress;
+use eventline_runtime::read_models::Version;
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -35,10 +36,15 @@ pub enum DlqCommand {
 
 /// A pool on the live read-model version (and, behind it, `public`: the dead letters).
 async fn pool(config: &Config) -> anyhow::Result<PgPool> {
+    Ok(live_pool(config).await?.0)
+}
+
+/// The live read-model version and a pool on it.
+async fn live_pool(config: &Config) -> anyhow::Result<(PgPool, Version)> {
     let public = eventline_runtime::db::pool(&config.database)?;
     eventline_runtime::db::migrate(&public).await?;
     let live = eventline_runtime::read_models::live(&public).await?;
-    eventline_runtime::read_models::pool(&config.database, live)
+    Ok((eventline_runtime::read_models::pool(&config.database, live)?, live))
 }
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
@@ -128,7 +134,7 @@ pub async fn verify(
 }
 
 pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
-    let pool = pool(config).await?;
+    let (pool, live) = live_pool(config).await?;
     let topic = &config.kafka.topic;
     match command {
         DlqCommand::List { json: true } => {
@@ -164,11 +170,19 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
             };
             let mut failed = 0;
             for entry in &entries {
-                let outcome = dlq::redrive(&pool, entry).await?;
-                if matches!(outcome, Redriven::FailedAgain { .. }) {
-                    failed += 1;
-                }
+                let outcome = dlq::redrive(&pool, live, entry).await?;
                 println!("{}", serde_json::to_string(&outcome)?);
+                match outcome {
+                    Redriven::Applied { .. } => {}
+                    Redriven::FailedAgain { .. } => failed += 1,
+                    Redriven::NotLive { version, .. } => {
+                        sync_mirror(config, &pool).await;
+                        anyhow::bail!(
+                            "read-model version {version} stopped being live during the redrive (a rebuild \
+                             or rollback switched); the remaining entries are untouched: run it again"
+                        );
+                    }
+                }
             }
             sync_mirror(config, &pool).await;
             anyhow::ensure!(failed == 0, "{failed} of {} entries failed again", entries.len());

@@ -13,7 +13,9 @@ use eventline_runtime::redis::LazyRedis;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::project::{self, DeadLetters, Decoded, Record};
+use eventline_runtime::read_models::Version;
+
+use crate::project::{self, DeadLetters, Decoded, Record, Writer};
 
 /// One dead letter.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -108,11 +110,16 @@ pub enum Redriven {
     Applied { id: i64, duplicate: bool },
     /// Still cannot be applied; the entry stays with one more attempt and the new error.
     FailedAgain { id: i64, error_code: String, error: String },
+    /// Not applied: the version it was to be applied to is no longer live (a rebuild or rollback
+    /// switched meanwhile). The entry stays; run the redrive again.
+    NotLive { id: i64, version: i32 },
 }
 
-/// Applies a dead letter through the same code path as live projection, now that the bug that
-/// put it there may be fixed. On success the entry is removed in the same transaction.
-pub async fn redrive(pool: &PgPool, entry: &DeadLetter) -> sqlx::Result<Redriven> {
+/// Applies a dead letter to the live read-model `version` (which `pool` writes) through the same
+/// code path as live projection, now that the bug that put it there may be fixed. On success the
+/// entry is removed in the same transaction. Like the projector, it writes only while `version`
+/// is live: a switch waits for it, and after one it refuses.
+pub async fn redrive(pool: &PgPool, version: Version, entry: &DeadLetter) -> sqlx::Result<Redriven> {
     let records = [entry.record()];
     let decoded = Decoded::new(&records);
     if let Some(error) = decoded.first_error() {
@@ -128,6 +135,10 @@ pub async fn redrive(pool: &PgPool, entry: &DeadLetter) -> sqlx::Result<Redriven
         return Ok(Redriven::FailedAgain { id: entry.id, error_code, error });
     }
     let mut tx = pool.begin().await?;
+    let writer = Writer { version, state: "live", dead_letters: DeadLetters::Record };
+    if project::hold(&mut tx, writer).await?.is_err() {
+        return Ok(Redriven::NotLive { id: entry.id, version: version.0 });
+    }
     let outcome =
         project::apply_in(&mut tx, &entry.topic, &decoded, &HashSet::new(), DeadLetters::Record).await?;
     sqlx::query("DELETE FROM dead_letters WHERE dead_letter_id = $1")

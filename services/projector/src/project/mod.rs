@@ -163,18 +163,27 @@ pub async fn apply(
     known: &HashSet<Uuid>,
 ) -> sqlx::Result<Result<Outcome, Superseded>> {
     let mut tx = pool.begin().await?;
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM public.read_model_versions WHERE version = $1 FOR SHARE")
-            .bind(writer.version.0)
-            .fetch_optional(&mut *tx)
-            .instrument(db::span("SELECT", "read_model_versions"))
-            .await?;
-    if state.as_deref() != Some(writer.state) {
-        return Ok(Err(Superseded));
+    if let Err(superseded) = hold(&mut tx, writer).await? {
+        return Ok(Err(superseded));
     }
     let outcome = apply_in(&mut tx, topic, batch, known, writer.dead_letters).await?;
     tx.commit().instrument(db::span("COMMIT", "read models")).await?;
     Ok(Ok(outcome))
+}
+
+/// Takes a share lock on the writer's version row, held until `tx` ends, and checks the version
+/// is still in the writer's state. Every write to a read-model version goes through this.
+pub async fn hold(
+    tx: &mut Transaction<'_, Postgres>,
+    writer: Writer,
+) -> sqlx::Result<Result<(), Superseded>> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM public.read_model_versions WHERE version = $1 FOR SHARE")
+            .bind(writer.version.0)
+            .fetch_optional(&mut **tx)
+            .instrument(db::span("SELECT", "read_model_versions"))
+            .await?;
+    Ok(if state.as_deref() == Some(writer.state) { Ok(()) } else { Err(Superseded) })
 }
 
 /// `apply` inside a transaction the caller commits (a redrive also removes its dead letter in it).
