@@ -58,6 +58,11 @@ impl LiveReadModels {
         LiveReadModels { latest: rx }
     }
 
+    /// Whether the live version and its checkpoints are known (the service can answer reads).
+    pub fn known(&self) -> bool {
+        self.latest.borrow().is_some()
+    }
+
     /// The read models now; right after start, waits (at most `bound`) until they are known.
     pub async fn current(&self, bound: Duration) -> Result<Arc<Snapshot>, Unavailable> {
         if let Some(snapshot) = self.latest.borrow().clone() {

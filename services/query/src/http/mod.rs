@@ -43,10 +43,16 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let pool = state.pool.clone();
+    let (pool, read_models) = (state.pool.clone(), state.read_models.clone());
     let readiness = Readiness::new(move || {
-        let pool = pool.clone();
-        async move { vec![Check { name: "postgres", ok: eventline_runtime::db::ping(&pool).await }] }
+        let (pool, known) = (pool.clone(), read_models.known());
+        async move {
+            vec![
+                Check { name: "postgres", ok: eventline_runtime::db::ping(&pool).await },
+                // Reads need the live version (a database not yet migrated has none).
+                Check { name: "live read models", ok: known },
+            ]
+        }
     });
     let (api, document) = api_routes().split_for_parts();
     api_service(api.with_state(state), &document, readiness)
