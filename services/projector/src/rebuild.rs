@@ -119,12 +119,15 @@ async fn catch_up_and_switch(
         runner(config, public.clone(), target, Role::CatchUp(state), &group, batch_size)?;
     let stop = CancellationToken::new();
     let mut replay = tokio::spawn(runner.run(assignments, stop.clone()));
+    // Whichever way this returns, the replay stops with it.
+    let _stop_replay = stop.clone().drop_guard();
 
     let started = Instant::now();
     let started_at = positions(public, version, topic).await?.values().sum::<i64>();
     let mut reporter = Reporter::new(progress, format!("catching up {version}"));
     let mut ends = BTreeMap::new();
     let mut ends_read = None::<Instant>;
+    let mut failing_since = None::<Instant>;
     let switched = loop {
         tokio::select! {
             ended = &mut replay => {
@@ -137,9 +140,20 @@ async fn catch_up_and_switch(
             ends = log_ends(config).await;
             ends_read = Some(Instant::now());
         }
-        let live = read_models::live(public).await?;
-        let theirs = positions(public, live, topic).await?;
-        let ours = positions(public, version, topic).await?;
+        // The replay retries database errors by itself; watching it does too, for a while.
+        let (theirs, ours) = match both_positions(public, version, topic).await {
+            Ok(both) => {
+                failing_since = None;
+                both
+            }
+            Err(error) if failing_since.get_or_insert_with(Instant::now).elapsed() < GIVE_UP_AFTER => {
+                tracing::warn!(error = format!("{error:#}"), "Reading the positions failed; retrying");
+                continue;
+            }
+            Err(error) => {
+                return Err(error.context(format!("reading the positions failed for {GIVE_UP_AFTER:?}")));
+            }
+        };
         // Where this version must be: the log's end, and never behind the live version.
         let mut goal = ends.clone();
         for (&partition, &offset) in &theirs {
@@ -173,6 +187,19 @@ async fn catch_up_and_switch(
     );
     prune(public).await?;
     Ok(switched)
+}
+
+/// How long watching a catch-up tolerates a database that does not answer.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+
+/// The live version's positions and `version`'s.
+async fn both_positions(
+    public: &PgPool,
+    version: Version,
+    topic: &str,
+) -> anyhow::Result<(BTreeMap<i32, i64>, BTreeMap<i32, i64>)> {
+    let live = read_models::live(public).await?;
+    Ok((positions(public, live, topic).await?, positions(public, version, topic).await?))
 }
 
 /// Makes `version` live if it is still in `state` and not behind the live version on any
