@@ -57,9 +57,24 @@ async fn logs_carry_no_secrets_and_no_personal_data() {
     let consistency = created.headers()["consistency-token"].to_str().unwrap().to_owned();
     let user_id = created.json::<Value>().await.unwrap()["userId"].as_str().unwrap().to_owned();
 
-    // A poison message full of personal data: dead-lettered, and the log says so without it.
+    // Poison messages full of personal data: dead-lettered, and the log says so without it. The
+    // second is an envelope whose quantity is an email: the decoder's error quotes such values.
     let poison = format!("{{\"email\": \"poison.{id}@example.com\", \"firstName\": \"Poison{id}\"");
     env.produce_raw(&env.producer(), &format!("poison-{id}"), poison.as_bytes(), None).await;
+    let mut typed: Value = serde_json::from_slice(
+        &eventline_events::Envelope::new(eventline_events::Event::InventoryAdjusted(
+            eventline_events::InventoryAdjusted {
+                sku: format!("SKU-{id}"),
+                quantity: 1,
+                adjustment_type: eventline_events::AdjustmentType::Add,
+                reason: "poison".into(),
+            },
+        ))
+        .encode(),
+    )
+    .unwrap();
+    typed["data"]["quantity"] = json!(format!("poison.{id}@example.com"));
+    env.produce_raw(&env.producer(), &format!("poison-typed-{id}"), typed.to_string().as_bytes(), None).await;
 
     let read = http()
         .get(query.url(&format!("/users/{user_id}")))
@@ -69,10 +84,10 @@ async fn logs_carry_no_secrets_and_no_personal_data() {
         .unwrap();
     assert_eq!(read.status(), 200);
     assert_eq!(read.json::<Value>().await.unwrap()["email"], email.as_str());
-    eventually(Duration::from_secs(30), "the poison message dead-lettered", || async {
+    eventually(Duration::from_secs(30), "both poison messages dead-lettered", || async {
         let depth: i64 =
             sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&env.pool).await.ok()?;
-        (depth == 1).then_some(())
+        (depth == 2).then_some(())
     })
     .await;
 

@@ -307,12 +307,13 @@ async fn record_dead_letters(
 ) -> sqlx::Result<Vec<i64>> {
     let mut inserted = Vec::new();
     for (record, error) in dead {
+        // The error's text can quote the payload (personal data): it goes to the dead-letter
+        // queue with the payload, the log gets only its code and position.
         tracing::warn!(
             partition = record.partition,
             offset = record.offset,
             error_code = error.code(),
-            %error,
-            "Dead-lettering a message that can never be applied"
+            "Dead-lettering a message that can never be applied (details: eventline-projector dlq list)"
         );
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO dead_letters
