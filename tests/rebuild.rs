@@ -313,6 +313,33 @@ async fn a_rebuild_whose_database_goes_away_for_a_while_carries_on_and_switches(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_records_only_the_dead_letters_the_live_projector_never_reached() {
+    let env = TestEnv::new().await;
+    let command = support::command(&env).await;
+    let projector = support::projector(&env).await;
+    let (_, _, _) = seed(&command, 50, "dead").await;
+    // Dead-lettered by the live projector, then purged by an operator.
+    env.produce_raw(&env.producer(), "poison-seen", b"not an event", None).await;
+    let seen = eventline_testkit::eventually(Duration::from_secs(20), "the poison dead-lettered", || async {
+        dlq::list(&env.pool, &env.kafka.topic).await.unwrap().first().map(|entry| entry.id)
+    })
+    .await;
+    assert!(dlq::purge(&env.pool, seen).await.unwrap());
+    // The live projector stops; a second poison message arrives that only the rebuild will meet.
+    projector.stop().await.unwrap();
+    let (partition, offset) =
+        env.produce_raw(&env.producer(), "poison-unseen", b"not an event either", None).await;
+
+    let config = support::projector_config(&env, "projector");
+    let switched = rebuild::rebuild(&config, Progress::Log, 100).await.unwrap();
+    assert_eq!(switched.live, Version(2));
+    let left = dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
+    let positions: Vec<(i32, i64)> = left.iter().map(|entry| (entry.partition, entry.offset)).collect();
+    assert_eq!(positions, [(partition, offset)], "the purged entry stays purged; the unseen one is recorded");
+    command.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_under_traffic_finds_no_difference_and_then_names_the_rows_that_drifted() {
     let env = TestEnv::new().await;
     let command = support::command(&env).await;

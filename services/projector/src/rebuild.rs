@@ -22,6 +22,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::checkpoint::positions;
 use crate::progress::{Progress, Reporter};
 use crate::runner::Role;
 use crate::startup::{prepare, runner};
@@ -275,22 +276,6 @@ pub(crate) async fn prune(public: &PgPool) -> anyhow::Result<()> {
         tracing::info!(%version, "Dropped a retired read-model version");
     }
     Ok(())
-}
-
-/// A version's checkpoints (partition → next offset to apply), through any connection.
-pub(crate) async fn positions<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    version: Version,
-    topic: &str,
-) -> sqlx::Result<BTreeMap<i32, i64>> {
-    let rows: Vec<(i32, i64)> = sqlx::query_as(&format!(
-        "SELECT partition, next_offset FROM {}.projection_checkpoints WHERE topic = $1",
-        version.schema()
-    ))
-    .bind(topic)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().collect())
 }
 
 /// The log's end per partition, as far as the broker answers.

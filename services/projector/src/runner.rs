@@ -356,7 +356,10 @@ impl Runner {
                 Role::Live => "live",
                 Role::CatchUp(state) => state,
             },
-            dead_letters: DeadLetters::Record,
+            dead_letters: match self.role {
+                Role::Live => DeadLetters::Record,
+                Role::CatchUp(_) => DeadLetters::RecordUnseen,
+            },
         };
         let spans = BatchSpans::start(&self.topic, &self.group_id, batch);
         let decoded = Decoded::new(batch);

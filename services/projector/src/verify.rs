@@ -17,10 +17,11 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
 use crate::Config;
+use crate::checkpoint::positions;
 use crate::consumer::RangeReader;
 use crate::progress::{Progress, Reporter};
 use crate::project::{self, DeadLetters, Decoded, Writer};
-use crate::rebuild::{create, exclusive, positions, prune};
+use crate::rebuild::{create, exclusive, prune};
 use crate::startup::prepare;
 
 /// The read-model tables compared (the others are bookkeeping that legitimately differs, such as

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use tracing::Instrument as _;
 
 use eventline_events::{DecodeError, Envelope, Event, EventType};
-use eventline_runtime::read_models::Version;
+use eventline_runtime::read_models::{self, Version};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -138,6 +138,10 @@ pub enum DeadLetters {
     /// Recorded in the dead-letter queue (shared by all versions; a record already there stays
     /// as it is).
     Record,
+    /// Recorded only at positions the live version has not passed: for a replay into another
+    /// version (rebuild, rollback). What the live projector passed it recorded then, and an
+    /// operator may have redriven or purged it since; recording it again would bring it back.
+    RecordUnseen,
     /// Only skipped: for a scratch fold of the log (`verify`), which must not touch the queue
     /// operators work (it would bring back entries they purged).
     Skip,
@@ -207,7 +211,16 @@ pub async fn apply_in(
         .collect();
     apply_events(tx, &to_apply).await?;
     let new_dead_letters = match dead_letters {
-        DeadLetters::Record => record_dead_letters(tx, topic, dead).await?,
+        DeadLetters::Record => record_dead_letters(tx, topic, &dead.iter().collect::<Vec<_>>()).await?,
+        DeadLetters::RecordUnseen => {
+            let live = read_models::live(&mut **tx).await?;
+            let passed = checkpoint::positions(&mut **tx, live, topic).await?;
+            let unseen: Vec<&(&Record, DecodeError)> = dead
+                .iter()
+                .filter(|(record, _)| record.offset >= passed.get(&record.partition).copied().unwrap_or(0))
+                .collect();
+            record_dead_letters(tx, topic, &unseen).await?
+        }
         DeadLetters::Skip => Vec::new(),
     };
 
@@ -303,7 +316,7 @@ fn last_per_key<'a, T, K: std::hash::Hash + Eq>(
 async fn record_dead_letters(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
-    dead: &[(&Record, DecodeError)],
+    dead: &[&(&Record, DecodeError)],
 ) -> sqlx::Result<Vec<i64>> {
     let mut inserted = Vec::new();
     for (record, error) in dead {
