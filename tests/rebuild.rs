@@ -63,6 +63,21 @@ async fn await_token(query: &support::Running, user: &str, token: &str) {
     assert_eq!(response.status(), 200);
 }
 
+/// Waits until the rebuild has applied something to version 2; returns how many events.
+async fn first_progress_of_version_2(env: &TestEnv) -> i64 {
+    loop {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM read_model_v2.projection_checkpoints")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap_or(None);
+        if let Some(applied) = applied.filter(|a| *a > 0) {
+            return applied;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn version_states(env: &TestEnv) -> Vec<(i32, String)> {
     sqlx::query_as("SELECT version, state FROM public.read_model_versions ORDER BY version")
         .fetch_all(&env.pool)
@@ -236,18 +251,8 @@ async fn a_rebuild_killed_half_way_leaves_the_live_version_untouched_and_resumes
     };
     // Kill it once version 2 has some, not all, of the log.
     let total: i64 = 1500 * 3 + 750;
-    loop {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM read_model_v2.projection_checkpoints")
-                .fetch_one(&env.pool)
-                .await
-                .unwrap_or(None);
-        if applied.is_some_and(|a| a > 0) {
-            assert!(applied.unwrap() < total, "the rebuild finished before it could be killed");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let applied = first_progress_of_version_2(&env).await;
+    assert!(applied < total, "the rebuild finished before it could be killed");
     killed.abort();
     let _ = killed.await;
     assert_eq!(version_states(&env).await, [(1, "live".to_owned()), (2, "building".to_owned())]);
@@ -285,17 +290,7 @@ async fn a_rebuild_whose_database_goes_away_for_a_while_carries_on_and_switches(
     let mut config = support::projector_config(&env, "projector");
     config.database.url = env.database.url.replace(&server, &proxy.address.to_string());
     let rebuilding = tokio::spawn(async move { rebuild::rebuild(&config, Progress::Log, 20).await });
-    loop {
-        let applied: Option<i64> =
-            sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM read_model_v2.projection_checkpoints")
-                .fetch_one(&env.pool)
-                .await
-                .unwrap_or(None);
-        if applied.is_some_and(|a| a > 0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    first_progress_of_version_2(&env).await;
     proxy.set_enabled(false);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!rebuilding.is_finished(), "the rebuild gave up while the database was away");
