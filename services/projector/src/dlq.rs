@@ -140,7 +140,7 @@ pub async fn redrive(pool: &PgPool, version: Version, entry: &DeadLetter) -> sql
         return Ok(Redriven::NotLive { id: entry.id, version: version.0 });
     }
     let outcome =
-        project::apply_in(&mut tx, &entry.topic, &decoded, &HashSet::new(), DeadLetters::Record).await?;
+        project::apply_in(&mut tx, &entry.topic, &decoded, &HashSet::new(), writer.dead_letters).await?;
     sqlx::query("DELETE FROM dead_letters WHERE dead_letter_id = $1")
         .bind(entry.id)
         .execute(&mut *tx)
