@@ -6,10 +6,9 @@ use eventline_runtime::db;
 use std::collections::BTreeMap;
 use tracing::Instrument as _;
 
-use eventline_runtime::read_models::Version;
 use sqlx::{Postgres, Transaction};
 
-pub use eventline_runtime::checkpoints::load;
+pub use eventline_runtime::checkpoints::{load, load_version};
 
 /// Advances checkpoints; never moves one backwards (a stale instance finishing a batch after a
 /// rebalance must not rewind the new owner's progress).
@@ -44,20 +43,4 @@ pub async fn advance(
         .instrument(db::span("SELECT", "pg_notify"))
         .await?;
     Ok(())
-}
-
-/// A version's checkpoints (partition → next offset to apply), through any connection.
-pub async fn positions<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    version: Version,
-    topic: &str,
-) -> sqlx::Result<BTreeMap<i32, i64>> {
-    let rows: Vec<(i32, i64)> = sqlx::query_as(&format!(
-        "SELECT partition, next_offset FROM {}.projection_checkpoints WHERE topic = $1",
-        version.schema()
-    ))
-    .bind(topic)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().collect())
 }

@@ -22,7 +22,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
-use crate::checkpoint::positions;
+use crate::checkpoint::load_version;
 use crate::progress::{Progress, Reporter};
 use crate::runner::Role;
 use crate::startup::{prepare, runner};
@@ -124,7 +124,7 @@ async fn catch_up_and_switch(
     let _stop_replay = stop.clone().drop_guard();
 
     let started = Instant::now();
-    let started_at = positions(public, version, topic).await?.values().sum::<i64>();
+    let started_at = load_version(public, version, topic).await?.values().sum::<i64>();
     let mut reporter = Reporter::new(progress, format!("catching up {version}"));
     let mut ends = BTreeMap::new();
     let mut ends_read = None::<Instant>;
@@ -200,7 +200,7 @@ async fn both_positions(
     topic: &str,
 ) -> anyhow::Result<(BTreeMap<i32, i64>, BTreeMap<i32, i64>)> {
     let live = read_models::live(public).await?;
-    Ok((positions(public, live, topic).await?, positions(public, version, topic).await?))
+    Ok((load_version(public, live, topic).await?, load_version(public, version, topic).await?))
 }
 
 /// Makes `version` live if it is still in `state` and not behind the live version on any
@@ -321,7 +321,7 @@ pub async fn versions(pool: &PgPool, topic: &str) -> anyhow::Result<Vec<VersionS
     let mut versions = Vec::with_capacity(rows.len());
     for Row { version, state, created_at, switched_at } in rows {
         let version = Version(version);
-        let positions = positions(pool, version, topic).await.unwrap_or_default();
+        let positions = load_version(pool, version, topic).await.unwrap_or_default();
         let events = positions.values().sum();
         versions.push(VersionStatus {
             version,

@@ -17,7 +17,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
 use crate::Config;
-use crate::checkpoint::positions;
+use crate::checkpoint::load_version;
 use crate::consumer::RangeReader;
 use crate::progress::{Progress, Reporter};
 use crate::project::{self, DeadLetters, Decoded, Writer};
@@ -106,8 +106,8 @@ pub async fn verify(
     // Catch up without holding anyone, until little is left.
     for _ in 0..ROUNDS {
         let live = read_models::live(&public).await?;
-        let theirs = positions(&public, live, fold.topic()).await?;
-        let ours = positions(&public, scratch, fold.topic()).await?;
+        let theirs = load_version(&public, live, fold.topic()).await?;
+        let ours = load_version(&public, scratch, fold.topic()).await?;
         if gap(&ours, &theirs) <= HELD_GAP {
             break;
         }
@@ -122,8 +122,8 @@ pub async fn verify(
             .await
             .context("finding the live read-model version")?;
     let live = Version(live);
-    let theirs = positions(&mut *hold, live, fold.topic()).await?;
-    let ours = positions(&public, scratch, fold.topic()).await?;
+    let theirs = load_version(&mut *hold, live, fold.topic()).await?;
+    let ours = load_version(&public, scratch, fold.topic()).await?;
     if let Some((partition, at)) = ours.iter().find(|(p, o)| theirs.get(p).copied().unwrap_or(0) < **o) {
         bail!(
             "the fold is ahead of live version {live} on partition {partition} ({at} against {}): its \

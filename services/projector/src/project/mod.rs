@@ -215,7 +215,7 @@ pub async fn apply_in(
         // The live version's positions are read only for a batch that holds dead letters (few do).
         DeadLetters::RecordUnseen if !dead.is_empty() => {
             let live = read_models::live(&mut **tx).await?;
-            let passed = checkpoint::positions(&mut **tx, live, topic).await?;
+            let passed = checkpoint::load_version(&mut **tx, live, topic).await?;
             let unseen: Vec<&(&Record, DecodeError)> = dead
                 .iter()
                 .filter(|(record, _)| record.offset >= passed.get(&record.partition).copied().unwrap_or(0))
