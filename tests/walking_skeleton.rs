@@ -68,16 +68,13 @@ async fn the_query_service_is_ready_only_once_the_live_read_models_are_known() {
         .url
         .replace(&format!("eventline_test_{}", env.id), &format!("eventline_test_{}_empty", env.id));
     eventline_runtime::db::ensure_database(&empty).await.unwrap();
-    let config = eventline_query::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database: eventline_runtime::config::DatabaseConfig { url: empty.clone(), max_connections: 4 },
-        topic: env.kafka.topic.clone(),
-        consistency_wait_ms: 500,
-    };
-    let app = eventline_query::Application::build(config).await.unwrap();
-    let url = format!("http://{}/readyz", app.address());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(app.run_until(shutdown.clone()));
+    let database = eventline_runtime::config::DatabaseConfig { url: empty, ..env.database.clone() };
+    let query = support::query_with(eventline_query::Config {
+        database: database.clone(),
+        ..support::query_config(&env)
+    })
+    .await;
+    let url = query.url("/readyz");
     let client = http();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let not_ready = client.get(&url).send().await.unwrap();
@@ -92,19 +89,14 @@ async fn the_query_service_is_ready_only_once_the_live_read_models_are_known() {
         "{body}"
     );
     // Once migrated, the service finds the live version by itself.
-    let pool = eventline_runtime::db::pool(&eventline_runtime::config::DatabaseConfig {
-        url: empty,
-        max_connections: 2,
-    })
-    .unwrap();
+    let pool = eventline_runtime::db::pool(&database).unwrap();
     eventline_runtime::db::migrate(&pool).await.unwrap();
     eventually(Duration::from_secs(20), "/readyz to answer 200", || {
         let (client, url) = (client.clone(), url.clone());
         async move { (client.get(url).send().await.ok()?.status() == 200).then_some(()) }
     })
     .await;
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    query.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

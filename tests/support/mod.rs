@@ -89,13 +89,20 @@ pub async fn projector(env: &TestEnv) -> Running {
     projector_with(projector_config(env, "projector")).await
 }
 
-pub async fn query(env: &TestEnv) -> Running {
-    let config = eventline_query::Config {
+pub fn query_config(env: &TestEnv) -> eventline_query::Config {
+    eventline_query::Config {
         listen: any_port(),
         database: env.database.clone(),
         topic: env.kafka.topic.clone(),
         consistency_wait_ms: 2000,
-    };
+    }
+}
+
+pub async fn query_with(config: eventline_query::Config) -> Running {
     let app = eventline_query::Application::build(config).await.unwrap();
     spawn(app.address(), |shutdown| app.run_until(shutdown))
+}
+
+pub async fn query(env: &TestEnv) -> Running {
+    query_with(query_config(env)).await
 }
