@@ -10,8 +10,13 @@ STATE_DIR="${EVENTLINE_STATE_DIR:-$ROOT/.state}"
 CACHE_DIR="${EVENTLINE_CACHE_DIR:-$HOME/.cache/eventline}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/target}"
 
-TANSU_VERSION=0.6.0
-TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+# The local Kafka-compatible broker (docs/architecture.md, "The local broker"): built once from
+# crates.io, run as a program of its own.
+NISSHI_VERSION=0.8.1
+NISSHI_BIN="$CACHE_DIR/nisshi-$NISSHI_VERSION/bin/nisshi"
+# Where the local broker keeps its log: `postgres` (default; the log survives broker and machine
+# restarts) or `memory` (fast, gone when the broker stops).
+EVENTLINE_BROKER_STORAGE="${EVENTLINE_BROKER_STORAGE:-postgres}"
 
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/eventline}"
@@ -119,30 +124,72 @@ ensure_node() {
   command -v npm >/dev/null || apt_install nodejs npm
 }
 
-ensure_tansu_binary() {
-  [[ -x $TANSU_BIN ]] && return
+ensure_nisshi_binary() {
+  [[ -x $NISSHI_BIN ]] && return
   ensure_build_tools
-  say "Building the Tansu $TANSU_VERSION broker once (10-20 minutes on two cores; cached in $CACHE_DIR)"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore \
-    --root "$CACHE_DIR/tansu-$TANSU_VERSION" --quiet
+  say "Building the nisshi $NISSHI_VERSION broker once (about 11 minutes on two cores; cached in $CACHE_DIR)"
+  # One of its dependencies declares rust-version 1.96 but builds with 1.95.
+  cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version \
+    --no-default-features --features dynostore,postgres \
+    --root "$CACHE_DIR/nisshi-$NISSHI_VERSION" --quiet
 }
 
-# ensure_broker: starts Tansu on KAFKA_BROKERS when nothing answers there. A new broker has an
-# empty log; the marker file tells `make up` (now or later) to reset the read models to match.
+# alive PID: the process exists and is not a zombie (a killed process not yet reaped still
+# answers `kill -0`).
+alive() {
+  [[ -n ${1:-} && -r /proc/$1/status ]] || return 1
+  ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
+# The broker's own database on the read models' PostgreSQL server (EVENTLINE_BROKER_DATABASE_URL
+# overrides it). A database of its own: the broker's tables never mix with ours, and our long
+# transactions take no locks on them.
+broker_database_url() {
+  local server="${DATABASE_URL%%\?*}"
+  server="${server%/*}"
+  echo "${EVENTLINE_BROKER_DATABASE_URL:-$server/eventline_log}"
+}
+
+# The --storage-engine URL for EVENTLINE_BROKER_STORAGE.
+broker_storage_engine() {
+  case $EVENTLINE_BROKER_STORAGE in
+    memory) echo "memory://nisshi/" ;;
+    postgres)
+      local url; url=$(broker_database_url)
+      ensure_database "$url"
+      [[ $url == *\?* ]] && echo "$url&sslmode=disable" || echo "$url?sslmode=disable"
+      ;;
+    *) die "EVENTLINE_BROKER_STORAGE must be postgres or memory, not '$EVENTLINE_BROKER_STORAGE'" ;;
+  esac
+}
+
+# ensure_database URL: creates the database if it does not exist.
+ensure_database() {
+  local url=$1 name server
+  name="${url%%\?*}"; name="${name##*/}"
+  server="${url%%\?*}"; server="${server%/*}/postgres"
+  command -v psql >/dev/null || apt_install postgresql-client
+  if [[ -z $(psql -qAt "$server" -c "SELECT 1 FROM pg_database WHERE datname = '$name'") ]]; then
+    psql -q "$server" -c "CREATE DATABASE \"$name\"" >/dev/null || die "could not create database $name"
+  fi
+}
+
+# ensure_broker: starts nisshi on KAFKA_BROKERS when nothing answers there. Whether its log is the
+# one the read models were built from is not decided here: `make up` asks the projector, which
+# compares the log's identity (cluster and topic id) with the one the read models recorded.
 ensure_broker() {
   read -r host port < <(host_port "$KAFKA_BROKERS" 9092)
   if port_open "$host" "$port"; then return 0; fi
   is_local "$host" || die "No Kafka broker answers at $KAFKA_BROKERS (KAFKA_BROKERS)"
-  ensure_tansu_binary
-  say "Starting the Tansu broker on $host:$port (in-memory log)"
-  # Tansu reads OTEL_EXPORTER_OTLP_ENDPOINT too; the broker's own traces are not ours to export.
-  env -u OTEL_EXPORTER_OTLP_ENDPOINT nohup "$TANSU_BIN" broker \
+  ensure_nisshi_binary
+  local engine; engine=$(broker_storage_engine)
+  say "Starting the nisshi broker on $host:$port (log in $EVENTLINE_BROKER_STORAGE)"
+  # The broker reads OTEL_EXPORTER_OTLP_ENDPOINT too; its own traces are not ours to export.
+  env -u OTEL_EXPORTER_OTLP_ENDPOINT nohup "$NISSHI_BIN" broker \
     --listener-url "tcp://$host:$port" --advertised-listener-url "tcp://$host:$port" \
-    --storage-engine memory://tansu/ >"$STATE_DIR/tansu.log" 2>&1 &
-  echo $! >"$STATE_DIR/tansu.pid"
-  # Machine-wide, like the broker: any clone's `make up` must learn that the log is new.
-  touch "$CACHE_DIR/broker-log-is-new"
-  wait_port "$host" "$port" 30 || die "Tansu did not start; see $STATE_DIR/tansu.log"
+    --storage-engine "$engine" >>"$STATE_DIR/broker.log" 2>&1 &
+  echo $! >"$STATE_DIR/broker.pid"
+  wait_port "$host" "$port" 30 || die "nisshi did not start; see $STATE_DIR/broker.log"
 }
 
 # PostgreSQL, Redis and the broker, installed and started if missing (make bench, make chaos).
@@ -158,8 +205,8 @@ ensure_chaos_dependencies() {
   ensure_build_tools
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [[ -n ${EVENTLINE_PG_BINDIR:-} ]] || apt_install postgresql
   command -v redis-server >/dev/null || apt_install redis-server
-  ensure_tansu_binary
-  export TANSU_BIN
+  ensure_nisshi_binary
+  export NISSHI_BIN
 }
 
 # Release builds of the three services and of one tool binary (eventline-bench, eventline-chaos),

@@ -6,16 +6,16 @@ stop_pid_file() {
   local file="$STATE_DIR/$1.pid" pid
   [[ -f $file ]] || return 0
   pid=$(cat "$file")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     say "Stopping $1 (pid $pid)"
     kill -TERM "$pid"
-    for _ in $(seq 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && { warn "$1 did not stop in 15 s; killing it"; kill -KILL "$pid"; }
+    for _ in $(seq 75); do alive "$pid" || break; sleep 0.2; done
+    alive "$pid" && { warn "$1 did not stop in 15 s; killing it"; kill -KILL "$pid"; }
   fi
   rm -f "$file"
 }
 
-for name in command query projector tansu; do stop_pid_file "$name"; done
+for name in command query projector broker; do stop_pid_file "$name"; done
 if [[ -f $STATE_DIR/started-redis ]]; then stop_pid_file redis; rm -f "$STATE_DIR/started-redis"; fi
 if [[ -f $STATE_DIR/started-postgres ]]; then
   say "Stopping PostgreSQL (make up started it)"

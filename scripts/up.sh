@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make up: install and start what is missing (PostgreSQL, Redis, the Tansu broker), migrate, build
+# make up: install and start what is missing (PostgreSQL, Redis, the nisshi broker), migrate, build
 # the three services (release) and run them in the background. Safe to run again: only what is not
 # running is started.
 source "$(dirname "$0")/common.sh"
@@ -11,14 +11,14 @@ declare -A ADDR_VAR=([command]=EVENTLINE_COMMAND_ADDR [query]=EVENTLINE_QUERY_AD
 
 addr_of() { local var=${ADDR_VAR[$1]}; echo "${!var:-127.0.0.1:${PORT[$1]}}"; }
 pid_of() { cat "$STATE_DIR/$1.pid" 2>/dev/null || true; }
-running() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
+running() { alive "$(pid_of "$1")"; }
 
 stop_service() {
   local pid; pid=$(pid_of "$1")
-  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -TERM "$pid"
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    for _ in $(seq 50); do alive "$pid" || break; sleep 0.2; done
+    alive "$pid" && kill -KILL "$pid"
   fi
   rm -f "$STATE_DIR/$1.pid"
 }
@@ -54,27 +54,17 @@ ensure_broker
 say "Building the services (release)"
 cargo build --release --locked --quiet -p eventline-command -p eventline-projector -p eventline-query
 
-# Whether the read models hold positions the local broker's log does not have: a partition with
-# applied offsets but no message at all (on Tansu a partition with any message reports a high
-# watermark of at least 1). Then the log they came from is gone, whoever restarted the broker.
-read_models_outlive_the_log() {
-  read -r host _ < <(host_port "$KAFKA_BROKERS" 9092)
-  is_local "$host" || return 1
-  "$BIN/eventline-projector" status --json 2>/dev/null | awk '
-    /"highWatermark": [0-9]+/ { hw = $2 + 0; known = 1 }
-    /"highWatermark": null/   { known = 0 }
-    /"nextOffset": [0-9]+/    { if (known && hw == 0 && $2 + 0 > 0) gone = 1 }
-    END { exit gone ? 0 : 1 }'
-}
-
 "$BIN/eventline-projector" migrate >>"$STATE_DIR/projector.log" 2>&1 || die "migration failed; see $STATE_DIR/projector.log"
-if [[ -f $CACHE_DIR/broker-log-is-new || -f $STATE_DIR/broker-log-is-new ]] || read_models_outlive_the_log; then
-  # The log the read models were built from is gone with the old broker: a read model must be a
-  # function of the log it came from, so start everything afresh against the new, empty log.
-  warn "A new broker was started with an empty log: resetting the read models in $(echo "$DATABASE_URL" | sed -E 's#//[^@]*@#//#') to match it"
-  for name in "${SERVICES[@]}"; do stop_service "$name"; done
-  "$BIN/eventline-projector" reset --yes >>"$STATE_DIR/projector.log" 2>&1 || die "reset failed; see $STATE_DIR/projector.log"
-  rm -f "$CACHE_DIR/broker-log-is-new" "$STATE_DIR/broker-log-is-new"
+# The read models record the identity of the log they were built from (cluster and topic id). If
+# the broker now serves another log (its memory engine restarted, its database dropped), they are
+# reset to match it; otherwise nothing is touched, and `make down && make up` keeps everything.
+read -r bhost _ < <(host_port "$KAFKA_BROKERS" 9092)
+if is_local "$bhost"; then
+  if ! "$BIN/eventline-projector" log-identity --check >>"$STATE_DIR/projector.log" 2>&1; then
+    warn "The broker serves another log than the read models were built from: resetting the read models in $(echo "$DATABASE_URL" | sed -E 's#//[^@]*@#//#') to match it"
+    for name in "${SERVICES[@]}"; do stop_service "$name"; done
+    "$BIN/eventline-projector" reset --yes >>"$STATE_DIR/projector.log" 2>&1 || die "reset failed; see $STATE_DIR/projector.log"
+  fi
 fi
 
 for name in "${SERVICES[@]}"; do start_service "$name"; done

@@ -74,6 +74,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         session_timeout_ms: 6000,
         batch_size: 500,
         batch_max_wait_ms: 10,
+        unconsumed_partition_secs: 30,
         kafka: env.kafka.clone(),
         database: env.database.clone(),
         redis: env.redis.clone(),
@@ -94,6 +95,7 @@ pub fn query_config(env: &TestEnv) -> eventline_query::Config {
         listen: any_port(),
         database: env.database.clone(),
         topic: env.kafka.topic.clone(),
+        brokers: env.kafka.brokers.clone(),
         consistency_wait_ms: 2000,
     }
 }

@@ -1,4 +1,4 @@
-//! Dependencies a run owns: a PostgreSQL cluster, a Redis server and a Tansu broker started for it
+//! Dependencies a run owns: a PostgreSQL cluster, a Redis server and a nisshi broker started for it
 //! on free loopback ports, in a directory of its own, and removed afterwards. Faults can then be
 //! injected into them (crash and restart, flush, freeze) without touching the machine's services or
 //! a running `make up` stack, which is what lets the chaos suite run inside `make test`.
@@ -21,13 +21,21 @@ pub struct Sandbox {
 impl Sandbox {
     /// Starts all three. Needs PostgreSQL's server binaries (`initdb`, `pg_ctl`; found under
     /// `/usr/lib/postgresql/*/bin` or in `EVENTLINE_PG_BINDIR`), `redis-server` on the PATH and the
-    /// broker in `TANSU_BIN`.
+    /// broker in `NISSHI_BIN`. The broker keeps its log in a database of the sandbox's PostgreSQL
+    /// cluster, as `make up` does, unless `EVENTLINE_BROKER_STORAGE=memory`.
     pub fn start(id: &str) -> anyhow::Result<Sandbox> {
         let dir = std::env::temp_dir().join(format!("eventline-sandbox-{id}"));
         std::fs::create_dir_all(&dir)?;
         let postgres = Postgres::start(&dir.join("postgres"))?;
         let redis = Redis::start(&dir.join("redis"))?;
-        let broker = Broker::start(&dir.join("broker"))?;
+        let storage = match std::env::var("EVENTLINE_BROKER_STORAGE").as_deref() {
+            Ok("memory") => "memory://nisshi/".to_owned(),
+            _ => {
+                postgres.create_database("eventline_log")?;
+                format!("{}/eventline_log?sslmode=disable", postgres.server_url())
+            }
+        };
+        let broker = Broker::start(&dir.join("broker"), storage)?;
         Ok(Sandbox { postgres, redis, broker, dir })
     }
 }
@@ -80,6 +88,12 @@ impl Postgres {
     /// `postgres://postgres@127.0.0.1:<port>`, without a database.
     pub fn server_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a database in the cluster.
+    fn create_database(&self, name: &str) -> anyhow::Result<()> {
+        let mut createdb = self.command("createdb");
+        run(createdb.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name]))
     }
 
     /// Stops the server the way a crash would (immediate: no checkpoint, every connection cut;
@@ -155,30 +169,50 @@ impl Redis {
     }
 }
 
-/// A Tansu broker of the run's own, its log in memory.
+/// A nisshi broker of the run's own.
 pub struct Broker {
     pub port: u16,
+    dir: PathBuf,
+    /// The `--storage-engine` URL: where the log lives.
+    storage: String,
     child: Option<Child>,
 }
 
 impl Broker {
-    fn start(dir: &Path) -> anyhow::Result<Broker> {
+    fn start(dir: &Path, storage: String) -> anyhow::Result<Broker> {
         std::fs::create_dir_all(dir)?;
-        let tansu = std::env::var("TANSU_BIN").context("TANSU_BIN: the Tansu broker binary")?;
-        let port = free_port()?;
-        let listener = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&tansu)
+        let mut broker = Broker { port: free_port()?, dir: dir.to_owned(), storage, child: None };
+        broker.spawn()?;
+        Ok(broker)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let nisshi = std::env::var("NISSHI_BIN").context("NISSHI_BIN: the nisshi broker binary")?;
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log"))?;
+        let child = Command::new(&nisshi)
             .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", &self.storage])
             // The broker's own traces are not ours to export.
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(std::fs::File::create(dir.join("broker.log"))?)
-            .stderr(std::fs::File::create(dir.join("broker.err"))?)
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .stdin(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting the broker {tansu}"))?;
-        wait_for_port(port, "the broker")?;
-        Ok(Broker { port, child: Some(child) })
+            .with_context(|| format!("starting the broker {nisshi}"))?;
+        self.child = Some(child);
+        wait_for_port(self.port, "the broker")
+    }
+
+    /// Whether the log outlives the broker process.
+    pub fn is_durable(&self) -> bool {
+        !self.storage.starts_with("memory:")
+    }
+
+    /// SIGKILL and start again on the same port and storage.
+    pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        stop_child(&mut self.child);
+        self.spawn()
     }
 
     pub fn address(&self) -> String {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod kafka;
+pub mod log_identity;
 pub mod metrics;
 pub mod problem;
 pub mod read_models;

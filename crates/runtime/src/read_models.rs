@@ -13,6 +13,7 @@ use sqlx::{PgExecutor, PgPool};
 
 use crate::config::DatabaseConfig;
 use crate::db::redact;
+use crate::log_identity::LogIdentity;
 
 /// The notification channel on which a switch of the live version is announced (payload: the
 /// new live version), so readers and writers move without polling.
@@ -64,6 +65,65 @@ pub async fn in_state<'e>(db: impl PgExecutor<'e>, state: &str) -> sqlx::Result<
         .map(|version| version.map(Version))
 }
 
+/// How a version's recorded log identity compares with the log the broker serves now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogMatch {
+    /// Built from this log.
+    Same,
+    /// No identity recorded yet (a new or pre-identity version).
+    Unbound,
+    /// Built from another log: its offsets mean nothing in this one.
+    Other { recorded: LogIdentity, current: LogIdentity },
+}
+
+impl LogMatch {
+    pub fn is_other(&self) -> bool {
+        matches!(self, LogMatch::Other { .. })
+    }
+}
+
+/// The identity of the log `version` was built from, if it records one.
+pub async fn recorded_log<'e>(
+    db: impl PgExecutor<'e>,
+    version: Version,
+) -> sqlx::Result<Option<LogIdentity>> {
+    let recorded: Option<(Option<String>, Option<uuid::Uuid>)> = sqlx::query_as(
+        "SELECT log_cluster_id, log_topic_id FROM public.read_model_versions WHERE version = $1",
+    )
+    .bind(version.0)
+    .fetch_optional(db)
+    .await?;
+    Ok(match recorded {
+        Some((Some(cluster_id), topic_id)) => {
+            Some(LogIdentity { cluster_id, topic_id: topic_id.unwrap_or_default() })
+        }
+        _ => None,
+    })
+}
+
+/// Compares a recorded log identity with the current one. Topic ids decide when both sides have
+/// one (a broker without topic ids reports the nil id; then the cluster id alone decides).
+pub fn compare_log(recorded: Option<LogIdentity>, current: &LogIdentity) -> LogMatch {
+    let Some(recorded) = recorded else { return LogMatch::Unbound };
+    let same = recorded.cluster_id == current.cluster_id
+        && (recorded.topic_id.is_nil() || current.topic_id.is_nil() || recorded.topic_id == current.topic_id);
+    if same { LogMatch::Same } else { LogMatch::Other { recorded, current: current.clone() } }
+}
+
+/// Records that `version` is built from `log`, unless it already records a log.
+pub async fn bind_log<'e>(db: impl PgExecutor<'e>, version: Version, log: &LogIdentity) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE public.read_model_versions SET log_cluster_id = $2, log_topic_id = $3 \
+         WHERE version = $1 AND log_cluster_id IS NULL",
+    )
+    .bind(version.0)
+    .bind(&log.cluster_id)
+    .bind(log.topic_id)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
 /// A lazily connecting pool whose unqualified table names are `version`'s tables (and, after them,
 /// `public`'s: the dead letters are shared by all versions). The schema is part of the connection
 /// options, so it costs no statement per query.
@@ -80,6 +140,20 @@ pub fn pool(config: &DatabaseConfig, version: Version) -> anyhow::Result<PgPool>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_is_the_same_only_with_the_same_cluster_and_topic_id() {
+        let log = |cluster: &str, topic: u128| LogIdentity {
+            cluster_id: cluster.into(),
+            topic_id: uuid::Uuid::from_u128(topic),
+        };
+        assert_eq!(compare_log(None, &log("a", 1)), LogMatch::Unbound);
+        assert_eq!(compare_log(Some(log("a", 1)), &log("a", 1)), LogMatch::Same);
+        assert!(compare_log(Some(log("a", 1)), &log("a", 2)).is_other(), "a recreated topic");
+        assert!(compare_log(Some(log("a", 1)), &log("b", 1)).is_other(), "another cluster");
+        // Brokers without topic ids: the cluster id alone decides.
+        assert_eq!(compare_log(Some(log("a", 0)), &log("a", 2)), LogMatch::Same);
+    }
 
     #[test]
     fn versions_name_their_schema() {

@@ -193,47 +193,109 @@ impl TestEnv {
     }
 }
 
-/// A Tansu broker of the test's own, on a free port, for tests that stop the broker. The binary
-/// is the one `make test` builds (`TANSU_BIN`, or the cache path the scripts use).
+/// Where an [`OwnBroker`] keeps its log.
+#[derive(Debug, Clone)]
+pub enum BrokerStorage {
+    /// Gone when the broker stops.
+    Memory,
+    /// In this PostgreSQL database (created if missing): kept across restarts.
+    Postgres(String),
+}
+
+/// A nisshi broker of the test's own, on a free port, for tests that stop, freeze or restart the
+/// broker. The binary is the one `make test` builds (`NISSHI_BIN`, or the cache path the scripts
+/// use).
 pub struct OwnBroker {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
     pub address: String,
+    storage: BrokerStorage,
 }
 
 impl OwnBroker {
+    /// A broker whose log lives in memory.
     pub async fn start() -> OwnBroker {
-        let binary = std::env::var("TANSU_BIN").unwrap_or_else(|_| {
-            let home = std::env::var("HOME").unwrap_or_default();
-            format!("{home}/.cache/eventline/tansu-0.6.0/bin/tansu")
-        });
+        OwnBroker::start_with(BrokerStorage::Memory).await
+    }
+
+    /// A broker whose log lives in a PostgreSQL database of its own, next to the test's.
+    pub async fn start_durable(env: &TestEnv) -> OwnBroker {
+        let url = format!("{}_log", env.database.url);
+        eventline_runtime::db::ensure_database(&url).await.expect("creating the broker's database");
+        OwnBroker::start_with(BrokerStorage::Postgres(url)).await
+    }
+
+    pub async fn start_with(storage: BrokerStorage) -> OwnBroker {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let address = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{address}");
+        let mut broker = OwnBroker { child: None, address: format!("127.0.0.1:{port}"), storage };
+        broker.spawn().await;
+        broker
+    }
+
+    async fn spawn(&mut self) {
+        let binary = std::env::var("NISSHI_BIN").unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_default();
+            format!("{home}/.cache/eventline/nisshi-0.8.1/bin/nisshi")
+        });
+        let url = format!("tcp://{}", self.address);
+        let engine = match &self.storage {
+            BrokerStorage::Memory => "memory://nisshi/".to_owned(),
+            BrokerStorage::Postgres(database) => format!("{database}?sslmode=disable"),
+        };
         let child = std::process::Command::new(&binary)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", &engine])
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {binary} (run the tests through `make test`): {e}"));
-        let broker = OwnBroker { child, address };
-        eventually(Duration::from_secs(10), "the test broker to listen", || async {
-            tokio::net::TcpStream::connect(&broker.address).await.ok().map(|_| ())
+        self.child = Some(child);
+        let address = self.address.clone();
+        eventually(Duration::from_secs(20), "the test broker to listen", || async {
+            tokio::net::TcpStream::connect(&address).await.ok().map(|_| ())
         })
         .await;
-        broker
     }
 
-    /// Kills the broker (its in-memory log is gone with it).
+    /// Kills the broker (SIGKILL; a memory log is gone with it).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the broker and starts it again on the same address and storage.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// SIGSTOP: the broker keeps its connections open and answers nothing.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT after [`OwnBroker::freeze`].
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = std::process::Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill -{signal} failed");
+        }
     }
 }
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
     }
 }

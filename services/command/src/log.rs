@@ -1,7 +1,7 @@
 //! The event log as the command side sees it: append an event, get back where it landed once the
 //! broker has durably acknowledged it (`acks=all`, idempotent producer).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use eventline_events::{
@@ -53,29 +53,88 @@ pub struct PartialAppend {
 }
 
 /// A handle on the event topic; cheap to clone.
+///
+/// librdkafka's idempotent producer is unusable for good after a fatal error (fenced, unknown
+/// producer id, sequence desynchronisation: seen when a broker froze past the append timeout), so
+/// the handle replaces its producer when it finds one in that state. Appends that were in flight
+/// on the old producer fail (`503`, not confirmed); the next ones go through the new producer.
 #[derive(Clone)]
 pub struct EventLog {
-    producer: FutureProducer,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    brokers: String,
+    append_timeout_ms: u64,
     topic: Arc<str>,
     queue_timeout: Duration,
+    current: RwLock<Current>,
+}
+
+/// The producer in use, and how many were replaced before it.
+#[derive(Clone)]
+struct Current {
+    producer: FutureProducer,
+    generation: u64,
 }
 
 impl EventLog {
     pub fn connect(config: &KafkaConfig, append_timeout_ms: u64) -> Result<Self, KafkaError> {
-        let producer: FutureProducer = eventline_runtime::kafka::client_config(&config.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", append_timeout_ms.to_string())
-            .set("linger.ms", "2")
-            // librdkafka notices message timeouts when the broker thread wakes, and while the
-            // broker is down it sleeps for the reconnect backoff (up to 10 s by default): keep
-            // that short so a dead broker is reported within the append timeout.
-            .set("reconnect.backoff.max.ms", "500")
-            .create()?;
+        let producer = new_producer(&config.brokers, append_timeout_ms)?;
         // Waiting for room in the local queue is part of the same budget, so the whole append
         // stays within `append_timeout_ms` plus this small share.
         let queue_timeout = Duration::from_millis(append_timeout_ms.min(1000) / 4);
-        Ok(EventLog { producer, topic: config.topic.as_str().into(), queue_timeout })
+        Ok(EventLog {
+            inner: Arc::new(Inner {
+                brokers: config.brokers.clone(),
+                append_timeout_ms,
+                topic: config.topic.as_str().into(),
+                queue_timeout,
+                current: RwLock::new(Current { producer, generation: 0 }),
+            }),
+        })
+    }
+
+    /// The producer to use: the current one, replaced first if it has hit a fatal error.
+    fn producer(&self) -> Current {
+        let current = self.current();
+        if current.producer.client().fatal_error().is_none() {
+            return current;
+        }
+        self.replace(current.generation);
+        self.current()
+    }
+
+    fn current(&self) -> Current {
+        match self.inner.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces producer `generation` after a fatal error (once, whoever notices first). Whether
+    /// it worked shows in the next `producer()`: a failed creation leaves the fatal one in place.
+    fn replace(&self, generation: u64) {
+        let mut current = match self.inner.current.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if current.generation != generation {
+            return; // someone else already replaced it
+        }
+        let fatal = current.producer.client().fatal_error();
+        match new_producer(&self.inner.brokers, self.inner.append_timeout_ms) {
+            Ok(producer) => {
+                *current = Current { producer, generation: generation + 1 };
+                metrics::counter!("eventline_command_producer_replacements_total").increment(1);
+                tracing::error!(
+                    fatal = ?fatal,
+                    generation = generation + 1,
+                    "Replaced the Kafka producer after a fatal error; appends in flight on the old one failed"
+                );
+            }
+            Err(error) => tracing::error!(%error, "Replacing the Kafka producer after a fatal error failed"),
+        }
     }
 
     /// Appends events, each keyed by its aggregate id, and waits for every durable
@@ -104,12 +163,12 @@ impl EventLog {
         let version = event_type.current_version().to_string();
         let span = tracing::info_span!(
             "publish",
-            otel.name = %format!("{} publish", self.topic),
+            otel.name = %format!("{} publish", self.inner.topic),
             otel.kind = "producer",
             otel.status_code = tracing::field::Empty,
             messaging.system = "kafka",
             messaging.operation.type = "send",
-            messaging.destination.name = %self.topic,
+            messaging.destination.name = %self.inner.topic,
             messaging.destination.partition.id = tracing::field::Empty,
             messaging.kafka.offset = tracing::field::Empty,
             messaging.kafka.message.key = %key,
@@ -125,15 +184,19 @@ impl EventLog {
         for (name, value) in &trace_context {
             headers = headers.insert(Header { key: name.as_str(), value: Some(value.as_str()) });
         }
-        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(headers);
+        let record = FutureRecord::to(&self.inner.topic).key(&key).payload(&payload).headers(headers);
+        let current = self.producer();
         // A full local queue counts against the same budget as the delivery itself.
-        let delivered = self
+        let delivered = current
             .producer
-            .send(record, Timeout::After(self.queue_timeout))
+            .send(record, Timeout::After(self.inner.queue_timeout))
             .instrument(span.clone())
             .await
             .map(|delivery| LogPosition { partition: delivery.partition, offset: delivery.offset })
             .map_err(|(error, _message)| error);
+        if delivered.is_err() && current.producer.client().fatal_error().is_some() {
+            self.replace(current.generation);
+        }
         match &delivered {
             Ok(position) => {
                 span.record("messaging.destination.partition.id", position.partition.to_string());
@@ -146,10 +209,14 @@ impl EventLog {
         delivered
     }
 
-    /// Whether a broker answers a metadata request for the topic.
+    /// Whether appends can work: the producer is usable (replaced if it had hit a fatal error) and
+    /// a broker answers a metadata request for the topic.
     pub async fn is_reachable(&self) -> bool {
-        let producer = self.producer.clone();
-        let topic = self.topic.clone();
+        let producer = self.producer().producer;
+        if producer.client().fatal_error().is_some() {
+            return false;
+        }
+        let topic = self.inner.topic.clone();
         tokio::task::spawn_blocking(move || {
             producer.client().fetch_metadata(Some(&topic), Duration::from_secs(2)).is_ok()
         })
@@ -159,12 +226,26 @@ impl EventLog {
 
     /// Waits (bounded) until everything queued has been delivered or has failed.
     pub async fn flush(&self) {
-        let producer = self.producer.clone();
+        let producer = self.current().producer;
         let flushed = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
         if let Ok(Err(error)) = flushed {
             tracing::warn!(%error, "Producer flush did not complete");
         }
     }
+}
+
+/// An idempotent producer that waits for every in-sync replica (`acks=all`).
+fn new_producer(brokers: &str, append_timeout_ms: u64) -> Result<FutureProducer, KafkaError> {
+    eventline_runtime::kafka::client_config(brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", append_timeout_ms.to_string())
+        .set("linger.ms", "2")
+        // librdkafka notices message timeouts when the broker thread wakes, and while the
+        // broker is down it sleeps for the reconnect backoff (up to 10 s by default): keep
+        // that short so a dead broker is reported within the append timeout.
+        .set("reconnect.backoff.max.ms", "500")
+        .create()
 }
 
 /// The producer's fault paths against librdkafka's in-process mock cluster: a broker that goes
@@ -262,6 +343,27 @@ mod fault_paths {
         assert_eq!(positions.len(), 1);
         let ids = event_ids_in_log(&cluster.bootstrap_servers());
         assert_eq!(ids.iter().filter(|id| **id == event.event_id).count(), 1, "{ids:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_fatal_producer_error_the_log_replaces_its_producer_and_appends_again() {
+        let cluster = cluster();
+        let log = log_on(&cluster);
+        // A sequence desynchronisation on the first request is fatal for an idempotent producer:
+        // librdkafka refuses every later message on it.
+        cluster.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+        );
+        let failed = log.append_all(&[envelope()]).await;
+        assert!(failed.is_err(), "{failed:?}");
+        assert_eq!(log.current().generation, 1, "the fatal producer was replaced");
+        assert!(log.is_reachable().await, "ready again without a restart");
+        let again = envelope();
+        let positions =
+            log.append_all(std::slice::from_ref(&again)).await.expect("appends through the new producer");
+        assert_eq!(positions.len(), 1);
+        assert!(event_ids_in_log(&cluster.bootstrap_servers()).contains(&again.event_id));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

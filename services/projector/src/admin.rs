@@ -13,6 +13,7 @@ use eventline_runtime::problem::Problem;
 use serde::Serialize;
 
 use crate::consumer::LogConsumer;
+use crate::coverage::Coverage;
 use crate::dedup::FastPath;
 use crate::runner::RunnerStatus;
 use crate::target::Writing;
@@ -26,6 +27,8 @@ pub struct AdminState {
     pub brokers: String,
     pub status: Arc<RunnerStatus>,
     pub fast_path: Arc<FastPath>,
+    /// Partitions no member of the group consumes.
+    pub coverage: Arc<Coverage>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -42,10 +45,13 @@ pub fn router(state: AdminState) -> Router {
             .await
             .unwrap_or(false);
             let healthy = state.status.fatal.lock().map(|f| f.is_none()).unwrap_or(false);
+            let covered = state.coverage.stalled().is_empty();
             vec![
                 Check { name: "postgres", ok: database },
                 Check { name: "kafka", ok: kafka },
                 Check { name: "projection", ok: healthy },
+                // Lag on partitions that no group member consumes, for longer than the bound.
+                Check { name: "every partition consumed", ok: covered },
                 // Projection goes on without Redis (PostgreSQL alone dedups), but degraded.
                 Check { name: "redis", ok: state.fast_path.ping().await },
             ]
@@ -62,6 +68,9 @@ struct Status {
     #[serde(flatten)]
     projection: crate::status::ProjectionStatus,
     assigned_partitions: Vec<i32>,
+    /// Partitions with events to apply that no member of the group owns (from the broker's
+    /// description of the group).
+    unconsumed_partitions: Vec<i32>,
     database_ok: bool,
     fatal_error: Option<String>,
 }
@@ -82,6 +91,7 @@ async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem
     Ok(Json(Status {
         projection,
         assigned_partitions: state.status.assigned.lock().map(|a| a.clone()).unwrap_or_default(),
+        unconsumed_partitions: state.coverage.unconsumed(),
         database_ok: state.status.database_ok.load(Ordering::Relaxed),
         fatal_error: state.status.fatal.lock().ok().and_then(|f| f.clone()),
     }))

@@ -84,6 +84,19 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints how the live read models' log compares with the broker's (JSON); with `check`, an
+/// error when they belong to another log. Binds nothing: that is the running projector's job.
+pub async fn log_identity(config: &Config, check: bool) -> anyhow::Result<()> {
+    let (_, live) = live_pool(config).await?;
+    let public = eventline_runtime::db::pool(&config.database)?;
+    let verdict = crate::log_check::check(&public, live, &config.kafka, false).await?;
+    println!("{}", serde_json::json!({"version": live, "topic": config.kafka.topic, "log": verdict}));
+    match verdict.refusal(&config.kafka.topic, live) {
+        Some(refusal) if check => anyhow::bail!(refusal),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `verify` and prints its report; an error when the live read models differ from the log.
 pub async fn verify(
     config: &Config,

@@ -24,6 +24,10 @@ pub struct Config {
     /// Longest wait for a batch to fill before applying what there is, in milliseconds.
     #[arg(long, env = "EVENTLINE_BATCH_MAX_WAIT_MS", default_value_t = 20)]
     pub batch_max_wait_ms: u64,
+    /// How long a partition with events to apply may be owned by no member of the group before
+    /// this instance reports not ready, in seconds (a rebalance takes a few).
+    #[arg(long, env = "EVENTLINE_UNCONSUMED_PARTITION_SECS", default_value_t = 30)]
+    pub unconsumed_partition_secs: u64,
     #[command(flatten)]
     pub kafka: KafkaConfig,
     #[command(flatten)]

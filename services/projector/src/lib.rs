@@ -2,6 +2,7 @@
 //! event changes them exactly once, whatever Kafka redelivers and wherever a crash happens.
 //!
 //! - `consumer`: the Kafka consumer and its partition assignments;
+//! - `coverage`: partitions with lag that no member of the group consumes;
 //! - `checkpoint`: per-partition positions stored with the read models;
 //! - `dedup`: the Redis fast path that recognises redelivered events early;
 //! - `dlq`: the dead-letter queue (durable in PostgreSQL, mirrored to a Redis stream);
@@ -12,6 +13,7 @@
 //! - `rebuild`: a new version filled from the log next to the live one, then switched to;
 //! - `verify`: the live version compared with a fold of the log, to detect drift;
 //! - `progress`: progress bars and log lines for those long commands;
+//! - `log_check`: whether the read models belong to the log the broker serves;
 //! - `admin`: health, readiness, metrics and status over HTTP.
 
 mod admin;
@@ -19,8 +21,10 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 mod consumer;
+mod coverage;
 mod dedup;
 pub mod dlq;
+pub mod log_check;
 pub mod progress;
 pub mod project;
 pub mod rebuild;

@@ -48,6 +48,12 @@ enum Command {
     /// Work the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Which log the live read models were built from, and which the broker serves now. With
+    /// --check, exits 1 when they differ (the read models belong to another log).
+    LogIdentity {
+        #[arg(long)]
+        check: bool,
+    },
     /// Create the database if missing, apply pending migrations and exit.
     Migrate,
     /// Drop the read models (the whole database) and recreate them empty, for when the log they
@@ -81,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
             cli::verify(&cli.config, Progress::detect(), batch_size, sample, json).await
         }
         Command::Dlq(command) => cli::dlq(&cli.config, command).await,
+        Command::LogIdentity { check } => cli::log_identity(&cli.config, check).await,
         Command::Migrate => migrate(&cli.config).await,
         Command::Reset { yes: false } => {
             anyhow::bail!("reset destroys the read models; pass --yes to confirm")

@@ -53,6 +53,8 @@ pub async fn rebuild(config: &Config, progress: Progress, batch_size: usize) -> 
         }
         None => create(&public, "building").await?,
     };
+    // The new version is a replay of the log the broker serves now.
+    crate::log_check::check(&public, version, &config.kafka, true).await?;
     catch_up_and_switch(config, &public, version, "building", progress, batch_size).await
 }
 

@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 use crate::Config;
 use crate::admin;
 use crate::consumer::{self, Assignment};
+use crate::coverage::Coverage;
 use crate::dedup::FastPath;
 use crate::dlq::Mirror;
+use crate::log_check::{self, Verdict};
 use crate::runner::{Role, Runner, RunnerStatus};
 use crate::target::{Target, Writing};
 use eventline_runtime::read_models;
@@ -32,6 +34,17 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let public = prepare(&config).await?;
         let live = read_models::live(&public).await.context("finding the live read-model version")?;
+        // Never project one log into read models built from another.
+        match log_check::check(&public, live, &config.kafka, true).await? {
+            Verdict::Unknown { reason } => {
+                tracing::warn!(%reason, "Cannot tell which log the broker serves; not checking the read models against it")
+            }
+            verdict => {
+                if let Some(refusal) = verdict.refusal(&config.kafka.topic, live) {
+                    anyhow::bail!(refusal);
+                }
+            }
+        }
         let target = Target::open(&config.database, live).await?;
         let (runner, assignments) =
             runner(&config, public, target, Role::Live, &config.group_id, config.batch_size)?;
@@ -47,7 +60,10 @@ impl Application {
     /// Projects until `shutdown` (or a fatal error, which is returned), serving the admin API
     /// alongside.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let coverage =
+            Arc::new(Coverage::new(std::time::Duration::from_secs(self.config.unconsumed_partition_secs)));
         let admin_state = admin::AdminState {
+            coverage: coverage.clone(),
             writing: self.runner.writing.clone(),
             consumer: self.runner.consumer.clone(),
             topic: self.config.kafka.topic.clone(),
@@ -61,51 +77,88 @@ impl Application {
             admin::router(admin_state),
             admin_shutdown.clone(),
         ));
+        // Stopped by a shutdown, or by the observer when the broker turns out to serve another log.
+        let stop = shutdown.child_token();
         let observer = tokio::spawn(observe(
-            self.runner.writing.clone(),
-            self.config.kafka.brokers.clone(),
-            self.config.kafka.topic.clone(),
-            self.runner.mirror.clone(),
-            self.runner.status.clone(),
+            Observed {
+                writing: self.runner.writing.clone(),
+                public: self.runner.public.clone(),
+                kafka: self.config.kafka.clone(),
+                mirror: self.runner.mirror.clone(),
+                status: self.runner.status.clone(),
+                refuse: stop.clone(),
+                consumer: self.runner.consumer.clone(),
+                group_id: self.config.group_id.clone(),
+                coverage,
+            },
             admin_shutdown.clone(),
         ));
-        let result = self.runner.run(self.assignments, shutdown).await;
+        let status = self.runner.status.clone();
+        let result = self.runner.run(self.assignments, stop).await;
         admin_shutdown.cancel();
         let _ = tokio::join!(admin, observer);
         result.context("projection stopped")?;
+        if let Some(fatal) = status.fatal.lock().ok().and_then(|f| f.clone()) {
+            anyhow::bail!("projection stopped: {fatal}");
+        }
         tracing::info!("Projector stopped");
         Ok(())
     }
 }
 
-/// Every few seconds: publishes lag and DLQ depth as metrics, and reconciles the dead-letter
-/// mirror in Redis when it may be behind.
-async fn observe(
+/// What the observer watches.
+struct Observed {
     writing: Arc<Writing>,
-    brokers: String,
-    topic: String,
+    public: PgPool,
+    kafka: eventline_runtime::config::KafkaConfig,
     mirror: Arc<Mirror>,
     status: Arc<RunnerStatus>,
-    shutdown: CancellationToken,
-) {
+    /// Cancelled when the broker serves another log than the read models were built from.
+    refuse: CancellationToken,
+    consumer: Arc<crate::consumer::LogConsumer>,
+    group_id: String,
+    coverage: Arc<Coverage>,
+}
+
+/// Every few seconds: publishes lag and DLQ depth as metrics, looks for partitions with lag that
+/// no member of the group consumes, reconciles the dead-letter mirror
+/// in Redis when it may be behind, and checks that the broker still serves the read models' log
+/// (a broker replaced under a running projector must not be projected into them).
+async fn observe(observed: Observed, shutdown: CancellationToken) {
     use std::sync::atomic::Ordering;
+    let Observed { writing, public, kafka, mirror, status, refuse, consumer, group_id, coverage } = observed;
+    let (brokers, topic) = (&kafka.brokers, &kafka.topic);
     loop {
-        let pool = writing.current().pool.clone();
-        if let Ok(current) = crate::status::collect(&pool, &brokers, &topic).await {
+        let target = writing.current();
+        let pool = target.pool.clone();
+        if let Ok(current) = crate::status::collect(&pool, brokers, topic).await {
             crate::status::record_metrics(&current);
+            let lag: Vec<(i32, i64)> =
+                current.partitions.iter().filter_map(|p| Some((p.partition, p.lag?))).collect();
+            coverage.observe(&consumer, &group_id, topic, &lag).await;
             // Redis may have lost the stream (restart without persistence, FLUSHALL).
             if mirror.len().await.is_ok_and(|len| len != current.dead_letters) {
                 status.mirror_dirty.store(true, Ordering::Relaxed);
             }
         }
         if status.mirror_dirty.load(Ordering::Relaxed) {
-            match mirror.reconcile(&pool, &topic).await {
+            match mirror.reconcile(&pool, topic).await {
                 Ok(()) => {
                     status.mirror_dirty.store(false, Ordering::Relaxed);
                     tracing::info!(stream = mirror.stream(), "Dead-letter mirror in Redis is up to date");
                 }
                 Err(error) => tracing::debug!(%error, "Dead-letter mirror not reconciled yet"),
             }
+        }
+        if let Ok(verdict) = log_check::check(&public, target.version, &kafka, false).await
+            && let Some(refusal) = verdict.refusal(topic, target.version)
+        {
+            tracing::error!(%refusal, "Stopping: the broker serves another log");
+            if let Ok(mut fatal) = status.fatal.lock() {
+                *fatal = Some(refusal);
+            }
+            refuse.cancel();
+            return;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

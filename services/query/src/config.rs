@@ -17,6 +17,10 @@ pub struct Config {
     /// The event topic whose projection consistency tokens refer to.
     #[arg(long = "topic", env = "EVENTLINE_TOPIC", default_value = "eventline.events")]
     pub topic: String,
+    /// Kafka bootstrap servers of the event log, asked which log they serve (the read models are
+    /// not served as current against another log); empty disables the check.
+    #[arg(long = "brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
     /// Longest wait for the projection to reach a request's Consistency-Token before answering
     /// 503, in milliseconds.
     #[arg(long, env = "EVENTLINE_CONSISTENCY_WAIT_MS", default_value_t = 2000)]

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod consistency;
 pub mod http;
+pub mod log_watch;
 mod startup;
 
 pub use config::Config;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Config;
 use crate::consistency::LiveReadModels;
 use crate::http::{self, AppState};
+use crate::log_watch::LogWatch;
 
 pub struct Application {
     listener: TcpListener,
@@ -32,7 +33,9 @@ impl Application {
             config.topic.clone(),
             follower.clone(),
         );
-        let state = AppState { pool, read_models, consistency_wait: config.consistency_wait() };
+        let log =
+            LogWatch::start(config.brokers.clone(), config.topic.clone(), pool.clone(), follower.clone());
+        let state = AppState { pool, read_models, log, consistency_wait: config.consistency_wait() };
         Ok(Application { listener, state, follower })
     }
 

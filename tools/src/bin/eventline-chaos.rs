@@ -1,7 +1,7 @@
 //! `make chaos`: faults injected while commands flow, then the read model compared with a fold of
 //! the log written here, independently of the projector.
 //!
-//! The run starts PostgreSQL, Redis and a Tansu broker of its own ([`Sandbox`]), so crashing,
+//! The run starts PostgreSQL, Redis and a nisshi broker (its log in that PostgreSQL) of its own ([`Sandbox`]), so crashing,
 //! flushing and freezing them touches neither the machine's services nor a `make up` stack. Each
 //! scenario runs the command service and the projector as processes on a topic and database of its
 //! own, drives inventory adjustments with random quantities (each with an `Idempotency-Key`,
@@ -46,26 +46,33 @@ enum Fault {
     RestartRedis,
     FreezeBroker,
     KillDuringRebalance,
+    RestartBroker,
     PoisonStorm,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 7] = [
         Fault::KillProjector,
         Fault::CrashPostgres,
         Fault::RestartRedis,
         Fault::FreezeBroker,
         Fault::KillDuringRebalance,
+        Fault::RestartBroker,
         Fault::PoisonStorm,
     ];
 
     fn name(self) -> &'static str {
         match self {
-            Fault::KillProjector => "projector killed with SIGKILL at random moments",
+            Fault::KillProjector => {
+                "projector killed with SIGKILL at random moments, restarted in the same group"
+            }
             Fault::CrashPostgres => "PostgreSQL crashed (immediate stop) and restarted mid-load",
             Fault::RestartRedis => "Redis killed and restarted empty mid-load",
             Fault::FreezeBroker => "broker frozen (SIGSTOP) beyond the append timeout, then resumed",
-            Fault::KillDuringRebalance => "two projector instances, one killed during a rebalance",
+            Fault::KillDuringRebalance => {
+                "two projector instances, one killed during a rebalance; the survivor finishes"
+            }
+            Fault::RestartBroker => "broker killed (SIGKILL) and restarted mid-load; its log kept",
             Fault::PoisonStorm => "poison messages mixed into valid traffic",
         }
     }
@@ -170,12 +177,6 @@ impl Projectors {
         Ok(())
     }
 
-    /// Later instances join a group of their own. Positions come from PostgreSQL, so the group's
-    /// name does not matter to where they resume; see `Fault::KillProjector` for why it helps.
-    fn new_group(&mut self, n: u32) {
-        self.group = format!("{}.projector.{n}", self.setup.topic);
-    }
-
     /// SIGKILL to the instance at `index` (0 is the oldest).
     fn kill(&mut self, index: usize) {
         if index < self.running.len() {
@@ -203,8 +204,6 @@ async fn scenario(
 ) -> anyhow::Result<Report> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     setup.fresh_database().await?;
-    // The broker freeze (6 s) must stay within the default session timeout (10 s): on Tansu a
-    // consumer whose session timed out rejoins to an empty assignment (see docs/architecture.md).
     let session_timeout = (fault == Fault::KillDuringRebalance).then_some(SESSION_TIMEOUT);
     let mut projectors = Projectors::start(setup, session_timeout)?;
     projectors.any()?.ready(&http).await?;
@@ -223,14 +222,12 @@ async fn scenario(
     tokio::time::sleep(run / 4).await;
     match fault {
         Fault::KillProjector => {
-            for incarnation in 0..kills {
+            for _ in 0..kills {
                 tokio::time::sleep(random_pause(200..1200)).await;
                 projectors.kill(0);
                 faults += 1;
-                // The restarted instance joins a new group: Tansu 0.6.0 keeps the partitions
-                // assigned to a killed member even after expiring it (see the rebalance scenario),
-                // so a restart in the same group within the session timeout would wait forever.
-                projectors.new_group(incarnation);
+                // The restarted instance rejoins the same group, as in production: the broker
+                // must hand it the partitions the killed member held once that one's session ends.
                 projectors.add()?;
             }
         }
@@ -256,13 +253,18 @@ async fn scenario(
                 tokio::time::sleep(random_pause(100..1500)).await;
                 projectors.kill(usize::from(round % 2 == 0));
                 faults += 1;
-                // The broker drops the dead member after the session timeout. Tansu 0.6.0 then
-                // leaves its partitions assigned to nobody until the group changes again (Apache
-                // Kafka hands them to the survivor), so the next round's newcomer, or the final
-                // replacement below, comes after that, as an orchestrator's restart would.
+                // The broker drops the dead member after the session timeout and hands its
+                // partitions to the survivor, which alone finishes the work after the last round.
                 tokio::time::sleep(SESSION_TIMEOUT + Duration::from_secs(3)).await;
             }
-            projectors.add()?;
+        }
+        Fault::RestartBroker => {
+            anyhow::ensure!(
+                sandbox.broker.is_durable(),
+                "restarting a broker whose log is in memory loses it"
+            );
+            sandbox.broker.kill_and_restart()?;
+            faults += 1;
         }
         Fault::PoisonStorm => {
             poison_sent = poison(&setup.brokers, &setup.topic, 500, run / 2).await?;
@@ -442,8 +444,7 @@ fn read_log(brokers: &str, topic: &str) -> anyhow::Result<Fold> {
     let mut fold = Fold { ids: HashSet::new(), duplicates: 0, stock: BTreeMap::new() };
     let mut done: HashSet<i32> = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    // Tansu's high watermark can be the base offset of the last batch + 1: read until the log
-    // has been quiet a while after reaching it.
+    // Read until the log has been quiet a while after reaching the high watermarks.
     let mut quiet_since = Instant::now();
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
@@ -492,8 +493,9 @@ fn markdown(reports: &[Report], took: Duration) -> String {
     let mut md = String::from("# Reliability\n\n");
     md.push_str(&format!(
         "Written by `make chaos` (`tools/src/bin/eventline-chaos.rs`) in {:.0} s on the two-core development \
-         machine. The run starts a PostgreSQL cluster, a Redis server and a Tansu broker of its own and \
-         injects its faults into those. Each scenario drives inventory adjustments through the command API \
+         machine. The run starts a PostgreSQL cluster, a Redis server and a nisshi broker of its own (the \
+         broker's log in a database of that cluster, as `make up` runs it) and injects its faults into \
+         those. Each scenario drives inventory adjustments through the command API \
          (8 workers, an Idempotency-Key on every command, a lost answer asked again with the same key), \
          injects its fault, stops the load, waits for the projection to catch up, and compares the read \
          model with a fold of the log written for the test. `make test` runs the same scenarios briefly \
@@ -535,16 +537,15 @@ fn markdown(reports: &[Report], took: Duration) -> String {
          `applied ≠ once` compares the projector's applied event ids with the distinct events in the log; \
          `recover s` runs from the end of the last fault until the projection has caught up (it includes \
          stopping the load and the backlog built meanwhile).\n\n\
-         Two projector instances: in each round a second instance joins the group and one of the two, \
-         the newcomer or the old hand in turn, is killed 0.1–1.5 s later, mid-rebalance. The next \
-         instance starts only after the session timeout (6 s), as an orchestrator's restart would: \
-         Tansu 0.6.0 drops the dead member then but hands the survivor only its own share of the \
-         partitions until the group changes again (Apache Kafka gives it everything; \
-         docs/architecture.md).\n\n\
-         Not run here: a full stop and start of a durable broker. The local Tansu broker keeps its log \
-         in memory, so a restarted one holds a new, empty log, and Apache Kafka (the broker in \
-         docker-compose) cannot run on this machine. A broker that is down and comes back with its log \
-         is covered by the fault-path tests against \
+         Projector killed: every restarted instance rejoins the same consumer group, as in production, \
+         so the broker must hand it the killed member's partitions. Two projector instances: in each \
+         round a second instance joins the group and one of the two, the newcomer or the old hand in \
+         turn, is killed 0.1–1.5 s later, mid-rebalance; after the last round the survivor alone must \
+         finish (the broker hands it the dead member's partitions after the session timeout, 6 s). \
+         Broker restarted: SIGKILL mid-load and a new broker process on the same storage; every event \
+         acknowledged before is still in the log (`202 not in log` = 0), and the command service and \
+         projector carry on without a restart of their own.\n\n\
+         A broker that is down and comes back is also covered by the fault-path tests against \
          librdkafka's mock cluster: `services/command/src/log.rs` (`fault_paths`: a broker going down, \
          transient produce errors retried into one append, a message refused for good) and \
          `tests/projector_faults.rs` (the broker down mid-stream and back; transient fetch, offset \

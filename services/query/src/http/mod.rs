@@ -22,6 +22,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::consistency::{LiveReadModels, Unavailable};
+use crate::log_watch::LogWatch;
 
 /// The statement behind each read, for checking their plans.
 pub mod statements {
@@ -38,19 +39,23 @@ pub struct AppState {
     /// A pool on the `public` schema (readiness).
     pub pool: PgPool,
     pub read_models: LiveReadModels,
+    /// Whether the read models belong to the log the broker serves.
+    pub log: LogWatch,
     /// Longest wait for a Consistency-Token.
     pub consistency_wait: Duration,
 }
 
 pub fn router(state: AppState) -> Router {
-    let (pool, read_models) = (state.pool.clone(), state.read_models.clone());
+    let (pool, read_models, log) = (state.pool.clone(), state.read_models.clone(), state.log.clone());
     let readiness = Readiness::new(move || {
-        let (pool, known) = (pool.clone(), read_models.known());
+        let (pool, known, same_log) = (pool.clone(), read_models.known(), log.other_log().is_none());
         async move {
             vec![
                 Check { name: "postgres", ok: eventline_runtime::db::ping(&pool).await },
                 // Reads need the live version (a database not yet migrated has none).
                 Check { name: "live read models", ok: known },
+                // Read models of another log are never served as current.
+                Check { name: "read models of this log", ok: same_log },
             ]
         }
     });
@@ -75,6 +80,16 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The pool to answer the request from: the live read models, once they reflect the request's
 /// Consistency-Token if it has one.
 async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPool, Problem> {
+    if let Some(other) = state.log.other_log() {
+        tracing::warn!(%other, "Refusing a read: the read models belong to another log");
+        return Err(Problem::unavailable(
+            "read-models-from-another-log",
+            "Read models from another log",
+            "The read models were built from another event log than the one the broker serves now, so \
+             they cannot be served as current. An operator must reset or rebuild them.",
+            30,
+        ));
+    }
     let Some(value) = headers.get(CONSISTENCY_TOKEN) else {
         let snapshot = state.read_models.current(state.consistency_wait).await;
         return snapshot.map(|s| s.pool.clone()).map_err(|_| not_ready());

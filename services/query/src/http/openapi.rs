@@ -39,7 +39,9 @@ pub enum ReadProblems {
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
     /// The projection has not reached the Consistency-Token within the bound
-    /// (`projection-behind`), or the database is unavailable. `Retry-After` says when to retry.
+    /// (`projection-behind`), the database is unavailable, or the read models belong to another
+    /// event log than the broker serves (`read-models-from-another-log`). `Retry-After` says when
+    /// to retry.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }

@@ -1,0 +1,256 @@
+//! Which log this is: the broker cluster's id and the event topic's id (Kafka's topic UUID, new
+//! for every topic ever created, even under a reused name).
+//!
+//! Read models and checkpoints are only meaningful against the log they were built from. Offsets
+//! alone cannot tell two logs apart (a new broker with an empty log, a recreated topic, another
+//! cluster on the same address), so the read models record this identity and every service
+//! compares it with the log it is talking to.
+//!
+//! librdkafka does not expose topic ids, so this module asks a broker directly with one Kafka
+//! `Metadata` request (version 10, the first with topic ids; Kafka 2.8 and later, and the local
+//! nisshi broker). It speaks only the few fields it needs and plaintext, as the services do.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+/// The identity of one event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogIdentity {
+    /// The cluster id the broker reports (empty when it reports none).
+    pub cluster_id: String,
+    /// The topic's id; nil when the broker does not assign topic ids (then only the cluster id
+    /// identifies the log).
+    pub topic_id: Uuid,
+}
+
+impl fmt::Display for LogIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cluster {:?}, topic id {}", self.cluster_id, self.topic_id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("no broker of {brokers:?} answered a metadata request: {last}")]
+    Unreachable { brokers: String, last: String },
+    #[error("the topic {0:?} does not exist")]
+    NoSuchTopic(String),
+    #[error("the broker's metadata answer could not be read: {0}")]
+    Malformed(&'static str),
+    #[error("the broker refused the metadata request for {topic:?} with error code {code}")]
+    Refused { topic: String, code: i16 },
+}
+
+const METADATA_API_KEY: i16 = 3;
+const METADATA_VERSION: i16 = 10;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the brokers (`host:port,…`, first that answers) for the identity of `topic`'s log.
+pub async fn fetch(brokers: &str, topic: &str) -> Result<LogIdentity, IdentityError> {
+    let mut last = String::from("no broker address given");
+    for address in brokers.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match tokio::time::timeout(TIMEOUT, ask(address, topic)).await {
+            Ok(Ok(answer)) => return answer,
+            Ok(Err(error)) => last = format!("{address}: {error}"),
+            Err(_) => last = format!("{address}: no answer within {TIMEOUT:?}"),
+        }
+    }
+    Err(IdentityError::Unreachable { brokers: brokers.to_owned(), last })
+}
+
+async fn ask(address: &str, topic: &str) -> std::io::Result<Result<LogIdentity, IdentityError>> {
+    let mut stream = TcpStream::connect(address).await?;
+    stream.write_all(&metadata_request(topic, 1)).await?;
+    let length = stream.read_i32().await?;
+    let length = usize::try_from(length)
+        .ok()
+        .filter(|&n| n <= 16 << 20)
+        .ok_or_else(|| std::io::Error::other("implausible response length"))?;
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await?;
+    Ok(parse_metadata_response(&body, topic))
+}
+
+/// A Metadata v10 request for one topic by name, framed with its length.
+fn metadata_request(topic: &str, correlation_id: i32) -> Vec<u8> {
+    let client_id = b"eventline";
+    let mut message = Vec::with_capacity(64 + topic.len());
+    // Request header v2: api key, version, correlation id, client id (a classic nullable
+    // string even in flexible versions), no tagged fields.
+    message.extend_from_slice(&METADATA_API_KEY.to_be_bytes());
+    message.extend_from_slice(&METADATA_VERSION.to_be_bytes());
+    message.extend_from_slice(&correlation_id.to_be_bytes());
+    message.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    message.extend_from_slice(client_id);
+    message.push(0);
+    // Body: topics (compact array of one: nil topic id, name, no tags), allow auto-creation
+    // false, no authorised operations, no tags.
+    put_unsigned_varint(&mut message, 2);
+    message.extend_from_slice(&[0; 16]);
+    put_unsigned_varint(&mut message, topic.len() as u64 + 1);
+    message.extend_from_slice(topic.as_bytes());
+    message.push(0);
+    message.extend_from_slice(&[0, 0, 0, 0]);
+    let mut framed = Vec::with_capacity(message.len() + 4);
+    framed.extend_from_slice(&(message.len() as i32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    framed
+}
+
+/// Reads the cluster id and the topic's id out of a Metadata v10 response (without its length).
+fn parse_metadata_response(body: &[u8], topic: &str) -> Result<LogIdentity, IdentityError> {
+    let mut r = Reader { bytes: body };
+    r.take(4)?; // correlation id
+    r.skip_tags()?;
+    r.take(4)?; // throttle time
+    for _ in 0..r.compact_len()? {
+        r.take(4)?; // node id
+        r.compact_string()?; // host
+        r.take(4)?; // port
+        r.compact_string()?; // rack
+        r.skip_tags()?;
+    }
+    let cluster_id = r.compact_string()?.unwrap_or_default();
+    r.take(4)?; // controller id
+    if r.compact_len()? == 0 {
+        return Err(IdentityError::Malformed("no topic in the answer"));
+    }
+    let code = i16::from_be_bytes([r.byte()?, r.byte()?]);
+    let _name = r.compact_string()?;
+    let topic_id = Uuid::from_slice(r.take(16)?).map_err(|_| IdentityError::Malformed("topic id"))?;
+    match code {
+        0 => Ok(LogIdentity { cluster_id, topic_id }),
+        UNKNOWN_TOPIC_OR_PARTITION => Err(IdentityError::NoSuchTopic(topic.to_owned())),
+        code => Err(IdentityError::Refused { topic: topic.to_owned(), code }),
+    }
+}
+
+fn put_unsigned_varint(buffer: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        buffer.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buffer.push(value as u8);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], IdentityError> {
+        if self.bytes.len() < n {
+            return Err(IdentityError::Malformed("answer cut short"));
+        }
+        let (taken, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    fn byte(&mut self) -> Result<u8, IdentityError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn unsigned_varint(&mut self) -> Result<u64, IdentityError> {
+        let mut value = 0_u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(IdentityError::Malformed("varint too long"))
+    }
+
+    /// A compact array's or string's length (its encoding is length + 1; 0 is null, read as 0).
+    fn compact_len(&mut self) -> Result<usize, IdentityError> {
+        let encoded = self.unsigned_varint()?;
+        usize::try_from(encoded.saturating_sub(1)).map_err(|_| IdentityError::Malformed("length"))
+    }
+
+    fn compact_string(&mut self) -> Result<Option<String>, IdentityError> {
+        let encoded = self.unsigned_varint()?;
+        if encoded == 0 {
+            return Ok(None);
+        }
+        let length = usize::try_from(encoded - 1).map_err(|_| IdentityError::Malformed("length"))?;
+        let text = self.take(length)?;
+        Ok(Some(String::from_utf8_lossy(text).into_owned()))
+    }
+
+    fn skip_tags(&mut self) -> Result<(), IdentityError> {
+        for _ in 0..self.unsigned_varint()? {
+            self.unsigned_varint()?; // tag
+            let size = self.unsigned_varint()?;
+            self.take(usize::try_from(size).map_err(|_| IdentityError::Malformed("tag size"))?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Metadata v10 answer as a broker writes it: one broker, one topic.
+    fn answer(code: i16, topic_id: Uuid) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&7_i32.to_be_bytes()); // correlation id
+        b.push(0); // header tags
+        b.extend_from_slice(&0_i32.to_be_bytes()); // throttle
+        put_unsigned_varint(&mut b, 2); // one broker
+        b.extend_from_slice(&1_i32.to_be_bytes());
+        put_unsigned_varint(&mut b, 10);
+        b.extend_from_slice(b"127.0.0.1");
+        b.extend_from_slice(&9092_i32.to_be_bytes());
+        b.push(0); // rack: null
+        b.extend_from_slice(&[1, 0, 1, 0xaa]); // one tagged field: tag 0, one byte
+        put_unsigned_varint(&mut b, 6);
+        b.extend_from_slice(b"abcde"); // cluster id
+        b.extend_from_slice(&1_i32.to_be_bytes()); // controller
+        put_unsigned_varint(&mut b, 2); // one topic
+        b.extend_from_slice(&code.to_be_bytes());
+        put_unsigned_varint(&mut b, 3);
+        b.extend_from_slice(b"t1");
+        b.extend_from_slice(topic_id.as_bytes());
+        b.push(0); // is internal
+        put_unsigned_varint(&mut b, 1); // no partitions
+        b.extend_from_slice(&0_i32.to_be_bytes());
+        b.push(0);
+        b.extend_from_slice(&0_i32.to_be_bytes());
+        b.push(0);
+        b
+    }
+
+    #[test]
+    fn the_cluster_and_topic_id_are_read_from_an_answer() {
+        let id = Uuid::new_v4();
+        let identity = parse_metadata_response(&answer(0, id), "t1").unwrap();
+        assert_eq!(identity, LogIdentity { cluster_id: "abcde".into(), topic_id: id });
+    }
+
+    #[test]
+    fn a_missing_topic_and_a_cut_answer_are_errors_not_identities() {
+        let missing = parse_metadata_response(&answer(UNKNOWN_TOPIC_OR_PARTITION, Uuid::nil()), "t1");
+        assert!(matches!(missing, Err(IdentityError::NoSuchTopic(_))), "{missing:?}");
+        let whole = answer(0, Uuid::new_v4());
+        for cut in 0..whole.len() - 12 {
+            assert!(parse_metadata_response(&whole[..cut], "t1").is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn the_request_is_framed_with_its_length_and_names_the_topic() {
+        let request = metadata_request("eventline.events", 1);
+        let length = i32::from_be_bytes(request[..4].try_into().unwrap()) as usize;
+        assert_eq!(length, request.len() - 4);
+        assert_eq!(&request[4..8], &[0, 3, 0, 10]);
+        assert!(request.windows(16).any(|w| w == b"eventline.events"));
+    }
+}

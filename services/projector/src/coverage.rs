@@ -1,0 +1,158 @@
+//! Partitions nobody consumes.
+//!
+//! A consumer group can be left with partitions that no live member owns: a broker that fails to
+//! hand a dead member's partitions on (Tansu 0.6.0 did), a member stuck outside the group. Lag
+//! then grows without end while every instance looks healthy from its own view. So the observer
+//! asks the broker for the group's description — every member and its assignment — and flags
+//! partitions that have events to apply but belong to no member. Past a bound, the instance stops
+//! being ready, so an orchestrator or operator acts.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+
+use crate::consumer::LogConsumer;
+
+/// Since when each partition with lag has been owned by no member of the group.
+#[derive(Debug)]
+pub struct Coverage {
+    since: Mutex<HashMap<i32, Instant>>,
+    /// How long a partition may stay unconsumed before the instance reports not ready.
+    bound: Duration,
+}
+
+impl Coverage {
+    pub fn new(bound: Duration) -> Coverage {
+        Coverage { since: Mutex::new(HashMap::new()), bound }
+    }
+
+    /// Partitions with lag that no group member owns now.
+    pub fn unconsumed(&self) -> Vec<i32> {
+        let mut partitions: Vec<i32> =
+            self.since.lock().map(|s| s.keys().copied().collect()).unwrap_or_default();
+        partitions.sort_unstable();
+        partitions
+    }
+
+    /// Partitions unconsumed for longer than the bound.
+    pub fn stalled(&self) -> Vec<i32> {
+        let mut partitions: Vec<i32> = self
+            .since
+            .lock()
+            .map(|s| s.iter().filter(|(_, t)| t.elapsed() > self.bound).map(|(p, _)| *p).collect())
+            .unwrap_or_default();
+        partitions.sort_unstable();
+        partitions
+    }
+
+    /// Updates the picture from the group's description and the partitions' lag. A group that is
+    /// rebalancing, or a description the broker does not give, changes nothing.
+    pub async fn observe(&self, consumer: &Arc<LogConsumer>, group: &str, topic: &str, lag: &[(i32, i64)]) {
+        let (consumer, group_name, topic_name) = (consumer.clone(), group.to_owned(), topic.to_owned());
+        let owned =
+            tokio::task::spawn_blocking(move || owned_partitions(&consumer, &group_name, &topic_name))
+                .await
+                .ok()
+                .flatten();
+        let Some(owned) = owned else { return };
+        let Ok(mut since) = self.since.lock() else { return };
+        let now = Instant::now();
+        let unconsumed: BTreeSet<i32> =
+            lag.iter().filter(|(p, lag)| *lag > 0 && !owned.contains(p)).map(|(p, _)| *p).collect();
+        since.retain(|p, _| unconsumed.contains(p));
+        for partition in unconsumed {
+            since.entry(partition).or_insert_with(|| {
+                tracing::warn!(
+                    partition,
+                    group,
+                    "A partition with events to apply is consumed by no member of the group"
+                );
+                now
+            });
+        }
+        metrics::gauge!("eventline_projector_unconsumed_partitions").set(since.len() as f64);
+    }
+}
+
+/// The partitions of `topic` assigned to the group's members, from the broker's description of
+/// the group; `None` while it rebalances or when the broker does not describe it (blocking).
+fn owned_partitions(consumer: &LogConsumer, group: &str, topic: &str) -> Option<BTreeSet<i32>> {
+    let groups = consumer.fetch_group_list(Some(group), Duration::from_secs(3)).ok()?;
+    let description = groups.groups().iter().find(|g| g.name() == group)?;
+    if description.state() != "Stable" {
+        return None;
+    }
+    let mut owned = BTreeSet::new();
+    for member in description.members() {
+        // A member given nothing (more members than partitions) may carry no assignment at all.
+        owned.extend(assigned_partitions(member.assignment().unwrap_or_default(), topic)?);
+    }
+    Some(owned)
+}
+
+/// Decodes a consumer-protocol assignment (version, then per topic its name and partitions) and
+/// returns the partitions of `topic`; `None` if it is not one.
+fn assigned_partitions(assignment: &[u8], topic: &str) -> Option<Vec<i32>> {
+    if assignment.is_empty() {
+        return Some(Vec::new());
+    }
+    let mut bytes = assignment;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (taken, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+        bytes = rest;
+        Some(taken)
+    };
+    let _version = take(2)?;
+    let topics = i32::from_be_bytes(take(4)?.try_into().ok()?);
+    let mut partitions = Vec::new();
+    for _ in 0..topics.max(0) {
+        let length = usize::try_from(i16::from_be_bytes(take(2)?.try_into().ok()?)).ok()?;
+        let name = take(length)?.to_vec();
+        let count = i32::from_be_bytes(take(4)?.try_into().ok()?);
+        for _ in 0..count.max(0) {
+            let partition = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            if name == topic.as_bytes() {
+                partitions.push(partition);
+            }
+        }
+    }
+    Some(partitions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
+        let mut bytes = vec![0, 1];
+        bytes.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+        for (name, partitions) in topics {
+            bytes.extend_from_slice(&(name.len() as i16).to_be_bytes());
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(&(partitions.len() as i32).to_be_bytes());
+            for p in *partitions {
+                bytes.extend_from_slice(&p.to_be_bytes());
+            }
+        }
+        bytes.extend_from_slice(&(-1_i32).to_be_bytes()); // no user data
+        bytes
+    }
+
+    #[test]
+    fn an_assignment_yields_the_partitions_of_our_topic_only() {
+        let bytes = assignment(&[("other", &[0, 1]), ("events", &[2, 5])]);
+        assert_eq!(assigned_partitions(&bytes, "events"), Some(vec![2, 5]));
+        assert_eq!(assigned_partitions(&bytes, "missing"), Some(vec![]));
+    }
+
+    #[test]
+    fn a_truncated_assignment_is_not_read_as_an_empty_one() {
+        let bytes = assignment(&[("events", &[0, 1, 2])]);
+        assert_eq!(assigned_partitions(&[], "events"), Some(vec![]), "no assignment owns nothing");
+        for cut in 1..bytes.len() - 4 {
+            assert_eq!(assigned_partitions(&bytes[..cut], "events"), None, "cut at {cut}");
+        }
+    }
+}

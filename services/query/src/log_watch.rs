@@ -1,0 +1,86 @@
+//! Whether the live read models belong to the log the broker serves.
+//!
+//! The read models record the identity of the log they were built from (cluster and topic id).
+//! Pointed at another log (a new broker with an empty log, a recreated topic), their positions
+//! mean nothing: a Consistency-Token from the new log could look "reached" and stale data would be
+//! served as current. So the service checks every few seconds and, while the logs differ, is not
+//! ready and answers reads with `503 read-models-from-another-log`. A broker that does not answer
+//! changes nothing: the read models stay a consistent snapshot of their log.
+
+use std::time::Duration;
+
+use eventline_runtime::log_identity::{self, IdentityError};
+use eventline_runtime::read_models::{self, LogMatch};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The latest verdict: `Some(explanation)` while the read models belong to another log.
+#[derive(Clone)]
+pub struct LogWatch {
+    other: watch::Receiver<Option<String>>,
+}
+
+impl LogWatch {
+    /// How often the broker is asked.
+    const PERIOD: Duration = Duration::from_secs(5);
+
+    /// Starts checking `topic` on `brokers` (empty: never checks) against the live version.
+    pub fn start(brokers: String, topic: String, public: PgPool, shutdown: CancellationToken) -> LogWatch {
+        let (tx, rx) = watch::channel(None);
+        if !brokers.is_empty() {
+            tokio::spawn(async move {
+                loop {
+                    if let Some(verdict) = check(&brokers, &topic, &public).await {
+                        tx.send_if_modified(|current| {
+                            let changed = *current != verdict;
+                            if changed {
+                                match &verdict {
+                                    Some(other) => tracing::error!(%other, "Not serving: the read models belong to another log"),
+                                    None => tracing::info!("The read models belong to the log the broker serves"),
+                                }
+                                *current = verdict;
+                            }
+                            changed
+                        });
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Self::PERIOD) => {}
+                    }
+                }
+            });
+        }
+        LogWatch { other: rx }
+    }
+
+    /// Why the read models cannot be served as current, if they belong to another log.
+    pub fn other_log(&self) -> Option<String> {
+        self.other.borrow().clone()
+    }
+}
+
+/// `Some(Some(why))`: another log; `Some(None)`: the same log or nothing to compare; `None`: the
+/// broker or the database did not answer, keep the last verdict.
+async fn check(brokers: &str, topic: &str, public: &PgPool) -> Option<Option<String>> {
+    let live = read_models::live(public).await.ok()?;
+    let recorded = read_models::recorded_log(public, live).await.ok()?;
+    let current = match log_identity::fetch(brokers, topic).await {
+        Ok(current) => current,
+        Err(IdentityError::NoSuchTopic(_)) => {
+            return Some(recorded.map(|recorded| {
+                format!("the read models were built from {recorded}, but topic {topic:?} no longer exists")
+            }));
+        }
+        Err(error) => {
+            tracing::debug!(%error, "Could not ask the broker which log it serves");
+            return None;
+        }
+    };
+    Some(match read_models::compare_log(recorded, &current) {
+        LogMatch::Other { recorded, current } => Some(format!(
+            "the read models were built from {recorded}, but the broker serves {current} for topic {topic:?}"
+        )),
+        LogMatch::Same | LogMatch::Unbound => None,
+    })
+}

@@ -1,0 +1,184 @@
+//! The stack against broker faults, on a nisshi broker of the test's own: the log survives a
+//! broker restart and every service recovers by itself; a frozen broker costs a few `503`s, never
+//! a command service that stays broken; read models built from another log are refused, never
+//! served as current.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use eventline_testkit::{OwnBroker, TestEnv, eventually, http};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Adds `quantity` to `sku`; the response (202 or a problem).
+async fn add_stock(command: &support::Running, sku: &str, quantity: i64) -> reqwest::Response {
+    http()
+        .post(command.url(&format!("/inventory/{sku}/adjustments")))
+        .json(&json!({"quantity": quantity, "adjustmentType": "add", "reason": "broker test"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The stock of `sku` once the read models reflect `token`.
+async fn stock_at(query: &support::Running, sku: &str, token: &str) -> i64 {
+    let response = http()
+        .get(query.url(&format!("/inventory/{sku}")))
+        .header("consistency-token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    response.json::<Value>().await.unwrap()["quantity"].as_i64().unwrap()
+}
+
+fn token_of(response: &reqwest::Response) -> String {
+    response.headers()["consistency-token"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_survives_a_broker_restart_and_every_service_recovers_by_itself() {
+    let mut env = TestEnv::new().await;
+    let mut broker = OwnBroker::start_durable(&env).await;
+    env.kafka.brokers = broker.address.clone();
+    let (command, projector, query) =
+        (support::command(&env).await, support::projector(&env).await, support::query(&env).await);
+    let sku = format!("DURABLE-{}", env.id);
+    let mut last = String::new();
+    for _ in 0..20 {
+        let response = add_stock(&command, &sku, 1).await;
+        assert_eq!(response.status(), 202);
+        last = token_of(&response);
+    }
+    assert_eq!(stock_at(&query, &sku, &last).await, 20);
+
+    broker.restart().await;
+    let restarted = Instant::now();
+    // The command service appends again without a restart of its own.
+    let accepted = eventually(Duration::from_secs(30), "the command service to append again", || async {
+        let response = add_stock(&command, &sku, 1).await;
+        (response.status() == 202).then(|| token_of(&response))
+    })
+    .await;
+    let command_back = restarted.elapsed();
+    // The projector consumes again without a restart of its own.
+    eventually(Duration::from_secs(60), "the projector to apply the new event", || async {
+        let response = http()
+            .get(query.url(&format!("/inventory/{sku}")))
+            .header("consistency-token", &accepted)
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    let projector_back = restarted.elapsed();
+    eprintln!("broker restart: commands back after {command_back:?}, projection after {projector_back:?}");
+
+    // The 20 events from before the restart are still in the log, and none was applied twice.
+    assert_eq!(stock_at(&query, &sku, &accepted).await, 21);
+    let messages = env.read_topic().await;
+    assert_eq!(messages.len(), 21, "the log kept every event across the restart");
+    let ready = http().get(projector.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    for service in [command, projector, query] {
+        service.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_costs_503s_and_the_command_service_recovers_by_itself() {
+    let mut env = TestEnv::new().await;
+    let broker = OwnBroker::start().await;
+    env.kafka.brokers = broker.address.clone();
+    let command = support::command_with(eventline_command::Config {
+        append_timeout_ms: 2000,
+        ..support::command_config(&env)
+    })
+    .await;
+    let sku = format!("FROZEN-{}", env.id);
+    assert_eq!(add_stock(&command, &sku, 1).await.status(), 202);
+
+    broker.freeze();
+    let frozen = Instant::now();
+    let mut refused = 0;
+    while frozen.elapsed() < Duration::from_secs(6) {
+        let started = Instant::now();
+        let response = add_stock(&command, &sku, 1).await;
+        assert_ne!(response.status(), 202, "a frozen broker acknowledged nothing");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(4), "503 took {:?}", started.elapsed());
+        refused += 1;
+    }
+    broker.resume();
+    let resumed = Instant::now();
+    eventually(Duration::from_secs(20), "appends to succeed again", || async {
+        (add_stock(&command, &sku, 1).await.status() == 202).then_some(())
+    })
+    .await;
+    eprintln!(
+        "frozen broker: {refused} commands refused; appending again {:?} after resuming",
+        resumed.elapsed()
+    );
+    // And they keep succeeding: the producer is not left fenced.
+    for _ in 0..10 {
+        assert_eq!(add_stock(&command, &sku, 1).await.status(), 202);
+    }
+    let ready = http().get(command.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    command.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_built_from_another_log_are_refused_not_served_as_current() {
+    let mut env = TestEnv::new().await;
+    // A broker whose log is gone when it stops: a restart is another log under the same address.
+    let mut broker = OwnBroker::start().await;
+    env.kafka.brokers = broker.address.clone();
+    let (command, projector, query) =
+        (support::command(&env).await, support::projector(&env).await, support::query(&env).await);
+    let sku = format!("OTHER-{}", env.id);
+    let mut last = String::new();
+    for _ in 0..5 {
+        let response = add_stock(&command, &sku, 1).await;
+        last = token_of(&response);
+    }
+    assert_eq!(stock_at(&query, &sku, &last).await, 5);
+
+    broker.restart().await;
+    // The new log gets an event at a position the old read models have long passed.
+    env.create_topic().await;
+    let fresh = eventually(Duration::from_secs(30), "an append to the new log", || async {
+        let response = add_stock(&command, &sku, 100).await;
+        (response.status() == 202).then(|| token_of(&response))
+    })
+    .await;
+
+    // The running projector notices and stops instead of mixing the logs.
+    let ended = tokio::time::timeout(Duration::from_secs(30), projector.handle).await;
+    let error = format!("{:#}", ended.expect("the projector stops by itself").unwrap().unwrap_err());
+    assert!(error.contains("another log"), "{error}");
+    // The query service stops being ready, and refuses reads rather than serve them as current.
+    eventually(Duration::from_secs(30), "the query service to notice the other log", || async {
+        let ready = http().get(query.url("/readyz")).send().await.ok()?;
+        (ready.status() == 503).then_some(())
+    })
+    .await;
+    let read = http()
+        .get(query.url(&format!("/inventory/{sku}")))
+        .header("consistency-token", &fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 503);
+    let problem: Value = read.json().await.unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/read-models-from-another-log"), "{problem}");
+    // A new projector refuses to start on them, and says what to do.
+    let refused = eventline_projector::Application::build(support::projector_config(&env, "other")).await;
+    let message = format!("{:#}", refused.err().expect("refused"));
+    assert!(message.contains("another log") && message.contains("reset"), "{message}");
+    command.stop().await.unwrap();
+    query.stop().await.unwrap();
+}
