@@ -22,16 +22,22 @@ async fn add_stock(command: &support::Running, sku: &str, quantity: i64) -> reqw
         .unwrap()
 }
 
-/// The stock of `sku` once the read models reflect `token`.
+/// The stock of `sku` once the read models reflect `token` (a projector that just started takes
+/// a few seconds to join its group: until then the query service answers 503, projection behind).
 async fn stock_at(query: &support::Running, sku: &str, token: &str) -> i64 {
-    let response = http()
-        .get(query.url(&format!("/inventory/{sku}")))
-        .header("consistency-token", token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    response.json::<Value>().await.unwrap()["quantity"].as_i64().unwrap()
+    eventually(Duration::from_secs(30), "the read models to reach the token", || async {
+        let response = http()
+            .get(query.url(&format!("/inventory/{sku}")))
+            .header("consistency-token", token)
+            .send()
+            .await
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.json::<Value>().await.ok()?["quantity"].as_i64()
+    })
+    .await
 }
 
 fn token_of(response: &reqwest::Response) -> String {
@@ -152,6 +158,8 @@ async fn read_models_built_from_another_log_are_refused_not_served_as_current() 
     env.create_topic().await;
     let fresh = eventually(Duration::from_secs(30), "an append to the new log", || async {
         let response = add_stock(&command, &sku, 100).await;
+        // The producer id the command service holds means nothing to the new broker: it must
+        // notice and replace its producer by itself.
         (response.status() == 202).then(|| token_of(&response))
     })
     .await;

@@ -54,10 +54,11 @@ pub struct PartialAppend {
 
 /// A handle on the event topic; cheap to clone.
 ///
-/// librdkafka's idempotent producer is unusable for good after a fatal error (fenced, unknown
-/// producer id, sequence desynchronisation: seen when a broker froze past the append timeout), so
-/// the handle replaces its producer when it finds one in that state. Appends that were in flight
-/// on the old producer fail (`503`, not confirmed); the next ones go through the new producer.
+/// librdkafka's idempotent producer can be left unable to append for good: after a fatal error
+/// (fenced, sequence desynchronisation: seen when a broker froze past the append timeout), or with
+/// a producer id the broker no longer knows (a broker that lost its state: it bumps the epoch and
+/// retries for ever). The handle then replaces its producer. Appends that were in flight on the old
+/// producer fail (`503`, not confirmed); the next ones go through the new producer.
 #[derive(Clone)]
 pub struct EventLog {
     inner: Arc<Inner>,
@@ -112,8 +113,31 @@ impl EventLog {
         }
     }
 
-    /// Replaces producer `generation` after a fatal error (once, whoever notices first). Whether
-    /// it worked shows in the next `producer()`: a failed creation leaves the fatal one in place.
+    /// Whether a producer that just failed an append cannot recover by itself: it hit a fatal
+    /// error, or its append timed out while the broker answers. The second is a producer id the
+    /// broker no longer knows (a broker that lost its state, a recreated topic): librdkafka then
+    /// bumps the epoch and retries for ever, refused each time.
+    async fn is_stuck(&self, current: &Current, error: &KafkaError) -> bool {
+        if current.producer.client().fatal_error().is_some() {
+            return true;
+        }
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::MessageTimedOut) {
+            return false;
+        }
+        let (producer, topic) = (current.producer.clone(), self.inner.topic.clone());
+        let answers = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(&topic), Duration::from_secs(1)).is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if answers {
+            tracing::warn!(generation = current.generation, "An append timed out while the broker answers");
+        }
+        answers
+    }
+
+    /// Replaces producer `generation` (once, whoever notices first). Whether it worked shows in
+    /// the next `producer()`: a failed creation leaves the old one in place.
     fn replace(&self, generation: u64) {
         let mut current = match self.inner.current.write() {
             Ok(current) => current,
@@ -127,10 +151,10 @@ impl EventLog {
             Ok(producer) => {
                 *current = Current { producer, generation: generation + 1 };
                 metrics::counter!("eventline_command_producer_replacements_total").increment(1);
-                tracing::error!(
+                tracing::warn!(
                     fatal = ?fatal,
                     generation = generation + 1,
-                    "Replaced the Kafka producer after a fatal error; appends in flight on the old one failed"
+                    "Replaced the Kafka producer, which could not append any more; appends in flight on it failed"
                 );
             }
             Err(error) => tracing::error!(%error, "Replacing the Kafka producer after a fatal error failed"),
@@ -194,8 +218,14 @@ impl EventLog {
             .await
             .map(|delivery| LogPosition { partition: delivery.partition, offset: delivery.offset })
             .map_err(|(error, _message)| error);
-        if delivered.is_err() && current.producer.client().fatal_error().is_some() {
-            self.replace(current.generation);
+        if let Err(error) = &delivered {
+            // Off the request's path: the client gets its 503 without waiting for the diagnosis.
+            let (log, error) = (self.clone(), error.clone());
+            tokio::spawn(async move {
+                if log.is_stuck(&current, &error).await {
+                    log.replace(current.generation);
+                }
+            });
         }
         match &delivered {
             Ok(position) => {
@@ -357,8 +387,8 @@ mod fault_paths {
         );
         let failed = log.append_all(&[envelope()]).await;
         assert!(failed.is_err(), "{failed:?}");
-        assert_eq!(log.current().generation, 1, "the fatal producer was replaced");
         assert!(log.is_reachable().await, "ready again without a restart");
+        assert_eq!(log.current().generation, 1, "the fatal producer was replaced, once");
         let again = envelope();
         let positions =
             log.append_all(std::slice::from_ref(&again)).await.expect("appends through the new producer");
