@@ -154,8 +154,7 @@ pub fn http() -> reqwest::Client {
 
 impl TestEnv {
     /// Every message of the test topic: read from the start of each partition at least up to the
-    /// high watermarks, then until nothing new arrives for a second (Tansu 0.6.0 under-reports
-    /// high watermarks after multi-record batches; see docs/architecture.md).
+    /// high watermarks, then until nothing new arrives for a second.
     pub async fn read_topic(&self) -> Vec<rdkafka::message::OwnedMessage> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::{Message, Offset, TopicPartitionList};

@@ -262,9 +262,6 @@ impl Runner {
     /// Checks that the log holds what the checkpoint says was applied: the message just before
     /// the checkpoint must exist and, where its event id was recorded, be the same event. A
     /// replaced log (a new broker, a recreated topic) fails this instead of being silently skipped.
-    ///
-    /// The partition's high watermark alone is not enough: Tansu 0.6.0 reports the base offset of
-    /// the last batch + 1, so a correct checkpoint can lie past it.
     async fn check_within_log(&self, partition: i32, checkpoint: i64) -> Result<(), FatalError> {
         if checkpoint == 0 {
             return Ok(());

@@ -27,8 +27,7 @@ pub struct PartitionStatus {
     pub next_offset: i64,
     /// The log's end as the broker reports it, when it answered.
     pub high_watermark: Option<i64>,
-    /// Events in the log not yet applied. Never negative: Tansu 0.6.0 under-reports the end after
-    /// multi-record batches.
+    /// Events in the log not yet applied (never shown negative).
     pub lag: Option<i64>,
 }
 
