@@ -117,7 +117,12 @@ async fn a_restarted_projector_resumes_from_its_postgres_checkpoint() {
 async fn a_checkpoint_beyond_the_end_of_the_log_stops_the_projector() {
     let env = TestEnv::new().await;
     env.create_topic().await;
-    // The read models say 500 events of partition 1 were applied, but this log is empty.
+    // The read models are bound to this very log (its identity matches), yet say 500 events of
+    // partition 1 were applied where the log is empty: the per-partition check catches it.
+    let log = eventline_runtime::log_identity::fetch(&env.kafka.brokers, &env.kafka.topic).await.unwrap();
+    eventline_runtime::read_models::bind_log(&env.pool, eventline_testkit::FIRST_VERSION, &log)
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO projection_checkpoints (topic, partition, next_offset) VALUES ($1, 1, 500)")
         .bind(&env.kafka.topic)
         .execute(&env.pool)
@@ -129,6 +134,26 @@ async fn a_checkpoint_beyond_the_end_of_the_log_stops_the_projector() {
         .expect("projector kept running");
     let error = format!("{:#}", ended.unwrap().expect_err("projector should fail"));
     assert!(error.contains("partition 1") && error.contains("500"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_that_record_no_log_and_lie_past_its_end_are_refused_at_start() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    // Read models from before log identities were recorded, with positions this log never had.
+    sqlx::query("INSERT INTO projection_checkpoints (topic, partition, next_offset) VALUES ($1, 1, 500)")
+        .bind(&env.kafka.topic)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let refused =
+        eventline_projector::Application::build(support::projector_config(&env, "past-the-end")).await;
+    let error = format!("{:#}", refused.err().expect("the projector refuses to start"));
+    assert!(
+        error.contains("another log") && error.contains("partition 1") && error.contains("500"),
+        "{error}"
+    );
+    assert!(error.contains("reset --yes"), "says what to do: {error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

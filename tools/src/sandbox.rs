@@ -193,6 +193,8 @@ impl Broker {
         let child = Command::new(&nisshi)
             .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
             .args(["--storage-engine", &self.storage])
+            // As `make up` runs it (and docker-compose's Kafka): no wait for a new group's company.
+            .args(["--group-initial-rebalance-delay", "0s"])
             // The broker's own traces are not ours to export.
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(log.try_clone()?)

@@ -243,6 +243,8 @@ impl OwnBroker {
         let child = std::process::Command::new(&binary)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", &engine])
+            // As `make up` runs it (and docker-compose's Kafka): no wait for a new group's company.
+            .args(["--group-initial-rebalance-delay", "0s"])
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -78,8 +78,7 @@ impl ConsumerContext for Positioner {
                 for partition in ours(tpl) {
                     let next = checkpoints.as_ref().map(|c| c.get(&partition).copied().unwrap_or(0));
                     if let Some(next) = next {
-                        let _ =
-                            tpl.set_partition_offset(&self.topic, partition, Offset::Offset(next));
+                        let _ = tpl.set_partition_offset(&self.topic, partition, Offset::Offset(next));
                     }
                     assigned.push((partition, next));
                 }
