@@ -1,4 +1,4 @@
-//! The results: `target/bench/results.json` (the keys of the benchmark issue, plus the ceilings and
+//! The results: `target/bench/results-<label>.json` (the keys of the benchmark issue, plus the ceilings and
 //! details they were compared with) and `docs/benchmarks.md` (the same as tables, with the machine
 //! and a reading). The hand-written analysis between the markers of `docs/benchmarks.md` is kept.
 
@@ -237,10 +237,10 @@ impl Results {
         let _ = writeln!(
             md,
             "Written by `make bench` (`tools/src/bin/eventline-bench`); the raw figures are in \
-             `target/bench/results.json`. Latest run: {mode}, {:.0} s. Every figure sits next to the ceiling or \
+             `target/bench/results-{}.json`. Latest run: {mode}, {:.0} s. Every figure sits next to the ceiling or \
              baseline it is compared with, measured in the same run: on a shared two-core machine absolute numbers \
              drift, ratios much less. Load generator, services, broker and database share the same cores.\n",
-            self.seconds
+            self.label, self.seconds
         );
         let _ = writeln!(md, "## Machine\n\n| | |\n|---|---|");
         for (key, value) in &self.machine {
