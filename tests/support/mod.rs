@@ -75,6 +75,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         batch_size: 500,
         batch_max_wait_ms: 10,
         unconsumed_partition_secs: 30,
+        fetch_wait_ms: 200,
         kafka: env.kafka.clone(),
         database: env.database.clone(),
         redis: env.redis.clone(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventline_runtime::config::KafkaConfig;
+use crate::Config;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
@@ -110,11 +110,11 @@ pub type LogConsumer = StreamConsumer<Positioner>;
 
 /// Joins the group and subscribes to the topic.
 pub fn subscribe(
-    kafka: &KafkaConfig,
+    config: &Config,
     group_id: &str,
-    session_timeout_ms: u64,
     writing: Arc<Writing>,
 ) -> KafkaResult<(Arc<LogConsumer>, UnboundedReceiver<Assignment>)> {
+    let (kafka, session_timeout_ms) = (&config.kafka, config.session_timeout_ms);
     let (tx, rx) = unbounded_channel();
     let consumer: LogConsumer = eventline_runtime::kafka::client_config(&kafka.brokers)
         .set("group.id", group_id)
@@ -123,10 +123,8 @@ pub fn subscribe(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        // How long a fetch may wait for new data. Kafka answers as soon as data arrives; the local
-        // nisshi broker answers later (measured: 115 ms median from produce to consume with
-        // librdkafka's 500 ms default, 7 ms with 50 ms), and read-your-writes waits on it.
-        .set("fetch.wait.max.ms", "50")
+        // How long a fetch may wait for new data (see `Config::fetch_wait_ms`).
+        .set("fetch.wait.max.ms", config.fetch_wait_ms.to_string())
         .set("session.timeout.ms", session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
         .create_with_context(Positioner { topic: kafka.topic.clone(), writing, tx })?;

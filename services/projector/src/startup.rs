@@ -187,8 +187,7 @@ pub(crate) fn runner(
 ) -> anyhow::Result<(Runner, UnboundedReceiver<Assignment>)> {
     let writing = Writing::new(target);
     let (consumer, assignments) =
-        consumer::subscribe(&config.kafka, group_id, config.session_timeout_ms, writing.clone())
-            .context("creating the Kafka consumer")?;
+        consumer::subscribe(config, group_id, writing.clone()).context("creating the Kafka consumer")?;
     let redis_url = || "REDIS_URL is not a valid Redis URL";
     let runner = Runner {
         consumer,

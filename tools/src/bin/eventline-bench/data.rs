@@ -154,7 +154,9 @@ fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "50")
+        // As the projector (its EVENTLINE_FETCH_WAIT_MS default): 50 ms made backlog reads
+        // crawl on nisshi's PostgreSQL engine.
+        .set("fetch.wait.max.ms", "200")
         .create()
         .context("creating a Kafka consumer")
 }
