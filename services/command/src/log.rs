@@ -1,6 +1,7 @@
 //! The event log as the command side sees it: append an event, get back where it landed once the
 //! broker has durably acknowledged it (`acks=all`, idempotent producer).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -70,6 +71,8 @@ struct Inner {
     topic: Arc<str>,
     queue_timeout: Duration,
     current: RwLock<Current>,
+    /// A diagnosis of a failed append is under way; failures meanwhile start none of their own.
+    diagnosing: AtomicBool,
 }
 
 /// The producer in use, and how many were replaced before it.
@@ -92,6 +95,7 @@ impl EventLog {
                 topic: config.topic.as_str().into(),
                 queue_timeout,
                 current: RwLock::new(Current { producer, generation: 0 }),
+                diagnosing: AtomicBool::new(false),
             }),
         })
     }
@@ -218,13 +222,18 @@ impl EventLog {
             .await
             .map(|delivery| LogPosition { partition: delivery.partition, offset: delivery.offset })
             .map_err(|(error, _message)| error);
-        if let Err(error) = &delivered {
-            // Off the request's path: the client gets its 503 without waiting for the diagnosis.
+        // Off the request's path: the client gets its 503 without waiting for the diagnosis. One
+        // at a time: during an outage every append fails, and each diagnosis may block a thread
+        // for a metadata request.
+        if let Err(error) = &delivered
+            && !self.inner.diagnosing.swap(true, Ordering::AcqRel)
+        {
             let (log, error) = (self.clone(), error.clone());
             tokio::spawn(async move {
                 if log.is_stuck(&current, &error).await {
                     log.replace(current.generation);
                 }
+                log.inner.diagnosing.store(false, Ordering::Release);
             });
         }
         match &delivered {
