@@ -49,6 +49,8 @@ pub fn command_config(env: &TestEnv) -> eventline_command::Config {
         listen: any_port(),
         kafka: env.kafka.clone(),
         redis: env.redis.clone(),
+        database: env.database.clone(),
+        deciders: 4,
         append_timeout_ms: 4000,
         idempotency_ttl_secs: 3600,
         api_tokens: Default::default(),

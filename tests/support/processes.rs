@@ -14,6 +14,8 @@ pub struct Process {
     pub name: &'static str,
     pub base_url: String,
     pub log: PathBuf,
+    /// Its environment, to start it again the same way.
+    vars: Vec<(String, String)>,
 }
 
 impl Process {
@@ -27,22 +29,45 @@ impl Process {
             "eventline-query" => "EVENTLINE_QUERY_ADDR",
             _ => "EVENTLINE_PROJECTOR_ADDR",
         };
-        let log = std::env::temp_dir().join(format!("{}-{name}.log", env.id));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary(name))
-            .env("KAFKA_BROKERS", &env.kafka.brokers)
-            .env("EVENTLINE_TOPIC", &env.kafka.topic)
-            .env("DATABASE_URL", &env.database.url)
-            .env("REDIS_URL", &env.redis.url)
-            .env("EVENTLINE_PROJECTOR_GROUP", format!("processes-{}", env.id))
-            .env(listen, &address)
-            .envs(extra.iter().copied())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Process { child, name, base_url: format!("http://{address}"), log }
+        let mut vars: Vec<(String, String)> = [
+            ("KAFKA_BROKERS", env.kafka.brokers.clone()),
+            ("EVENTLINE_TOPIC", env.kafka.topic.clone()),
+            ("DATABASE_URL", env.database.url.clone()),
+            ("REDIS_URL", env.redis.url.clone()),
+            ("EVENTLINE_PROJECTOR_GROUP", format!("processes-{}", env.id)),
+            (listen, address.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let log = std::env::temp_dir().join(format!("{}-{name}-{port}.log", env.id));
+        let child = spawn(name, &vars, &log);
+        Process { child, name, base_url: format!("http://{address}"), log, vars }
+    }
+
+    /// Kills the process (SIGKILL: no shutdown, no flush) and starts it again on the same address,
+    /// with `changes` to its environment (empty value: unset).
+    pub fn kill_and_restart(&mut self, changes: &[(&str, &str)]) {
+        self.kill();
+        for (name, value) in changes {
+            self.vars.retain(|(k, _)| k != name);
+            if !value.is_empty() {
+                self.vars.push(((*name).to_owned(), (*value).to_owned()));
+            }
+        }
+        self.child = spawn(self.name, &self.vars, &self.log);
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process has exited (and how).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -81,6 +106,17 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(name: &str, vars: &[(String, String)], log: &Path) -> Child {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(binary(name))
+        .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// The service binary next to this test's executable (`target/<profile>/<name>`).

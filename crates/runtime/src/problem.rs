@@ -21,11 +21,31 @@ pub struct FieldError {
     pub field: String,
     /// What is wrong with it, for people.
     pub message: String,
+    /// The problem type of this entry when it is a broken business rule (a command of a batch),
+    /// e.g. `https://eventline.dev/problems/insufficient-stock`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none", serialize_with = "optional_type_uri")]
+    #[schema(value_type = Option<String>)]
+    pub slug: Option<&'static str>,
 }
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError { field: field.into(), message: message.into(), slug: None }
+    }
+
+    /// An entry for a broken rule, of problem type `slug`.
+    pub fn rule(field: impl Into<String>, slug: &'static str, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into(), slug: Some(slug) }
+    }
+}
+
+fn optional_type_uri<S: serde::Serializer>(
+    slug: &Option<&'static str>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match slug {
+        Some(slug) => serializer.collect_str(&format_args!("{TYPE_BASE}{slug}")),
+        None => serializer.serialize_none(),
     }
 }
 
@@ -46,6 +66,12 @@ pub struct Problem {
     /// The invalid fields, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Units available, for `insufficient-stock`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<i64>,
+    /// The aggregate's version now, for `version-mismatch`.
+    #[serde(rename = "currentVersion", skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<i64>,
     #[serde(skip)]
     pub retry_after_secs: Option<u32>,
 }
@@ -68,6 +94,8 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
+            available: None,
+            current_version: None,
             retry_after_secs: None,
         }
     }

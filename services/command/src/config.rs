@@ -3,11 +3,41 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
 use clap::builder::BoolishValueParser;
-use eventline_runtime::config::{KafkaConfig, RedisConfig};
+use clap::{Parser, Subcommand};
+use eventline_runtime::config::{DatabaseConfig, KafkaConfig, RedisConfig};
 
 use crate::access::{ApiTokens, RateLimit};
+
+/// The command line: serve (the default), or operate the decision state.
+#[derive(Debug, Parser)]
+#[command(name = "eventline-command", version, about = "eventline command service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Serve the command API (the default).
+    Serve,
+    /// The decision state the business rules are checked against.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum StateAction {
+    /// Compare the decision state with a fold of the log; exit 1 if they differ. Decisions
+    /// pause while the log is read.
+    Verify,
+    /// Replace the decision state with a fold of the log. Decisions pause meanwhile.
+    Rebuild,
+}
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "eventline-command", version, about = "eventline command service")]
@@ -19,6 +49,12 @@ pub struct Config {
     pub kafka: KafkaConfig,
     #[command(flatten)]
     pub redis: RedisConfig,
+    /// Where the decision state is kept (schema `command_state`, beside the read models).
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// Deciders working at once; each decides every command waiting, in one transaction.
+    #[arg(long, env = "EVENTLINE_DECIDERS", default_value_t = 4)]
+    pub deciders: usize,
     /// How long an append may wait for the broker's acknowledgement before the command is
     /// answered 503 (librdkafka's `message.timeout.ms`). With the queue wait on top the answer
     /// comes within about 1.06 × this.
@@ -65,5 +101,6 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         super::Config::command().debug_assert();
+        super::Cli::command().debug_assert();
     }
 }

@@ -1,7 +1,8 @@
 //! The command service: the only way events enter the log.
 //!
-//! A command is validated, turned into events by a pure decision function (`decide`), appended to
-//! Kafka, and answered `202 Accepted` only once the broker has durably acknowledged the append.
+//! A command is validated and turned into events by a pure function (`decide`), checked against
+//! the state of its aggregates by the business rules (`state`), appended to Kafka, and answered
+//! `202 Accepted` only once the broker has durably acknowledged the append.
 
 pub mod access;
 pub mod config;
@@ -9,7 +10,8 @@ pub mod decide;
 pub mod http;
 pub mod idempotency;
 pub mod log;
-mod startup;
+pub mod startup;
+pub mod state;
 
 pub use config::Config;
 pub use startup::Application;

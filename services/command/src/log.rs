@@ -12,8 +12,7 @@ use eventline_events::{
 use eventline_runtime::config::KafkaConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tracing::Instrument as _;
 
 /// Why an append did not happen. Either way the event is not in the log and the command must not
@@ -26,6 +25,9 @@ pub enum AppendError {
     /// The broker refused this message for good (too large, not authorised, ...).
     #[error("the event log refused the event: {0}")]
     Refused(KafkaError),
+    /// A decided event whose append is not confirmed; it stays pending and will be appended.
+    #[error("the append is not confirmed: {0}")]
+    NotConfirmed(String),
 }
 
 impl AppendError {
@@ -166,24 +168,58 @@ impl EventLog {
     }
 
     /// Appends events, each keyed by its aggregate id, and waits for every durable
-    /// acknowledgement. They are handed to the producer together, so they travel in few requests.
-    /// On failure the positions of those that were acknowledged are returned with the error.
+    /// acknowledgement. They are handed to the producer one after the other, in order (so events of
+    /// one aggregate land in the order given), and travel in few requests. On failure the positions
+    /// of those that were acknowledged are returned with the error.
     pub async fn append_all(&self, envelopes: &[Envelope]) -> Result<Vec<LogPosition>, PartialAppend> {
-        let deliveries = futures::future::join_all(envelopes.iter().map(|e| self.send(e))).await;
+        let current = self.producer();
+        let mut queued = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            queued.push(self.enqueue(&current, envelope).await);
+        }
+        let deliveries = futures::future::join_all(queued.into_iter().map(|queued| async move {
+            let (delivery, span) = queued?;
+            let delivered = match delivery.instrument(span.clone()).await {
+                Ok(Ok(delivery)) => {
+                    Ok(LogPosition { partition: delivery.partition, offset: delivery.offset })
+                }
+                Ok(Err((error, _message))) => Err(error),
+                Err(_canceled) => Err(KafkaError::Canceled),
+            };
+            match &delivered {
+                Ok(position) => {
+                    span.record("messaging.destination.partition.id", position.partition.to_string());
+                    span.record("messaging.kafka.offset", position.offset);
+                }
+                Err(_) => {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            delivered
+        }))
+        .await;
         let mut first_error = None;
         let positions: Vec<Option<LogPosition>> = deliveries
             .into_iter()
-            .map(|delivery| delivery.map_err(|e| first_error.get_or_insert(e)).ok())
+            .map(|delivery| delivery.map_err(|e| first_error.get_or_insert(e).clone()).ok())
             .collect();
         match first_error {
             None => Ok(positions.into_iter().flatten().collect()),
-            Some(error) => Err(PartialAppend { error: AppendError::classify(error), positions }),
+            Some(error) => {
+                self.diagnose(current, error.clone());
+                Err(PartialAppend { error: AppendError::classify(error), positions })
+            }
         }
     }
 
-    /// Appends one event in a producer span whose trace context travels in the event's headers,
-    /// so the projector's work on it joins the request's trace.
-    async fn send(&self, envelope: &Envelope) -> Result<LogPosition, KafkaError> {
+    /// Hands one event to the producer in a producer span whose trace context travels in the
+    /// event's headers, so the projector's work on it joins the request's trace. A full local
+    /// queue is waited out (within the queue timeout) before the next event is handed over.
+    async fn enqueue(
+        &self,
+        current: &Current,
+        envelope: &Envelope,
+    ) -> Result<(DeliveryFuture, tracing::Span), KafkaError> {
         let payload = envelope.encode();
         let key = envelope.aggregate_id();
         let event_id = envelope.event_id.to_string();
@@ -212,40 +248,39 @@ impl EventLog {
         for (name, value) in &trace_context {
             headers = headers.insert(Header { key: name.as_str(), value: Some(value.as_str()) });
         }
-        let record = FutureRecord::to(&self.inner.topic).key(&key).payload(&payload).headers(headers);
-        let current = self.producer();
-        // A full local queue counts against the same budget as the delivery itself.
-        let delivered = current
-            .producer
-            .send(record, Timeout::After(self.inner.queue_timeout))
-            .instrument(span.clone())
-            .await
-            .map(|delivery| LogPosition { partition: delivery.partition, offset: delivery.offset })
-            .map_err(|(error, _message)| error);
-        // Off the request's path: the client gets its 503 without waiting for the diagnosis. One
-        // at a time: during an outage every append fails, and each diagnosis may block a thread
-        // for a metadata request.
-        if let Err(error) = &delivered
-            && !self.inner.diagnosing.swap(true, Ordering::AcqRel)
-        {
-            let (log, error) = (self.clone(), error.clone());
-            tokio::spawn(async move {
-                if log.is_stuck(&current, &error).await {
-                    log.replace(current.generation);
+        let mut record = FutureRecord::to(&self.inner.topic).key(&key).payload(&payload).headers(headers);
+        let deadline = tokio::time::Instant::now() + self.inner.queue_timeout;
+        loop {
+            match current.producer.send_result(record) {
+                Ok(delivery) => return Ok((delivery, span)),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                log.inner.diagnosing.store(false, Ordering::Release);
-            });
-        }
-        match &delivered {
-            Ok(position) => {
-                span.record("messaging.destination.partition.id", position.partition.to_string());
-                span.record("messaging.kafka.offset", position.offset);
-            }
-            Err(_) => {
-                span.record("otel.status_code", "ERROR");
+                Err((error, _)) => {
+                    span.record("otel.status_code", "ERROR");
+                    return Err(error);
+                }
             }
         }
-        delivered
+    }
+
+    /// Off the request's path: the client gets its 503 without waiting for the diagnosis. One at
+    /// a time: during an outage every append fails, and each diagnosis may block a thread for a
+    /// metadata request.
+    fn diagnose(&self, current: Current, error: KafkaError) {
+        if self.inner.diagnosing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let log = self.clone();
+        tokio::spawn(async move {
+            if log.is_stuck(&current, &error).await {
+                log.replace(current.generation);
+            }
+            log.inner.diagnosing.store(false, Ordering::Release);
+        });
     }
 
     /// Whether appends can work: the producer is usable (replaced if it had hit a fatal error) and

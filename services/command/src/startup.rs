@@ -12,6 +12,7 @@ use crate::access::Access;
 use crate::http::{self, AppState};
 use crate::idempotency::IdempotencyStore;
 use crate::log::EventLog;
+use crate::state::WriteModel;
 
 pub struct Application {
     listener: TcpListener,
@@ -42,8 +43,14 @@ impl Application {
             .context("REDIS_URL is not a valid Redis URL")?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        let state = AppState { log, idempotency: Arc::new(idempotency), access };
+        let write_model = write_model(&config, log.clone())?;
+        let state = AppState { log, write_model, idempotency: Arc::new(idempotency), access };
         Ok(Application { listener, state })
+    }
+
+    /// The decision state, for the `state` subcommands.
+    pub fn write_model(&self) -> &WriteModel {
+        &self.state.write_model
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -53,9 +60,32 @@ impl Application {
     /// Serves until `shutdown`, then flushes what the producer still holds.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let router = http::router(self.state.clone());
+        let guard = tokio::spawn(self.state.write_model.clone().guard(shutdown.clone()));
         eventline_runtime::http::serve(self.listener, router, shutdown).await.context("serving HTTP")?;
+        guard.abort();
         self.state.log.flush().await;
         tracing::info!("Command service stopped");
         Ok(())
     }
+}
+
+/// The decision state's pool: every decider holds a connection for its group, and a lock wait
+/// longer than the append timeout is answered 503 rather than queued for ever.
+pub fn write_model(config: &Config, log: EventLog) -> anyhow::Result<WriteModel> {
+    let lock_timeout = format!("SET lock_timeout = {}", config.append_timeout_ms.max(1000) * 2);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(config.database.max_connections.max(config.deciders as u32 + 2))
+        .acquire_timeout(std::time::Duration::from_secs(3))
+        .after_connect(move |conn, _| {
+            let statement = lock_timeout.clone();
+            Box::pin(async move { sqlx::query(&statement).execute(conn).await.map(|_| ()) })
+        })
+        .connect_lazy(&config.database.url)
+        .with_context(|| {
+            format!(
+                "DATABASE_URL is not a valid PostgreSQL URL: {}",
+                eventline_runtime::db::redact(&config.database.url)
+            )
+        })?;
+    Ok(WriteModel::new(pool, log, config.kafka.clone(), config.deciders))
 }

@@ -19,7 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Appends `InventoryAdjusted`, keyed by the sku: `add` and `remove` change the stock by `quantity` (> 0), `set` sets it (≥ 0).
 #[utoipa::path(
     post, path = "/inventory/{sku}/adjustments", tag = "inventory", request_body = AdjustInventory,
-    params(("sku" = String, Path, description = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), super::openapi::IdempotencyKey),
+    params(("sku" = String, Path, description = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses(
         (status = 202, description = "Durably appended to the event log", body = super::Accepted,
             headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),

@@ -28,6 +28,7 @@ use crate::access::{self, Access};
 use crate::decide::IdGen;
 use crate::idempotency::{self, Claim, Fingerprint, IdempotencyStore, StoredResponse};
 use crate::log::{AppendError, EventLog, PartialAppend};
+use crate::state::{AggregateRef, Outcome, Rejection, WriteModel};
 
 /// Header carrying the log position(s) a later read must wait for (read-your-writes).
 pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("consistency-token");
@@ -44,6 +45,8 @@ pub const BATCH_BODY_LIMIT_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub log: EventLog,
+    /// The decision state every command is decided against.
+    pub write_model: WriteModel,
     pub idempotency: Arc<IdempotencyStore>,
     /// Tokens and rate limits, checked before any command route.
     pub access: Arc<Access>,
@@ -56,7 +59,10 @@ pub fn router(state: AppState) -> Router {
         async move {
             // Redis is not a readiness condition: it only serves idempotency keys, and requests
             // without one work without it.
-            vec![Check { name: "kafka", ok: state.log.is_reachable().await }]
+            vec![
+                Check { name: "kafka", ok: state.log.is_reachable().await },
+                Check { name: "decision-state", ok: state.write_model.is_ready() },
+            ]
         }
     });
     let (api, mut document) = api_routes().split_for_parts();
@@ -196,6 +202,21 @@ pub async fn execute(
     let fingerprint = key.as_deref().map(|k| Fingerprint::of(k, request, &body.0));
     let mut ids = fingerprint.as_ref().map_or_else(IdGen::random, |f| IdGen::derived(f.seed()));
     let decided = decide(body, &mut ids)?;
+    let (events, batch) = match decided {
+        Decided::One(event) => (vec![event], false),
+        Decided::Batch(events) => (events, true),
+    };
+    let expect = match (if_match(headers)?, events.as_slice()) {
+        (None, _) => None,
+        (Some(version), [one]) if !batch => Some((target(one), version)),
+        (Some(_), _) => {
+            return Err(Problem::bad_request(
+                "invalid-if-match",
+                "Invalid If-Match",
+                "If-Match applies to a command on one aggregate, not to a batch.",
+            ));
+        }
+    };
 
     if let (Some(key), Some(fingerprint)) = (&key, &fingerprint) {
         match state.idempotency.claim(key, fingerprint).await {
@@ -215,24 +236,22 @@ pub async fn execute(
         }
     }
 
-    let (events, batch) = match decided {
-        Decided::One(event) => (vec![event], false),
-        Decided::Batch(events) => (events, true),
-    };
     let occurred_at = Utc::now();
     let envelopes: Vec<Envelope> =
         events.into_iter().map(|e| Envelope::at(e, ids.next_id(), occurred_at)).collect();
 
     let started = std::time::Instant::now();
-    let appended = state.log.append_all(&envelopes).await;
-    metrics::histogram!("eventline_command_append_seconds").record(started.elapsed().as_secs_f64());
-    let positions = match appended {
-        Ok(positions) => positions,
-        Err(partial) => {
-            if let Some(key) = &key {
-                state.idempotency.release(key).await;
-            }
-            return Err(append_problem(partial, batch));
+    let outcome = state
+        .write_model
+        .decider
+        .decide(crate::state::Request { envelopes: envelopes.clone(), expect })
+        .await;
+    metrics::histogram!("eventline_command_decide_seconds").record(started.elapsed().as_secs_f64());
+    let positions = match outcome {
+        Outcome::Accepted(positions) => positions,
+        refused => {
+            release(state, key.as_deref()).await;
+            return Err(refusal_problem(refused, batch));
         }
     };
 
@@ -268,6 +287,91 @@ pub async fn execute(
         }
     }
     Ok(respond(stored))
+}
+
+async fn release(state: &AppState, key: Option<&str>) {
+    if let Some(key) = key {
+        state.idempotency.release(key).await;
+    }
+}
+
+/// The aggregate an `If-Match` on a single command is about.
+fn target(event: &Event) -> AggregateRef {
+    match event {
+        Event::UserCreated(e) => AggregateRef::User(e.user_id),
+        Event::OrderPlaced(e) => AggregateRef::Order(e.order_id),
+        Event::PaymentSettled(e) => AggregateRef::Order(e.order_id),
+        Event::InventoryAdjusted(e) => AggregateRef::Sku(e.sku.clone()),
+    }
+}
+
+/// `If-Match: "<version>"`, the version the client last read (the query API's ETag).
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
+    let mut values = headers.get_all(axum::http::header::IF_MATCH).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    let version = value
+        .to_str()
+        .ok()
+        .filter(|_| values.next().is_none())
+        .and_then(|v| v.trim().strip_prefix('"')?.strip_suffix('"')?.parse::<i64>().ok())
+        .filter(|v| *v >= 0);
+    match version {
+        Some(version) => Ok(Some(version)),
+        None => Err(Problem::bad_request(
+            "invalid-if-match",
+            "Invalid If-Match",
+            "If-Match is one version in double quotes, as the query API's ETag gives it, e.g. \"3\".",
+        )),
+    }
+}
+
+/// The answer to a command that was not accepted.
+fn refusal_problem(outcome: Outcome, batch: bool) -> Problem {
+    match outcome {
+        Outcome::Accepted(_) => Problem::internal(),
+        Outcome::Rejected(rejections) => rejected(rejections, batch),
+        Outcome::NotAppended(partial) => append_problem(partial, batch),
+        Outcome::StateUnavailable(cause) => {
+            tracing::warn!(%cause, "Command not decided: decision state unavailable");
+            Problem::unavailable(
+                "decision-state-unavailable",
+                "Decision state unavailable",
+                "The command could not be checked against the current state (PostgreSQL is unavailable), so \
+                 nothing was decided or appended. Retry later.",
+                1,
+            )
+        }
+        Outcome::NotReady => Problem::unavailable(
+            "decision-state-rebuilding",
+            "Decision state rebuilding",
+            "The command service is folding the log into its decision state and decides nothing until it \
+             is complete. Retry later.",
+            2,
+        ),
+    }
+}
+
+/// Broken rules: a single command's own problem, or for a batch one problem listing every failing
+/// command by index (nothing of the batch was appended).
+fn rejected(rejections: Vec<(usize, Rejection)>, batch: bool) -> Problem {
+    if !batch && let Some((_, rejection)) = rejections.first() {
+        return rejection.problem();
+    }
+    let status = match rejections.as_slice() {
+        [(_, first), rest @ ..] if rest.iter().all(|(_, r)| r.status() == first.status()) => first.status(),
+        _ => StatusCode::CONFLICT,
+    };
+    let detail = format!(
+        "{} of the batch's commands break a rule, so none was appended; each is listed by index.",
+        rejections.len()
+    );
+    Problem {
+        errors: rejections
+            .iter()
+            .map(|(i, r)| FieldError::rule(format!("commands[{i}]"), r.slug(), r.detail()))
+            .collect(),
+        ..Problem::new(status, "batch-rejected", "Batch rejected", detail)
+    }
 }
 
 fn respond(stored: StoredResponse) -> Response {
@@ -323,6 +427,20 @@ fn key_in_progress() -> Problem {
 fn append_problem(partial: PartialAppend, batch: bool) -> Problem {
     let appended = partial.positions.iter().filter(|p| p.is_some()).count();
     match partial.error {
+        AppendError::NotConfirmed(cause) => {
+            tracing::warn!(%cause, appended, total = partial.positions.len(), "Decided, but the append is not confirmed");
+            let mut problem = Problem::unavailable(
+                "log-unavailable",
+                "Event log unavailable",
+                "The command was decided but the event log did not confirm the append; it stays pending and \
+                 will be appended. Retry with the same Idempotency-Key to get its confirmation.",
+                1,
+            );
+            if batch {
+                problem.errors = not_appended(&partial.positions);
+            }
+            problem
+        }
         AppendError::Unavailable(cause) => {
             tracing::warn!(error = %cause, appended, total = partial.positions.len(), "Append failed: event log unavailable");
             let detail = if appended == 0 {
@@ -339,13 +457,7 @@ fn append_problem(partial: PartialAppend, batch: bool) -> Problem {
             };
             let mut problem = Problem::unavailable("log-unavailable", "Event log unavailable", detail, 1);
             if batch {
-                problem.errors = partial
-                    .positions
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.is_none())
-                    .map(|(i, _)| FieldError::new(format!("commands[{i}]"), "not appended"))
-                    .collect();
+                problem.errors = not_appended(&partial.positions);
             }
             problem
         }
@@ -354,4 +466,13 @@ fn append_problem(partial: PartialAppend, batch: bool) -> Problem {
             Problem::internal()
         }
     }
+}
+
+fn not_appended(positions: &[Option<LogPosition>]) -> Vec<FieldError> {
+    positions
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_none())
+        .map(|(i, _)| FieldError::new(format!("commands[{i}]"), "not appended"))
+        .collect()
 }

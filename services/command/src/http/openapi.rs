@@ -54,30 +54,44 @@ impl utoipa::Modify for BearerAuth {
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum CommandProblems {
-    /// Malformed JSON, an unreadable body, or an invalid `Idempotency-Key` header.
+    /// Malformed JSON, an unreadable body, or an invalid `Idempotency-Key` or `If-Match` header.
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
     /// No bearer token, or not one of the configured tokens (when tokens are configured).
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(Problem),
-    /// A request with this `Idempotency-Key` is still being processed; retry shortly.
+    /// `SettlePayment`: the order does not exist (`order-not-found`).
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// A business rule refused the command and nothing was appended (`user-exists`,
+    /// `email-taken`, `order-exists`, `order-already-paid`, `payment-exists`,
+    /// `insufficient-stock` with `available`, `stock-limit`, `batch-rejected` listing each failing
+    /// command), or a request with this `Idempotency-Key` is still being processed
+    /// (`idempotency-in-progress`; retry shortly).
     #[response(status = 409, content_type = "application/problem+json")]
-    InProgress(Problem),
+    Conflict(Problem),
+    /// `If-Match` named a version the aggregate has moved past (`version-mismatch`, with
+    /// `currentVersion`); read it again and decide anew.
+    #[response(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Problem),
     /// The body is over the endpoint's size limit (64 KiB; 4 MiB for a batch).
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(Problem),
     /// The body is not sent as `application/json`.
     #[response(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(Problem),
-    /// Invalid fields (listed in `errors`), or an `Idempotency-Key` reused for another request.
+    /// Invalid fields (listed in `errors`), an `Idempotency-Key` reused for another request, or a
+    /// rule on what the command refers to: `unknown-user`, `payment-currency-mismatch`,
+    /// `payment-amount-mismatch`. Nothing was appended.
     #[response(status = 422, content_type = "application/problem+json")]
     Invalid(Problem),
     /// This client sent more commands than its rate limit allows; `Retry-After` says when to retry.
     #[response(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Problem),
     /// The event log did not acknowledge in time (not confirmed: retry with the same
-    /// `Idempotency-Key` to make it take effect exactly once), or Redis is down for a
-    /// request with an `Idempotency-Key`. `Retry-After` says when to retry.
+    /// `Idempotency-Key` to make it take effect exactly once), the decision state is unavailable
+    /// or being rebuilt (nothing decided), or Redis is down for a request with an
+    /// `Idempotency-Key`. `Retry-After` says when to retry.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }
@@ -91,6 +105,17 @@ pub struct IdempotencyKey {
     /// response for 24 h; with another request it is refused (422).
     #[param(rename = "Idempotency-Key", nullable = false, pattern = "^[!-~]{1,255}$")]
     idempotency_key: Option<String>,
+}
+
+/// The `If-Match` request header of commands on one aggregate.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IfMatch {
+    /// The aggregate's version as the query API's `ETag` gives it, in double quotes (`"3"`): the
+    /// command is decided only if the aggregate is still at that version, else `412`.
+    #[param(rename = "If-Match", nullable = false, pattern = "^\"[0-9]{1,18}\"$")]
+    if_match: Option<String>,
 }
 
 /// Gives every batch command a schema of its own: the body of its endpoint (a closed object) with

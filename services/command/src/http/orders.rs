@@ -19,7 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Appends `OrderPlaced`, keyed by the order id. The total is computed by the server from the items; prices may have no more fraction digits than the currency allows.
 #[utoipa::path(
     post, path = "/orders", tag = "orders", request_body = PlaceOrder,
-    params(super::openapi::IdempotencyKey),
+    params(super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses(
         (status = 202, description = "Durably appended to the event log", body = super::Accepted,
             headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),

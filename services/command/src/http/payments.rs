@@ -19,7 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Appends `PaymentSettled`, keyed by the order id so that it follows the order's events.
 #[utoipa::path(
     post, path = "/orders/{orderId}/payments", tag = "orders", request_body = SettlePayment,
-    params(("orderId" = uuid::Uuid, Path, description = "The order"), super::openapi::IdempotencyKey),
+    params(("orderId" = uuid::Uuid, Path, description = "The order"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses(
         (status = 202, description = "Durably appended to the event log", body = super::Accepted,
             headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),

@@ -19,7 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Appends `UserCreated`, keyed by the user id. The user id is generated (UUIDv7) when absent.
 #[utoipa::path(
     post, path = "/users", tag = "users", request_body = CreateUser,
-    params(super::openapi::IdempotencyKey),
+    params(super::openapi::IdempotencyKey, super::openapi::IfMatch),
     responses(
         (status = 202, description = "Durably appended to the event log", body = super::Accepted,
             headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),

@@ -16,6 +16,8 @@ struct Net {
     /// `true` when a `set` happened in the batch: `quantity` is then the new stock, else a delta.
     absolute: bool,
     quantity: i64,
+    /// Adjustments in the batch, added to the sku's version.
+    count: i64,
     at: DateTime<Utc>,
     event_id: Uuid,
 }
@@ -26,6 +28,7 @@ fn fold<'a>(events: &[(&'a Envelope, &'a InventoryAdjusted)]) -> HashMap<&'a str
         let entry = net.entry(adjustment.sku.as_str()).or_insert(Net {
             absolute: false,
             quantity: 0,
+            count: 0,
             at: envelope.occurred_at,
             event_id: envelope.event_id,
         });
@@ -37,6 +40,7 @@ fn fold<'a>(events: &[(&'a Envelope, &'a InventoryAdjusted)]) -> HashMap<&'a str
             AdjustmentType::Add => entry.quantity = entry.quantity.saturating_add(adjustment.quantity),
             AdjustmentType::Remove => entry.quantity = entry.quantity.saturating_sub(adjustment.quantity),
         }
+        entry.count += 1;
         entry.at = envelope.occurred_at;
         entry.event_id = envelope.event_id;
     }
@@ -67,10 +71,11 @@ async fn upsert(
         return Ok(());
     }
     sqlx::query(&format!(
-        "INSERT INTO inventory (sku, quantity, updated_at, last_event_id)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::timestamptz[], $4::uuid[])
+        "INSERT INTO inventory (sku, quantity, updated_at, last_event_id, version)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::timestamptz[], $4::uuid[], $5::bigint[])
          ON CONFLICT (sku) DO UPDATE SET
              quantity = {new_quantity},
+             version = inventory.version + EXCLUDED.version,
              updated_at = EXCLUDED.updated_at,
              last_event_id = EXCLUDED.last_event_id"
     ))
@@ -78,6 +83,7 @@ async fn upsert(
     .bind(rows.iter().map(|(_, n)| n.quantity).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, n)| n.at).collect::<Vec<_>>())
     .bind(rows.iter().map(|(_, n)| n.event_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, n)| n.count).collect::<Vec<_>>())
     .execute(&mut **tx)
     .instrument(db::span("INSERT", "inventory"))
     .await?;

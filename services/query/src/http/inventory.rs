@@ -11,10 +11,10 @@ use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, database_problem, read_your_writes, with_etag};
+use super::{AppState, database_problem, read_your_writes, with_version_etag};
 
 /// The stock of sku `$1` (primary key).
-pub const STOCK_SQL: &str = "SELECT sku, quantity, updated_at FROM inventory WHERE sku = $1";
+pub const STOCK_SQL: &str = "SELECT sku, quantity, version, updated_at FROM inventory WHERE sku = $1";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_stock))
@@ -26,6 +26,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct Stock {
     pub sku: String,
     pub quantity: i64,
+    /// The number of adjustments so far; also the ETag, for `If-Match` on the next adjustment.
+    pub version: i64,
     #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
@@ -35,7 +37,7 @@ pub struct Stock {
     get, path = "/inventory/{sku}", tag = "inventory",
     params(("sku" = String, Path, description = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), super::openapi::ConsistencyTokenHeader),
     responses(
-        (status = 200, description = "The stock", body = Stock, headers(("ETag" = String, description = "Entity tag of the body"))),
+        (status = 200, description = "The stock", body = Stock, headers(("ETag" = String, description = "The sku's version in double quotes (e.g. \"3\"): send it as If-Match to adjust only if nothing changed since"))),
         (status = 304, description = "Not modified since the `If-None-Match` ETag"),
         super::openapi::ReadProblems,
     )
@@ -60,5 +62,6 @@ pub async fn get_stock(
         .await
         .map_err(database_problem)?;
     let stock = stock.ok_or_else(|| Problem::not_found(format!("No stock recorded for sku {sku}.")))?;
-    with_etag(&headers, &stock)
+    let version = stock.version;
+    with_version_etag(&headers, &stock, version)
 }

@@ -143,12 +143,27 @@ fn not_ready() -> Problem {
 
 /// A JSON `200` with a strong ETag, or `304` when the client's `If-None-Match` already has it.
 fn with_etag(headers: &HeaderMap, body: &impl Serialize) -> Result<Response, Problem> {
-    let bytes = serde_json::to_vec(body).map_err(|error| {
-        tracing::error!(%error, "Serializing a read model failed");
-        Problem::internal()
-    })?;
+    let bytes = serialize(body)?;
     let digest = Sha256::digest(&bytes);
     let etag = format!("\"{}\"", digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
+    respond_tagged(headers, bytes, etag)
+}
+
+/// Answers with `body` tagged by its aggregate's version: the ETag is `"<version>"`, which a
+/// command on that aggregate may send back as `If-Match`. Only for resources whose body changes
+/// exactly when their aggregate gets an event.
+fn with_version_etag(headers: &HeaderMap, body: &impl Serialize, version: i64) -> Result<Response, Problem> {
+    respond_tagged(headers, serialize(body)?, format!("\"{version}\""))
+}
+
+fn serialize(body: &impl Serialize) -> Result<Vec<u8>, Problem> {
+    serde_json::to_vec(body).map_err(|error| {
+        tracing::error!(%error, "Serializing a read model failed");
+        Problem::internal()
+    })
+}
+
+fn respond_tagged(headers: &HeaderMap, bytes: Vec<u8>, etag: String) -> Result<Response, Problem> {
     let etag_value = HeaderValue::from_str(&etag).map_err(|_| Problem::internal())?;
     let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         v.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(&etag))

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{AppState, database_problem, parse_id, read_your_writes, with_etag};
+use super::{AppState, database_problem, parse_id, read_your_writes, with_version_etag};
 
 /// Order `$1` with its items and latest payment (primary keys, `payments_by_order`).
 pub const ORDER_SQL: &str =
@@ -50,6 +50,9 @@ pub struct Order {
     pub updated_at: DateTime<Utc>,
     /// The latest settled payment, or null while awaiting payment.
     pub payment: Option<Payment>,
+    /// The number of the order's events (placed, then paid); also the ETag, for `If-Match` on a
+    /// payment.
+    pub version: i64,
 }
 
 /// One line of an order.
@@ -100,7 +103,7 @@ struct OrderRow {
     get, path = "/orders/{id}", tag = "orders",
     params(("id" = Uuid, Path, description = "The order id"), super::openapi::ConsistencyTokenHeader),
     responses(
-        (status = 200, description = "The order", body = Order, headers(("ETag" = String, description = "Entity tag of the body"))),
+        (status = 200, description = "The order", body = Order, headers(("ETag" = String, description = "The order's version in double quotes (e.g. \"1\"): send it as If-Match to pay only if nothing changed since"))),
         (status = 304, description = "Not modified since the `If-None-Match` ETag"),
         super::openapi::ReadProblems,
     )
@@ -146,7 +149,9 @@ pub async fn get_order(
         items: row.items.0,
         placed_at: row.placed_at,
         updated_at: row.updated_at,
+        version: 1 + i64::from(payment.is_some()),
         payment,
     };
-    with_etag(&headers, &order)
+    let version = order.version;
+    with_version_etag(&headers, &order, version)
 }

@@ -60,6 +60,9 @@ pub struct User {
     pub total_spent: BTreeMap<String, String>,
     /// The most recent orders first (`ordersLimit`, default 5).
     pub orders: Vec<OrderSummary>,
+    /// The number of the user's own events (a user is created once, so 1). The ETag here tags the
+    /// whole body, orders included, and is not a version.
+    pub version: i64,
 }
 
 /// An order in a user's list.
@@ -155,6 +158,7 @@ pub async fn get_user(
         order_count: row.order_count,
         total_spent: row.total_spent.0,
         orders,
+        version: 1,
     };
     with_etag(&headers, &user)
 }

@@ -1,0 +1,417 @@
+//! The decision state in PostgreSQL (schema `command_state`): locks, reads, writes and the pending
+//! envelopes of decisions not yet confirmed in the log.
+//!
+//! Locks are session-level advisory locks, held from before the state is read until the decided
+//! events are acknowledged by the broker, so that two decisions on one aggregate reach the log in
+//! the order they were made. Every decision also holds one lock shared by all deciders, which a
+//! rebuild takes exclusively.
+
+use std::collections::{BTreeSet, HashMap};
+
+use eventline_events::{Amount, Currency, LogPosition};
+use eventline_runtime::log_identity::LogIdentity;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::model::{Aggregates, OrderState, SkuState, UserState};
+
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// Held shared by every decision and exclusively by a rebuild or verify.
+pub const STATE_LOCK: i64 = 7_245_830_441_003_152_114;
+
+/// Creates the schema if it is missing (safe to run concurrently: one transaction under an
+/// advisory lock).
+pub async fn ensure_schema(conn: &mut PgConnection) -> sqlx::Result<()> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SCHEMA_LOCK).execute(&mut *tx).await?;
+    let without_comments: Vec<&str> = SCHEMA.lines().filter(|l| !l.trim_start().starts_with("--")).collect();
+    let statements: Vec<String> = without_comments
+        .join("\n")
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for statement in &statements {
+        sqlx::query(statement).persistent(false).execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+/// Serialises schema creation between instances.
+const SCHEMA_LOCK: i64 = 7_245_830_441_003_152_113;
+
+/// The advisory lock id of a lock key (`sku:A`, `email:ada@example.com`). Two keys may share an
+/// id; that only serialises them.
+pub fn lock_id(key: &str) -> i64 {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+/// Takes the shared state lock and the locks of `keys`, in ascending id order so that two
+/// deciders never wait for each other in a cycle. Held until [`unlock_all`].
+pub async fn lock(conn: &mut PgConnection, keys: &BTreeSet<i64>) -> sqlx::Result<()> {
+    let ids: Vec<i64> = keys.iter().copied().collect();
+    sqlx::query(
+        "SELECT count(*) FROM (SELECT pg_advisory_lock_shared($1) UNION ALL \
+         SELECT pg_advisory_lock(id) FROM unnest($2::int8[]) AS id) AS taken",
+    )
+    .bind(STATE_LOCK)
+    .bind(&ids)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Takes the state lock exclusively: every decision in flight has been appended, none starts.
+pub async fn lock_exclusive(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(STATE_LOCK).execute(conn).await.map(|_| ())
+}
+
+pub async fn unlock_all(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_unlock_all()").execute(conn).await.map(|_| ())
+}
+
+/// The aggregates a group of commands needs to see.
+#[derive(Debug, Default)]
+pub struct Wanted {
+    pub users: BTreeSet<Uuid>,
+    pub emails: BTreeSet<String>,
+    pub orders: BTreeSet<Uuid>,
+    pub payments: BTreeSet<Uuid>,
+    pub skus: BTreeSet<String>,
+}
+
+fn vec<T: Clone>(set: &BTreeSet<T>) -> Vec<T> {
+    set.iter().cloned().collect()
+}
+
+/// Reads the state of the wanted aggregates (under their locks).
+pub async fn load(conn: &mut PgConnection, wanted: &Wanted) -> anyhow::Result<Aggregates> {
+    let mut state = Aggregates::default();
+    if !wanted.users.is_empty() || !wanted.emails.is_empty() {
+        let rows = sqlx::query(
+            "SELECT user_id, email_key, version FROM command_state.users \
+             WHERE user_id = ANY($1) OR email_key = ANY($2)",
+        )
+        .bind(vec(&wanted.users))
+        .bind(vec(&wanted.emails))
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let (user_id, email_key): (Uuid, String) = (row.try_get(0)?, row.try_get(1)?);
+            state.emails.insert(email_key.clone(), user_id);
+            state.users.insert(user_id, UserState { email_key, version: row.try_get(2)? });
+        }
+    }
+    if !wanted.orders.is_empty() {
+        let rows = sqlx::query(
+            "SELECT order_id, user_id, currency, total, payment_id, version FROM command_state.orders \
+             WHERE order_id = ANY($1)",
+        )
+        .bind(vec(&wanted.orders))
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let currency: String = row.try_get(2)?;
+            let total: String = row.try_get(3)?;
+            let order = OrderState {
+                user_id: row.try_get(1)?,
+                currency: currency
+                    .parse::<Currency>()
+                    .map_err(|e| anyhow::anyhow!("stored currency {currency}: {e}"))?,
+                total: total.parse::<Amount>().map_err(|e| anyhow::anyhow!("stored total {total}: {e}"))?,
+                payment_id: row.try_get(4)?,
+                version: row.try_get(5)?,
+            };
+            state.orders.insert(row.try_get(0)?, order);
+        }
+    }
+    if !wanted.payments.is_empty() {
+        let rows =
+            sqlx::query("SELECT payment_id, order_id FROM command_state.payments WHERE payment_id = ANY($1)")
+                .bind(vec(&wanted.payments))
+                .fetch_all(&mut *conn)
+                .await?;
+        for row in rows {
+            state.payments.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+    }
+    if !wanted.skus.is_empty() {
+        let rows = sqlx::query("SELECT sku, stock, version FROM command_state.skus WHERE sku = ANY($1)")
+            .bind(vec(&wanted.skus))
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
+            state.skus.insert(row.try_get(0)?, SkuState { stock: row.try_get(1)?, version: row.try_get(2)? });
+        }
+    }
+    Ok(state)
+}
+
+/// A decided event as stored: where it sits in the log once appended, its envelope while pending.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub event_id: Uuid,
+    pub position: Option<LogPosition>,
+    pub pending_envelope: Option<Vec<u8>>,
+}
+
+/// The decisions among `event_ids` (a retried request finds its own), and every pending decision
+/// on `aggregates`, oldest first.
+pub async fn decisions(
+    conn: &mut PgConnection,
+    event_ids: &[Uuid],
+    aggregates: &[String],
+) -> sqlx::Result<Vec<Decision>> {
+    let rows = sqlx::query(
+        "SELECT event_id, log_partition, log_offset, envelope FROM command_state.decisions \
+         WHERE event_id = ANY($1) OR (envelope IS NOT NULL AND aggregate = ANY($2)) ORDER BY seq",
+    )
+    .bind(event_ids)
+    .bind(aggregates)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let partition: Option<i32> = row.try_get(1)?;
+            let offset: Option<i64> = row.try_get(2)?;
+            Ok(Decision {
+                event_id: row.try_get(0)?,
+                position: partition.zip(offset).map(|(partition, offset)| LogPosition { partition, offset }),
+                pending_envelope: row.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+/// The envelopes of the oldest `limit` pending decisions, oldest first (for the sweep).
+pub async fn all_pending(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Vec<u8>>> {
+    sqlx::query_scalar(
+        "SELECT envelope FROM command_state.decisions WHERE envelope IS NOT NULL ORDER BY seq LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// A new decision to record as pending.
+pub struct NewDecision {
+    pub event_id: Uuid,
+    pub aggregate: String,
+    pub envelope: Vec<u8>,
+}
+
+/// Writes the state of `changed` aggregates and the new pending decisions, in order.
+pub async fn save(conn: &mut PgConnection, changed: &Aggregates, new: &[NewDecision]) -> sqlx::Result<()> {
+    upsert(conn, changed).await?;
+    let ids: Vec<Uuid> = new.iter().map(|d| d.event_id).collect();
+    let aggregates: Vec<&str> = new.iter().map(|d| d.aggregate.as_str()).collect();
+    let envelopes: Vec<&[u8]> = new.iter().map(|d| d.envelope.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO command_state.decisions (event_id, aggregate, envelope) \
+         SELECT id, aggregate, envelope FROM unnest($1::uuid[], $2::text[], $3::bytea[]) \
+         WITH ORDINALITY AS d(id, aggregate, envelope, n) ORDER BY n",
+    )
+    .bind(ids)
+    .bind(aggregates)
+    .bind(envelopes)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Writes the state of every aggregate in `state` (insert or replace).
+pub async fn upsert(conn: &mut PgConnection, state: &Aggregates) -> sqlx::Result<()> {
+    if !state.users.is_empty() {
+        let (ids, rest): (Vec<Uuid>, Vec<(&str, i64)>) =
+            state.users.iter().map(|(id, u)| (*id, (u.email_key.as_str(), u.version))).unzip();
+        let (emails, versions): (Vec<&str>, Vec<i64>) = rest.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO command_state.users (user_id, email_key, version) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[]) \
+             ON CONFLICT (user_id) DO UPDATE SET email_key = EXCLUDED.email_key, version = EXCLUDED.version",
+        )
+        .bind(ids)
+        .bind(emails)
+        .bind(versions)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !state.orders.is_empty() {
+        let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (id, o) in &state.orders {
+            columns.0.push(*id);
+            columns.1.push(o.user_id);
+            columns.2.push(o.currency.to_string());
+            columns.3.push(o.total.to_string());
+            columns.4.push(o.payment_id);
+            columns.5.push(o.version);
+        }
+        sqlx::query(
+            "INSERT INTO command_state.orders (order_id, user_id, currency, total, payment_id, version) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::int8[]) \
+             ON CONFLICT (order_id) DO UPDATE SET user_id = EXCLUDED.user_id, currency = EXCLUDED.currency, \
+             total = EXCLUDED.total, payment_id = EXCLUDED.payment_id, version = EXCLUDED.version",
+        )
+        .bind(columns.0)
+        .bind(columns.1)
+        .bind(columns.2)
+        .bind(columns.3)
+        .bind(columns.4)
+        .bind(columns.5)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !state.payments.is_empty() {
+        let (ids, orders): (Vec<Uuid>, Vec<Uuid>) = state.payments.iter().map(|(p, o)| (*p, *o)).unzip();
+        sqlx::query(
+            "INSERT INTO command_state.payments (payment_id, order_id) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT (payment_id) DO NOTHING",
+        )
+        .bind(ids)
+        .bind(orders)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !state.skus.is_empty() {
+        let mut columns = (vec![], vec![], vec![]);
+        for (sku, s) in &state.skus {
+            columns.0.push(sku.as_str());
+            columns.1.push(s.stock);
+            columns.2.push(s.version);
+        }
+        sqlx::query(
+            "INSERT INTO command_state.skus (sku, stock, version) \
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[]) \
+             ON CONFLICT (sku) DO UPDATE SET stock = EXCLUDED.stock, version = EXCLUDED.version",
+        )
+        .bind(columns.0)
+        .bind(columns.1)
+        .bind(columns.2)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Records where appended decisions landed; they are no longer pending.
+pub async fn mark_appended(conn: &mut PgConnection, appended: &[(Uuid, LogPosition)]) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = appended.iter().map(|(id, _)| *id).collect();
+    let partitions: Vec<i32> = appended.iter().map(|(_, p)| p.partition).collect();
+    let offsets: Vec<i64> = appended.iter().map(|(_, p)| p.offset).collect();
+    sqlx::query(
+        "UPDATE command_state.decisions AS d SET envelope = NULL, log_partition = a.p, log_offset = a.o \
+         FROM unnest($1::uuid[], $2::int4[], $3::int8[]) AS a(id, p, o) WHERE d.event_id = a.id",
+    )
+    .bind(ids)
+    .bind(partitions)
+    .bind(offsets)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// Which log the state is a fold of, if it is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedLog {
+    pub topic: String,
+    pub identity: LogIdentity,
+}
+
+pub async fn recorded_log(conn: &mut PgConnection) -> sqlx::Result<Option<RecordedLog>> {
+    let row =
+        sqlx::query("SELECT topic, cluster_id, topic_id FROM command_state.log").fetch_optional(conn).await?;
+    row.map(|row| {
+        Ok(RecordedLog {
+            topic: row.try_get(0)?,
+            identity: LogIdentity { cluster_id: row.try_get(1)?, topic_id: row.try_get(2)? },
+        })
+    })
+    .transpose()
+}
+
+/// Everything the state holds, for verify.
+pub async fn load_all(conn: &mut PgConnection) -> anyhow::Result<Aggregates> {
+    let mut wanted = Wanted::default();
+    let users: Vec<Uuid> =
+        sqlx::query_scalar("SELECT user_id FROM command_state.users").fetch_all(&mut *conn).await?;
+    wanted.users.extend(users);
+    let orders: Vec<Uuid> =
+        sqlx::query_scalar("SELECT order_id FROM command_state.orders").fetch_all(&mut *conn).await?;
+    wanted.orders.extend(orders);
+    let payments: Vec<Uuid> =
+        sqlx::query_scalar("SELECT payment_id FROM command_state.payments").fetch_all(&mut *conn).await?;
+    wanted.payments.extend(payments);
+    let skus: Vec<String> =
+        sqlx::query_scalar("SELECT sku FROM command_state.skus").fetch_all(&mut *conn).await?;
+    wanted.skus.extend(skus);
+    load(conn, &wanted).await
+}
+
+/// Replaces the whole state with `state`, a fold of `log`, with its decisions (all appended).
+pub async fn replace_all(
+    conn: &mut PgConnection,
+    log: &RecordedLog,
+    state: &Aggregates,
+    decided: &[(Uuid, String, LogPosition)],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "TRUNCATE command_state.log, command_state.users, command_state.orders, command_state.payments, \
+         command_state.skus, command_state.decisions",
+    )
+    .execute(&mut *conn)
+    .await?;
+    // In slices, so that one statement's arrays stay small.
+    const SLICE: usize = 10_000;
+    let mut rest = state.clone();
+    while !(rest.users.is_empty()
+        && rest.orders.is_empty()
+        && rest.payments.is_empty()
+        && rest.skus.is_empty())
+    {
+        let slice = Aggregates {
+            users: take(&mut rest.users, SLICE),
+            emails: HashMap::new(),
+            orders: take(&mut rest.orders, SLICE),
+            payments: take(&mut rest.payments, SLICE),
+            skus: take(&mut rest.skus, SLICE),
+        };
+        upsert(conn, &slice).await?;
+    }
+    for chunk in decided.chunks(SLICE) {
+        let ids: Vec<Uuid> = chunk.iter().map(|d| d.0).collect();
+        let aggregates: Vec<&str> = chunk.iter().map(|d| d.1.as_str()).collect();
+        let partitions: Vec<i32> = chunk.iter().map(|d| d.2.partition).collect();
+        let offsets: Vec<i64> = chunk.iter().map(|d| d.2.offset).collect();
+        sqlx::query(
+            "INSERT INTO command_state.decisions (event_id, aggregate, log_partition, log_offset) \
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::int8[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(ids)
+        .bind(aggregates)
+        .bind(partitions)
+        .bind(offsets)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO command_state.log (topic, cluster_id, topic_id, folded_events) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&log.topic)
+    .bind(&log.identity.cluster_id)
+    .bind(log.identity.topic_id)
+    .bind(decided.len() as i64)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+fn take<K: Clone + Eq + std::hash::Hash, V: Clone>(map: &mut HashMap<K, V>, n: usize) -> HashMap<K, V> {
+    let keys: Vec<K> = map.keys().take(n).cloned().collect();
+    keys.into_iter().filter_map(|k| map.remove_entry(&k)).collect()
+}
