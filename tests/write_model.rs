@@ -1,6 +1,6 @@
 //! The write model over HTTP, against real Kafka, PostgreSQL and Redis: every business rule
 //! refuses with its problem and appends nothing; batches are decided in order, all or nothing;
-//! a retry gets its original answer; `If-Match` guards against a moved aggregate; concurrent
+//! (a retry that gets its original answer is in commands.rs); `If-Match` guards against a moved aggregate; concurrent
 //! commands on one sku from two instances never oversell; a lost decision state is folded again
 //! from the log before anything is decided.
 #![allow(clippy::unwrap_used)]
@@ -137,16 +137,13 @@ async fn every_rule_refuses_with_its_problem_and_appends_nothing() {
     assert_eq!(problem["available"], 2);
 
     let log = events(&env).await;
-    let kinds: Vec<&str> = log.iter().map(|e| e.event_type().as_str()).collect();
+    let mut kinds: Vec<&str> = log.iter().map(|e| e.event_type().as_str()).collect();
+    kinds.sort_unstable();
     assert_eq!(
-        kinds.iter().filter(|k| **k == "UserCreated").count()
-            + kinds.iter().filter(|k| **k == "OrderPlaced").count()
-            + kinds.iter().filter(|k| **k == "PaymentSettled").count()
-            + kinds.iter().filter(|k| **k == "InventoryAdjusted").count(),
-        6,
-        "only the six accepted commands are in the log: {kinds:?}"
+        kinds,
+        ["InventoryAdjusted", "OrderPlaced", "OrderPlaced", "PaymentSettled", "UserCreated"],
+        "only the five accepted commands are in the log"
     );
-    assert_eq!(kinds.iter().filter(|k| **k == "PaymentSettled").count(), 1, "an order is paid once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,25 +193,6 @@ async fn a_batch_is_decided_in_order_and_all_or_nothing() {
     let log = events(&env).await;
     assert_eq!(log.len(), 2, "nothing of the refused batch was appended");
     assert_eq!(stock_levels(&log, "A"), [5, 0]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_gets_the_original_answer_even_when_it_was_lost() {
-    let env = TestEnv::new().await;
-    let command = support::command(&env).await;
-    let key = format!("retry-{}", env.id);
-    let body =
-        json!({"email": format!("{}@example.com", env.id), "firstName": "Ada", "lastName": "Lovelace"});
-    let first = accepted(post(command.url("/users"), &body, &[("idempotency-key", &key)]).await).await;
-    // The answer is lost with the idempotency record (Redis flushed, or its TTL passed): the
-    // retry decides the same command again, with the same derived ids, and finds it decided.
-    let client = redis::Client::open(env.redis.url.as_str()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () =
-        redis::cmd("DEL").arg(format!("eventline:idempotency:{key}")).query_async(&mut redis).await.unwrap();
-    let again = accepted(post(command.url("/users"), &body, &[("idempotency-key", &key)]).await).await;
-    assert_eq!(again, first, "the same ids, event and position");
-    assert_eq!(events(&env).await.len(), 1, "decided and appended once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

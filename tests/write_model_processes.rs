@@ -56,6 +56,7 @@ fn state_verify(env: &TestEnv) -> (bool, String) {
         .args(["state", "verify"])
         .env("KAFKA_BROKERS", &env.kafka.brokers)
         .env("EVENTLINE_TOPIC", &env.kafka.topic)
+        .env("EVENTLINE_TOPIC_PARTITIONS", env.kafka.topic_partitions.to_string())
         .env("DATABASE_URL", &env.database.url)
         .env("REDIS_URL", &env.redis.url)
         .output()
@@ -68,20 +69,17 @@ const SETTINGS: [(&str, &str); 2] =
 
 /// Sends one keyed command until it gets a definitive answer (not a 5xx, not a dropped
 /// connection), trying the instances in turn, as a client with a retry policy does.
-async fn until_definitive(urls: &[String], path: &str, body: &Value, key: &str) -> u16 {
+async fn until_definitive(urls: &[String], path: &str, body: &Value, key: &str) -> (u16, Value) {
     for attempt in 0..600 {
         let url = format!("{}{path}", urls[attempt % urls.len()]);
-        match http().post(url).json(body).header("idempotency-key", key).send().await {
-            Ok(response) if response.status().as_u16() < 500 && response.status() != 409 => {
-                return response.status().as_u16();
+        if let Ok(response) = http().post(url).json(body).header("idempotency-key", key).send().await {
+            let status = response.status().as_u16();
+            if let Ok(answer) = response.json::<Value>().await
+                && status < 500
+                && answer["type"] != "https://eventline.dev/problems/idempotency-in-progress"
+            {
+                return (status, answer);
             }
-            Ok(response) if response.status() == 409 => {
-                let problem: Value = response.json().await.unwrap_or_default();
-                if problem["type"] != "https://eventline.dev/problems/idempotency-in-progress" {
-                    return 409;
-                }
-            }
-            _ => {}
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -96,10 +94,14 @@ async fn instances_killed_under_load_oversell_nothing_and_every_retry_gets_its_a
     one.ready().await;
     two.ready().await;
     let urls = vec![one.base_url.clone(), two.base_url.clone()];
-    assert_eq!(
-        until_definitive(&urls, "/inventory/HOT/adjustments", &adjust("add", 50), "stock-50").await,
-        202
-    );
+    let (stocked, _) = until_definitive(
+        &urls,
+        "/inventory/HOT/adjustments",
+        &adjust("add", 50),
+        &format!("{}-stock", env.id),
+    )
+    .await;
+    assert_eq!(stocked, 202);
 
     let stop = Arc::new(AtomicBool::new(false));
     let processes = Arc::new(RwLock::new([one, two]));
@@ -108,18 +110,20 @@ async fn instances_killed_under_load_oversell_nothing_and_every_retry_gets_its_a
         tokio::spawn(async move {
             let mut kills = 0;
             while !stop.load(Ordering::Acquire) {
-                tokio::time::sleep(Duration::from_millis(400)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
                 processes.write().await[kills % 2].kill_and_restart(&[]);
                 kills += 1;
             }
             kills
         })
     };
+    // Spread over about three seconds, so that the kills land among them.
+    // Keys are unique to the test: Redis remembers answers for a day, across test runs.
     let buyers = (0..200).map(|i| {
-        let urls = urls.clone();
+        let (urls, key) = (urls.clone(), format!("{}-buyer-{i}", env.id));
         async move {
-            until_definitive(&urls, "/inventory/HOT/adjustments", &adjust("remove", 1), &format!("buyer-{i}"))
-                .await
+            tokio::time::sleep(Duration::from_millis(15 * i as u64)).await;
+            until_definitive(&urls, "/inventory/HOT/adjustments", &adjust("remove", 1), &key).await
         }
     });
     let answers = futures::future::join_all(buyers).await;
@@ -127,19 +131,28 @@ async fn instances_killed_under_load_oversell_nothing_and_every_retry_gets_its_a
     let kills = killer.await.unwrap();
     assert!(kills >= 3, "the instances were killed under load ({kills} kills)");
 
-    let sold = answers.iter().filter(|s| **s == 202).count();
-    let refused = answers.iter().filter(|s| **s == 409).count();
-    assert_eq!((sold, refused), (50, 150), "{answers:?}");
+    let sold: Vec<&str> =
+        answers.iter().filter(|(s, _)| *s == 202).map(|(_, a)| a["eventId"].as_str().unwrap()).collect();
+    let refused: Vec<&Value> = answers.iter().filter(|(s, _)| *s != 202).map(|(_, a)| a).collect();
+    assert!(
+        refused.iter().all(|p| p["type"] == "https://eventline.dev/problems/insufficient-stock"),
+        "{refused:?}"
+    );
+    assert_eq!((sold.len(), refused.len()), (50, 150), "{sold:?}");
     // Decisions cut off by a kill are appended by the next lock holder or the sweep.
-    let levels = eventually(Duration::from_secs(30), "every decision in the log", || {
-        let env = &env;
-        async move {
-            let levels = stock_levels(&events(env).await, "HOT");
-            (levels.len() == 51).then_some(levels)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let levels = loop {
+        let levels = stock_levels(&events(&env).await, "HOT");
+        if levels.len() >= 51 || std::time::Instant::now() > deadline {
+            break levels;
         }
-    })
-    .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(levels.len(), 51, "the stocking and 50 sales, each once: {levels:?}");
     assert_eq!(levels.last(), Some(&0));
+    let in_log: std::collections::HashSet<String> =
+        events(&env).await.iter().map(|e| e.event_id.to_string()).collect();
+    assert!(sold.iter().all(|id| in_log.contains(*id)), "every sale answered 202 is in the log");
     assert!(levels.iter().all(|l| *l >= 0), "the log never goes below zero: {levels:?}");
     let (equal, report) = state_verify(&env);
     assert!(equal, "{report}");
@@ -153,10 +166,11 @@ async fn a_decision_cut_off_before_its_append_is_found_pending_and_appended() {
     let mut command = Process::start(&env, "eventline-command", &settings);
     command.ready().await;
     let body = adjust("add", 5);
+    let key = format!("{}-cut-off", env.id);
     let cut_off = http()
         .post(command.url("/inventory/MUG/adjustments"))
         .json(&body)
-        .header("idempotency-key", "cut-off")
+        .header("idempotency-key", &key)
         .send()
         .await;
     assert!(cut_off.is_err(), "the process died before answering: {cut_off:?}");
@@ -178,15 +192,21 @@ async fn a_decision_cut_off_before_its_append_is_found_pending_and_appended() {
     })
     .await;
     assert_eq!(stock_levels(&log, "MUG"), [5]);
-    let retry = http()
-        .post(command.url("/inventory/MUG/adjustments"))
-        .json(&body)
-        .header("idempotency-key", "cut-off")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(retry.status(), 202);
-    let answer: Value = retry.json().await.unwrap();
+    // The dead process's claim on the key lapses (409 in progress meanwhile); then the retry
+    // finds the decision made and appended.
+    let answer = eventually(Duration::from_secs(30), "the retry answered", || {
+        let url = command.url("/inventory/MUG/adjustments");
+        let (body, key) = (body.clone(), key.clone());
+        async move {
+            let retry = http().post(url).json(&body).header("idempotency-key", &key).send().await.ok()?;
+            if retry.status() == 409 {
+                return None;
+            }
+            assert_eq!(retry.status(), 202);
+            retry.json::<Value>().await.ok()
+        }
+    })
+    .await;
     assert_eq!(answer["eventId"], log[0].event_id.to_string(), "the retry gets the decision that was made");
     assert_eq!(events(&env).await.len(), 1);
     let (equal, report) = state_verify(&env);

@@ -32,6 +32,7 @@ impl Process {
         let mut vars: Vec<(String, String)> = [
             ("KAFKA_BROKERS", env.kafka.brokers.clone()),
             ("EVENTLINE_TOPIC", env.kafka.topic.clone()),
+            ("EVENTLINE_TOPIC_PARTITIONS", env.kafka.topic_partitions.to_string()),
             ("DATABASE_URL", env.database.url.clone()),
             ("REDIS_URL", env.redis.url.clone()),
             ("EVENTLINE_PROJECTOR_GROUP", format!("processes-{}", env.id)),

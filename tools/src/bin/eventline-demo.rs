@@ -112,6 +112,20 @@ impl Demo {
         }
 
         self.step(
+            "A business rule refuses a command",
+            "paying Ada's order a second time is refused 409 order-already-paid, and removing more books than \
+             the 7 in stock 409 insufficient-stock with `available`: nothing is appended",
+        );
+        let again = json!({"amount": "26.99", "currency": "EUR", "paymentMethod": "card"});
+        let paid_twice = self.refused(&format!("/orders/{ada_order_id}/payments"), again).await?;
+        ensure!(paid_twice.0 == StatusCode::CONFLICT, "a second payment answered {}", paid_twice.0);
+        self.say(&format!("{} {}", paid_twice.0, paid_twice.1["type"]));
+        let too_many = json!({"adjustmentType": "remove", "quantity": 8, "reason": "demo"});
+        let oversold = self.refused(&format!("/inventory/{book}/adjustments"), too_many).await?;
+        ensure!(oversold.1["available"] == 7, "removing 8 books answered {} {}", oversold.0, oversold.1);
+        self.say(&format!("{} {} available={}", oversold.0, oversold.1["type"], oversold.1["available"]));
+
+        self.step(
             "Replay a command with the same Idempotency-Key",
             "the second request is answered from the first (idempotent-replayed: true): same user, same event, \
              same position — nothing appended twice",
@@ -204,6 +218,21 @@ impl Demo {
     }
 
     /// POSTs a command; expects 202 and records its Consistency-Token.
+    /// A command the API must refuse: its status and problem.
+    async fn refused(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.command))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = response.status();
+        let problem: Value = response.json().await.with_context(|| format!("POST {path}: the body"))?;
+        ensure!(status.is_client_error(), "POST {path} answered {status}: {problem}");
+        Ok((status, problem))
+    }
+
     async fn post(&mut self, path: &str, body: Value, key: Option<&str>) -> anyhow::Result<Accepted> {
         let mut request = self.http.post(format!("{}{path}", self.command)).json(&body);
         if let Some(key) = key {

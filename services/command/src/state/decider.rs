@@ -11,6 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use eventline_events::{Envelope, Event, LogPosition};
 use sqlx::PgPool;
@@ -26,6 +27,8 @@ use crate::log::{AppendError, EventLog, PartialAppend};
 
 /// Most requests decided in one transaction.
 const MAX_GROUP: usize = 256;
+/// How long a command waits for the state to become ready before it is answered 503.
+const READY_WAIT: Duration = Duration::from_secs(3);
 
 /// One HTTP request's decided events, to be checked against the state and appended together.
 #[derive(Debug)]
@@ -110,6 +113,11 @@ async fn next_group(receiver: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
 
 async fn decide_group(shared: &Shared, jobs: Vec<Job>) {
     metrics::histogram!("eventline_command_group_size").record(jobs.len() as f64);
+    // A short fold (start-up on a small log) is waited out rather than answered 503.
+    let waiting_since = tokio::time::Instant::now();
+    while !shared.ready.load(Ordering::Acquire) && waiting_since.elapsed() < READY_WAIT {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     if !shared.ready.load(Ordering::Acquire) {
         for job in jobs {
             let _ = job.reply.send(Outcome::NotReady);

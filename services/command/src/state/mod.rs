@@ -71,10 +71,11 @@ impl WriteModel {
     pub async fn guard(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         loop {
+            // A failed round leaves readiness as it was: an unreachable broker or database makes
+            // commands fail on their own (503), and does not make the state wrong.
             let outcome = self.check().await;
             if let Err(error) = &outcome {
-                self.shared.ready.store(false, Ordering::Release);
-                tracing::warn!(error = %format!("{error:#}"), "The decision state is not ready");
+                tracing::warn!(error = %format!("{error:#}"), ready = self.is_ready(), "Checking the decision state failed");
             }
             let wait = if outcome.is_ok() {
                 backoff = Duration::from_millis(200);
