@@ -435,6 +435,11 @@ async fn with_tokens_configured_commands_need_one_and_refused_ones_append_nothin
     let batch =
         http().post(command.url("/commands/batch")).json(&json!({"commands": []})).send().await.unwrap();
     expect_problem(batch, 401).await;
+    // Ready once the decision state is folded from the (empty) log.
+    eventline_testkit::eventually(Duration::from_secs(10), "ready", || async {
+        http().get(command.url("/readyz")).send().await.ok()?.status().is_success().then_some(())
+    })
+    .await;
     for open in ["/healthz", "/readyz", "/openapi.json", "/docs", "/metrics"] {
         assert_eq!(http().get(command.url(open)).send().await.unwrap().status(), 200, "{open}");
     }

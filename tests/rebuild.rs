@@ -32,7 +32,9 @@ async fn seed(command: &support::Running, users: usize, tag: &str) -> (Vec<Strin
             commands.push(json!({"type": "PlaceOrder", "orderId": order, "userId": user, "currency": "EUR",
                 "items": [{"sku": format!("SKU-{}", i % 7), "quantity": 1 + i % 3, "price": "2.50"}]}));
             if i % 2 == 0 {
-                commands.push(json!({"type": "SettlePayment", "orderId": order, "amount": "2.50",
+                // A payment settles the whole order.
+                let total = format!("{:.2}", 2.5 * (1 + i % 3) as f64);
+                commands.push(json!({"type": "SettlePayment", "orderId": order, "amount": total,
                     "currency": "EUR", "paymentMethod": "card"}));
             }
             commands.push(json!({"type": "AdjustInventory", "sku": format!("SKU-{}", i % 7),
@@ -154,7 +156,7 @@ impl Traffic {
                 while !stop.load(Ordering::Relaxed) {
                     let created = http()
                         .post(format!("{commands}/users"))
-                        .json(&json!({"email": format!("live{i}@example.com"), "firstName": "L", "lastName": "W"}))
+                        .json(&json!({"email": format!("live{i}-{}@example.com", uuid::Uuid::new_v4()), "firstName": "L", "lastName": "W"}))
                         .send()
                         .await
                         .unwrap();

@@ -172,10 +172,22 @@ impl EventLog {
     /// one aggregate land in the order given), and travel in few requests. On failure the positions
     /// of those that were acknowledged are returned with the error.
     pub async fn append_all(&self, envelopes: &[Envelope]) -> Result<Vec<LogPosition>, PartialAppend> {
+        let parents = vec![tracing::Span::current(); envelopes.len()];
+        self.append_traced(envelopes, &parents).await
+    }
+
+    /// `append_all`, each event's producer span a child of its own `parents` entry (the request
+    /// that decided it, when several requests' events are appended together).
+    pub async fn append_traced(
+        &self,
+        envelopes: &[Envelope],
+        parents: &[tracing::Span],
+    ) -> Result<Vec<LogPosition>, PartialAppend> {
         let current = self.producer();
         let mut queued = Vec::with_capacity(envelopes.len());
-        for envelope in envelopes {
-            queued.push(self.enqueue(&current, envelope).await);
+        for (i, envelope) in envelopes.iter().enumerate() {
+            let parent = parents.get(i).cloned().unwrap_or_else(tracing::Span::current);
+            queued.push(self.enqueue(&current, envelope, &parent).await);
         }
         let deliveries = futures::future::join_all(queued.into_iter().map(|queued| async move {
             let (delivery, span) = queued?;
@@ -219,6 +231,7 @@ impl EventLog {
         &self,
         current: &Current,
         envelope: &Envelope,
+        parent: &tracing::Span,
     ) -> Result<(DeliveryFuture, tracing::Span), KafkaError> {
         let payload = envelope.encode();
         let key = envelope.aggregate_id();
@@ -226,6 +239,7 @@ impl EventLog {
         let event_type = envelope.event_type();
         let version = event_type.current_version().to_string();
         let span = tracing::info_span!(
+            parent: parent,
             "publish",
             otel.name = %format!("{} publish", self.inner.topic),
             otel.kind = "producer",

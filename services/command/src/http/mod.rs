@@ -244,7 +244,11 @@ pub async fn execute(
     let outcome = state
         .write_model
         .decider
-        .decide(crate::state::Request { envelopes: envelopes.clone(), expect })
+        .decide(crate::state::Request {
+            envelopes: envelopes.clone(),
+            expect,
+            span: tracing::Span::current(),
+        })
         .await;
     metrics::histogram!("eventline_command_decide_seconds").record(started.elapsed().as_secs_f64());
     let positions = match outcome {

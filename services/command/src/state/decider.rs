@@ -36,6 +36,8 @@ pub struct Request {
     pub envelopes: Vec<Envelope>,
     /// `If-Match`: the aggregate must be at this version.
     pub expect: Option<(AggregateRef, i64)>,
+    /// The request's span: its events' producer spans are its children.
+    pub span: tracing::Span,
 }
 
 /// What became of a request.
@@ -242,11 +244,17 @@ pub(super) async fn locked(
         })
         .collect();
     let resent = to_append.len();
+    let mut parents = vec![tracing::Span::current(); resent];
+    for request in requests {
+        if fresh.iter().any(|e| request.envelopes.first().is_some_and(|f| f.event_id == e.event_id)) {
+            parents.extend(std::iter::repeat_n(request.span.clone(), request.envelopes.len()));
+        }
+    }
     to_append.extend(fresh.iter().map(|e| (*e).clone()));
     let (positions, failure) = if to_append.is_empty() {
         (Vec::new(), None)
     } else {
-        match log.append_all(&to_append).await {
+        match log.append_traced(&to_append, &parents).await {
             Ok(positions) => (positions.into_iter().map(Some).collect(), None),
             Err(partial) => (partial.positions.clone(), Some(partial.error)),
         }

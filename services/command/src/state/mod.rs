@@ -263,7 +263,7 @@ async fn sweep(conn: &mut PgConnection, log: &EventLog) -> anyhow::Result<()> {
     let requests: Vec<Request> = pending
         .iter()
         .filter_map(|bytes| Envelope::decode(bytes).ok())
-        .map(|envelope| Request { envelopes: vec![envelope], expect: None })
+        .map(|envelope| Request { envelopes: vec![envelope], expect: None, span: tracing::Span::current() })
         .collect();
     tracing::info!(pending = requests.len(), "Appending decisions left pending by an interrupted append");
     let outcomes = decider::locked(log, conn, &requests.iter().collect::<Vec<_>>()).await?;

@@ -16,6 +16,7 @@ mod report;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -187,16 +188,17 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     let command = setup.start("eventline-command", PORTS.0)?;
     command.ready(&http).await?;
     projector.caught_up(&http).await?;
-    let create_user = {
+    // Each run creates users of its own: the rules refuse an email that is taken.
+    let create_user = |run: &'static str| {
         let (http, url) = (http.clone(), command.url("/users"));
         move |i: u64| {
             let http = http.clone();
-            let body = json!({"email": format!("c{i}@example.com"), "firstName": "C", "lastName": "L"});
+            let body = json!({"email": format!("{run}-{i}@example.com"), "firstName": "C", "lastName": "L"});
             let request = http.post(url.clone()).json(&body);
             async move { expect_status(request.send().await?, 202).await }
         }
     };
-    let single = closed_loop(64, scale.run, create_user.clone()).await;
+    let single = closed_loop(64, scale.run, create_user("single")).await;
     results.key("command_single_per_s", single.per_s);
     results.key("command_vs_broker_ceiling", single.per_s / prefilled.per_s);
     results.detail("command_single", &single);
@@ -205,7 +207,7 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
         single.per_s, single.p99_ms, single.errors
     );
     projector.caught_up(&http).await?;
-    let at_70 = open_loop(single.per_s * 0.7, scale.run, create_user).await;
+    let at_70 = open_loop(single.per_s * 0.7, scale.run, create_user("at70")).await;
     results.key("command_p99_ms_at_70", at_70.p99_ms);
     results.detail("command_at_70", &at_70);
     println!("   single commands at 70 %: p50 {:.2} ms, p99 {:.2} ms", at_70.p50_ms, at_70.p99_ms);
@@ -227,16 +229,32 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     results.detail("command_batch_requests", &batches);
     println!("   batch: {:.0} events/s", batches.per_s * 1000.0);
 
+    // Contended: 100 clients on 10 skus, each adding or removing one unit. Every command is decided
+    // (202, or 409 when a remove finds no stock); the share refused is the conflict rate.
+    projector.caught_up(&http).await?;
+    let (contended, refused_share) = contended(&http, &command, scale.run).await?;
+    results.key("command_contended_per_s", contended.per_s);
+    results.context("command_contended_refused_share", refused_share);
+    results.detail("command_contended", &contended);
+    println!(
+        "   contended (100 clients, 10 skus): {:.0} decided/s, {:.1} % refused (p99 {:.2} ms, {} errors)",
+        contended.per_s,
+        refused_share * 100.0,
+        contended.p99_ms,
+        contended.errors
+    );
+
     // Freshness at half of the maximum single-command rate: accepted → readable with its token;
     // and, as a labelled variant, at a low rate (the floor set by batching and fetch waits).
     projector.caught_up(&http).await?;
-    let (requests, p50, p99) = freshness(&http, &command, &query, single.per_s / 2.0, scale.run).await?;
+    let (requests, p50, p99) =
+        freshness(&http, &command, &query, single.per_s / 2.0, scale.run, "half").await?;
     results.key("freshness_p50_ms", p50);
     results.key("freshness_p99_ms", p99);
     results.detail("freshness_requests", &requests);
     println!("   freshness: p50 {p50:.2} ms, p99 {p99:.2} ms ({} errors)", requests.errors);
     projector.caught_up(&http).await?;
-    let (requests, p50, p99) = freshness(&http, &command, &query, 100.0, scale.run).await?;
+    let (requests, p50, p99) = freshness(&http, &command, &query, 100.0, scale.run, "at100").await?;
     results.context("freshness_p50_ms_at_100_per_s", p50);
     results.context("freshness_p99_ms_at_100_per_s", p99);
     results.detail("freshness_requests_at_100_per_s", &requests);
@@ -256,6 +274,7 @@ async fn freshness(
     query: &stack::Service,
     rate: f64,
     run: Duration,
+    label: &'static str,
 ) -> anyhow::Result<(load::Measured, f64, f64)> {
     let (http, post_url, query_base) = (http.clone(), command.url("/users"), query.base.clone());
     let samples =
@@ -265,7 +284,8 @@ async fn freshness(
         let (http, post_url, query_base, samples) =
             (http.clone(), post_url.clone(), query_base.clone(), recorded.clone());
         async move {
-            let body = json!({"email": format!("f{i}@example.com"), "firstName": "F", "lastName": "L"});
+            let body =
+                json!({"email": format!("f{label}-{i}@example.com"), "firstName": "F", "lastName": "L"});
             let response = http.post(post_url).json(&body).send().await?;
             let accepted = Instant::now();
             let token = response.headers().get("consistency-token").cloned().context("no token")?;
@@ -287,6 +307,50 @@ async fn freshness(
     .await;
     let h = samples.lock().map_err(|_| anyhow::anyhow!("a freshness sampler panicked"))?.clone();
     Ok((measured, h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0))
+}
+
+/// Closed-loop adjustments by 100 clients on 10 skus (stock 1000 each at the start), alternately
+/// removing and adding one unit: the decisions per second, and the share refused.
+async fn contended(
+    http: &reqwest::Client,
+    command: &stack::Service,
+    run: Duration,
+) -> anyhow::Result<(load::Measured, f64)> {
+    const SKUS: u64 = 10;
+    let prefix = format!("CONTENDED-{}", std::process::id());
+    for k in 0..SKUS {
+        let body = json!({"adjustmentType": "set", "quantity": 1000, "reason": "bench"});
+        let response = http
+            .post(command.url(&format!("/inventory/{prefix}-{k}/adjustments")))
+            .json(&body)
+            .send()
+            .await?;
+        expect_status(response, 202).await?;
+    }
+    let refused = Arc::new(AtomicU64::new(0));
+    let (http, base, counted) = (http.clone(), command.base.clone(), refused.clone());
+    let measured = closed_loop(100, run, move |i: u64| {
+        let (http, refused) = (http.clone(), counted.clone());
+        let url = format!("{base}/inventory/{prefix}-{}/adjustments", (i * 7) % SKUS);
+        let kind = if (i / SKUS).is_multiple_of(3) { "add" } else { "remove" };
+        async move {
+            let body = json!({"adjustmentType": kind, "quantity": 1, "reason": "bench"});
+            let response = http.post(url).json(&body).send().await?;
+            let status = response.status().as_u16();
+            let _ = response.bytes().await?;
+            match status {
+                202 => Ok(()),
+                409 => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                other => anyhow::bail!("answered {other}"),
+            }
+        }
+    })
+    .await;
+    let decided = measured.ok.max(1) as f64;
+    Ok((measured, refused.load(Ordering::Relaxed) as f64 / decided))
 }
 
 /// What the `i`-th read of a query run asks for: users and orders alternately, spread over the
