@@ -18,20 +18,7 @@ async fn main() -> anyhow::Result<()> {
             let write_model = startup::write_model(&config, log.clone())?;
             let result = match action {
                 StateAction::Rebuild => write_model.rebuild().await.map(|()| true),
-                StateAction::Verify => write_model.verify().await.map(|differences| {
-                    for line in differences.lines.iter().take(50) {
-                        println!("{line}");
-                    }
-                    if differences.is_empty() {
-                        println!("The decision state equals a fold of the log.");
-                    } else {
-                        println!(
-                            "{} differences between the decision state and a fold of the log.",
-                            differences.lines.len()
-                        );
-                    }
-                    differences.is_empty()
-                }),
+                StateAction::Verify => write_model.verify().await.map(|differences| report(&differences)),
             };
             log.flush().await;
             if !result? {
@@ -40,4 +27,18 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Prints what `state verify` found (its output is the report); whether the state is equal.
+#[allow(clippy::print_stdout)]
+fn report(differences: &eventline_command::state::Differences) -> bool {
+    for line in differences.lines.iter().take(50) {
+        println!("{line}");
+    }
+    if differences.is_empty() {
+        println!("The decision state equals a fold of the log.");
+    } else {
+        println!("{} differences between the decision state and a fold of the log.", differences.lines.len());
+    }
+    differences.is_empty()
 }
