@@ -233,16 +233,46 @@ async fn if_match_guards_against_a_moved_aggregate_and_reads_carry_the_version()
 async fn two_instances_sell_exactly_the_stock_and_the_log_never_goes_below_zero() {
     let env = TestEnv::new().await;
     let (one, two) = (support::command(&env).await, support::command(&env).await);
+    let _projector = support::projector(&env).await;
+    let query = support::query(&env).await;
     accepted(post(one.url("/inventory/HOT/adjustments"), &adjust("add", 50), &[]).await).await;
     let urls = [one.url("/inventory/HOT/adjustments"), two.url("/inventory/HOT/adjustments")];
     let attempts = (0..200).map(|i| {
         let url = urls[i % 2].clone();
-        async move { post(url, &adjust("remove", 1), &[]).await.status().as_u16() }
+        async move {
+            let response = post(url, &adjust("remove", 1), &[]).await;
+            let token = response.headers().get("consistency-token").map(|t| t.to_str().unwrap().to_owned());
+            (response.status().as_u16(), token)
+        }
     });
-    let statuses = futures::future::join_all(attempts).await;
+    let answers = futures::future::join_all(attempts).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
     let sold = statuses.iter().filter(|s| **s == 202).count();
     let refused = statuses.iter().filter(|s| **s == 409).count();
     assert_eq!((sold, refused), (50, 150), "{statuses:?}");
+    // One token covering every sale: the furthest position per partition.
+    let mut furthest = std::collections::BTreeMap::new();
+    for token in answers.into_iter().filter_map(|(_, t)| t) {
+        for pair in token.split(',') {
+            let (partition, offset) = pair.split_once(':').unwrap();
+            let offset: i64 = offset.parse().unwrap();
+            let entry = furthest.entry(partition.to_owned()).or_insert(offset);
+            *entry = (*entry).max(offset);
+        }
+    }
+    let token: Vec<String> = furthest.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    let read = http()
+        .get(query.url("/inventory/HOT"))
+        .header("consistency-token", token.join(","))
+        .send()
+        .await
+        .unwrap();
+    let stock: Value = read.json().await.unwrap();
+    assert_eq!(
+        (stock["quantity"].as_i64(), stock["version"].as_i64()),
+        (Some(0), Some(51)),
+        "the stock reads 0"
+    );
     let levels = stock_levels(&events(&env).await, "HOT");
     assert_eq!(levels.len(), 51);
     assert_eq!(levels.last(), Some(&0));
@@ -290,4 +320,14 @@ async fn a_lost_decision_state_is_folded_again_from_the_log_before_anything_is_d
     .await;
     assert_eq!(answer, 202, "stock 3 folded from the log, so removing 3 is allowed");
     assert_eq!(stock_levels(&events(&env).await, "CUP"), [3, 0]);
+
+    let verify = std::process::Command::new(support::processes::binary("eventline-command"))
+        .args(["state", "verify"])
+        .env("KAFKA_BROKERS", &env.kafka.brokers)
+        .env("EVENTLINE_TOPIC", &env.kafka.topic)
+        .env("DATABASE_URL", &env.database.url)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success() && report.contains("equals a fold of the log"), "{report}");
 }
