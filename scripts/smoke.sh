@@ -20,8 +20,10 @@ if [[ ${1:-} == --again ]]; then
 fi
 
 started_ms=$(date +%s%3N)
+# A new email each walk: the rules refuse an email another user has.
+email="smoke-$(date +%s%N)@example.com"
 response=$(curl -fsS -D "$STATE_DIR/smoke.headers" -H 'content-type: application/json' \
-  -d '{"email":"smoke@example.com","firstName":"Smoke","lastName":"Test"}' "$COMMAND/users")
+  -d "{\"email\":\"$email\",\"firstName\":\"Smoke\",\"lastName\":\"Test\"}" "$COMMAND/users")
 user_id=$(sed -E 's/.*"userId":"([^"]+)".*/\1/' <<<"$response")
 grep -qi '^consistency-token:' "$STATE_DIR/smoke.headers" || die "no Consistency-Token header in $response"
 say "Accepted user $user_id: $response"
@@ -35,5 +37,5 @@ until body=$(curl -fsS "$QUERY/users/$user_id" 2>/dev/null); do
   ((SECONDS < deadline)) || die "user $user_id not readable after 30 s"
   sleep 0.1
 done
-grep -q '"email":"smoke@example.com"' <<<"$body" || die "unexpected user: $body"
+grep -q "\"email\":\"$email\"" <<<"$body" || die "unexpected user: $body"
 say "Read back after $(($(date +%s%3N) - started_ms)) ms: $body"
