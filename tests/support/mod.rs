@@ -50,7 +50,7 @@ pub fn command_config(env: &TestEnv) -> eventline_command::Config {
         kafka: env.kafka.clone(),
         redis: env.redis.clone(),
         database: env.database.clone(),
-        deciders: 4,
+        deciders: 2,
         append_timeout_ms: 4000,
         idempotency_ttl_secs: 3600,
         api_tokens: Default::default(),

@@ -53,7 +53,7 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
     /// Deciders working at once; each decides every command waiting, in one transaction.
-    #[arg(long, env = "EVENTLINE_DECIDERS", default_value_t = 4)]
+    #[arg(long, env = "EVENTLINE_DECIDERS", default_value_t = 2)]
     pub deciders: usize,
     /// How long an append may wait for the broker's acknowledgement before the command is
     /// answered 503 (librdkafka's `message.timeout.ms`). With the queue wait on top the answer
