@@ -60,9 +60,18 @@ pub fn command_config(env: &TestEnv) -> eventline_command::Config {
     }
 }
 
+/// Starts the command service and waits until it is ready (`/readyz`: the broker answers and the
+/// decision state is folded from the log), as a load balancer would before sending it traffic.
 pub async fn command_with(config: eventline_command::Config) -> Running {
     let app = eventline_command::Application::build(config).await.unwrap();
-    spawn(app.address(), |shutdown| app.run_until(shutdown))
+    let running = spawn(app.address(), |shutdown| app.run_until(shutdown));
+    let url = running.url("/readyz");
+    eventline_testkit::eventually(std::time::Duration::from_secs(60), "the command service ready", || {
+        let url = url.clone();
+        async move { eventline_testkit::http().get(url).send().await.ok()?.status().is_success().then_some(()) }
+    })
+    .await;
+    running
 }
 
 pub async fn command(env: &TestEnv) -> Running {
