@@ -184,15 +184,13 @@ pub(super) async fn locked(
     let mut lock_ids = BTreeSet::new();
     let mut event_ids = Vec::new();
     let mut aggregates = BTreeSet::new();
-    let mut all_events = Vec::new();
     for envelope in requests.iter().flat_map(|r| r.envelopes.iter()) {
         lock_ids.extend(lock_keys(&envelope.event).iter().map(|key| store::lock_id(key)));
         event_ids.push(envelope.event_id);
         aggregates.insert(envelope.aggregate_id());
-        all_events.push(envelope.event.clone());
     }
     let aggregates: Vec<String> = aggregates.into_iter().collect();
-    let wanted = wanted(all_events.iter());
+    let wanted = wanted(requests.iter().flat_map(|r| r.envelopes.iter().map(|e| &e.event)));
     store::lock(conn, &lock_ids).await?;
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let mut state = store::load(&mut tx, &wanted).await?;
@@ -202,6 +200,8 @@ pub(super) async fn locked(
 
     let mut verdicts = Vec::with_capacity(requests.len());
     let mut fresh: Vec<&Envelope> = Vec::new();
+    // The span of the request each fresh envelope belongs to.
+    let mut fresh_parents: Vec<tracing::Span> = Vec::new();
     let mut changed = Aggregates::default();
     for request in requests {
         if request.envelopes.iter().all(|e| known.contains_key(&e.event_id)) {
@@ -212,8 +212,9 @@ pub(super) async fn locked(
             Ok(after) => {
                 verdicts.push(Verdict::New);
                 fresh.extend(request.envelopes.iter());
+                fresh_parents.extend(std::iter::repeat_n(request.span.clone(), request.envelopes.len()));
                 changed.absorb(touched(&after, request.envelopes.iter().map(|e| &e.event)));
-                state = after;
+                state.absorb(after);
             }
             Err(rejections) => verdicts.push(Verdict::Rejected(rejections)),
         }
@@ -245,11 +246,7 @@ pub(super) async fn locked(
         .collect();
     let resent = to_append.len();
     let mut parents = vec![tracing::Span::current(); resent];
-    for request in requests {
-        if fresh.iter().any(|e| request.envelopes.first().is_some_and(|f| f.event_id == e.event_id)) {
-            parents.extend(std::iter::repeat_n(request.span.clone(), request.envelopes.len()));
-        }
-    }
+    parents.extend(fresh_parents);
     to_append.extend(fresh.iter().map(|e| (*e).clone()));
     let (positions, failure) = if to_append.is_empty() {
         (Vec::new(), None)
@@ -301,14 +298,15 @@ fn crash_before_append() -> bool {
     *CRASH.get_or_init(|| std::env::var("EVENTLINE_TEST_CRASH_BEFORE_APPEND").is_ok_and(|v| v == "true"))
 }
 
-/// Decides one request on a copy of `state`: the state after it, or every broken rule.
+/// Decides one request on a copy of the part of `state` it touches: that part after it (to
+/// absorb into `state`), or every broken rule.
 fn decide(state: &Aggregates, request: &Request) -> Result<Aggregates, Vec<(usize, Rejection)>> {
     if let Some((aggregate, version)) = &request.expect
         && let Err(rejection) = rules::check_version(state, aggregate, *version)
     {
         return Err(vec![(0, rejection)]);
     }
-    let mut after = state.clone();
+    let mut after = state.part_for(request.envelopes.iter().map(|e| &e.event));
     let mut rejections = Vec::new();
     for (i, envelope) in request.envelopes.iter().enumerate() {
         match rules::check(&after, &envelope.event) {

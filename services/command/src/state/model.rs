@@ -114,6 +114,48 @@ impl Aggregates {
         }
     }
 
+    /// A copy of what `self` knows about the aggregates `events` read or write: enough to check
+    /// and apply them, without copying the rest.
+    pub fn part_for<'a>(&self, events: impl Iterator<Item = &'a Event>) -> Aggregates {
+        let mut part = Aggregates::default();
+        let user = |part: &mut Aggregates, id: &Uuid| {
+            if let Some(state) = self.users.get(id) {
+                part.users.insert(*id, state.clone());
+            }
+        };
+        for event in events {
+            match event {
+                Event::UserCreated(e) => {
+                    user(&mut part, &e.user_id);
+                    let key = email_key(&e.email);
+                    if let Some(owner) = self.emails.get(&key) {
+                        part.emails.insert(key, *owner);
+                    }
+                }
+                Event::OrderPlaced(e) => {
+                    user(&mut part, &e.user_id);
+                    if let Some(order) = self.orders.get(&e.order_id) {
+                        part.orders.insert(e.order_id, order.clone());
+                    }
+                }
+                Event::PaymentSettled(e) => {
+                    if let Some(order) = self.orders.get(&e.order_id) {
+                        part.orders.insert(e.order_id, order.clone());
+                    }
+                    if let Some(order_id) = self.payments.get(&e.payment_id) {
+                        part.payments.insert(e.payment_id, *order_id);
+                    }
+                }
+                Event::InventoryAdjusted(e) => {
+                    if let Some(sku) = self.skus.get(&e.sku) {
+                        part.skus.insert(e.sku.clone(), sku.clone());
+                    }
+                }
+            }
+        }
+        part
+    }
+
     /// Copies into `self` what `other` knows about aggregates: `other` is a later state of some of
     /// them (a decision made on a scratch copy).
     pub fn absorb(&mut self, other: Aggregates) {
