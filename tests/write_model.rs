@@ -9,11 +9,10 @@ mod support;
 
 use std::time::Duration;
 
-use eventline_events::{AdjustmentType, Envelope, Event};
 use eventline_testkit::{TestEnv, eventually, http};
-use rdkafka::Message;
 use reqwest::Response;
 use serde_json::{Value, json};
+use support::log::{events, stock_levels};
 use uuid::Uuid;
 
 async fn post(url: String, body: &Value, headers: &[(&str, &str)]) -> Response {
@@ -39,42 +38,12 @@ async fn accepted(response: Response) -> Value {
     body
 }
 
-/// The events of the topic, in log order per partition, each once (first copy).
-async fn events(env: &TestEnv) -> Vec<Envelope> {
-    let mut seen = std::collections::HashSet::new();
-    env.read_topic()
-        .await
-        .iter()
-        .filter_map(|m| Envelope::decode(m.payload().unwrap_or_default()).ok())
-        .filter(|e| seen.insert(e.event_id))
-        .collect()
-}
-
 fn user(id: Uuid, email: &str) -> Value {
     json!({"userId": id, "email": email, "firstName": "Ada", "lastName": "Lovelace"})
 }
 
 fn adjust(kind: &str, quantity: i64) -> Value {
     json!({"quantity": quantity, "adjustmentType": kind, "reason": "test"})
-}
-
-/// The stock levels a sku goes through when its events are folded in log order.
-fn stock_levels(events: &[Envelope], sku: &str) -> Vec<i64> {
-    let mut stock = 0;
-    let mut levels = Vec::new();
-    for envelope in events {
-        if let Event::InventoryAdjusted(e) = &envelope.event
-            && e.sku == sku
-        {
-            stock = match e.adjustment_type {
-                AdjustmentType::Add => stock + e.quantity,
-                AdjustmentType::Remove => stock - e.quantity,
-                AdjustmentType::Set => e.quantity,
-            };
-            levels.push(stock);
-        }
-    }
-    levels
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

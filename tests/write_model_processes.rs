@@ -11,43 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use eventline_events::{AdjustmentType, Envelope, Event};
 use eventline_testkit::{TcpProxy, TestEnv, eventually, http};
-use rdkafka::Message;
 use serde_json::{Value, json};
+use support::log::{events, stock_levels};
 use support::processes::{Process, binary};
 use tokio::sync::RwLock;
 
 fn adjust(kind: &str, quantity: i64) -> Value {
     json!({"quantity": quantity, "adjustmentType": kind, "reason": "test"})
-}
-
-async fn events(env: &TestEnv) -> Vec<Envelope> {
-    let mut seen = std::collections::HashSet::new();
-    env.read_topic()
-        .await
-        .iter()
-        .filter_map(|m| Envelope::decode(m.payload().unwrap_or_default()).ok())
-        .filter(|e| seen.insert(e.event_id))
-        .collect()
-}
-
-fn stock_levels(events: &[Envelope], sku: &str) -> Vec<i64> {
-    let mut stock = 0;
-    let mut levels = Vec::new();
-    for envelope in events {
-        if let Event::InventoryAdjusted(e) = &envelope.event
-            && e.sku == sku
-        {
-            stock = match e.adjustment_type {
-                AdjustmentType::Add => stock + e.quantity,
-                AdjustmentType::Remove => stock - e.quantity,
-                AdjustmentType::Set => e.quantity,
-            };
-            levels.push(stock);
-        }
-    }
-    levels
 }
 
 /// `eventline-command state verify` against `env`: whether the state equals a fold of the log.

@@ -1,6 +1,7 @@
 //! Starting the services in-process, each on a free port, against one `TestEnv`.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod log;
 pub mod processes;
 pub mod tools;
 
