@@ -219,6 +219,7 @@ async fn a_read_with_a_token_waits_for_a_late_projector_and_gives_up_with_503() 
 /// enough for the planner to care.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_uses_indexes_not_sequential_scans() {
+    use eventline_projector::project::statements::REFRESH_FIGURES_SQL;
     use eventline_query::http::statements::*;
     let env = TestEnv::new().await;
     let seed = [
@@ -244,7 +245,13 @@ async fn every_read_uses_indexes_not_sequential_scans() {
         sqlx::query_scalar("SELECT order_id::text FROM orders LIMIT 1").fetch_one(&env.pool).await.unwrap();
     let order = format!("'{order}'::uuid");
     let plans = [
-        ("user", USER_SQL.replace("$1", user)),
+        ("user", USER_SQL.replace("$1", user).replace("$2", "5")),
+        (
+            "the projector's refresh of user figures",
+            REFRESH_FIGURES_SQL
+                .replace("$1", &format!("ARRAY[{user}]"))
+                .replace("$2", &format!("ARRAY[{order}]")),
+        ),
         ("user exists", USER_EXISTS_SQL.replace("$1", user)),
         (
             "orders",

@@ -181,6 +181,12 @@ async fn every_interleaving_and_redelivery_gives_the_same_read_models() {
     let items: i64 =
         sqlx::query_scalar("SELECT count(*) FROM order_items").fetch_one(&env.pool).await.unwrap();
     assert_eq!(items, 3);
+    // The user's figures, kept by the projector, whichever came first: user, orders or payment.
+    let figures: (i64, String) = sqlx::query_as("SELECT order_count, total_spent::text FROM users")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(figures, (2, r#"{"USD": "25.50"}"#.to_owned()), "two orders, one of them paid");
     let applied: i64 =
         sqlx::query_scalar("SELECT count(*) FROM processed_events").fetch_one(&env.pool).await.unwrap();
     assert_eq!(applied, history.len() as i64, "each event applied once");

@@ -85,7 +85,6 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         group_id: format!("{group}-{}", env.id),
         session_timeout_ms: 6000,
         batch_size: 500,
-        batch_max_wait_ms: 10,
         unconsumed_partition_secs: 30,
         fetch_wait_ms: 200,
         kafka: env.kafka.clone(),

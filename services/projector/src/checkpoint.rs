@@ -22,25 +22,25 @@ pub async fn advance(
     }
     let partitions: Vec<i32> = next_offsets.keys().copied().collect();
     let offsets: Vec<i64> = next_offsets.values().copied().collect();
+    // Announced when the transaction commits, with the positions reached: a query service waiting
+    // for them (read-your-writes) wakes without another query (payload: `checkpoints::CHANNEL`).
     sqlx::query(
-        "INSERT INTO projection_checkpoints (topic, partition, next_offset, updated_at)
-         SELECT $1, p, o, now() FROM UNNEST($2::int[], $3::bigint[]) AS t(p, o)
-         ON CONFLICT (topic, partition) DO UPDATE
-         SET next_offset = GREATEST(projection_checkpoints.next_offset, EXCLUDED.next_offset),
-             updated_at = now()",
+        "WITH advanced AS (
+             INSERT INTO projection_checkpoints (topic, partition, next_offset, updated_at)
+             SELECT $1, p, o, now() FROM UNNEST($2::int[], $3::bigint[]) AS t(p, o)
+             ON CONFLICT (topic, partition) DO UPDATE
+             SET next_offset = GREATEST(projection_checkpoints.next_offset, EXCLUDED.next_offset),
+                 updated_at = now()
+             RETURNING partition, next_offset)
+         SELECT pg_notify($4, current_schema() || ' ' || $1 || ' ' || string_agg(partition || ':' || next_offset, ','))
+         FROM advanced",
     )
     .bind(topic)
     .bind(&partitions)
     .bind(&offsets)
+    .bind(eventline_runtime::checkpoints::CHANNEL)
     .execute(&mut **tx)
     .instrument(db::span("INSERT", "projection_checkpoints"))
     .await?;
-    // Delivered when the transaction commits: wakes readers waiting for these positions.
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(eventline_runtime::checkpoints::CHANNEL)
-        .bind(topic)
-        .execute(&mut **tx)
-        .instrument(db::span("SELECT", "pg_notify"))
-        .await?;
     Ok(())
 }

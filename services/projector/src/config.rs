@@ -1,7 +1,6 @@
 //! The projector's configuration, from flags or the environment.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::Args;
 use eventline_runtime::config::{DatabaseConfig, KafkaConfig, RedisConfig};
@@ -18,12 +17,10 @@ pub struct Config {
     /// partitions to the others, in milliseconds.
     #[arg(long, env = "EVENTLINE_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
     pub session_timeout_ms: u64,
-    /// Most events applied in one transaction.
+    /// Most events applied in one transaction. Batches are never waited for: each holds what was
+    /// read while the one before it committed, so they reach this size only when behind.
     #[arg(long, env = "EVENTLINE_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: usize,
-    /// Longest wait for a batch to fill before applying what there is, in milliseconds.
-    #[arg(long, env = "EVENTLINE_BATCH_MAX_WAIT_MS", default_value_t = 20)]
-    pub batch_max_wait_ms: u64,
     /// Longest wait of a fetch for new data, in milliseconds. Kafka answers a waiting fetch as
     /// soon as data arrives, so this only bounds idle fetches there. The local nisshi broker
     /// answers later (median produce-to-visible 16 ms at 200, 115 ms at 500), and on its
@@ -41,10 +38,4 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub redis: RedisConfig,
-}
-
-impl Config {
-    pub fn batch_max_wait(&self) -> Duration {
-        Duration::from_millis(self.batch_max_wait_ms)
-    }
 }

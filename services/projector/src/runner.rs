@@ -1,17 +1,19 @@
 //! The projection loop: read a batch from the log, apply it in one transaction (retrying transient
 //! failures without ever advancing past them), then tell Kafka how far we got.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use rand::Rng;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use sqlx::PgPool;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -78,82 +80,157 @@ pub struct Runner {
     pub brokers: String,
     pub fast_path: Arc<FastPath>,
     pub mirror: Arc<Mirror>,
+    /// Most records applied in one transaction (reached only when behind).
     pub batch_size: usize,
-    pub batch_max_wait: Duration,
     pub status: Arc<RunnerStatus>,
 }
+
+/// Records read for one transaction, and when the first of them was read.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Record>,
+    first: Option<FirstRead>,
+}
+
+impl Batch {
+    fn push(&mut self, record: Record, message: &BorrowedMessage<'_>) {
+        if self.first.is_none() {
+            self.first = Some(FirstRead {
+                appended_ms: message.timestamp().to_millis(),
+                read_ms: chrono::Utc::now().timestamp_millis(),
+                read_at: std::time::Instant::now(),
+            });
+        }
+        self.records.push(record);
+    }
+}
+
+/// Where the oldest record of a batch spent its time before being applied, for the freshness
+/// profile (`eventline_projector_freshness_seconds`): appended to the log → read (the broker's
+/// fetch and the consumer's queue) → applying (waiting for the batch before to commit).
+struct FirstRead {
+    /// The producer's timestamp (milliseconds since the epoch).
+    appended_ms: Option<i64>,
+    read_ms: i64,
+    read_at: std::time::Instant,
+}
+
+impl FirstRead {
+    fn record(&self, applying_from: std::time::Instant) {
+        if let Some(appended) = self.appended_ms {
+            let in_log = (self.read_ms - appended).max(0) as f64 / 1000.0;
+            metrics::histogram!("eventline_projector_freshness_seconds", "stage" => "log").record(in_log);
+        }
+        metrics::histogram!("eventline_projector_freshness_seconds", "stage" => "queued")
+            .record(applying_from.duration_since(self.read_at).as_secs_f64());
+    }
+}
+
+/// Awaits the batch being applied, if any, and forgets it.
+async fn finish(applying: &mut Option<Applying<'_>>) -> Result<(), project::Superseded> {
+    let Some(batch) = applying.as_mut() else { return Ok(()) };
+    let applied = batch.await;
+    *applying = None;
+    applied
+}
+
+/// A batch being applied while the next one is read.
+type Applying<'a> = Pin<Box<dyn Future<Output = Result<(), project::Superseded>> + Send + 'a>>;
 
 impl Runner {
     /// Runs until `shutdown`. `assignments` carries the consumer's rebalances; they are taken
     /// before every message, so a partition is positioned before its first message is looked at.
+    ///
+    /// One batch is applied while the next is read: a batch goes to the database as soon as none
+    /// is being applied, holding whatever was read by then. An idle projector thus applies an event
+    /// the moment it arrives, and one that is behind applies larger batches (up to `batch_size`),
+    /// each read while the one before it commits.
     pub async fn run(
         self,
         mut assignments: UnboundedReceiver<Assignment>,
         shutdown: CancellationToken,
     ) -> Result<(), FatalError> {
         let mut cursors: HashMap<i32, Cursor> = HashMap::new();
-        let mut batch: Vec<Record> = Vec::with_capacity(self.batch_size);
-        let mut deadline: Option<Instant> = None;
+        let mut batch = Batch::default();
+        let mut applying: Option<Applying<'_>> = None;
         loop {
-            let wait_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            if applying.is_none() && !batch.records.is_empty() {
+                applying = Some(Box::pin(self.flush(std::mem::take(&mut batch), &shutdown)));
+            }
+            let (busy, full) = (applying.is_some(), batch.records.len() >= self.batch_size);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(wait_until), if deadline.is_some() => {
-                    deadline = None;
-                    if !self.commit(&mut batch, &mut cursors, &shutdown).await? { return Ok(()) }
+                applied = finish(&mut applying), if busy => {
+                    if applied.is_err() && !self.superseded(&mut batch, &mut cursors).await? {
+                        return Ok(());
+                    }
                 }
                 Some(change) = assignments.recv() => {
                     // A rebalance while no messages flow (e.g. an empty or idle log).
-                    deadline = None;
-                    if !self.commit(&mut batch, &mut cursors, &shutdown).await? { return Ok(()) }
+                    if !self.settle(&mut applying, &mut batch, &mut cursors, &shutdown).await? { return Ok(()) }
                     let mut changes = vec![change];
                     changes.extend(std::iter::from_fn(|| assignments.try_recv().ok()));
                     self.reassign(changes, &mut cursors).await?;
                 }
-                message = self.consumer.recv() => {
-                    let message = match message {
-                        Ok(m) => m,
-                        Err(error) => {
-                            tracing::warn!(%error, "Reading from the log failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
+                message = self.consumer.recv(), if !full => {
+                    // The message awaited, then every one already fetched, up to the batch size.
+                    let mut next = Some(message);
+                    while let Some(message) = next.take() {
+                        let message = match message {
+                            Ok(m) => m,
+                            Err(error) => {
+                                tracing::warn!(%error, "Reading from the log failed; retrying");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                break;
+                            }
+                        };
+                        let changes: Vec<Assignment> = std::iter::from_fn(|| assignments.try_recv().ok()).collect();
+                        if !changes.is_empty() {
+                            // Finish what was read under the old assignment before taking the new one.
+                            if !self.settle(&mut applying, &mut batch, &mut cursors, &shutdown).await? { return Ok(()) }
+                            self.reassign(changes, &mut cursors).await?;
                         }
-                    };
-                    let changes: Vec<Assignment> = std::iter::from_fn(|| assignments.try_recv().ok()).collect();
-                    if !changes.is_empty() {
-                        // Finish what was read under the old assignment before taking the new one.
-                        deadline = None;
-                        if !self.commit(&mut batch, &mut cursors, &shutdown).await? { return Ok(()) }
-                        self.reassign(changes, &mut cursors).await?;
-                    }
-                    if let Some(record) = self.admit(&message, &mut cursors).await {
-                        batch.push(record);
-                        deadline.get_or_insert_with(|| Instant::now() + self.batch_max_wait);
-                        if batch.len() >= self.batch_size {
-                            deadline = None;
-                            if !self.commit(&mut batch, &mut cursors, &shutdown).await? { return Ok(()) }
+                        if let Some(record) = self.admit(&message, &mut cursors).await {
+                            batch.push(record, &message);
+                        }
+                        if batch.records.len() < self.batch_size {
+                            next = self.consumer.recv().now_or_never();
                         }
                     }
                 }
             }
         }
         // Shutting down: apply what was already read, so a SIGTERM loses nothing and redoes little.
-        self.commit(&mut batch, &mut cursors, &shutdown).await?;
+        self.settle(&mut applying, &mut batch, &mut cursors, &shutdown).await?;
         Ok(())
     }
 
-    /// Applies the batch; when its version was switched away from this writer, follows the live
-    /// version (`Role::Live`) or reports that the work is over (`false`, `Role::CatchUp`).
-    async fn commit(
-        &self,
-        batch: &mut Vec<Record>,
+    /// Waits for the batch being applied, then applies the one read meanwhile: nothing read is
+    /// left unapplied. `false` when the work is over (`Role::CatchUp` superseded).
+    async fn settle<'a>(
+        &'a self,
+        applying: &mut Option<Applying<'a>>,
+        batch: &mut Batch,
         cursors: &mut HashMap<i32, Cursor>,
-        shutdown: &CancellationToken,
+        shutdown: &'a CancellationToken,
     ) -> Result<bool, FatalError> {
-        if self.flush(batch, shutdown).await.is_ok() {
+        if applying.is_some() && finish(applying).await.is_err() {
+            return self.superseded(batch, cursors).await;
+        }
+        if batch.records.is_empty() || self.flush(std::mem::take(batch), shutdown).await.is_ok() {
             return Ok(true);
         }
-        batch.clear();
+        self.superseded(batch, cursors).await
+    }
+
+    /// This writer's version was switched away: what was read for it is dropped, and the live
+    /// writer follows the live version (`Role::Live`); a catch-up's work is over (`false`).
+    async fn superseded(
+        &self,
+        batch: &mut Batch,
+        cursors: &mut HashMap<i32, Cursor>,
+    ) -> Result<bool, FatalError> {
+        *batch = Batch::default();
         match self.role {
             Role::CatchUp(_) => Ok(false),
             Role::Live => {
@@ -337,15 +414,15 @@ impl Runner {
     /// Applies the batch, retrying transient failures with backoff until it commits. Only a
     /// shutdown interrupts the retries, and then nothing of the batch is committed. `Superseded`
     /// when this writer no longer writes its version (nothing committed).
-    async fn flush(
-        &self,
-        batch: &mut Vec<Record>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), project::Superseded> {
+    async fn flush(&self, batch: Batch, shutdown: &CancellationToken) -> Result<(), project::Superseded> {
+        let Batch { records: batch, first } = batch;
         if batch.is_empty() {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        if let Some(first) = first {
+            first.record(started);
+        }
         let target = self.writing.current();
         let writer = Writer {
             version: target.version,
@@ -358,11 +435,17 @@ impl Runner {
                 Role::CatchUp(_) => DeadLetters::RecordUnseen,
             },
         };
-        let spans = BatchSpans::start(&self.topic, &self.group_id, batch);
-        let decoded = Decoded::new(batch);
+        let spans = BatchSpans::start(&self.topic, &self.group_id, &batch);
+        let decoded = Decoded::new(&batch);
         let event_ids = decoded.event_ids();
-        let known =
-            self.fast_path.known(target.projection_id, &event_ids).instrument(spans.batch.clone()).await;
+        // The Redis fast path only at the head of the log, where a redelivered copy may follow its
+        // original closely; a full batch means catching up, and PostgreSQL dedups on its own.
+        let use_fast_path = batch.len() < self.batch_size;
+        let known = if use_fast_path {
+            self.fast_path.known(target.projection_id, &event_ids).instrument(spans.batch.clone()).await
+        } else {
+            HashSet::new()
+        };
         let mut attempt = 0;
         let outcome = loop {
             let applied = project::apply(&target.pool, writer, &self.topic, &decoded, &known);
@@ -379,8 +462,6 @@ impl Runner {
                     tokio::select! {
                         _ = shutdown.cancelled(), if attempt > 0 => {
                             tracing::warn!(records = batch.len(), "Stopping with an unapplied batch; it will be read again");
-                            drop(decoded);
-                            batch.clear();
                             return Ok(());
                         }
                         _ = tokio::time::sleep(backoff(attempt)) => {}
@@ -389,12 +470,21 @@ impl Runner {
                 }
             }
         };
+        let applied_in = started.elapsed().as_secs_f64();
+        metrics::histogram!("eventline_projector_freshness_seconds", "stage" => "apply").record(applied_in);
         spans.applied(&outcome);
-        self.fast_path.remember(target.projection_id, &event_ids).instrument(spans.batch.clone()).await;
         drop(decoded);
+        if use_fast_path {
+            // Best effort, and off the path of the next batch.
+            let (fast_path, projection_id) = (self.fast_path.clone(), target.projection_id);
+            tokio::spawn(
+                async move { fast_path.remember(projection_id, &event_ids).await }
+                    .instrument(spans.batch.clone()),
+            );
+        }
         self.mirror_dead_letters(&outcome.new_dead_letters).await;
         self.status.database_ok.store(true, Ordering::Relaxed);
-        metrics::histogram!("eventline_projector_batch_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("eventline_projector_batch_seconds").record(applied_in);
         metrics::histogram!("eventline_projector_batch_records").record(batch.len() as f64);
         for (event_type, applied) in &outcome.applied_by_type {
             metrics::counter!("eventline_projector_events_total", "type" => event_type.as_str(), "outcome" => "applied")
@@ -410,7 +500,6 @@ impl Runner {
         }
         tracing::debug!(?outcome, "Batch applied");
         consumer::commit_advisory(&self.consumer, &self.topic, &outcome.next_offsets);
-        batch.clear();
         Ok(())
     }
 }

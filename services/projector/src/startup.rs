@@ -201,7 +201,6 @@ pub(crate) fn runner(
         fast_path: Arc::new(FastPath::new(&config.redis.url).context(redis_url())?),
         mirror: Arc::new(Mirror::new(&config.redis.url, &config.kafka.topic).context(redis_url())?),
         batch_size: batch_size.max(1),
-        batch_max_wait: config.batch_max_wait(),
         // Reconcile the dead-letter mirror once at start: Redis may have lost it meanwhile.
         status: Arc::new(RunnerStatus { mirror_dirty: true.into(), ..RunnerStatus::default() }),
     };

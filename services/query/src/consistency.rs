@@ -2,9 +2,10 @@
 //! of a Consistency-Token.
 //!
 //! One task per process follows the live read-model version and its checkpoints. The projector
-//! notifies `eventline_checkpoints` as each batch commits and a switch (rebuild, rollback)
-//! notifies `eventline_read_model_versions`; the task re-reads then (and once a second, in case a
-//! notification was lost while reconnecting). Requests take the latest snapshot — a version, a
+//! announces on `eventline_checkpoints` the positions each batch reached as it commits, which the
+//! task applies as they come; a switch (rebuild, rollback) notifies `eventline_read_model_versions`,
+//! and the task re-reads then (and once a second, in case a notification was lost while
+//! reconnecting). Requests take the latest snapshot — a version, a
 //! pool on its tables and its checkpoints — from a watch channel, so a thousand waiting requests
 //! cost one query per batch, not a thousand polls, and a switch changes what the next request
 //! reads without failing any request under way (each keeps the snapshot it started with).
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventline_events::ConsistencyToken;
+use eventline_runtime::checkpoints::Advanced;
 use eventline_runtime::config::DatabaseConfig;
 use eventline_runtime::read_models::{self, Version};
 use sqlx::PgPool;
@@ -150,23 +152,64 @@ async fn follow(
                 Err(error) => tracing::debug!(%error, "Reading checkpoints failed"),
             }
         }
-        // Wake on a notification (any topic or version: re-reading is cheap), or after a second.
-        let woke = async {
-            match listener.as_mut() {
-                Some(l) => l.recv().await.map(|_| ()),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            result = tokio::time::timeout(Duration::from_secs(1), woke) => {
-                if let Ok(Err(error)) = result {
-                    tracing::debug!(%error, "Notification connection lost; reconnecting");
-                    listener = None;
+        // Follow the announced checkpoints until a notification asks for more than that (a switch,
+        // a payload without positions), the connection drops, or a second passes.
+        let reread_at = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let woke = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(Some),
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(reread_at) => break,
+                notification = woke => match notification {
+                    Ok(Some(notification))
+                        if follows(&tx, &topic, notification.channel(), notification.payload()) => {}
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::debug!(%error, "Notification connection lost; reconnecting");
+                        listener = None;
+                        break;
+                    }
+                },
             }
         }
     }
+}
+
+/// Applies a checkpoint announcement of the live version to the snapshot, without a query; `false`
+/// when the notification needs a re-read (a version switch, or a payload without positions).
+/// Announcements of other versions (a rebuild filling the next one) and topics change nothing.
+fn follows(tx: &watch::Sender<Option<Arc<Snapshot>>>, topic: &str, channel: &str, payload: &str) -> bool {
+    if channel != eventline_runtime::checkpoints::CHANNEL {
+        return false;
+    }
+    let Some(advanced) = Advanced::parse(payload) else { return false };
+    tx.send_if_modified(|latest| {
+        let Some(snapshot) = latest.as_ref() else { return false };
+        if advanced.topic != topic || advanced.schema != snapshot.version.schema() {
+            return false;
+        }
+        let mut checkpoints = snapshot.checkpoints.clone();
+        let mut moved = false;
+        for (&partition, &next) in &advanced.checkpoints {
+            let at = checkpoints.entry(partition).or_insert(0);
+            moved |= next > *at;
+            *at = (*at).max(next);
+        }
+        if moved {
+            *latest = Some(Arc::new(Snapshot {
+                version: snapshot.version,
+                pool: snapshot.pool.clone(),
+                checkpoints,
+            }));
+        }
+        moved
+    });
+    true
 }
 
 async fn listen(public: &PgPool) -> Option<PgListener> {
@@ -184,5 +227,37 @@ async fn listen(public: &PgPool) -> Option<PgListener> {
             tracing::warn!(%error, "Listening for notifications failed; polling");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoints(tx: &watch::Sender<Option<Arc<Snapshot>>>) -> BTreeMap<i32, i64> {
+        tx.borrow().as_ref().map(|s| s.checkpoints.clone()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn only_announcements_of_the_live_version_and_topic_move_the_snapshot() {
+        let pool =
+            sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://localhost/none").expect("lazy");
+        let live = Snapshot { version: Version(1), pool, checkpoints: BTreeMap::from([(0, 5)]) };
+        let (tx, _rx) = watch::channel(Some(Arc::new(live)));
+        let channel = eventline_runtime::checkpoints::CHANNEL;
+
+        // A rebuild filling version 2, or another topic: followed (no re-read), nothing moves.
+        assert!(follows(&tx, "events", channel, "read_model_v2 events 0:100"));
+        assert!(follows(&tx, "events", channel, "read_model_v1 other 0:100"));
+        assert_eq!(checkpoints(&tx), BTreeMap::from([(0, 5)]));
+
+        // The live version: positions move forward only, partitions are added.
+        assert!(follows(&tx, "events", channel, "read_model_v1 events 0:9,2:3"));
+        assert!(follows(&tx, "events", channel, "read_model_v1 events 0:7"));
+        assert_eq!(checkpoints(&tx), BTreeMap::from([(0, 9), (2, 3)]));
+
+        // A switch, or a payload without positions: re-read.
+        assert!(!follows(&tx, "events", read_models::CHANNEL, "2"));
+        assert!(!follows(&tx, "events", channel, "events"));
     }
 }

@@ -6,6 +6,11 @@ mod orders;
 mod payments;
 mod users;
 
+/// The statements whose plans the plan test checks.
+pub mod statements {
+    pub use super::users::REFRESH_FIGURES_SQL;
+}
+
 use eventline_runtime::db;
 use std::collections::{BTreeMap, HashSet};
 use tracing::Instrument as _;
@@ -294,9 +299,13 @@ async fn apply_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<
     }
     users::apply_created(tx, &users).await?;
     // Orders before payments, so a payment in the same batch as its order marks it paid.
-    orders::apply_placed(tx, &orders).await?;
+    let mut owners = orders::apply_placed(tx, &orders).await?;
     payments::apply_settled(tx, &payments).await?;
-    inventory::apply_adjusted(tx, &adjustments).await
+    inventory::apply_adjusted(tx, &adjustments).await?;
+    // Last: the figures of users created, ordering or paying in this batch, from its outcome.
+    owners.extend(users.iter().map(|(_, user)| user.user_id));
+    let paid: Vec<Uuid> = payments.iter().map(|(_, payment)| payment.order_id).collect();
+    users::refresh_figures(tx, &owners, &paid).await
 }
 
 /// The last event per key, for upserts that may touch a row only once per statement; `events`

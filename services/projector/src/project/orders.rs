@@ -9,13 +9,14 @@ use uuid::Uuid;
 
 /// Upserts orders from `OrderPlaced` events given in log order (the last one per order wins; an
 /// order's events share a partition, so every replay sees the same order). An order whose payment
-/// was applied first starts out paid.
+/// was applied first starts out paid. Returns the users whose figures changed: the owners of the
+/// orders, before and after.
 pub(super) async fn apply_placed(
     tx: &mut Transaction<'_, Postgres>,
     events: &[(&Envelope, &OrderPlaced)],
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Vec<Uuid>> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let rows = super::last_per_key(events, |o| o.order_id);
     let ids: Vec<Uuid> = rows.iter().map(|(_, o)| o.order_id).collect();
@@ -24,8 +25,12 @@ pub(super) async fn apply_placed(
     let totals: Vec<Decimal> = rows.iter().map(|(_, o)| o.total_amount.as_decimal()).collect();
     let times: Vec<_> = rows.iter().map(|(e, _)| e.occurred_at).collect();
     let event_ids: Vec<Uuid> = rows.iter().map(|(e, _)| e.event_id).collect();
-    sqlx::query(
-        "INSERT INTO orders (order_id, user_id, currency, total_amount, status, placed_at, updated_at, last_event_id)
+    // A statement's CTEs see the table as it was before the statement: `previous` holds the owners
+    // of orders placed again (only logs written before the decision rules can hold those).
+    let previous: Vec<Uuid> = sqlx::query_scalar(
+        "WITH previous AS (SELECT user_id FROM orders WHERE order_id = ANY($1)),
+              upserted AS (
+         INSERT INTO orders (order_id, user_id, currency, total_amount, status, placed_at, updated_at, last_event_id)
          SELECT o.id, o.user_id, o.currency, o.total,
                 CASE WHEN EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id) THEN 'paid' ELSE 'awaiting_payment' END,
                 o.at, o.at, o.event_id
@@ -37,7 +42,9 @@ pub(super) async fn apply_placed(
              total_amount = EXCLUDED.total_amount,
              placed_at = LEAST(orders.placed_at, EXCLUDED.placed_at),
              updated_at = GREATEST(orders.updated_at, EXCLUDED.updated_at),
-             last_event_id = EXCLUDED.last_event_id",
+             last_event_id = EXCLUDED.last_event_id
+         RETURNING 1)
+         SELECT DISTINCT user_id FROM previous",
     )
     .bind(&ids)
     .bind(&users)
@@ -45,7 +52,7 @@ pub(super) async fn apply_placed(
     .bind(&totals)
     .bind(&times)
     .bind(&event_ids)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .instrument(db::span("INSERT", "orders"))
     .await?;
 
@@ -77,5 +84,5 @@ pub(super) async fn apply_placed(
     .execute(&mut **tx)
     .instrument(db::span("INSERT", "order_items"))
     .await?;
-    Ok(())
+    Ok(users.into_iter().chain(previous).collect())
 }

@@ -60,3 +60,36 @@ pub(super) async fn apply_created(
     .await?;
     Ok(())
 }
+
+/// Recomputes the per-user figures (order count, paid total per currency) of the given users and
+/// of the owners of the given orders, from the orders as they stand after the batch. Recomputing
+/// rather than incrementing keeps the figures exact whatever order the events arrive in (an order
+/// before its user, a payment before its order) and however often one is replayed.
+pub const REFRESH_FIGURES_SQL: &str = "UPDATE users u SET order_count = f.order_count, total_spent = f.total_spent
+     FROM (SELECT a.user_id,
+                  (SELECT count(*) FROM orders o WHERE o.user_id = a.user_id) AS order_count,
+                  (SELECT COALESCE(jsonb_object_agg(s.currency, s.total::text), '{}'::jsonb)
+                     FROM (SELECT currency, sum(total_amount) AS total FROM orders o
+                            WHERE o.user_id = a.user_id AND o.status = 'paid' GROUP BY currency) s) AS total_spent
+           FROM (SELECT unnest($1::uuid[])
+                 UNION
+                 SELECT o.user_id FROM orders o WHERE o.order_id = ANY($2::uuid[])) AS a(user_id)) f
+     WHERE u.user_id = f.user_id
+       AND (u.order_count, u.total_spent) IS DISTINCT FROM (f.order_count, f.total_spent)";
+
+pub(super) async fn refresh_figures(
+    tx: &mut Transaction<'_, Postgres>,
+    users: &[uuid::Uuid],
+    orders: &[uuid::Uuid],
+) -> sqlx::Result<()> {
+    if users.is_empty() && orders.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(REFRESH_FIGURES_SQL)
+        .bind(users)
+        .bind(orders)
+        .execute(&mut **tx)
+        .instrument(db::span("UPDATE", "users"))
+        .await?;
+    Ok(())
+}

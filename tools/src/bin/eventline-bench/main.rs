@@ -14,6 +14,7 @@ mod data;
 mod load;
 mod report;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -244,26 +245,98 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
         contended.errors
     );
 
-    // Freshness at half of the maximum single-command rate: accepted → readable with its token;
-    // and, as a labelled variant, at a low rate (the floor set by batching and fetch waits).
+    // Freshness: accepted → readable with its token, at a low rate (the floor) and at half of the
+    // maximum single-command rate; each with where the time went, from the services' metrics.
     projector.caught_up(&http).await?;
+    let profile = Profile::start(&http, &projector, &query).await?;
+    let (requests, p50, p99) = freshness(&http, &command, &query, 100.0, scale.run, "at100").await?;
+    results.key("freshness_p50_ms_at_100_per_s", p50);
+    results.key("freshness_p99_ms_at_100_per_s", p99);
+    results.detail("freshness_requests_at_100_per_s", &requests);
+    profile.finish(&http, results, "at_100_per_s").await?;
+    println!("   freshness at 100/s: p50 {p50:.2} ms, p99 {p99:.2} ms ({} errors)", requests.errors);
+    projector.caught_up(&http).await?;
+    let profile = Profile::start(&http, &projector, &query).await?;
     let (requests, p50, p99) =
         freshness(&http, &command, &query, single.per_s / 2.0, scale.run, "half").await?;
     results.key("freshness_p50_ms", p50);
     results.key("freshness_p99_ms", p99);
+    results.key("freshness_dropped", requests.errors as f64);
     results.detail("freshness_requests", &requests);
-    println!("   freshness: p50 {p50:.2} ms, p99 {p99:.2} ms ({} errors)", requests.errors);
-    projector.caught_up(&http).await?;
-    let (requests, p50, p99) = freshness(&http, &command, &query, 100.0, scale.run, "at100").await?;
-    results.context("freshness_p50_ms_at_100_per_s", p50);
-    results.context("freshness_p99_ms_at_100_per_s", p99);
-    results.detail("freshness_requests_at_100_per_s", &requests);
-    println!("   freshness at 100/s: p50 {p50:.2} ms, p99 {p99:.2} ms ({} errors)", requests.errors);
+    profile.finish(&http, results, "at_half").await?;
+    println!("   freshness at half: p50 {p50:.2} ms, p99 {p99:.2} ms ({} errors)", requests.errors);
 
     for service in [command, query, projector] {
         service.stop();
     }
     Ok(())
+}
+
+/// Where the milliseconds of freshness go, as mean times per stage over a run, from the histograms
+/// the projector and the query service export: in the log (appended → read by the projector),
+/// queued (read → its batch starts: the batch before it was committing), applying (the batch's
+/// transaction), and the query's wait for the token once the GET arrived.
+struct Profile {
+    before: BTreeMap<String, (f64, f64)>,
+    projector: String,
+    query: String,
+}
+
+/// The (sum, count) series of the histograms the profile reads.
+const PROFILED: [(&str, &str); 4] = [
+    ("log", "eventline_projector_freshness_seconds{stage=\"log\"}"),
+    ("queued", "eventline_projector_freshness_seconds{stage=\"queued\"}"),
+    ("apply", "eventline_projector_freshness_seconds{stage=\"apply\"}"),
+    ("query_wait", "eventline_query_consistency_wait_seconds"),
+];
+
+impl Profile {
+    async fn start(
+        http: &reqwest::Client,
+        projector: &stack::Service,
+        query: &stack::Service,
+    ) -> anyhow::Result<Profile> {
+        let (projector, query) = (projector.url("/metrics"), query.url("/metrics"));
+        let before = Profile::scrape(http, &projector, &query).await?;
+        Ok(Profile { before, projector, query })
+    }
+
+    async fn scrape(
+        http: &reqwest::Client,
+        projector: &str,
+        query: &str,
+    ) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
+        let mut series = BTreeMap::new();
+        for url in [projector, query] {
+            let text = http.get(url).send().await?.text().await?;
+            for line in text.lines() {
+                let Some((name, value)) = line.rsplit_once(' ') else { continue };
+                let Ok(value) = value.parse::<f64>() else { continue };
+                let (metric, labels) = name.split_once('{').map_or((name, ""), |(m, l)| (m, l));
+                let labels = if labels.is_empty() { String::new() } else { format!("{{{labels}") };
+                if let Some(base) = metric.strip_suffix("_sum") {
+                    series.entry(format!("{base}{labels}")).or_insert((0.0, 0.0)).0 += value;
+                } else if let Some(base) = metric.strip_suffix("_count") {
+                    series.entry(format!("{base}{labels}")).or_insert((0.0, 0.0)).1 += value;
+                }
+            }
+        }
+        Ok(series)
+    }
+
+    /// Records `freshness_<stage>_ms_<run>`: each stage's mean over the run.
+    async fn finish(self, http: &reqwest::Client, results: &mut Results, run: &str) -> anyhow::Result<()> {
+        let after = Profile::scrape(http, &self.projector, &self.query).await?;
+        for (stage, series) in PROFILED {
+            let (sum, count) = after.get(series).copied().unwrap_or_default();
+            let (sum0, count0) = self.before.get(series).copied().unwrap_or_default();
+            if count > count0 {
+                let mean_ms = (sum - sum0) / (count - count0) * 1000.0;
+                results.profile(format!("freshness_{stage}_ms_{run}"), mean_ms);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Open-loop `POST /users` at `rate`, each followed by `GET /users/{id}` with its token; returns
