@@ -44,4 +44,4 @@ mkdir -p "$other_state"
 )
 trap 'kill "$(cat "$other_state/broker.pid")" 2>/dev/null || true' EXIT
 KAFKA_BROKERS="127.0.0.1:$port" EVENTLINE_BROKER="nisshi $NISSHI_VERSION on this machine, $other storage" \
-  bench "${args[@]}" --label "$other" --beside "$ROOT/target/bench/results-$EVENTLINE_BROKER_STORAGE.json"
+  EVENTLINE_FETCH_WAIT_MS="$(broker_fetch_wait_ms "$other")" bench "${args[@]}" --label "$other" --beside "$ROOT/target/bench/results-$EVENTLINE_BROKER_STORAGE.json"

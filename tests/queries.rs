@@ -244,31 +244,46 @@ async fn every_read_uses_indexes_not_sequential_scans() {
     let order: String =
         sqlx::query_scalar("SELECT order_id::text FROM orders LIMIT 1").fetch_one(&env.pool).await.unwrap();
     let order = format!("'{order}'::uuid");
-    let plans = [
-        ("user", USER_SQL.replace("$1", user).replace("$2", "5")),
+    // Each statement with its arguments ($1, $2, … in order).
+    let plans: [(&str, &str, Vec<String>); 7] = [
+        ("user", USER_SQL, vec![user.into(), "5".into()]),
         (
             "the projector's refresh of user figures",
-            REFRESH_FIGURES_SQL
-                .replace("$1", &format!("ARRAY[{user}]"))
-                .replace("$2", &format!("ARRAY[{order}]")),
+            REFRESH_FIGURES_SQL,
+            vec![format!("ARRAY[{user}]"), format!("ARRAY[{order}]")],
         ),
-        ("user exists", USER_EXISTS_SQL.replace("$1", user)),
+        ("user exists", USER_EXISTS_SQL, vec![user.into()]),
         (
             "orders",
-            ORDERS_SQL.replace("$1", user).replace("$2", "21").replace("$3", "NULL").replace("$4", "NULL"),
+            ORDERS_SQL,
+            vec![user.into(), "21".into(), "NULL::timestamptz".into(), "NULL::uuid".into()],
         ),
-        (
-            "orders after a cursor",
-            ORDERS_SQL.replace("$1", user).replace("$2", "21").replace("$3", "now()").replace("$4", &order),
-        ),
-        ("order", ORDER_SQL.replace("$1", &order)),
-        ("stock", STOCK_SQL.replace("$1", "'SKU-42'")),
+        ("orders after a cursor", ORDERS_SQL, vec![user.into(), "21".into(), "now()".into(), order.clone()]),
+        ("order", ORDER_SQL, vec![order.clone()]),
+        ("stock", STOCK_SQL, vec!["'SKU-42'".into()]),
     ];
-    for (name, sql) in plans {
-        let plan: Vec<String> =
-            sqlx::query_scalar(&format!("EXPLAIN {sql}")).fetch_all(&env.pool).await.unwrap();
-        let plan = plan.join("\n");
-        assert!(!plan.contains("Seq Scan"), "{name} scans sequentially:\n{plan}");
-        assert!(plan.contains("Index"), "{name} uses no index:\n{plan}");
+    // The services run these as prepared statements, which PostgreSQL plans once for any
+    // arguments after a few executions (a generic plan): both plans must use indexes.
+    let mut connection = env.pool.acquire().await.unwrap();
+    for (name, sql, args) in plans {
+        let literal = args
+            .iter()
+            .enumerate()
+            .rev()
+            .fold(sql.to_owned(), |sql, (i, arg)| sql.replace(&format!("${}", i + 1), arg));
+        let custom: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN {literal}")).fetch_all(&mut *connection).await.unwrap();
+        sqlx::raw_sql(&format!("PREPARE planned AS {sql}")).execute(&mut *connection).await.unwrap();
+        sqlx::raw_sql("SET plan_cache_mode = force_generic_plan").execute(&mut *connection).await.unwrap();
+        let generic: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN EXECUTE planned({})", args.join(", ")))
+                .fetch_all(&mut *connection)
+                .await
+                .unwrap();
+        sqlx::raw_sql("DEALLOCATE planned; RESET plan_cache_mode").execute(&mut *connection).await.unwrap();
+        for (kind, plan) in [("custom", custom.join("\n")), ("generic", generic.join("\n"))] {
+            assert!(!plan.contains("Seq Scan"), "{name} scans sequentially ({kind} plan):\n{plan}");
+            assert!(plan.contains("Index"), "{name} uses no index ({kind} plan):\n{plan}");
+        }
     }
 }

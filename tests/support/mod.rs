@@ -86,7 +86,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         session_timeout_ms: 6000,
         batch_size: 500,
         unconsumed_partition_secs: 30,
-        fetch_wait_ms: 200,
+        fetch_wait_ms: 50,
         kafka: env.kafka.clone(),
         database: env.database.clone(),
         redis: env.redis.clone(),

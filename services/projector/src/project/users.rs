@@ -65,16 +65,24 @@ pub(super) async fn apply_created(
 /// of the owners of the given orders, from the orders as they stand after the batch. Recomputing
 /// rather than incrementing keeps the figures exact whatever order the events arrive in (an order
 /// before its user, a payment before its order) and however often one is replayed.
-pub const REFRESH_FIGURES_SQL: &str = "UPDATE users u SET order_count = f.order_count, total_spent = f.total_spent
-     FROM (SELECT a.user_id,
-                  (SELECT count(*) FROM orders o WHERE o.user_id = a.user_id) AS order_count,
-                  (SELECT COALESCE(jsonb_object_agg(s.currency, s.total::text), '{}'::jsonb)
-                     FROM (SELECT currency, sum(total_amount) AS total FROM orders o
-                            WHERE o.user_id = a.user_id AND o.status = 'paid' GROUP BY currency) s) AS total_spent
-           FROM (SELECT unnest($1::uuid[])
-                 UNION
-                 SELECT o.user_id FROM orders o WHERE o.order_id = ANY($2::uuid[])) AS a(user_id)) f
-     WHERE u.user_id = f.user_id
+///
+/// The users are reached through `user_id = ANY(<array>)`, which is an index scan whatever the
+/// planner estimates: as a join with the affected ids, the generic plan of this prepared statement
+/// turned into a sequential scan of all users once the table grew (30 ms per batch at 150k users).
+pub const REFRESH_FIGURES_SQL: &str = "WITH affected(ids) AS MATERIALIZED (
+         SELECT ARRAY(SELECT unnest($1::uuid[])
+                      UNION
+                      SELECT o.user_id FROM orders o WHERE o.order_id = ANY($2::uuid[]))),
+     figures AS MATERIALIZED (
+         SELECT a.user_id,
+                (SELECT count(*) FROM orders o WHERE o.user_id = a.user_id) AS order_count,
+                (SELECT COALESCE(jsonb_object_agg(s.currency, s.total::text), '{}'::jsonb)
+                   FROM (SELECT currency, sum(total_amount) AS total FROM orders o
+                          WHERE o.user_id = a.user_id AND o.status = 'paid' GROUP BY currency) s) AS total_spent
+         FROM affected, unnest(affected.ids) AS a(user_id))
+     UPDATE users u SET order_count = f.order_count, total_spent = f.total_spent
+     FROM figures f
+     WHERE u.user_id = ANY((SELECT ids FROM affected)::uuid[]) AND u.user_id = f.user_id
        AND (u.order_count, u.total_spent) IS DISTINCT FROM (f.order_count, f.total_spent)";
 
 pub(super) async fn refresh_figures(

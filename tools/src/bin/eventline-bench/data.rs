@@ -154,9 +154,11 @@ fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        // As the projector (its EVENTLINE_FETCH_WAIT_MS default): 50 ms made backlog reads
-        // crawl on nisshi's PostgreSQL engine.
-        .set("fetch.wait.max.ms", "200")
+        // As the projector: its EVENTLINE_FETCH_WAIT_MS (the scripts set it per broker engine).
+        .set(
+            "fetch.wait.max.ms",
+            std::env::var("EVENTLINE_FETCH_WAIT_MS").unwrap_or_else(|_| "50".to_owned()),
+        )
         .create()
         .context("creating a Kafka consumer")
 }
