@@ -39,40 +39,47 @@ async fn users_orders_and_stock_read_back_with_every_field() {
     let projector = support::projector(&env).await;
     let query = support::query(&env).await;
 
-    let (user, _) = post(
+    // Every write's token: the reads below must wait for all of them (a token covers only the
+    // partitions its own events went to).
+    let mut tokens = Vec::new();
+    let (user, token) = post(
         command.url("/users"),
         json!({"email": "ada@example.com", "firstName": "Ada", "lastName": "Lovelace"}),
     )
     .await;
+    tokens.push(token);
     let user_id = user["userId"].as_str().unwrap().to_owned();
     let mut orders = Vec::new();
     for (i, price) in ["10.00", "20.50", "5"].iter().enumerate() {
-        let (order, _) = post(
+        let (order, token) = post(
             command.url("/orders"),
             json!({"userId": user_id, "currency": "USD", "items": [{"sku": format!("SKU-{i}"), "quantity": 2, "price": price}]}),
         )
         .await;
+        tokens.push(token);
         orders.push(order);
     }
     let paid = orders[1]["orderId"].as_str().unwrap().to_owned();
-    let (payment, _) = post(
+    let (payment, token) = post(
         command.url(&format!("/orders/{paid}/payments")),
         json!({"amount": "41.00", "currency": "USD", "paymentMethod": "credit_card"}),
     )
     .await;
+    tokens.push(token);
     let (_, token) = post(
         command.url("/inventory/SKU-0/adjustments"),
         json!({"quantity": 12, "adjustmentType": "set", "reason": "stocktake"}),
     )
     .await;
-    // A batch token covering everything so far: the reads below wait for all of it.
+    // A batch's token covers all of its commands.
     let (batch, all) = post(
         command.url("/commands/batch"),
         json!({"commands": [{"type": "AdjustInventory", "sku": "SKU-0", "quantity": 2, "adjustmentType": "remove", "reason": "sold"}]}),
     )
     .await;
     assert_eq!(batch["results"].as_array().unwrap().len(), 1);
-    let token = format!("{token},{all}");
+    tokens.extend([token, all]);
+    let token = tokens.join(",");
     let token = token.as_str();
 
     let response = get(query.url(&format!("/users/{user_id}?ordersLimit=2")), Some(token)).await;
