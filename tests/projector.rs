@@ -501,3 +501,31 @@ async fn a_checkpoint_inside_a_record_batch_resumes_exactly_there() {
     projector.stop().await.unwrap();
     assert_eq!(stock(&env, &sku).await, 4 + 8 + 16 + 32, "exactly offsets 2-5 applied");
 }
+
+/// `status`, `dlq list` and `dlq show` only read: pointed at a database that is not migrated they
+/// say so and leave it as it was (no migrations table, no read models).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_commands_do_not_migrate() {
+    use eventline_projector::cli::{self, DlqCommand};
+    let env = TestEnv::new().await;
+    let mut config = support::projector_config(&env, "read-only");
+    config.database.url = format!("{}_unmigrated", env.database.url);
+    eventline_runtime::db::ensure_database(&config.database.url).await.unwrap();
+    let outcomes = [
+        cli::status(&config, true).await,
+        cli::dlq(&config, DlqCommand::List { json: true }).await,
+        cli::dlq(&config, DlqCommand::Show { id: 1 }).await,
+    ];
+    for outcome in outcomes {
+        let error = format!("{:#}", outcome.expect_err("an unmigrated database has no read models"));
+        assert!(error.contains("eventline-projector migrate"), "{error}");
+    }
+    let untouched = sqlx::PgPool::connect(&config.database.url).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_one(&untouched)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0, "a read-only command created tables");
+}

@@ -68,8 +68,8 @@ impl Drop for Telemetry {
 /// than once (later calls install nothing), which tests that start several services in one process
 /// rely on. Call it inside the Tokio runtime: the gRPC exporter runs on it.
 pub fn init(service_name: &'static str) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rdkafka=warn,tower_http=info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rdkafka=warn"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let provider = otlp_endpoint().and_then(|endpoint| match tracer_provider(service_name) {
         Ok(provider) => Some(provider),

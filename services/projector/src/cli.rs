@@ -34,21 +34,28 @@ pub enum DlqCommand {
     Purge { id: i64 },
 }
 
-/// A pool on the live read-model version (and, behind it, `public`: the dead letters).
-async fn pool(config: &Config) -> anyhow::Result<PgPool> {
-    Ok(live_pool(config).await?.0)
+/// Whether a command may bring the schema up to date first. Commands that only read never migrate:
+/// an operator looking at a database must not change it (and may lack the rights to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    ReadOnly,
+    Migrating,
 }
 
-/// The live read-model version and a pool on it.
-async fn live_pool(config: &Config) -> anyhow::Result<(PgPool, Version)> {
+/// The live read-model version and a pool on it (and, behind it, `public`: the dead letters).
+async fn live_pool(config: &Config, access: Access) -> anyhow::Result<(PgPool, Version)> {
     let public = eventline_runtime::db::pool(&config.database)?;
-    eventline_runtime::db::migrate(&public).await?;
-    let live = eventline_runtime::read_models::live(&public).await?;
+    if access == Access::Migrating {
+        eventline_runtime::db::migrate(&public).await?;
+    }
+    let live = eventline_runtime::read_models::live(&public)
+        .await
+        .context("finding the live read-model version (not migrated yet? `eventline-projector migrate`)")?;
     Ok((eventline_runtime::read_models::pool(&config.database, live)?, live))
 }
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
-    let pool = pool(config).await?;
+    let (pool, _) = live_pool(config, Access::ReadOnly).await?;
     let status = crate::status::collect(&pool, &config.kafka.brokers, &config.kafka.topic).await?;
     let versions = crate::rebuild::versions(&pool, &config.kafka.topic).await?;
     if json {
@@ -87,7 +94,7 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
 /// Prints how the live read models' log compares with the broker's (JSON); with `check`, an
 /// error when they belong to another log. Binds nothing: that is the running projector's job.
 pub async fn log_identity(config: &Config, check: bool) -> anyhow::Result<()> {
-    let (_, live) = live_pool(config).await?;
+    let (_, live) = live_pool(config, Access::ReadOnly).await?;
     let public = eventline_runtime::db::pool(&config.database)?;
     let verdict = crate::log_check::check(&public, live, &config.kafka, false).await?;
     println!("{}", serde_json::json!({"version": live, "topic": config.kafka.topic, "log": verdict}));
@@ -147,7 +154,11 @@ pub async fn verify(
 }
 
 pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
-    let (pool, live) = live_pool(config).await?;
+    let access = match command {
+        DlqCommand::List { .. } | DlqCommand::Show { .. } => Access::ReadOnly,
+        _ => Access::Migrating,
+    };
+    let (pool, live) = live_pool(config, access).await?;
     let topic = &config.kafka.topic;
     match command {
         DlqCommand::List { json: true } => {
