@@ -224,6 +224,20 @@ async fn invalid_commands_are_refused_field_by_field_and_append_nothing() {
     };
     expect_problem(raw("/orders", "application/json", "{\"userId\": ".into()).await.unwrap(), 400).await;
     expect_problem(raw("/orders", "text/plain", "{}".into()).await.unwrap(), 415).await;
+    // Two media types for one body (reqwest appends a repeated header): neither is guessed.
+    let valid_user = json!({"email": "twice@example.com", "firstName": "T", "lastName": "W"}).to_string();
+    for path in ["/users", "/commands/batch"] {
+        let twice = client
+            .post(command.url(path))
+            .header("content-type", "application/json")
+            .header("content-type", "text/plain")
+            .body(valid_user.clone())
+            .send()
+            .await
+            .unwrap();
+        let problem = expect_problem(twice, 400).await;
+        assert!(problem["type"].as_str().unwrap().ends_with("/ambiguous-content-type"), "{problem}");
+    }
     expect_problem(
         raw("/users", "application/json", format!("\"{}\"", "x".repeat(65 * 1024))).await.unwrap(),
         413,

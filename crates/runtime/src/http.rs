@@ -7,12 +7,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// The header in which the command API returns, and the query API accepts, the log positions a
+/// read must reflect (read-your-writes).
+pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("consistency-token");
 
 use crate::problem;
 

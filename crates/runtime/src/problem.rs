@@ -173,6 +173,14 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if req.headers().get_all(header::CONTENT_TYPE).iter().nth(1).is_some() {
+            // Two media types for one body: which one the client meant is a guess.
+            return Err(Problem::bad_request(
+                "ambiguous-content-type",
+                "Ambiguous Content-Type",
+                "Send exactly one `Content-Type` header, `application/json`.",
+            ));
+        }
         if !has_json_content_type(req.headers()) {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

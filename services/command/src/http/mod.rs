@@ -31,7 +31,7 @@ use crate::log::{AppendError, EventLog, PartialAppend};
 use crate::state::{AggregateRef, Outcome, Rejection, WriteModel};
 
 /// Header carrying the log position(s) a later read must wait for (read-your-writes).
-pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("consistency-token");
+pub use eventline_runtime::http::CONSISTENCY_TOKEN;
 /// Header naming a request's idempotency key.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Set on a response replayed for a repeated idempotency key.

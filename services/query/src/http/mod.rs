@@ -9,7 +9,7 @@ mod users;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eventline_events::ConsistencyToken;
 use eventline_runtime::http::{Check, Readiness, api_service};
@@ -32,7 +32,7 @@ pub mod statements {
 }
 
 /// Header naming the log positions a read must reflect (from the command service's answer).
-pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("consistency-token");
+pub use eventline_runtime::http::CONSISTENCY_TOKEN;
 
 #[derive(Clone)]
 pub struct AppState {
