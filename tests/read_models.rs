@@ -122,7 +122,7 @@ fn delivery(log: &BTreeMap<i32, Vec<Record>>, rng: &mut StdRng) -> Vec<Record> {
 /// Every row of every read model, as text, in a stable order.
 async fn snapshot(env: &TestEnv) -> Vec<String> {
     let mut rows = Vec::new();
-    for table in ["users", "orders", "order_items", "payments", "inventory"] {
+    for table in eventline_runtime::read_models::READ_MODELS {
         let sql = format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY row_to_json(t)::text");
         rows.extend(sqlx::query_scalar::<_, String>(&sql).fetch_all(&env.pool).await.unwrap());
     }

@@ -90,7 +90,7 @@ async fn version_states(env: &TestEnv) -> Vec<(i32, String)> {
 /// Rows of the read-model tables of `a` missing from `b` and the other way round, per table.
 async fn differences(pool: &PgPool, a: Version, b: Version) -> Vec<(String, i64)> {
     let mut found = Vec::new();
-    for table in ["users", "orders", "order_items", "payments", "inventory"] {
+    for table in eventline_runtime::read_models::READ_MODELS {
         let (a, b) = (a.schema(), b.schema());
         let count: i64 = sqlx::query_scalar(&format!(
             "SELECT (SELECT count(*) FROM (SELECT * FROM {a}.{table} EXCEPT SELECT * FROM {b}.{table}) x)

@@ -19,18 +19,17 @@ use crate::log_identity::LogIdentity;
 /// new live version), so readers and writers move without polling.
 pub const CHANNEL: &str = "eventline_read_model_versions";
 
-/// The tables of one version: the read models, and the dedup records, checkpoints and identity
-/// that make it a projection of the log on its own.
-pub const TABLES: [&str; 8] = [
-    "users",
-    "orders",
-    "order_items",
-    "payments",
-    "inventory",
-    "processed_events",
-    "projection_checkpoints",
-    "projection_identity",
-];
+/// The read models of one version: what the query API serves, and what `verify` compares.
+pub const READ_MODELS: [&str; 5] = ["users", "orders", "order_items", "payments", "inventory"];
+
+/// The tables that make a version a projection of the log on its own: the dedup records, the
+/// checkpoints and its identity.
+pub const BOOKKEEPING: [&str; 3] = ["processed_events", "projection_checkpoints", "projection_identity"];
+
+/// Every table of one version: its read models and their bookkeeping.
+pub fn tables() -> impl Iterator<Item = &'static str> {
+    READ_MODELS.into_iter().chain(BOOKKEEPING)
+}
 
 /// A read-model version: the number of its schema.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

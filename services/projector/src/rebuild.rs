@@ -91,7 +91,7 @@ pub(crate) async fn create(public: &PgPool, state: &str) -> anyhow::Result<Versi
         .await?;
     let (from, to) = (live.schema(), Version(next).schema());
     sqlx::query(&format!("CREATE SCHEMA {to}")).execute(&mut *tx).await?;
-    for table in read_models::TABLES {
+    for table in read_models::tables() {
         sqlx::query(&format!("CREATE TABLE {to}.{table} (LIKE {from}.{table} INCLUDING ALL)"))
             .execute(&mut *tx)
             .await?;

@@ -23,10 +23,7 @@ use crate::progress::{Progress, Reporter};
 use crate::project::{self, DeadLetters, Decoded, Writer};
 use crate::rebuild::{create, exclusive, prune};
 use crate::startup::prepare;
-
-/// The read-model tables compared (the others are bookkeeping that legitimately differs, such as
-/// projection ids and checkpoint times).
-pub const COMPARED: [&str; 5] = ["users", "orders", "order_items", "payments", "inventory"];
+use eventline_runtime::read_models::READ_MODELS;
 
 /// The scratch version's state.
 const STATE: &str = "verifying";
@@ -138,8 +135,9 @@ pub async fn verify(
     sqlx::query("SELECT 1").execute(&mut *snapshot).await?; // takes the snapshot
     hold.rollback().await?;
 
-    let mut tables = Vec::with_capacity(COMPARED.len());
-    for table in COMPARED {
+    // The read models only: the bookkeeping legitimately differs (projection ids, checkpoint times).
+    let mut tables = Vec::with_capacity(READ_MODELS.len());
+    for table in READ_MODELS {
         tables.push(compare(&mut snapshot, live, scratch, table, sample).await?);
     }
     snapshot.commit().await?;
