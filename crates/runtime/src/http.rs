@@ -14,11 +14,11 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::problem;
+
 /// The header in which the command API returns, and the query API accepts, the log positions a
 /// read must reflect (read-your-writes).
 pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("consistency-token");
-
-use crate::problem;
 
 /// Whether one dependency is reachable.
 #[derive(Debug, Clone, Serialize)]

@@ -95,9 +95,12 @@ struct Batch {
 impl Batch {
     fn push(&mut self, record: Record, message: &BorrowedMessage<'_>) {
         if self.first.is_none() {
+            let read_ms = chrono::Utc::now().timestamp_millis();
             self.first = Some(FirstRead {
-                appended_ms: message.timestamp().to_millis(),
-                read_ms: chrono::Utc::now().timestamp_millis(),
+                in_log: message
+                    .timestamp()
+                    .to_millis()
+                    .map(|appended| (read_ms - appended).max(0) as f64 / 1000.0),
                 read_at: std::time::Instant::now(),
             });
         }
@@ -107,18 +110,17 @@ impl Batch {
 
 /// Where the oldest record of a batch spent its time before being applied, for the freshness
 /// profile (`eventline_projector_freshness_seconds`): appended to the log → read (the broker's
-/// fetch and the consumer's queue) → applying (waiting for the batch before to commit).
+/// fetch and the consumer's queue) → applying (waiting for the batch before to commit). The
+/// apply itself is `eventline_projector_batch_seconds`.
 struct FirstRead {
-    /// The producer's timestamp (milliseconds since the epoch).
-    appended_ms: Option<i64>,
-    read_ms: i64,
+    /// Seconds from the producer's timestamp to the read (wall clocks), when the message has one.
+    in_log: Option<f64>,
     read_at: std::time::Instant,
 }
 
 impl FirstRead {
     fn record(&self, applying_from: std::time::Instant) {
-        if let Some(appended) = self.appended_ms {
-            let in_log = (self.read_ms - appended).max(0) as f64 / 1000.0;
+        if let Some(in_log) = self.in_log {
             metrics::histogram!("eventline_projector_freshness_seconds", "stage" => "log").record(in_log);
         }
         metrics::histogram!("eventline_projector_freshness_seconds", "stage" => "queued")
@@ -214,7 +216,7 @@ impl Runner {
         cursors: &mut HashMap<i32, Cursor>,
         shutdown: &'a CancellationToken,
     ) -> Result<bool, FatalError> {
-        if applying.is_some() && finish(applying).await.is_err() {
+        if finish(applying).await.is_err() {
             return self.superseded(batch, cursors).await;
         }
         if batch.records.is_empty() || self.flush(std::mem::take(batch), shutdown).await.is_ok() {
@@ -471,7 +473,6 @@ impl Runner {
             }
         };
         let applied_in = started.elapsed().as_secs_f64();
-        metrics::histogram!("eventline_projector_freshness_seconds", "stage" => "apply").record(applied_in);
         spans.applied(&outcome);
         drop(decoded);
         if use_fast_path {

@@ -5,10 +5,10 @@
 //! announces on `eventline_checkpoints` the positions each batch reached as it commits, which the
 //! task applies as they come; a switch (rebuild, rollback) notifies `eventline_read_model_versions`,
 //! and the task re-reads then (and once a second, in case a notification was lost while
-//! reconnecting). Requests take the latest snapshot — a version, a
-//! pool on its tables and its checkpoints — from a watch channel, so a thousand waiting requests
-//! cost one query per batch, not a thousand polls, and a switch changes what the next request
-//! reads without failing any request under way (each keeps the snapshot it started with).
+//! reconnecting). Requests take the latest snapshot — a version, a pool on its tables and its
+//! checkpoints — from a watch channel, so a thousand waiting requests cost no query at all, not a
+//! thousand polls, and a switch changes what the next request reads without failing any request
+//! under way (each keeps the snapshot it started with).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

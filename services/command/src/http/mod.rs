@@ -17,7 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use eventline_events::{ConsistencyToken, Envelope, Event, LogPosition};
-use eventline_runtime::http::{Check, Readiness, api_service};
+use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service};
 use eventline_runtime::problem::{FieldError, JsonBody, Problem, ProblemSlug};
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
@@ -30,8 +30,6 @@ use crate::idempotency::{self, Claim, Fingerprint, IdempotencyStore, StoredRespo
 use crate::log::{AppendError, EventLog, PartialAppend};
 use crate::state::{AggregateRef, Outcome, Rejection, WriteModel};
 
-/// Header carrying the log position(s) a later read must wait for (read-your-writes).
-pub use eventline_runtime::http::CONSISTENCY_TOKEN;
 /// Header naming a request's idempotency key.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Set on a response replayed for a repeated idempotency key.

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eventline_events::ConsistencyToken;
-use eventline_runtime::http::{Check, Readiness, api_service};
+use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service};
 use eventline_runtime::problem::Problem;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -30,9 +30,6 @@ pub mod statements {
     pub use super::orders::ORDER_SQL;
     pub use super::users::{ORDERS_SQL, USER_EXISTS_SQL, USER_SQL};
 }
-
-/// Header naming the log positions a read must reflect (from the command service's answer).
-pub use eventline_runtime::http::CONSISTENCY_TOKEN;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -127,11 +127,6 @@ impl Results {
         self.keys.insert(key, value);
     }
 
-    /// A key's value, if measured.
-    pub fn value(&self, key: &str) -> Option<f64> {
-        self.keys.get(key).copied()
-    }
-
     /// A measured stage of a key (where its time went), reported with the ceilings.
     pub fn profile(&mut self, key: String, value: f64) {
         self.profiled.insert(key, value);
