@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use eventline_projector::progress::Progress;
 use eventline_projector::{dlq, rebuild, verify};
-use eventline_runtime::read_models::Version;
-use eventline_testkit::{TestEnv, http};
+use eventline_read_models::{State, Version};
+use eventline_testkit::{TestEnv, eventually, http};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -67,30 +67,46 @@ async fn await_token(query: &support::Running, user: &str, token: &str) {
 
 /// Waits until the rebuild has applied something to version 2; returns how many events.
 async fn first_progress_of_version_2(env: &TestEnv) -> i64 {
-    loop {
+    eventually(Duration::from_secs(60), "the rebuild's first batch in version 2", || async {
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT sum(next_offset)::bigint FROM read_model_v2.projection_checkpoints")
                 .fetch_one(&env.pool)
                 .await
                 .unwrap_or(None);
-        if let Some(applied) = applied.filter(|a| *a > 0) {
-            return applied;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        applied.filter(|a| *a > 0)
+    })
+    .await
 }
 
-async fn version_states(env: &TestEnv) -> Vec<(i32, String)> {
+async fn version_states(env: &TestEnv) -> Vec<(i32, State)> {
     sqlx::query_as("SELECT version, state FROM public.read_model_versions ORDER BY version")
         .fetch_all(&env.pool)
         .await
         .unwrap()
 }
 
+#[tokio::test]
+async fn the_version_states_in_code_are_the_ones_the_database_allows() {
+    let env = TestEnv::new().await;
+    let check: String = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE conrelid = 'public.read_model_versions'::regclass AND contype = 'c' AND conname LIKE '%state%'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    let allowed: Vec<&str> = check.split('\'').skip(1).step_by(2).collect();
+    let mut in_code: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+    let mut allowed_sorted = allowed.clone();
+    allowed_sorted.sort_unstable();
+    in_code.sort_unstable();
+    assert_eq!(in_code, allowed_sorted, "the CHECK constraint: {check}");
+}
+
 /// Rows of the read-model tables of `a` missing from `b` and the other way round, per table.
 async fn differences(pool: &PgPool, a: Version, b: Version) -> Vec<(String, i64)> {
     let mut found = Vec::new();
-    for table in eventline_runtime::read_models::READ_MODELS {
+    for table in eventline_read_models::READ_MODELS {
         let (a, b) = (a.schema(), b.schema());
         let count: i64 = sqlx::query_scalar(&format!(
             "SELECT (SELECT count(*) FROM (SELECT * FROM {a}.{table} EXCEPT SELECT * FROM {b}.{table}) x)
@@ -191,6 +207,15 @@ impl Traffic {
         let failures = self.failures.lock().unwrap().clone();
         (self.reads.load(Ordering::Relaxed), failures)
     }
+
+    /// Waits until `more` reads have been answered after this call.
+    async fn reads_more(&self, more: usize) {
+        let target = self.reads.load(Ordering::Relaxed) + more;
+        eventually(Duration::from_secs(30), &format!("{more} more reads under traffic"), || async {
+            (self.reads.load(Ordering::Relaxed) >= target).then_some(())
+        })
+        .await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -203,13 +228,13 @@ async fn a_rebuild_under_traffic_switches_without_a_failed_read_and_rollback_res
     await_token(&query, &users[0], &token).await;
 
     let traffic = Traffic::start(&command, &query, users.clone(), orders.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    traffic.reads_more(50).await;
     let config = support::projector_config(&env, "projector");
     let switched = rebuild::rebuild(&config, Progress::Log, 200).await.unwrap();
     assert_eq!((switched.live, switched.previous), (Version(2), Version(1)));
     assert!(switched.events >= 600 * 3, "{switched:?}");
     // Traffic goes on after the switch: the live projector now writes version 2.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    traffic.reads_more(100).await;
     let (reads, failures) = traffic.stop().await;
     assert!(reads > 100, "too little traffic to prove anything: {reads} reads");
     assert!(
@@ -218,13 +243,13 @@ async fn a_rebuild_under_traffic_switches_without_a_failed_read_and_rollback_res
         failures.len(),
         &failures[..failures.len().min(10)]
     );
-    assert_eq!(version_states(&env).await, [(1, "previous".to_owned()), (2, "live".to_owned())]);
+    assert_eq!(version_states(&env).await, [(1, State::Previous), (2, State::Live)]);
 
     // Roll back: version 1 catches up with the log (it missed the traffic after the switch),
     // then is live again; both now fold the whole log and must be equal row for row.
     let rolled_back = rebuild::rollback(&config, Progress::Log, 200).await.unwrap();
     assert_eq!((rolled_back.live, rolled_back.previous), (Version(1), Version(2)));
-    assert_eq!(version_states(&env).await, [(1, "live".to_owned()), (2, "previous".to_owned())]);
+    assert_eq!(version_states(&env).await, [(1, State::Live), (2, State::Previous)]);
     for (table, count) in differences(&env.pool, Version(1), Version(2)).await {
         assert_eq!(count, 0, "{table} differs between the live and the rebuilt version");
     }
@@ -257,7 +282,7 @@ async fn a_rebuild_killed_half_way_leaves_the_live_version_untouched_and_resumes
     assert!(applied < total, "the rebuild finished before it could be killed");
     killed.abort();
     let _ = killed.await;
-    assert_eq!(version_states(&env).await, [(1, "live".to_owned()), (2, "building".to_owned())]);
+    assert_eq!(version_states(&env).await, [(1, State::Live), (2, State::Building)]);
     // The live version still serves, and still follows writes.
     let (late, _, token) = seed(&command, 5, "late").await;
     await_token(&query, &late[4], &token).await;
@@ -356,7 +381,7 @@ async fn verify_under_traffic_finds_no_difference_and_then_names_the_rows_that_d
 
     // Under traffic the live version keeps moving; verify still compares at one position.
     let traffic = Traffic::start(&command, &query, users.clone(), orders.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    traffic.reads_more(50).await;
     let config = support::projector_config(&env, "projector");
     let report = verify::verify(&config, Progress::Log, 100, 5).await.unwrap();
     let (reads, failures) = traffic.stop().await;
@@ -372,7 +397,7 @@ async fn verify_under_traffic_finds_no_difference_and_then_names_the_rows_that_d
     assert!(report.positions.values().sum::<i64>() >= seeded_and_poison, "{report:?}");
     let users_table = &report.tables[0];
     assert!(users_table.live_rows >= 600 && users_table.live_rows == users_table.folded_rows, "{report:?}");
-    assert_eq!(version_states(&env).await, [(1, "live".to_owned())], "the scratch version is dropped");
+    assert_eq!(version_states(&env).await, [(1, State::Live)], "the scratch version is dropped");
     assert_eq!(dlq::depth(&env.pool, &env.kafka.topic).await.unwrap(), 0, "verify touched the DLQ");
 
     // Drift: a changed row and a lost one.

@@ -225,11 +225,9 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
 
 /// Sum of the live version's checkpoints (events applied) in the benchmark database.
 pub async fn applied(pool: &PgPool, topic: &str) -> anyhow::Result<i64> {
-    let live: i32 = sqlx::query_scalar("SELECT version FROM public.read_model_versions WHERE state = 'live'")
-        .fetch_one(pool)
-        .await?;
+    let live = eventline_read_models::live(pool).await?.schema();
     let sum: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT sum(next_offset)::bigint FROM read_model_v{live}.projection_checkpoints WHERE topic = $1"
+        "SELECT sum(next_offset)::bigint FROM {live}.projection_checkpoints WHERE topic = $1"
     ))
     .bind(topic)
     .fetch_one(pool)

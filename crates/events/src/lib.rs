@@ -20,5 +20,5 @@ pub use money::{Amount, AmountError};
 pub use position::{ConsistencyToken, LogPosition, TokenError};
 pub use types::{
     AdjustmentType, Event, InventoryAdjusted, OrderItem, OrderPlaced, PaymentSettled, PaymentStatus,
-    SKU_PATTERN, UserCreated, is_valid_sku,
+    SKU_PATTERN, SKU_RULE, UserCreated, is_valid_sku,
 };

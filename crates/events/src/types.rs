@@ -141,8 +141,12 @@ impl Event {
     }
 }
 
-/// `is_valid_sku` as a regular expression, for API descriptions.
+/// `is_valid_sku` as a regular expression, for API descriptions. utoipa's attributes take only
+/// literals, so the OpenAPI tests check that every `sku` in the documents carries this one.
 pub const SKU_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+
+/// `is_valid_sku` in words, for error messages and API descriptions.
+pub const SKU_RULE: &str = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit";
 
 /// Whether `sku` is a stock keeping unit as eventline accepts them: a letter or digit, then up to
 /// 63 letters, digits, `.`, `_` or `-`.

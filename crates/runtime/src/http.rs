@@ -174,16 +174,18 @@ async fn plain_errors_as_problems(request: axum::extract::Request, next: axum::m
         Ok(bytes) => String::from_utf8_lossy(&bytes).chars().take(300).collect::<String>(),
         Err(_) => String::new(),
     };
-    let (slug, title) = match status {
-        StatusCode::BAD_REQUEST => ("bad-request", "Bad request"),
-        StatusCode::NOT_FOUND => ("not-found", "Not found"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Payload too large"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
-        _ => ("bad-request", "Bad request"),
-    };
-    let detail = if text.trim().is_empty() { title.to_owned() } else { text };
-    problem::Problem::new(status, slug, title, detail).into_response()
+    let kind = [
+        problem::types::NOT_FOUND,
+        problem::types::METHOD_NOT_ALLOWED,
+        problem::types::PAYLOAD_TOO_LARGE,
+        problem::types::UNSUPPORTED_MEDIA_TYPE,
+    ]
+    .into_iter()
+    .find(|kind| kind.status == status)
+    .unwrap_or(problem::types::BAD_REQUEST);
+    let detail = if text.trim().is_empty() { kind.title.to_owned() } else { text };
+    // Any other client error keeps its status, described as a bad request.
+    problem::Problem { status: status.as_u16(), ..problem::Problem::new(kind, detail) }.into_response()
 }
 
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish.

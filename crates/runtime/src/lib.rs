@@ -1,14 +1,17 @@
 //! Runtime glue shared by the three eventline services. Nothing domain-specific lives here.
+//! The Kafka and Redis clients are behind the `kafka` and `redis` features, so a service links
+//! only what it uses.
 
-pub mod checkpoints;
+pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod http;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod log_identity;
 pub mod metrics;
 pub mod problem;
-pub mod read_models;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;

@@ -49,6 +49,70 @@ fn optional_type_uri<S: serde::Serializer>(
     }
 }
 
+/// A problem type: its stable slug (the last segment of its `type` URI), title and status. Each
+/// service lists the types it answers with in one catalogue (`ALL` here and in each service's
+/// `problems` module); docs/problems.md lists the same, and a test holds the two together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProblemType {
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub status: StatusCode,
+}
+
+impl ProblemType {
+    pub const fn new(status: StatusCode, slug: &'static str, title: &'static str) -> Self {
+        ProblemType { slug, title, status }
+    }
+}
+
+/// The problem types of the HTTP plumbing every service shares.
+pub mod types {
+    use super::ProblemType;
+    use axum::http::StatusCode;
+
+    pub const VALIDATION_ERROR: ProblemType =
+        ProblemType::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-error", "Validation failed");
+    pub const BAD_REQUEST: ProblemType =
+        ProblemType::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request");
+    pub const MALFORMED_JSON: ProblemType =
+        ProblemType::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON");
+    pub const UNSUPPORTED_MEDIA_TYPE: ProblemType = ProblemType::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "Unsupported media type",
+    );
+    pub const AMBIGUOUS_CONTENT_TYPE: ProblemType =
+        ProblemType::new(StatusCode::BAD_REQUEST, "ambiguous-content-type", "Ambiguous Content-Type");
+    pub const PAYLOAD_TOO_LARGE: ProblemType =
+        ProblemType::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large");
+    pub const UNREADABLE_BODY: ProblemType =
+        ProblemType::new(StatusCode::BAD_REQUEST, "unreadable-body", "Unreadable body");
+    pub const INVALID_QUERY: ProblemType =
+        ProblemType::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query string");
+    pub const NOT_FOUND: ProblemType = ProblemType::new(StatusCode::NOT_FOUND, "not-found", "Not found");
+    pub const METHOD_NOT_ALLOWED: ProblemType =
+        ProblemType::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed");
+    pub const DATABASE_UNAVAILABLE: ProblemType =
+        ProblemType::new(StatusCode::SERVICE_UNAVAILABLE, "database-unavailable", "Database unavailable");
+    pub const INTERNAL_ERROR: ProblemType =
+        ProblemType::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "Internal error");
+
+    pub const ALL: &[ProblemType] = &[
+        VALIDATION_ERROR,
+        BAD_REQUEST,
+        MALFORMED_JSON,
+        UNSUPPORTED_MEDIA_TYPE,
+        AMBIGUOUS_CONTENT_TYPE,
+        PAYLOAD_TOO_LARGE,
+        UNREADABLE_BODY,
+        INVALID_QUERY,
+        NOT_FOUND,
+        METHOD_NOT_ALLOWED,
+        DATABASE_UNAVAILABLE,
+        INTERNAL_ERROR,
+    ];
+}
+
 /// The slug of a problem response, left in the response's extensions for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProblemSlug(pub &'static str);
@@ -81,17 +145,12 @@ fn type_uri<S: serde::Serializer>(slug: &&'static str, serializer: S) -> Result<
 }
 
 impl Problem {
-    /// A problem of a stable `slug` (the last segment of its type URI).
-    pub fn new(
-        status: StatusCode,
-        slug: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    /// A problem of type `kind`, with what happened this time in `detail`.
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
         Problem {
-            slug,
-            title,
-            status: status.as_u16(),
+            slug: kind.slug,
+            title: kind.title,
+            status: kind.status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
             available: None,
@@ -100,46 +159,26 @@ impl Problem {
         }
     }
 
+    /// The same problem with a `Retry-After` of `secs`: a dependency is down, the client may retry.
+    pub fn retry_after(self, secs: u32) -> Self {
+        Problem { retry_after_secs: Some(secs), ..self }
+    }
+
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let detail = match errors.as_slice() {
             [one] => format!("{}: {}", one.field, one.message),
             many => format!("{} fields are invalid", many.len()),
         };
-        Problem {
-            errors,
-            ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-error", "Validation failed", detail)
-        }
+        Problem { errors, ..Problem::new(types::VALIDATION_ERROR, detail) }
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
-    }
-
-    pub fn bad_request(slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::BAD_REQUEST, slug, title, detail)
-    }
-
-    /// A dependency is down; the client may retry after `retry_after_secs`.
-    pub fn unavailable(
-        slug: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-        retry_after_secs: u32,
-    ) -> Self {
-        Problem {
-            retry_after_secs: Some(retry_after_secs),
-            ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, detail)
-        }
+        Problem::new(types::NOT_FOUND, detail)
     }
 
     /// An unexpected failure. The detail stays generic; the cause is logged where it happened.
     pub fn internal() -> Self {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal-error",
-            "Internal error",
-            "The request could not be completed; the error was logged.",
-        )
+        Problem::new(types::INTERNAL_ERROR, "The request could not be completed; the error was logged.")
     }
 
     pub fn status(&self) -> StatusCode {
@@ -175,39 +214,27 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if req.headers().get_all(header::CONTENT_TYPE).iter().nth(1).is_some() {
             // Two media types for one body: which one the client meant is a guess.
-            return Err(Problem::bad_request(
-                "ambiguous-content-type",
-                "Ambiguous Content-Type",
+            return Err(Problem::new(
+                types::AMBIGUOUS_CONTENT_TYPE,
                 "Send exactly one `Content-Type` header, `application/json`.",
             ));
         }
         if !has_json_content_type(req.headers()) {
             return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
+                types::UNSUPPORTED_MEDIA_TYPE,
                 "Send the body as JSON with `Content-Type: application/json`.",
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
-                    "Payload too large",
-                    "The request body is over this endpoint's size limit.",
-                )
+                Problem::new(types::PAYLOAD_TOO_LARGE, "The request body is over this endpoint's size limit.")
             } else {
-                Problem::bad_request("unreadable-body", "Unreadable body", rejection.body_text())
+                Problem::new(types::UNREADABLE_BODY, rejection.body_text())
             }
         })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            Problem::bad_request(
-                "malformed-json",
-                "Malformed JSON",
-                format!("The body is not valid JSON: {e}"),
-            )
-        })
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| Problem::new(types::MALFORMED_JSON, format!("The body is not valid JSON: {e}")))
     }
 }
 
@@ -232,9 +259,7 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| ApiQuery(v))
-            .map_err(|rejection| {
-                Problem::bad_request("invalid-query", "Invalid query string", rejection.body_text())
-            })
+            .map_err(|rejection| Problem::new(types::INVALID_QUERY, rejection.body_text()))
     }
 }
 
@@ -266,10 +291,5 @@ pub async fn route_not_found() -> Problem {
 
 /// Fallback for a known route called with the wrong method.
 pub async fn method_not_allowed() -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
-        "This route does not accept that method.",
-    )
+    Problem::new(types::METHOD_NOT_ALLOWED, "This route does not accept that method.")
 }

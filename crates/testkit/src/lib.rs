@@ -64,7 +64,7 @@ async fn service_urls() -> (String, String, String) {
 }
 
 /// The read-model version a new database starts with.
-pub const FIRST_VERSION: eventline_runtime::read_models::Version = eventline_runtime::read_models::Version(1);
+pub const FIRST_VERSION: eventline_read_models::Version = eventline_read_models::Version(1);
 
 impl TestEnv {
     /// Creates a fresh database (migrated) and a fresh topic name. The topic itself is created by
@@ -78,7 +78,7 @@ impl TestEnv {
         let public = eventline_runtime::db::pool(&database).unwrap();
         eventline_runtime::db::migrate(&public).await.expect("migrating the test database");
         public.close().await;
-        let pool = eventline_runtime::read_models::pool(&database, FIRST_VERSION).unwrap();
+        let pool = eventline_read_models::pool(&database, FIRST_VERSION).unwrap();
         let kafka = KafkaConfig {
             brokers,
             topic: format!("eventline.test.{id}"),
@@ -354,4 +354,31 @@ pub fn assert_openapi_committed(document: &serde_json::Value, name: &str, packag
         "docs/openapi/{name}.json is out of date; regenerate it with \
          `UPDATE_OPENAPI=1 cargo test -p {package} --test openapi` and review the diff"
     );
+}
+
+/// Asserts that every `sku` in an OpenAPI document (a property or a parameter of that name)
+/// carries the events crate's pattern: utoipa's attributes take only literals, so this keeps the
+/// copies honest.
+pub fn assert_sku_patterns(document: &serde_json::Value) -> usize {
+    fn walk(value: &serde_json::Value, found: &mut Vec<serde_json::Value>) {
+        match value {
+            serde_json::Value::Object(object) => {
+                if let Some(sku) = object.get("properties").and_then(|p| p.get("sku")) {
+                    found.push(sku.clone());
+                }
+                if object.get("name").and_then(|n| n.as_str()) == Some("sku") {
+                    found.push(object.get("schema").cloned().unwrap_or_default());
+                }
+                object.values().for_each(|v| walk(v, found));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(document, &mut found);
+    for schema in &found {
+        assert_eq!(schema["pattern"], eventline_events::SKU_PATTERN, "a sku schema: {schema}");
+    }
+    found.len()
 }

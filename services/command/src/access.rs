@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use eventline_runtime::problem::Problem;
+
+use crate::problems;
 use sha2::{Digest, Sha256};
 
 /// The bearer tokens clients must present, as configured (comma-separated). Shown redacted.
@@ -128,7 +130,7 @@ impl Access {
 }
 
 fn unauthorized(detail: &'static str) -> Problem {
-    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+    Problem::new(problems::UNAUTHORIZED, detail)
 }
 
 /// The middleware in front of every command route.
@@ -148,17 +150,14 @@ pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Ne
     };
     if let Err(wait) = access.admit(&client) {
         let seconds = wait.ceil().max(1.0) as u32;
-        let mut problem = Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too many requests",
+        let problem = Problem::new(
+            problems::RATE_LIMITED,
             format!(
                 "This client may send {} commands per second (bursts of {}); retry after {seconds} s.",
                 access.limit.per_second, access.limit.burst
             ),
         );
-        problem.retry_after_secs = Some(seconds);
-        return problem.into_response();
+        return problem.retry_after(seconds).into_response();
     }
     next.run(request).await
 }

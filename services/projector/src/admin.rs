@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use eventline_runtime::http::{Check, Readiness, ops_router, traced, with_problem_fallbacks};
-use eventline_runtime::problem::Problem;
+use eventline_runtime::problem::{Problem, types};
 use serde::Serialize;
 
 use crate::consumer::LogConsumer;
@@ -81,12 +81,7 @@ async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem
         .await
         .map_err(|error| {
             tracing::warn!(%error, "Collecting the projection status failed");
-            Problem::unavailable(
-                "database-unavailable",
-                "Database unavailable",
-                "The status cannot be read now.",
-                1,
-            )
+            Problem::new(types::DATABASE_UNAVAILABLE, "The status cannot be read now.").retry_after(1)
         })?;
     Ok(Json(Status {
         projection,

@@ -8,7 +8,7 @@ use tracing::Instrument as _;
 
 use sqlx::{Postgres, Transaction};
 
-pub use eventline_runtime::checkpoints::{load, load_version};
+pub use eventline_read_models::checkpoints::{load, load_version};
 
 /// Advances checkpoints; never moves one backwards (a stale instance finishing a batch after a
 /// rebalance must not rewind the new owner's progress).
@@ -38,7 +38,7 @@ pub async fn advance(
     .bind(topic)
     .bind(&partitions)
     .bind(&offsets)
-    .bind(eventline_runtime::checkpoints::CHANNEL)
+    .bind(eventline_read_models::checkpoints::CHANNEL)
     .execute(&mut **tx)
     .instrument(db::span("INSERT", "projection_checkpoints"))
     .await?;

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use crate::Config;
 use crate::dlq::{self, Mirror, Redriven};
 use crate::progress::Progress;
-use eventline_runtime::read_models::Version;
+use eventline_read_models::Version;
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -48,10 +48,10 @@ async fn live_pool(config: &Config, access: Access) -> anyhow::Result<(PgPool, V
     if access == Access::Migrating {
         eventline_runtime::db::migrate(&public).await?;
     }
-    let live = eventline_runtime::read_models::live(&public)
+    let live = eventline_read_models::live(&public)
         .await
         .context("finding the live read-model version (not migrated yet? `eventline-projector migrate`)")?;
-    Ok((eventline_runtime::read_models::pool(&config.database, live)?, live))
+    Ok((eventline_read_models::pool(&config.database, live)?, live))
 }
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::project::Record;
 use crate::target::Writing;
+use eventline_runtime::backoff::Backoff;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// A change of the partitions this instance owns.
@@ -38,6 +39,9 @@ pub struct Positioner {
     tx: UnboundedSender<Assignment>,
 }
 
+/// Retries of a checkpoint read inside the rebalance callback: five within about three seconds.
+const CHECKPOINT_RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+
 impl Positioner {
     /// The checkpoints, read synchronously: the rebalance callback cannot await. Gives up after a
     /// few attempts (the database may be down) and leaves positioning to the runner.
@@ -50,11 +54,11 @@ impl Positioner {
             handle.block_on(async {
                 for attempt in 0..5_u32 {
                     let pool = self.writing.current().pool.clone();
-                    match eventline_runtime::checkpoints::load(&pool, &self.topic).await {
+                    match eventline_read_models::checkpoints::load(&pool, &self.topic).await {
                         Ok(checkpoints) => return Some(checkpoints),
                         Err(error) => {
                             tracing::warn!(%error, attempt, "Reading checkpoints for an assignment failed");
-                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                            tokio::time::sleep(CHECKPOINT_RETRY.delay(attempt)).await;
                         }
                     }
                 }

@@ -13,9 +13,9 @@ use eventline_runtime::redis::LazyRedis;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use eventline_runtime::read_models::Version;
+use eventline_read_models::Version;
 
-use crate::project::{self, DeadLetters, Decoded, Record, Writer};
+use crate::project::{self, Decoded, Record, Writer};
 
 /// One dead letter.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -135,7 +135,7 @@ pub async fn redrive(pool: &PgPool, version: Version, entry: &DeadLetter) -> sql
         return Ok(Redriven::FailedAgain { id: entry.id, error_code, error });
     }
     let mut tx = pool.begin().await?;
-    let writer = Writer { version, state: "live", dead_letters: DeadLetters::Record };
+    let writer = Writer::live(version);
     if project::hold(&mut tx, writer).await?.is_err() {
         return Ok(Redriven::NotLive { id: entry.id, version: version.0 });
     }

@@ -5,9 +5,9 @@
 //! on start, refuses to project a version built from another log, and keeps checking while it
 //! runs; `eventline-projector log-identity` shows both sides for operators and `make up`.
 
+use eventline_read_models::{self as read_models, LogMatch, Version};
 use eventline_runtime::config::KafkaConfig;
 use eventline_runtime::log_identity::{self, IdentityError};
-use eventline_runtime::read_models::{self, LogMatch, Version};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -83,7 +83,7 @@ async fn topic_missing(public: &PgPool, version: Version, topic: &str) -> anyhow
     if let Some(recorded) = read_models::recorded_log(public, version).await? {
         return Ok(Verdict::Other { recorded: recorded.to_string(), current });
     }
-    let checkpoints = eventline_runtime::checkpoints::load_version(public, version, topic).await?;
+    let checkpoints = eventline_read_models::checkpoints::load_version(public, version, topic).await?;
     Ok(match checkpoints.values().any(|&next| next > 0) {
         true => Verdict::Other { recorded: "an unrecorded log".to_owned(), current },
         false => Verdict::Unbound,
@@ -97,7 +97,7 @@ async fn positions_past_the_end(
     version: Version,
     kafka: &KafkaConfig,
 ) -> anyhow::Result<Option<String>> {
-    let checkpoints = eventline_runtime::checkpoints::load_version(public, version, &kafka.topic).await?;
+    let checkpoints = eventline_read_models::checkpoints::load_version(public, version, &kafka.topic).await?;
     if checkpoints.values().all(|&next| next == 0) {
         return Ok(None);
     }

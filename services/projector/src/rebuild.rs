@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
-use eventline_runtime::read_models::{self, Version};
+use eventline_read_models::{self as read_models, State, Version};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -46,26 +46,26 @@ pub struct Switched {
 pub async fn rebuild(config: &Config, progress: Progress, batch_size: usize) -> anyhow::Result<Switched> {
     let public = prepare(config).await?;
     let _exclusive = exclusive(&config.database.url).await?;
-    let version = match read_models::in_state(&public, "building").await? {
+    let version = match read_models::in_state(&public, State::Building).await? {
         Some(version) => {
             tracing::info!(%version, "Resuming the interrupted rebuild");
             version
         }
-        None => create(&public, "building").await?,
+        None => create(&public, State::Building).await?,
     };
     // The new version is a replay of the log the broker serves now.
     crate::log_check::check(&public, version, &config.kafka, true).await?;
-    catch_up_and_switch(config, &public, version, "building", progress, batch_size).await
+    catch_up_and_switch(config, &public, version, State::Building, progress, batch_size).await
 }
 
 /// Switches back to the previous version, after bringing it up to date with the log.
 pub async fn rollback(config: &Config, progress: Progress, batch_size: usize) -> anyhow::Result<Switched> {
     let public = prepare(config).await?;
     let _exclusive = exclusive(&config.database.url).await?;
-    let Some(previous) = read_models::in_state(&public, "previous").await? else {
+    let Some(previous) = read_models::in_state(&public, State::Previous).await? else {
         bail!("there is no previous read-model version to roll back to")
     };
-    catch_up_and_switch(config, &public, previous, "previous", progress, batch_size).await
+    catch_up_and_switch(config, &public, previous, State::Previous, progress, batch_size).await
 }
 
 /// Holds a session-level advisory lock so that one rebuild, rollback or verify runs at a time;
@@ -83,7 +83,7 @@ pub(crate) async fn exclusive(url: &str) -> anyhow::Result<PgConnection> {
 
 /// Creates the next version, in `state`: an empty copy of the live version's tables, with its own
 /// identity.
-pub(crate) async fn create(public: &PgPool, state: &str) -> anyhow::Result<Version> {
+pub(crate) async fn create(public: &PgPool, state: State) -> anyhow::Result<Version> {
     let mut tx = public.begin().await?;
     let live = read_models::live(&mut *tx).await?;
     let next: i32 = sqlx::query_scalar("SELECT COALESCE(max(version), 0) + 1 FROM read_model_versions")
@@ -103,7 +103,7 @@ pub(crate) async fn create(public: &PgPool, state: &str) -> anyhow::Result<Versi
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    tracing::info!(version = %Version(next), state, live = %live, "Created a new read-model version");
+    tracing::info!(version = %Version(next), %state, live = %live, "Created a new read-model version");
     Ok(Version(next))
 }
 
@@ -111,7 +111,7 @@ async fn catch_up_and_switch(
     config: &Config,
     public: &PgPool,
     version: Version,
-    state: &'static str,
+    state: State,
     progress: Progress,
     batch_size: usize,
 ) -> anyhow::Result<Switched> {
@@ -210,20 +210,14 @@ async fn both_positions(
 async fn switch(
     public: &PgPool,
     version: Version,
-    state: &str,
+    state: State,
     topic: &str,
 ) -> anyhow::Result<Option<Version>> {
     let mut tx = public.begin().await?;
     // Waits for live batches under way; later ones see the new states and move over.
-    let rows: Vec<(i32, String)> = sqlx::query_as(
-        "SELECT version, state FROM read_model_versions WHERE state = 'live' OR version = $1
-         ORDER BY version FOR UPDATE",
-    )
-    .bind(version.0)
-    .fetch_all(&mut *tx)
-    .await?;
-    let live = rows.iter().find(|(_, s)| s == "live").map(|(v, _)| Version(*v)).context("no live version")?;
-    if !rows.iter().any(|(v, s)| *v == version.0 && s == state) {
+    let rows = read_models::lock_live_and(&mut *tx, version).await?;
+    let live = rows.iter().find(|(_, s)| *s == State::Live).map(|(v, _)| *v).context("no live version")?;
+    if !rows.contains(&(version, state)) {
         bail!("read-model version {version} is no longer `{state}`");
     }
     let behind: bool = sqlx::query_scalar(&format!(
@@ -240,16 +234,12 @@ async fn switch(
         return Ok(None);
     }
     // In this order, no two versions are ever live or previous at once (unique indexes).
-    for (statement, subject) in [
-        (
-            "UPDATE read_model_versions SET state = 'retired' WHERE state = 'previous' AND version <> $1",
-            version,
-        ),
-        ("UPDATE read_model_versions SET state = 'retired' WHERE version = $1", live),
-        ("UPDATE read_model_versions SET state = 'live', switched_at = now() WHERE version = $1", version),
-        ("UPDATE read_model_versions SET state = 'previous' WHERE version = $1", live),
-    ] {
-        sqlx::query(statement).bind(subject.0).execute(&mut *tx).await?;
+    if let Some(previous) = read_models::in_state(&mut *tx, State::Previous).await?.filter(|p| *p != version)
+    {
+        read_models::set_state(&mut *tx, previous, State::Retired).await?;
+    }
+    for (subject, state) in [(live, State::Retired), (version, State::Live), (live, State::Previous)] {
+        read_models::set_state(&mut *tx, subject, state).await?;
     }
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(read_models::CHANNEL)
@@ -263,11 +253,7 @@ async fn switch(
 
 /// Drops retired versions.
 pub(crate) async fn prune(public: &PgPool) -> anyhow::Result<()> {
-    let retired: Vec<i32> =
-        sqlx::query_scalar("SELECT version FROM read_model_versions WHERE state = 'retired'")
-            .fetch_all(public)
-            .await?;
-    for version in retired.into_iter().map(Version) {
+    for version in read_models::all_in_state(public, State::Retired).await? {
         let mut tx = public.begin().await?;
         sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", version.schema())).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM read_model_versions WHERE version = $1")

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use eventline_runtime::backoff::Backoff;
 use futures::FutureExt as _;
-use rand::Rng;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 use sqlx::PgPool;
@@ -24,8 +24,8 @@ use crate::dlq::{self, Mirror};
 use crate::project::{self, DeadLetters, Decoded, Record, Writer};
 use crate::spans::BatchSpans;
 use crate::target::{Target, Writing};
+use eventline_read_models::{self as read_models, State};
 use eventline_runtime::config::DatabaseConfig;
-use eventline_runtime::read_models;
 
 /// Errors that stop the projector: continuing would corrupt or silently skip.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,7 @@ pub enum Role {
     Live,
     /// A version being caught up (by a rebuild or rollback) in the given state; stop when it
     /// leaves that state.
-    CatchUp(&'static str),
+    CatchUp(State),
 }
 
 pub struct Runner {
@@ -429,7 +429,7 @@ impl Runner {
         let writer = Writer {
             version: target.version,
             state: match self.role {
-                Role::Live => "live",
+                Role::Live => State::Live,
                 Role::CatchUp(state) => state,
             },
             dead_letters: match self.role {
@@ -525,9 +525,9 @@ impl Runner {
     }
 }
 
-/// Exponential backoff with full jitter: 100 ms doubling up to 10 s.
+/// Retries of a failed read or batch: 100 ms doubling up to 10 s.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+
 fn backoff(attempt: u32) -> Duration {
-    let cap = Duration::from_millis(100).saturating_mul(1 << attempt.min(7)).min(Duration::from_secs(10));
-    let jitter = rand::rng().random_range(0.5..=1.0);
-    cap.mul_f64(jitter)
+    RETRY.delay(attempt)
 }

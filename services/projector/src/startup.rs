@@ -17,7 +17,7 @@ use crate::dlq::Mirror;
 use crate::log_check::{self, Verdict};
 use crate::runner::{Role, Runner, RunnerStatus};
 use crate::target::{Target, Writing};
-use eventline_runtime::read_models;
+use eventline_read_models as read_models;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 pub struct Application {

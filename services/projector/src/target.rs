@@ -6,8 +6,8 @@
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
+use eventline_read_models::{self as read_models, Version};
 use eventline_runtime::config::DatabaseConfig;
-use eventline_runtime::read_models::{self, Version};
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use eventline_runtime::read_models::{self, Version};
+use eventline_read_models::{self as read_models, State, Version};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
@@ -23,10 +23,10 @@ use crate::progress::{Progress, Reporter};
 use crate::project::{self, DeadLetters, Decoded, Writer};
 use crate::rebuild::{create, exclusive, prune};
 use crate::startup::prepare;
-use eventline_runtime::read_models::READ_MODELS;
+use eventline_read_models::READ_MODELS;
 
 /// The scratch version's state.
-const STATE: &str = "verifying";
+const STATE: State = State::Verifying;
 
 /// At most this many events are folded while the live projector is held.
 const HELD_GAP: i64 = 5_000;
@@ -113,12 +113,8 @@ pub async fn verify(
 
     // The rest with the live projector held, then a snapshot of both at the same positions.
     let mut hold = public.begin().await?;
-    let live: i32 =
-        sqlx::query_scalar("SELECT version FROM public.read_model_versions WHERE state = 'live' FOR UPDATE")
-            .fetch_one(&mut *hold)
-            .await
-            .context("finding the live read-model version")?;
-    let live = Version(live);
+    let live =
+        read_models::live_for_update(&mut *hold).await.context("finding the live read-model version")?;
     let theirs = load_version(&mut *hold, live, fold.topic()).await?;
     let ours = load_version(&public, scratch, fold.topic()).await?;
     if let Some((partition, at)) = ours.iter().find(|(p, o)| theirs.get(p).copied().unwrap_or(0) < **o) {
@@ -263,9 +259,6 @@ async fn only_in(
 
 /// Retires the scratch version, and drops it with any other retired one.
 async fn drop_scratch(public: &PgPool, scratch: Version) -> anyhow::Result<()> {
-    sqlx::query("UPDATE read_model_versions SET state = 'retired' WHERE version = $1")
-        .bind(scratch.0)
-        .execute(public)
-        .await?;
+    read_models::set_state(public, scratch, State::Retired).await?;
     prune(public).await
 }

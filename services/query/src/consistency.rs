@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventline_events::ConsistencyToken;
-use eventline_runtime::checkpoints::Advanced;
+use eventline_read_models::checkpoints::Advanced;
+use eventline_read_models::{self as read_models, Version};
 use eventline_runtime::config::DatabaseConfig;
-use eventline_runtime::read_models::{self, Version};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
@@ -133,7 +133,7 @@ async fn follow(
             Err(error) => tracing::debug!(%error, "Reading the live read-model version failed"),
         }
         if let Some((version, pool)) = &current {
-            match eventline_runtime::checkpoints::load(pool, &topic).await {
+            match eventline_read_models::checkpoints::load(pool, &topic).await {
                 Ok(checkpoints) => {
                     tx.send_if_modified(|latest| {
                         let changed = latest
@@ -184,7 +184,7 @@ async fn follow(
 /// when the notification needs a re-read (a version switch, or a payload without positions).
 /// Announcements of other versions (a rebuild filling the next one) and topics change nothing.
 fn follows(tx: &watch::Sender<Option<Arc<Snapshot>>>, topic: &str, channel: &str, payload: &str) -> bool {
-    if channel != eventline_runtime::checkpoints::CHANNEL {
+    if channel != eventline_read_models::checkpoints::CHANNEL {
         return false;
     }
     let Some(advanced) = Advanced::parse(payload) else { return false };
@@ -220,7 +220,7 @@ async fn listen(public: &PgPool) -> Option<PgListener> {
             return None;
         }
     };
-    let channels = [eventline_runtime::checkpoints::CHANNEL, read_models::CHANNEL];
+    let channels = [eventline_read_models::checkpoints::CHANNEL, read_models::CHANNEL];
     match listener.listen_all(channels).await {
         Ok(()) => Some(listener),
         Err(error) => {
@@ -244,7 +244,7 @@ mod tests {
             sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://localhost/none").expect("lazy");
         let live = Snapshot { version: Version(1), pool, checkpoints: BTreeMap::from([(0, 5)]) };
         let (tx, _rx) = watch::channel(Some(Arc::new(live)));
-        let channel = eventline_runtime::checkpoints::CHANNEL;
+        let channel = eventline_read_models::checkpoints::CHANNEL;
 
         // A rebuild filling version 2, or another topic: followed (no re-read), nothing moves.
         assert!(follows(&tx, "events", channel, "read_model_v2 events 0:100"));

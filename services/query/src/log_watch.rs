@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
+use eventline_read_models::{self as read_models, LogMatch};
 use eventline_runtime::log_identity::{self, IdentityError};
-use eventline_runtime::read_models::{self, LogMatch};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

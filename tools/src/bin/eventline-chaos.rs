@@ -301,16 +301,12 @@ async fn scenario(
 
     let log = read_log(&setup.brokers, &setup.topic)?;
     let pool = sqlx::PgPool::connect(&setup.database_url()).await?;
-    let live: i32 = sqlx::query_scalar("SELECT version FROM read_model_versions WHERE state = 'live'")
-        .fetch_one(&pool)
-        .await?;
+    let live = eventline_read_models::live(&pool).await?.schema();
     let stock: Vec<(String, i64)> =
-        sqlx::query_as(&format!("SELECT sku, quantity FROM read_model_v{live}.inventory"))
-            .fetch_all(&pool)
-            .await?;
+        sqlx::query_as(&format!("SELECT sku, quantity FROM {live}.inventory")).fetch_all(&pool).await?;
     let stock: HashMap<String, i64> = stock.into_iter().collect();
     let paid_twice: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(*) FROM (SELECT order_id FROM read_model_v{live}.payments GROUP BY order_id HAVING count(*) > 1) t"
+        "SELECT count(*) FROM (SELECT order_id FROM {live}.payments GROUP BY order_id HAVING count(*) > 1) t"
     ))
     .fetch_one(&pool)
     .await?;
@@ -321,9 +317,7 @@ async fn scenario(
         doubled += (actual - expected).max(0);
     }
     let applied: i64 =
-        sqlx::query_scalar(&format!("SELECT count(*) FROM read_model_v{live}.processed_events"))
-            .fetch_one(&pool)
-            .await?;
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {live}.processed_events")).fetch_one(&pool).await?;
     let dead_letters: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE topic = $1")
         .bind(&setup.topic)
         .fetch_one(&pool)

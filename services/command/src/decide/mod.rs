@@ -147,10 +147,10 @@ pub(crate) fn money(
     Amount::new(canonical)
 }
 
-/// Stock keeping unit: a letter or digit, then up to 63 letters, digits, `.`, `_` or `-`.
+/// Stock keeping unit: `eventline_events::is_valid_sku`.
 pub(crate) fn check_sku(sku: &str, field: &str, errors: &mut Errors) {
     if !eventline_events::is_valid_sku(sku) {
-        errors.add(field, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
+        errors.add(field, format!("must be {}", eventline_events::SKU_RULE));
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, Decided, execute};
+use super::{AppState, Decided, RequestTarget, execute};
 use crate::decide::{self, Errors, IdGen};
 
 /// Most commands in one batch.
@@ -36,18 +36,15 @@ struct Batch {
 #[utoipa::path(
     post, path = "/commands/batch", tag = "batch", request_body = BatchRequest,
     params(super::openapi::IdempotencyKey),
-    responses(
-        (status = 202, description = "All durably appended to the event log", body = super::BatchAccepted,
-            headers(("Consistency-Token" = String, description = "Log positions to pass to the query API to read these writes"))),
-        super::openapi::CommandProblems,
-    )
+    responses(super::openapi::BatchAccepted, super::openapi::CommandProblems)
 )]
 pub async fn batch(
     State(state): State<AppState>,
+    target: RequestTarget,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, Problem> {
-    execute(&state, &headers, "POST /commands/batch", body, |body, ids| {
+    execute(&state, &headers, &target, body, |body, ids| {
         let batch: Batch = body.parse()?;
         if batch.commands.is_empty() || batch.commands.len() > MAX_BATCH {
             return Err(Problem::validation(vec![FieldError::new(

@@ -7,7 +7,7 @@ use eventline_runtime::problem::{JsonBody, Problem};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, Decided, execute};
+use super::{AppState, Decided, RequestTarget, execute};
 use crate::decide::{self, AdjustInventory, Errors};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -20,20 +20,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     post, path = "/inventory/{sku}/adjustments", tag = "inventory", request_body = AdjustInventory,
     params(("sku" = String, Path, description = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
-    responses(
-        (status = 202, description = "Durably appended to the event log", body = super::Accepted,
-            headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),
-        super::openapi::CommandProblems,
-    )
+    responses(super::openapi::CommandAccepted, super::openapi::CommandProblems)
 )]
 pub async fn adjust_inventory(
     State(state): State<AppState>,
     Path(sku): Path<String>,
+    target: RequestTarget,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, Problem> {
-    let request = format!("POST /inventory/{sku}/adjustments");
-    execute(&state, &headers, &request, body, |body, _ids| {
+    execute(&state, &headers, &target, body, |body, _ids| {
         let command: AdjustInventory = body.parse()?;
         decide::adjust_inventory(&sku, command, Errors::default())
             .map(Decided::One)

@@ -19,6 +19,8 @@ use chrono::Utc;
 use eventline_events::{ConsistencyToken, Envelope, Event, LogPosition};
 use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service};
 use eventline_runtime::problem::{FieldError, JsonBody, Problem, ProblemSlug};
+
+use crate::problems;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -184,20 +186,36 @@ pub enum Decided {
     Batch(Vec<Event>),
 }
 
-/// The pipeline of every command: idempotency key, decision, durable append, answer. `request`
-/// is the method and actual path (ids in the path are part of what a key's fingerprint covers).
+/// The method and path of a request as the client sent it (`POST /orders/0190…/payments`): what an
+/// idempotency key's fingerprint covers besides the body, so the same key on another route or
+/// another order is a different request. Taken from the request, never typed beside the route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTarget(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestTarget {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(RequestTarget(format!("{} {}", parts.method, parts.uri.path())))
+    }
+}
+
+/// The pipeline of every command: idempotency key, decision, durable append, answer.
 ///
 /// The decision runs first (invalid commands are refused without touching Redis or Kafka); ids
 /// come from the idempotency key when there is one, so a retried request decides the same events.
 pub async fn execute(
     state: &AppState,
     headers: &HeaderMap,
-    request: &str,
+    target: &RequestTarget,
     body: JsonBody,
     decide: impl FnOnce(JsonBody, &mut IdGen) -> Result<Decided, Problem>,
 ) -> Result<Response, Problem> {
     let key = idempotency_key(headers)?;
-    let fingerprint = key.as_deref().map(|k| Fingerprint::of(k, request, &body.0));
+    let fingerprint = key.as_deref().map(|k| Fingerprint::of(k, &target.0, &body.0));
     let mut ids = fingerprint.as_ref().map_or_else(IdGen::random, |f| IdGen::derived(f.seed()));
     let decided = decide(body, &mut ids)?;
     let (events, batch) = match decided {
@@ -206,11 +224,10 @@ pub async fn execute(
     };
     let expect = match (if_match(headers)?, events.as_slice()) {
         (None, _) => None,
-        (Some(version), [one]) if !batch => Some((target(one), version)),
+        (Some(version), [one]) if !batch => Some((aggregate_of(one), version)),
         (Some(_), _) => {
-            return Err(Problem::bad_request(
-                "invalid-if-match",
-                "Invalid If-Match",
+            return Err(Problem::new(
+                problems::INVALID_IF_MATCH,
                 "If-Match applies to a command on one aggregate, not to a batch.",
             ));
         }
@@ -224,12 +241,11 @@ pub async fn execute(
             Ok(Claim::InProgress) => return Err(key_in_progress()),
             Err(error) => {
                 tracing::warn!(%error, "Idempotency store unavailable");
-                return Err(Problem::unavailable(
-                    "idempotency-unavailable",
-                    "Idempotency keys unavailable",
+                return Err(Problem::new(
+                    problems::IDEMPOTENCY_UNAVAILABLE,
                     "Requests with an Idempotency-Key cannot be handled now; retry later, or send the request without one.",
-                    1,
-                ));
+                )
+                .retry_after(1));
             }
         }
     }
@@ -253,7 +269,7 @@ pub async fn execute(
         Outcome::Accepted(positions) => positions,
         refused => {
             release(state, key.as_deref()).await;
-            return Err(refusal_problem(refused, batch));
+            return Err(refusal_problem(refused, batch, key.is_some()));
         }
     };
 
@@ -298,7 +314,7 @@ async fn release(state: &AppState, key: Option<&str>) {
 }
 
 /// The aggregate an `If-Match` on a single command is about.
-fn target(event: &Event) -> AggregateRef {
+fn aggregate_of(event: &Event) -> AggregateRef {
     match event {
         Event::UserCreated(e) => AggregateRef::User(e.user_id),
         Event::OrderPlaced(e) => AggregateRef::Order(e.order_id),
@@ -319,37 +335,35 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
         .filter(|v| *v >= 0);
     match version {
         Some(version) => Ok(Some(version)),
-        None => Err(Problem::bad_request(
-            "invalid-if-match",
-            "Invalid If-Match",
+        None => Err(Problem::new(
+            problems::INVALID_IF_MATCH,
             "If-Match is one version in double quotes, as the query API's ETag gives it, e.g. \"3\".",
         )),
     }
 }
 
 /// The answer to a command that was not accepted.
-fn refusal_problem(outcome: Outcome, batch: bool) -> Problem {
+/// `keyed`: the request carried an Idempotency-Key, so the answer may tell the client to retry with it.
+fn refusal_problem(outcome: Outcome, batch: bool, keyed: bool) -> Problem {
     match outcome {
         Outcome::Accepted(_) => Problem::internal(),
         Outcome::Rejected(rejections) => rejected(rejections, batch),
-        Outcome::NotAppended(partial) => append_problem(partial, batch),
+        Outcome::NotAppended(partial) => append_problem(partial, batch, keyed),
         Outcome::StateUnavailable(cause) => {
             tracing::warn!(%cause, "Command not decided: decision state unavailable");
-            Problem::unavailable(
-                "decision-state-unavailable",
-                "Decision state unavailable",
+            Problem::new(
+                problems::DECISION_STATE_UNAVAILABLE,
                 "The command could not be checked against the current state (PostgreSQL is unavailable), so \
                  nothing was decided or appended. Retry later.",
-                1,
             )
+            .retry_after(1)
         }
-        Outcome::NotReady => Problem::unavailable(
-            "decision-state-rebuilding",
-            "Decision state rebuilding",
+        Outcome::NotReady => Problem::new(
+            problems::DECISION_STATE_REBUILDING,
             "The command service is folding the log into its decision state and decides nothing until it \
              is complete. Retry later.",
-            2,
-        ),
+        )
+        .retry_after(2),
     }
 }
 
@@ -361,7 +375,7 @@ fn rejected(rejections: Vec<(usize, Rejection)>, batch: bool) -> Problem {
     }
     let status = match rejections.as_slice() {
         [(_, first), rest @ ..] if rest.iter().all(|(_, r)| r.status() == first.status()) => first.status(),
-        _ => StatusCode::CONFLICT,
+        _ => problems::BATCH_REJECTED.status,
     };
     let detail = format!(
         "{} of the batch's commands break a rule, so none was appended; each is listed by index.",
@@ -372,7 +386,8 @@ fn rejected(rejections: Vec<(usize, Rejection)>, batch: bool) -> Problem {
             .iter()
             .map(|(i, r)| FieldError::rule(format!("commands[{i}]"), r.slug(), r.detail()))
             .collect(),
-        ..Problem::new(status, "batch-rejected", "Batch rejected", detail)
+        status: status.as_u16(),
+        ..Problem::new(problems::BATCH_REJECTED, detail)
     }
 }
 
@@ -395,9 +410,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
     match value.to_str() {
         Ok(key) if idempotency::is_valid_key(key) => Ok(Some(key.to_owned())),
-        _ => Err(Problem::bad_request(
-            "invalid-idempotency-key",
-            "Invalid Idempotency-Key",
+        _ => Err(Problem::new(
+            problems::INVALID_IDEMPOTENCY_KEY,
             format!("An Idempotency-Key is 1 to {} visible ASCII characters.", idempotency::MAX_KEY_LEN),
         )),
     }
@@ -405,39 +419,42 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 
 fn key_reused() -> Problem {
     Problem::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency-key-reused",
-        "Idempotency-Key reused",
+        problems::IDEMPOTENCY_KEY_REUSED,
         "This Idempotency-Key was used for a different request; use a new key for a new request.",
     )
 }
 
 fn key_in_progress() -> Problem {
-    Problem {
-        retry_after_secs: Some(1),
-        ..Problem::new(
-            StatusCode::CONFLICT,
-            "idempotency-in-progress",
-            "Request in progress",
-            "A request with this Idempotency-Key is still being processed; retry shortly for its response.",
-        )
-    }
+    Problem::new(
+        problems::IDEMPOTENCY_IN_PROGRESS,
+        "A request with this Idempotency-Key is still being processed; retry shortly for its response.",
+    )
+    .retry_after(1)
 }
 
 /// Maps a failed append to a problem; never reports success for an event the broker did not
 /// acknowledge.
-fn append_problem(partial: PartialAppend, batch: bool) -> Problem {
+///
+/// The advice to retry with the same Idempotency-Key is given only to a request that sent one;
+/// without a key a retry is a new request, and the client must check whether the first took effect.
+fn append_problem(partial: PartialAppend, batch: bool, keyed: bool) -> Problem {
     let appended = partial.positions.iter().filter(|p| p.is_some()).count();
     match partial.error {
         AppendError::NotConfirmed(cause) => {
             tracing::warn!(%cause, appended, total = partial.positions.len(), "Decided, but the append is not confirmed");
-            let mut problem = Problem::unavailable(
-                "log-unavailable",
-                "Event log unavailable",
-                "The command was decided but the event log did not confirm the append; it stays pending and \
-                 will be appended. Retry with the same Idempotency-Key to get its confirmation.",
-                1,
-            );
+            let advice = if keyed {
+                "Retry with the same Idempotency-Key to get its confirmation."
+            } else {
+                "Read the resource back before retrying: a retry without an Idempotency-Key is a new command."
+            };
+            let mut problem = Problem::new(
+                problems::LOG_UNAVAILABLE,
+                format!(
+                    "The command was decided but the event log did not confirm the append; it stays pending and \
+                     will be appended. {advice}"
+                ),
+            )
+            .retry_after(1);
             if batch {
                 problem.errors = not_appended(&partial.positions);
             }
@@ -445,19 +462,27 @@ fn append_problem(partial: PartialAppend, batch: bool) -> Problem {
         }
         AppendError::Unavailable(cause) => {
             tracing::warn!(error = %cause, appended, total = partial.positions.len(), "Append failed: event log unavailable");
-            let detail = if appended == 0 {
-                "The event log did not acknowledge the append in time, so the command is not confirmed; the broker \
-                 may still have recorded it. Retry with the same Idempotency-Key: the retry carries the same \
-                 event id, so the command takes effect once."
-                    .to_owned()
-            } else {
-                format!(
+            let detail = match (appended, keyed) {
+                (0, true) => "The event log did not acknowledge the append in time, so the command is not confirmed; \
+                     the broker may still have recorded it. Retry with the same Idempotency-Key: the retry carries \
+                     the same event id, so the command takes effect once."
+                    .to_owned(),
+                (0, false) => "The event log did not acknowledge the append in time, so the command is not confirmed; \
+                     the broker may still have recorded it. Read the resource back before retrying, or send an \
+                     Idempotency-Key so that a retry takes effect once."
+                    .to_owned(),
+                (_, true) => format!(
                     "The event log became unavailable: {appended} of {} events were appended, the others were not. \
                      Retry with the same Idempotency-Key to complete the batch without duplicates.",
                     partial.positions.len()
-                )
+                ),
+                (_, false) => format!(
+                    "The event log became unavailable: {appended} of {} events were appended, the others were not \
+                     (`errors` lists them). Resend only those.",
+                    partial.positions.len()
+                ),
             };
-            let mut problem = Problem::unavailable("log-unavailable", "Event log unavailable", detail, 1);
+            let mut problem = Problem::new(problems::LOG_UNAVAILABLE, detail).retry_after(1);
             if batch {
                 problem.errors = not_appended(&partial.positions);
             }

@@ -50,6 +50,26 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The `202` of a single command.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 202,
+    description = "Durably appended to the event log",
+    headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))
+)]
+#[allow(dead_code)]
+pub struct CommandAccepted(super::Accepted);
+
+/// The `202` of a batch.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 202,
+    description = "All durably appended to the event log",
+    headers(("Consistency-Token" = String, description = "Log positions to pass to the query API to read these writes"))
+)]
+#[allow(dead_code)]
+pub struct BatchAccepted(super::BatchAccepted);
+
 /// The problem responses every command endpoint can give.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]

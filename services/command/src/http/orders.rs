@@ -7,7 +7,7 @@ use eventline_runtime::problem::{JsonBody, Problem};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, Decided, execute};
+use super::{AppState, Decided, RequestTarget, execute};
 use crate::decide::{self, Errors, PlaceOrder};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -20,18 +20,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     post, path = "/orders", tag = "orders", request_body = PlaceOrder,
     params(super::openapi::IdempotencyKey, super::openapi::IfMatch),
-    responses(
-        (status = 202, description = "Durably appended to the event log", body = super::Accepted,
-            headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),
-        super::openapi::CommandProblems,
-    )
+    responses(super::openapi::CommandAccepted, super::openapi::CommandProblems)
 )]
 pub async fn place_order(
     State(state): State<AppState>,
+    target: RequestTarget,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, Problem> {
-    execute(&state, &headers, "POST /orders", body, |body, ids| {
+    execute(&state, &headers, &target, body, |body, ids| {
         let command: PlaceOrder = body.parse()?;
         decide::place_order(command, ids, Errors::default()).map(Decided::One).map_err(Problem::validation)
     })

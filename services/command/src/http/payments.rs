@@ -7,7 +7,7 @@ use eventline_runtime::problem::{JsonBody, Problem};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, Decided, execute};
+use super::{AppState, Decided, RequestTarget, execute};
 use crate::decide::{self, Errors, SettlePayment};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -20,20 +20,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     post, path = "/orders/{orderId}/payments", tag = "orders", request_body = SettlePayment,
     params(("orderId" = uuid::Uuid, Path, description = "The order"), super::openapi::IdempotencyKey, super::openapi::IfMatch),
-    responses(
-        (status = 202, description = "Durably appended to the event log", body = super::Accepted,
-            headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),
-        super::openapi::CommandProblems,
-    )
+    responses(super::openapi::CommandAccepted, super::openapi::CommandProblems)
 )]
 pub async fn settle_payment(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
+    target: RequestTarget,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, Problem> {
-    let request = format!("POST /orders/{order_id}/payments");
-    execute(&state, &headers, &request, body, |body, ids| {
+    execute(&state, &headers, &target, body, |body, ids| {
         let command: SettlePayment = body.parse()?;
         decide::settle_payment(&order_id, command, ids, Errors::default())
             .map(Decided::One)

@@ -7,7 +7,7 @@ use eventline_runtime::problem::{JsonBody, Problem};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, Decided, execute};
+use super::{AppState, Decided, RequestTarget, execute};
 use crate::decide::{self, CreateUser, Errors};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -20,18 +20,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     post, path = "/users", tag = "users", request_body = CreateUser,
     params(super::openapi::IdempotencyKey, super::openapi::IfMatch),
-    responses(
-        (status = 202, description = "Durably appended to the event log", body = super::Accepted,
-            headers(("Consistency-Token" = String, description = "Log position(s) to pass to the query API to read this write"))),
-        super::openapi::CommandProblems,
-    )
+    responses(super::openapi::CommandAccepted, super::openapi::CommandProblems)
 )]
 pub async fn create_user(
     State(state): State<AppState>,
+    target: RequestTarget,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, Problem> {
-    execute(&state, &headers, "POST /users", body, |body, ids| {
+    execute(&state, &headers, &target, body, |body, ids| {
         let command: CreateUser = body.parse()?;
         decide::create_user(command, ids, Errors::default()).map(Decided::One).map_err(Problem::validation)
     })

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use eventline_events::Envelope;
+use eventline_runtime::backoff::Backoff;
 use eventline_runtime::config::KafkaConfig;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -69,7 +70,8 @@ impl WriteModel {
     /// until `shutdown`: every few seconds it checks that the log is still the one the state was
     /// folded from and appends any decision left pending by an interrupted append.
     pub async fn guard(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
+        let retry = Backoff::new(Duration::from_millis(200), GUARD_INTERVAL);
+        let mut failures = 0;
         loop {
             // A failed round leaves readiness as it was: an unreachable broker or database makes
             // commands fail on their own (503), and does not make the state wrong.
@@ -78,11 +80,11 @@ impl WriteModel {
                 tracing::warn!(error = %format!("{error:#}"), ready = self.is_ready(), "Checking the decision state failed");
             }
             let wait = if outcome.is_ok() {
-                backoff = Duration::from_millis(200);
+                failures = 0;
                 GUARD_INTERVAL
             } else {
-                backoff = (backoff * 2).min(GUARD_INTERVAL);
-                backoff
+                failures += 1;
+                retry.delay(failures - 1)
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -3,7 +3,9 @@
 
 use axum::http::StatusCode;
 use eventline_events::{AdjustmentType, Amount, Currency, Event};
-use eventline_runtime::problem::Problem;
+use eventline_runtime::problem::{Problem, ProblemType};
+
+use crate::problems;
 use uuid::Uuid;
 
 use super::model::{AggregateRef, Aggregates, email_key};
@@ -91,50 +93,30 @@ pub fn check_version(state: &Aggregates, aggregate: &AggregateRef, expected: i64
 }
 
 impl Rejection {
-    /// The problem type's slug; each is listed in docs/problems.md.
-    pub fn slug(&self) -> &'static str {
+    /// The rule's problem type (`crate::problems`).
+    pub fn kind(&self) -> ProblemType {
         match self {
-            Rejection::UserExists { .. } => "user-exists",
-            Rejection::EmailTaken => "email-taken",
-            Rejection::OrderExists { .. } => "order-exists",
-            Rejection::UnknownUser { .. } => "unknown-user",
-            Rejection::UnknownOrder { .. } => "order-not-found",
-            Rejection::OrderAlreadyPaid { .. } => "order-already-paid",
-            Rejection::PaymentExists { .. } => "payment-exists",
-            Rejection::CurrencyMismatch { .. } => "payment-currency-mismatch",
-            Rejection::AmountMismatch { .. } => "payment-amount-mismatch",
-            Rejection::InsufficientStock { .. } => "insufficient-stock",
-            Rejection::StockLimit { .. } => "stock-limit",
-            Rejection::VersionMismatch { .. } => "version-mismatch",
+            Rejection::UserExists { .. } => problems::USER_EXISTS,
+            Rejection::EmailTaken => problems::EMAIL_TAKEN,
+            Rejection::OrderExists { .. } => problems::ORDER_EXISTS,
+            Rejection::UnknownUser { .. } => problems::UNKNOWN_USER,
+            Rejection::UnknownOrder { .. } => problems::ORDER_NOT_FOUND,
+            Rejection::OrderAlreadyPaid { .. } => problems::ORDER_ALREADY_PAID,
+            Rejection::PaymentExists { .. } => problems::PAYMENT_EXISTS,
+            Rejection::CurrencyMismatch { .. } => problems::PAYMENT_CURRENCY_MISMATCH,
+            Rejection::AmountMismatch { .. } => problems::PAYMENT_AMOUNT_MISMATCH,
+            Rejection::InsufficientStock { .. } => problems::INSUFFICIENT_STOCK,
+            Rejection::StockLimit { .. } => problems::STOCK_LIMIT,
+            Rejection::VersionMismatch { .. } => problems::VERSION_MISMATCH,
         }
+    }
+
+    pub fn slug(&self) -> &'static str {
+        self.kind().slug
     }
 
     pub fn status(&self) -> StatusCode {
-        match self {
-            Rejection::UnknownOrder { .. } => StatusCode::NOT_FOUND,
-            Rejection::UnknownUser { .. }
-            | Rejection::CurrencyMismatch { .. }
-            | Rejection::AmountMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Rejection::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
-            _ => StatusCode::CONFLICT,
-        }
-    }
-
-    fn title(&self) -> &'static str {
-        match self {
-            Rejection::UserExists { .. } => "User exists",
-            Rejection::EmailTaken => "Email taken",
-            Rejection::OrderExists { .. } => "Order exists",
-            Rejection::UnknownUser { .. } => "Unknown user",
-            Rejection::UnknownOrder { .. } => "Order not found",
-            Rejection::OrderAlreadyPaid { .. } => "Order already paid",
-            Rejection::PaymentExists { .. } => "Payment exists",
-            Rejection::CurrencyMismatch { .. } => "Payment currency differs from the order's",
-            Rejection::AmountMismatch { .. } => "Payment amount differs from the order's total",
-            Rejection::InsufficientStock { .. } => "Insufficient stock",
-            Rejection::StockLimit { .. } => "Stock limit reached",
-            Rejection::VersionMismatch { .. } => "Version mismatch",
-        }
+        self.kind().status
     }
 
     pub fn detail(&self) -> String {
@@ -171,7 +153,7 @@ impl Rejection {
     }
 
     pub fn problem(&self) -> Problem {
-        let mut problem = Problem::new(self.status(), self.slug(), self.title(), self.detail());
+        let mut problem = Problem::new(self.kind(), self.detail());
         if let Rejection::InsufficientStock { available, .. } = self {
             problem.available = Some(*available);
         }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use tracing::Instrument as _;
 
 use eventline_events::{DecodeError, Envelope, Event, EventType};
-use eventline_runtime::read_models::{self, Version};
+use eventline_read_models::{self as read_models, State, Version};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -117,24 +117,21 @@ impl<'a> Decoded<'a> {
     }
 }
 
-/// Applies `records` (in log order per partition) in one transaction and returns what happened.
-/// On error nothing is committed and the caller retries the same batch.
-pub async fn apply_batch(pool: &PgPool, topic: &str, records: &[Record]) -> sqlx::Result<Outcome> {
-    let mut tx = pool.begin().await?;
-    let outcome =
-        apply_in(&mut tx, topic, &Decoded::new(records), &HashSet::new(), DeadLetters::Record).await?;
-    tx.commit().await?;
-    Ok(outcome)
-}
-
 /// Who may write a read-model version: the projector of the live version, or the rebuild (or
 /// rollback) filling a version in the state it found it in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Writer {
     pub version: Version,
-    /// The state the version must still be in (`live`, `building`, `previous`, `verifying`).
-    pub state: &'static str,
+    /// The state the version must still be in.
+    pub state: State,
     pub dead_letters: DeadLetters,
+}
+
+impl Writer {
+    /// The live projector of `version`, as the service runs it.
+    pub fn live(version: Version) -> Writer {
+        Writer { version, state: State::Live, dead_letters: DeadLetters::Record }
+    }
 }
 
 /// What becomes of records that can never be applied.
@@ -186,13 +183,13 @@ pub async fn hold(
     tx: &mut Transaction<'_, Postgres>,
     writer: Writer,
 ) -> sqlx::Result<Result<(), Superseded>> {
-    let state: Option<String> =
+    let state: Option<State> =
         sqlx::query_scalar("SELECT state FROM public.read_model_versions WHERE version = $1 FOR SHARE")
             .bind(writer.version.0)
             .fetch_optional(&mut **tx)
             .instrument(db::span("SELECT", "read_model_versions"))
             .await?;
-    Ok(if state.as_deref() == Some(writer.state) { Ok(()) } else { Err(Superseded) })
+    Ok(if state == Some(writer.state) { Ok(()) } else { Err(Superseded) })
 }
 
 /// `apply` inside a transaction the caller commits (a redrive also removes its dead letter in it).

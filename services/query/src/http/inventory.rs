@@ -48,10 +48,9 @@ pub async fn get_stock(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     if !eventline_events::is_valid_sku(&sku) {
-        return Err(Problem::bad_request(
-            "invalid-id",
-            "Invalid id",
-            "A sku is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        return Err(Problem::new(
+            crate::problems::INVALID_ID,
+            format!("A sku is {}.", eventline_events::SKU_RULE),
         ));
     }
     let db = read_your_writes(&state, &headers).await?;

@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eventline_events::ConsistencyToken;
 use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service};
-use eventline_runtime::problem::Problem;
+use eventline_runtime::problem::{Problem, types};
+
+use crate::problems;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -79,22 +81,20 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPool, Problem> {
     if let Some(other) = state.log.other_log() {
         tracing::warn!(%other, "Refusing a read: the read models belong to another log");
-        return Err(Problem::unavailable(
-            "read-models-from-another-log",
-            "Read models from another log",
+        return Err(Problem::new(
+            problems::READ_MODELS_FROM_ANOTHER_LOG,
             "The read models were built from another event log than the one the broker serves now, so \
              they cannot be served as current. An operator must reset or rebuild them.",
-            30,
-        ));
+        )
+        .retry_after(30));
     }
     let Some(value) = headers.get(CONSISTENCY_TOKEN) else {
         let snapshot = state.read_models.current(state.consistency_wait).await;
         return snapshot.map(|s| s.pool.clone()).map_err(|_| not_ready());
     };
     let token: ConsistencyToken = value.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
-        Problem::bad_request(
-            "invalid-consistency-token",
-            "Invalid Consistency-Token",
+        Problem::new(
+            problems::INVALID_CONSISTENCY_TOKEN,
             "Pass the Consistency-Token header exactly as the command API returned it (e.g. \"0:15,3:7\").",
         )
     })?;
@@ -117,25 +117,23 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPoo
     match reached {
         Ok(snapshot) => Ok(snapshot.pool.clone()),
         Err(Unavailable::NotReady) => Err(not_ready()),
-        Err(Unavailable::Behind) => Err(Problem::unavailable(
-            "projection-behind",
-            "Projection behind",
+        Err(Unavailable::Behind) => Err(Problem::new(
+            problems::PROJECTION_BEHIND,
             format!(
                 "The read models have not yet applied position(s) {token} after {} ms; retry shortly.",
                 state.consistency_wait.as_millis()
             ),
-            1,
-        )),
+        )
+        .retry_after(1)),
     }
 }
 
 fn not_ready() -> Problem {
-    Problem::unavailable(
-        "database-unavailable",
-        "Read models unavailable",
+    Problem::new(
+        types::DATABASE_UNAVAILABLE,
         "The live read models are not known yet (the database is unavailable or not migrated); retry shortly.",
-        1,
     )
+    .retry_after(1)
 }
 
 /// A JSON `200` with a strong ETag, or `304` when the client's `If-None-Match` already has it.
@@ -179,20 +177,15 @@ fn respond_tagged(headers: &HeaderMap, bytes: Vec<u8>, etag: String) -> Result<R
 /// A database failure, logged here and reported to the client without internals.
 fn database_problem(error: sqlx::Error) -> Problem {
     tracing::warn!(%error, "Read model query failed");
-    Problem::unavailable(
-        "database-unavailable",
-        "Read model unavailable",
-        "The read model cannot be queried now. Retry later.",
-        1,
-    )
+    Problem::new(types::DATABASE_UNAVAILABLE, "The read model cannot be queried now. Retry later.")
+        .retry_after(1)
 }
 
 /// Parses a UUID path segment, or says clearly why not.
 fn parse_id(raw: &str, what: &str) -> Result<uuid::Uuid, Problem> {
     uuid::Uuid::try_parse(raw).map_err(|_| {
-        Problem::bad_request(
-            "invalid-id",
-            "Invalid id",
+        Problem::new(
+            problems::INVALID_ID,
             format!("{what} id {:?} is not a UUID", raw.chars().take(64).collect::<String>()),
         )
     })
@@ -204,10 +197,6 @@ fn in_range(value: Option<i64>, default: i64, lo: i64, hi: i64, name: &str) -> R
     if (lo..=hi).contains(&value) {
         Ok(value)
     } else {
-        Err(Problem::bad_request(
-            "invalid-query",
-            "Invalid query string",
-            format!("{name} must be {lo} to {hi}"),
-        ))
+        Err(Problem::new(types::INVALID_QUERY, format!("{name} must be {lo} to {hi}")))
     }
 }

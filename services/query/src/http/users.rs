@@ -241,11 +241,7 @@ impl Cursor {
 
     fn parse(text: &str) -> Result<Cursor, Problem> {
         let invalid = || {
-            Problem::bad_request(
-                "invalid-cursor",
-                "Invalid cursor",
-                "Pass `nextCursor` of a previous page as it was.",
-            )
+            Problem::new(crate::problems::INVALID_CURSOR, "Pass `nextCursor` of a previous page as it was.")
         };
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;

@@ -1,6 +1,7 @@
 //! The log side of the benchmark: a prefilled topic (which also gives the raw produce ceiling),
 //! the consume-and-decode ceiling, and a naive projector to compare the real one against.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use eventline_events::{
     HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION, InventoryAdjusted, JSON_CONTENT_TYPE, OrderItem, OrderPlaced,
     PaymentSettled, PaymentStatus, UserCreated,
 };
-use eventline_projector::project::{self, Record};
+use eventline_projector::project::{self, Decoded, Record, Writer};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rdkafka::Message;
@@ -190,8 +191,9 @@ pub async fn naive_projector(
     redis_url: &str,
     sample: u64,
 ) -> anyhow::Result<f64> {
-    let options =
-        PgConnectOptions::from_str(database_url)?.options([("search_path", "read_model_v1,public")]);
+    let live = eventline_read_models::live(&PgPoolOptions::new().connect(database_url).await?).await?;
+    let options = PgConnectOptions::from_str(database_url)?
+        .options([("search_path", format!("{},public", live.schema()))]);
     let pool = PgPoolOptions::new().max_connections(2).connect_with(options).await?;
     let redis = redis::Client::open(redis_url)?;
     let mut connection = redis.get_multiplexed_async_connection().await?;
@@ -215,7 +217,10 @@ pub async fn naive_projector(
             .arg(600)
             .query_async(&mut connection)
             .await?;
-        project::apply_batch(&pool, topic, std::slice::from_ref(record)).await?;
+        let decoded = Decoded::new(std::slice::from_ref(record));
+        project::apply(&pool, Writer::live(live), topic, &decoded, &HashSet::new()).await?.map_err(|_| {
+            anyhow::anyhow!("read-model version {live} is no longer live in the benchmark database")
+        })?;
     }
     Ok(records.len() as f64 / started.elapsed().as_secs_f64())
 }

@@ -479,12 +479,10 @@ async fn raw_select(
     run: Duration,
 ) -> anyhow::Result<f64> {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(16).connect(url).await?;
-    let live: i32 = sqlx::query_scalar("SELECT version FROM read_model_versions WHERE state = 'live'")
-        .fetch_one(&pool)
-        .await?;
+    let live = eventline_read_models::live(&pool).await?.schema();
     let (users, orders) = (
-        format!("SELECT * FROM read_model_v{live}.users WHERE user_id = $1"),
-        format!("SELECT * FROM read_model_v{live}.orders WHERE order_id = $1"),
+        format!("SELECT * FROM {live}.users WHERE user_id = $1"),
+        format!("SELECT * FROM {live}.orders WHERE order_id = $1"),
     );
     let measured = closed_loop(32, run, move |i| {
         let pool = pool.clone();

@@ -1,6 +1,11 @@
-//! Versions of the read models (migrations/0004): each lives in a PostgreSQL schema of its own,
-//! `read_model_v<N>`, and exactly one is live. The query service reads the live one; the projector
-//! writes it; a rebuild fills a new one next to it and switches.
+//! The read models' bookkeeping, shared by the projector (which writes them) and the query service
+//! (which reads them): their versions, tables and checkpoints.
+//!
+//! Versions (migrations/0004): each lives in a PostgreSQL schema of its own, `read_model_v<N>`,
+//! and exactly one is live. The query service reads the live one; the projector writes it; a
+//! rebuild fills a new one next to it and switches.
+
+pub mod checkpoints;
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,9 +16,9 @@ use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgExecutor, PgPool};
 
-use crate::config::DatabaseConfig;
-use crate::db::redact;
-use crate::log_identity::LogIdentity;
+use eventline_runtime::config::DatabaseConfig;
+use eventline_runtime::db::redact;
+use eventline_runtime::log_identity::LogIdentity;
 
 /// The notification channel on which a switch of the live version is announced (payload: the
 /// new live version), so readers and writers move without polling.
@@ -50,18 +55,109 @@ impl fmt::Display for Version {
     }
 }
 
-/// The live version.
-pub async fn live<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Version> {
-    in_state(db, "live").await?.ok_or(sqlx::Error::RowNotFound)
+/// Where a version is in its life (`public.read_model_versions.state`; the migrations' CHECK
+/// constraint lists the same names). Every state but `Retired` is held by one version at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Being filled from the log by `rebuild`; not served.
+    Building,
+    /// Served by the query service and written by the projector.
+    Live,
+    /// The version live before the last switch, kept for `rollback`.
+    Previous,
+    /// A scratch copy folded by `verify`, dropped when it ends.
+    Verifying,
+    /// Out of use; its schema can be dropped.
+    Retired,
 }
 
-/// The version in `state` (`live`, `previous` and `building` are each held by one at most).
-pub async fn in_state<'e>(db: impl PgExecutor<'e>, state: &str) -> sqlx::Result<Option<Version>> {
-    sqlx::query_scalar("SELECT version FROM public.read_model_versions WHERE state = $1")
+impl State {
+    pub const ALL: [State; 5] =
+        [State::Building, State::Live, State::Previous, State::Verifying, State::Retired];
+
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Building => "building",
+            State::Live => "live",
+            State::Previous => "previous",
+            State::Verifying => "verifying",
+            State::Retired => "retired",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The live version.
+pub async fn live<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Version> {
+    in_state(db, State::Live).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+/// The live version, its row held until the transaction ends: no switch happens meanwhile, and
+/// the live projector's next batch waits.
+pub async fn live_for_update<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Version> {
+    sqlx::query_scalar("SELECT version FROM public.read_model_versions WHERE state = $1 FOR UPDATE")
+        .bind(State::Live)
+        .fetch_one(db)
+        .await
+        .map(Version)
+}
+
+/// The version in `state`, if one is (for every state but `Retired`, one at most).
+pub async fn in_state<'e>(db: impl PgExecutor<'e>, state: State) -> sqlx::Result<Option<Version>> {
+    sqlx::query_scalar("SELECT version FROM public.read_model_versions WHERE state = $1 LIMIT 1")
         .bind(state)
         .fetch_optional(db)
         .await
         .map(|version| version.map(Version))
+}
+
+/// Every version in `state` (for `Retired`, any number of them).
+pub async fn all_in_state<'e>(db: impl PgExecutor<'e>, state: State) -> sqlx::Result<Vec<Version>> {
+    sqlx::query_scalar("SELECT version FROM public.read_model_versions WHERE state = $1 ORDER BY version")
+        .bind(state)
+        .fetch_all(db)
+        .await
+        .map(|versions| versions.into_iter().map(Version).collect())
+}
+
+/// Moves `version` to `state` (a switch to `Live` also records when).
+pub async fn set_state<'e>(db: impl PgExecutor<'e>, version: Version, state: State) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE public.read_model_versions SET state = $2, \
+         switched_at = CASE WHEN $2 = $3 THEN now() ELSE switched_at END WHERE version = $1",
+    )
+    .bind(version.0)
+    .bind(state)
+    .bind(State::Live)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// The states of the versions whose row this transaction now holds for update: the live one and
+/// `version`. A switch takes them so that batches under way finish first and later ones see the
+/// new states.
+pub async fn lock_live_and<'e>(
+    db: impl PgExecutor<'e>,
+    version: Version,
+) -> sqlx::Result<Vec<(Version, State)>> {
+    let rows: Vec<(i32, State)> = sqlx::query_as(
+        "SELECT version, state FROM public.read_model_versions WHERE state = $2 OR version = $1 \
+         ORDER BY version FOR UPDATE",
+    )
+    .bind(version.0)
+    .bind(State::Live)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(version, state)| (Version(version), state)).collect())
 }
 
 /// How a version's recorded log identity compares with the log the broker serves now.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use sqlx::PgExecutor;
 
-use crate::read_models::Version;
+use crate::Version;
 
 /// The PostgreSQL notification channel on which the projector announces, as its transaction
 /// commits, where the checkpoints of a topic moved. The payload is `<schema> <topic> <p>:<next>,…`
