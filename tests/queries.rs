@@ -211,6 +211,7 @@ async fn a_read_with_a_token_waits_for_a_late_projector_and_gives_up_with_503() 
         tokio::spawn(async move { get(url, Some(&token)).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the read must still be waiting when the projector starts");
     let projector = support::projector(&env).await;
     let response = waiting.await.unwrap();
     assert_eq!(response.status(), 200, "never a 404 for one's own write");

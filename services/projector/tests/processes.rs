@@ -48,6 +48,8 @@ fn spawn_in_group(env: &TestEnv, log: &std::path::Path, group: &str) -> Projecto
         .env("EVENTLINE_PROJECTOR_ADDR", "127.0.0.1:0")
         .env("EVENTLINE_PROJECTOR_GROUP", group)
         .env("EVENTLINE_SESSION_TIMEOUT_MS", "6000")
+        // Small batches, so that a kill "after some progress" lands mid-stream.
+        .env("EVENTLINE_BATCH_SIZE", "20")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .stdout(log.try_clone().unwrap())
@@ -65,6 +67,39 @@ fn adjustment(sku: &str) -> Envelope {
         adjustment_type: AdjustmentType::Add,
         reason: "scale-out".into(),
     }))
+}
+
+/// The partitions a projector's log (JSON lines) says it resumed, from line `from` on.
+fn resumed_partitions(log: &std::path::Path, from: usize) -> std::collections::BTreeSet<i64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .skip(from)
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        // LOG_FORMAT=json flattens an event's fields into the line.
+        .filter(|line| line["message"].as_str().is_some_and(|m| m.starts_with("Resuming partition")))
+        .filter_map(|line| line["partition"].as_i64())
+        .collect()
+}
+
+fn lines(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log).unwrap_or_default().lines().count()
+}
+
+/// Waits until the checkpoints cover all `events` of the topic: every event has been applied and
+/// its position committed, so a doubled effect would show now.
+async fn checkpointed_all(env: &TestEnv, events: i64) {
+    eventually(Duration::from_secs(90), "the checkpoints to cover the whole log", || async {
+        let at: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(next_offset), 0)::bigint FROM projection_checkpoints WHERE topic = $1",
+        )
+        .bind(&env.kafka.topic)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        (at >= events).then_some(())
+    })
+    .await
 }
 
 async fn applied(env: &TestEnv) -> i64 {
@@ -113,23 +148,25 @@ async fn survivor_finishes_the_work(signal: &str) {
     for _ in 0..5 {
         produce_round().await;
     }
+    let held_by_a = resumed_partitions(&log_a, 0);
+    let b_lines_before = lines(&log_b);
+    assert!(!held_by_a.is_empty(), "instance a never owned a partition");
     a.stop(signal); // KILL: no goodbye to the group, no flush
     for _ in 0..5 {
         produce_round().await;
     }
     let expected = (skus.len() * 10) as i64;
-    eventually(Duration::from_secs(90), "the survivor to apply everything", || async {
-        (applied(&env).await >= expected).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    checkpointed_all(&env, expected).await;
     b.stop("TERM");
     assert_eq!(applied(&env).await, expected, "nothing lost, nothing doubled");
     let per_sku: Vec<i64> =
         sqlx::query_scalar("SELECT quantity FROM inventory ORDER BY sku").fetch_all(&env.pool).await.unwrap();
     assert_eq!(per_sku, vec![10; skus.len()]);
-    let took_over = std::fs::read_to_string(&log_b).unwrap().matches("Resuming partition").count();
-    assert!(took_over > 1, "the survivor was assigned the killed instance's partitions");
+    let taken_over = resumed_partitions(&log_b, b_lines_before);
+    assert!(
+        held_by_a.is_subset(&taken_over),
+        "the survivor resumed {taken_over:?} after the stop; the stopped instance held {held_by_a:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +185,7 @@ async fn a_projector_killed_mid_stream_and_restarted_applies_everything_once() {
     }
     let expected = (skus.len() * rounds) as i64;
     let log = std::env::temp_dir().join(format!("{}-crash.log", env.id));
-    let mut kills = 0;
+    let (mut kills, mut mid_stream_kills) = (0, 0);
     // Kill it as soon as it has made some progress, several times over. Every incarnation rejoins
     // the same consumer group, as a restarted projector does in production: the broker must hand
     // it the partitions the killed member held.
@@ -162,18 +199,20 @@ async fn a_projector_killed_mid_stream_and_restarted_applies_everything_once() {
         .await;
         projector.stop("KILL");
         kills += 1;
-        if applied(&env).await == expected {
+        let at_kill = applied(&env).await;
+        if at_kill < expected {
+            mid_stream_kills += 1;
+        } else {
             break;
         }
     }
     let mut projector = spawn_in_group(&env, &log, &group);
-    eventually(Duration::from_secs(90), "everything applied", || async {
-        (applied(&env).await >= expected).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    checkpointed_all(&env, expected).await;
     projector.stop("TERM");
-    assert!(kills >= 1);
+    assert!(
+        mid_stream_kills >= 1,
+        "no kill landed before the end of the log ({kills} kills): nothing was tested"
+    );
     assert_eq!(applied(&env).await, expected, "after {kills} kills: nothing lost, nothing doubled");
     let per_sku: Vec<i64> =
         sqlx::query_scalar("SELECT quantity FROM inventory ORDER BY sku").fetch_all(&env.pool).await.unwrap();

@@ -1,6 +1,7 @@
 //! Applying a batch of log records to the read models: one PostgreSQL transaction holding the
 //! dedup by event id, the set-based upserts, the dead letters and the checkpoint.
 
+pub mod checkpoint;
 mod inventory;
 mod orders;
 mod payments;
@@ -21,8 +22,6 @@ use rdkafka::Message;
 use rdkafka::message::Headers;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
-
-use crate::checkpoint;
 
 /// One message as read from the log, owned so a batch can be retried after a transient failure.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use crate::Config;
 use crate::dlq::{self, Mirror, Redriven};
-use crate::progress::Progress;
+use crate::operations::progress::Progress;
 use eventline_read_models::Version;
 
 #[derive(Debug, Subcommand)]
@@ -56,8 +56,9 @@ async fn live_pool(config: &Config, access: Access) -> anyhow::Result<(PgPool, V
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let (pool, _) = live_pool(config, Access::ReadOnly).await?;
-    let status = crate::status::collect(&pool, &config.kafka.brokers, &config.kafka.topic).await?;
-    let versions = crate::rebuild::versions(&pool, &config.kafka.topic).await?;
+    let status =
+        crate::operations::status::collect(&pool, &config.kafka.brokers, &config.kafka.topic).await?;
+    let versions = crate::operations::rebuild::versions(&pool, &config.kafka.topic).await?;
     if json {
         let both = serde_json::json!({"projection": status, "versions": versions});
         println!("{}", serde_json::to_string_pretty(&both)?);
@@ -112,7 +113,7 @@ pub async fn verify(
     sample: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let report = crate::verify::verify(config, progress, batch_size, sample).await?;
+    let report = crate::operations::verify::verify(config, progress, batch_size, sample).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 
-use crate::consumer::LogConsumer;
+use crate::live::consumer::LogConsumer;
 
 /// Since when each partition with lag has been owned by no member of the group.
 #[derive(Debug)]

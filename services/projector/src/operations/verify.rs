@@ -17,12 +17,12 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
 use crate::Config;
-use crate::checkpoint::load_version;
-use crate::consumer::RangeReader;
-use crate::progress::{Progress, Reporter};
+use crate::live::consumer::RangeReader;
+use crate::live::startup::prepare;
+use crate::operations::progress::{Progress, Reporter};
+use crate::operations::rebuild::{create, exclusive, prune};
+use crate::project::checkpoint::load_version;
 use crate::project::{self, DeadLetters, Decoded, Writer};
-use crate::rebuild::{create, exclusive, prune};
-use crate::startup::prepare;
 use eventline_read_models::READ_MODELS;
 
 /// The scratch version's state.

@@ -12,11 +12,11 @@ use eventline_runtime::http::{Check, Readiness, ops_router, traced, with_problem
 use eventline_runtime::problem::{Problem, types};
 use serde::Serialize;
 
-use crate::consumer::LogConsumer;
-use crate::coverage::Coverage;
-use crate::dedup::FastPath;
-use crate::runner::RunnerStatus;
-use crate::target::Writing;
+use crate::live::consumer::LogConsumer;
+use crate::live::coverage::Coverage;
+use crate::live::dedup::FastPath;
+use crate::live::runner::RunnerStatus;
+use crate::live::target::Writing;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -66,7 +66,7 @@ pub fn router(state: AdminState) -> Router {
 #[serde(rename_all = "camelCase")]
 struct Status {
     #[serde(flatten)]
-    projection: crate::status::ProjectionStatus,
+    projection: crate::operations::status::ProjectionStatus,
     assigned_partitions: Vec<i32>,
     /// Partitions with events to apply that no member of the group owns (from the broker's
     /// description of the group).
@@ -77,12 +77,13 @@ struct Status {
 
 /// `GET /projections` (and `/status`): the `status` subcommand's JSON, plus this instance's view.
 async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem> {
-    let projection = crate::status::collect(&state.writing.current().pool, &state.brokers, &state.topic)
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "Collecting the projection status failed");
-            Problem::new(types::DATABASE_UNAVAILABLE, "The status cannot be read now.").retry_after(1)
-        })?;
+    let projection =
+        crate::operations::status::collect(&state.writing.current().pool, &state.brokers, &state.topic)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "Collecting the projection status failed");
+                Problem::new(types::DATABASE_UNAVAILABLE, "The status cannot be read now.").retry_after(1)
+            })?;
     Ok(Json(Status {
         projection,
         assigned_partitions: state.status.assigned.lock().map(|a| a.clone()).unwrap_or_default(),

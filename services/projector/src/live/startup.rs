@@ -9,14 +9,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
-use crate::admin;
-use crate::consumer::{self, Assignment};
-use crate::coverage::Coverage;
-use crate::dedup::FastPath;
 use crate::dlq::Mirror;
+use crate::live::admin;
+use crate::live::consumer::{self, Assignment};
+use crate::live::coverage::Coverage;
+use crate::live::dedup::FastPath;
+use crate::live::runner::{Role, Runner, RunnerStatus};
+use crate::live::target::{Target, Writing};
 use crate::log_check::{self, Verdict};
-use crate::runner::{Role, Runner, RunnerStatus};
-use crate::target::{Target, Writing};
 use eventline_read_models as read_models;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -115,7 +115,7 @@ struct Observed {
     status: Arc<RunnerStatus>,
     /// Cancelled when the broker serves another log than the read models were built from.
     refuse: CancellationToken,
-    consumer: Arc<crate::consumer::LogConsumer>,
+    consumer: Arc<crate::live::consumer::LogConsumer>,
     group_id: String,
     coverage: Arc<Coverage>,
 }
@@ -131,8 +131,8 @@ async fn observe(observed: Observed, shutdown: CancellationToken) {
     loop {
         let target = writing.current();
         let pool = target.pool.clone();
-        if let Ok(current) = crate::status::collect(&pool, brokers, topic).await {
-            crate::status::record_metrics(&current);
+        if let Ok(current) = crate::operations::status::collect(&pool, brokers, topic).await {
+            crate::operations::status::record_metrics(&current);
             let lag: Vec<(i32, i64)> =
                 current.partitions.iter().filter_map(|p| Some((p.partition, p.lag?))).collect();
             coverage.observe(&consumer, &group_id, topic, &lag).await;

@@ -17,13 +17,13 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::checkpoint;
-use crate::consumer::{self, Assignment, LogConsumer};
-use crate::dedup::FastPath;
 use crate::dlq::{self, Mirror};
+use crate::live::consumer::{self, Assignment, LogConsumer};
+use crate::live::dedup::FastPath;
+use crate::live::spans::BatchSpans;
+use crate::live::target::{Target, Writing};
+use crate::project::checkpoint;
 use crate::project::{self, DeadLetters, Decoded, Record, Writer};
-use crate::spans::BatchSpans;
-use crate::target::{Target, Writing};
 use eventline_read_models::{self as read_models, State};
 use eventline_runtime::config::DatabaseConfig;
 

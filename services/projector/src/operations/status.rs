@@ -7,7 +7,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::{checkpoint, dlq};
+use crate::dlq;
+use crate::project::checkpoint;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

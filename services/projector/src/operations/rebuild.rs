@@ -22,11 +22,11 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
-use crate::checkpoint::load_version;
-use crate::progress::{Progress, Reporter};
-use crate::runner::Role;
-use crate::startup::{prepare, runner};
-use crate::target::Target;
+use crate::live::runner::Role;
+use crate::live::startup::{prepare, runner};
+use crate::live::target::Target;
+use crate::operations::progress::{Progress, Reporter};
+use crate::project::checkpoint::load_version;
 
 /// What a rebuild or rollback did.
 #[derive(Debug, Clone, Serialize)]
@@ -269,7 +269,7 @@ pub(crate) async fn prune(public: &PgPool) -> anyhow::Result<()> {
 /// The log's end per partition, as far as the broker answers.
 async fn log_ends(config: &Config) -> BTreeMap<i32, i64> {
     let (brokers, topic) = (config.kafka.brokers.clone(), config.kafka.topic.clone());
-    tokio::task::spawn_blocking(move || crate::status::high_watermarks(&brokers, &topic))
+    tokio::task::spawn_blocking(move || crate::operations::status::high_watermarks(&brokers, &topic))
         .await
         .unwrap_or_default()
         .into_iter()

@@ -12,8 +12,8 @@ use rdkafka::error::{KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::live::target::Writing;
 use crate::project::Record;
-use crate::target::Writing;
 use eventline_runtime::backoff::Backoff;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 

@@ -1,0 +1,19 @@
+//! The running projector: reads the log, applies it batch by batch, and reports on itself.
+//!
+//! - `consumer`: the Kafka consumer, positioned from the checkpoints on every assignment;
+//! - `runner`: the loop: one batch applied while the next is read, retries with backoff;
+//! - `dedup`: the Redis fast path that recognises redelivered events early;
+//! - `target`: which read-model version is written, following switches;
+//! - `coverage`: partitions with lag that no member of the group consumes;
+//! - `spans`: traces of the work, joined to the traces of the requests that appended the events;
+//! - `admin`: health, readiness, metrics and status over HTTP;
+//! - `startup`: wires them together (`Application`).
+
+pub(crate) mod admin;
+pub(crate) mod consumer;
+pub(crate) mod coverage;
+pub(crate) mod dedup;
+pub(crate) mod runner;
+pub(crate) mod spans;
+pub(crate) mod startup;
+pub(crate) mod target;
