@@ -1,5 +1,5 @@
 # eventline: the two commands are `make up` (run it) and `make test` (test it).
-.PHONY: up down test lint fmt status clients demo bench chaos
+.PHONY: up down test lint fmt status projector clients demo bench chaos
 
 up:    ## Install what is missing, build, and run the stack in the background
 	@bash scripts/up.sh
@@ -25,6 +25,9 @@ clients: ## Generate the TypeScript and Python clients into target/clients/
 lint:  ## Formatting and clippy, as CI runs them
 	cargo fmt --all -- --check
 	CARGO_TARGET_DIR=$${CARGO_TARGET_DIR:-$$HOME/.cache/eventline/target} cargo clippy --workspace --all-targets --locked -- -D warnings
+
+projector: ## An operator command against the running stack, no build: make projector ARGS="dlq list" (status, rebuild, rollback, verify, dlq …, log-identity; ARGS=--help lists them)
+	@bash scripts/projector.sh $(ARGS)
 
 status: ## Projection status from the running projector
 	@curl -fsS http://127.0.0.1:8083/status; echo

@@ -76,6 +76,7 @@ eventline is up (state, logs and pids in $STATE_DIR)
   command API     http://$(addr_of command)       POST /users /orders /orders/{id}/payments /inventory/{sku}/adjustments /commands/batch (reference: /docs)
   query API       http://$(addr_of query)       GET /users/{id} /users/{id}/orders /orders/{id} /inventory/{sku} (reference: /docs)
   projector admin http://$(addr_of projector)       /projections /readyz /metrics
+  operator        make projector ARGS="status"   (also: dlq list, rebuild, rollback, verify; ARGS=--help)
   Kafka           $KAFKA_BROKERS (topic ${EVENTLINE_TOPIC:-eventline.events})
   PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^@]*@#//#')
   Redis           $REDIS_URL

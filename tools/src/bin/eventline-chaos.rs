@@ -615,7 +615,8 @@ fn read_log(brokers: &str, topic: &str) -> anyhow::Result<Fold> {
                 }
                 // The raw JSON, read as docs/events.md describes it: this fold shares no decoder
                 // with the projector, so a bug in one does not hide in both.
-                let Ok(event) = serde_json::from_slice::<serde_json::Value>(message.payload().unwrap_or_default())
+                let Ok(event) =
+                    serde_json::from_slice::<serde_json::Value>(message.payload().unwrap_or_default())
                 else {
                     continue;
                 };
@@ -629,7 +630,8 @@ fn read_log(brokers: &str, topic: &str) -> anyhow::Result<Fold> {
                 let data = &event["data"];
                 match kind {
                     "InventoryAdjusted" => {
-                        let (Some(sku), Some(quantity)) = (data["sku"].as_str(), data["quantity"].as_i64()) else {
+                        let (Some(sku), Some(quantity)) = (data["sku"].as_str(), data["quantity"].as_i64())
+                        else {
                             bail!("an InventoryAdjusted without sku or quantity: {event}")
                         };
                         let stock = fold.stock.entry(sku.to_owned()).or_default();
@@ -693,7 +695,9 @@ fn markdown(reports: &[Report], took: Duration) -> String {
         took.as_secs_f64()
     ));
     md.push_str("| scenario | faults | fault bit | accepted (202) | refused by a rule | payments | 503 answers | no answer | other answers | events in log | 202 not in log | stock < 0 | paid twice | lost | doubled | applied ≠ once | dead letters / poison | recover s | |\n");
-    md.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    md.push_str(
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
     for r in reports {
         md.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
