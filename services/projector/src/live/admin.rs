@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::get;
@@ -37,13 +36,7 @@ pub fn router(state: AdminState) -> Router {
         let state = ready_state.clone();
         async move {
             let database = eventline_runtime::db::ping(&state.writing.current().pool).await;
-            let consumer = state.consumer.clone();
-            let kafka = tokio::task::spawn_blocking(move || {
-                use rdkafka::consumer::Consumer;
-                consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok()
-            })
-            .await
-            .unwrap_or(false);
+            let kafka = crate::live::consumer::is_reachable(&state.consumer).await;
             let healthy = state.status.fatal.lock().map(|f| f.is_none()).unwrap_or(false);
             let covered = state.coverage.stalled().is_empty();
             vec![

@@ -112,6 +112,14 @@ impl ConsumerContext for Positioner {
 
 pub type LogConsumer = StreamConsumer<Positioner>;
 
+/// Whether the consumer's brokers answer a metadata request within two seconds (readiness).
+pub async fn is_reachable(consumer: &Arc<LogConsumer>) -> bool {
+    let consumer = consumer.clone();
+    tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok())
+        .await
+        .unwrap_or(false)
+}
+
 /// Joins the group and subscribes to the topic.
 pub fn subscribe(
     config: &Config,

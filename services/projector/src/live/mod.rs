@@ -6,6 +6,8 @@
 //! - `target`: which read-model version is written, following switches;
 //! - `coverage`: partitions with lag that no member of the group consumes;
 //! - `spans`: traces of the work, joined to the traces of the requests that appended the events;
+//! - `observer`: status metrics, unconsumed partitions, the DLQ mirror and the log's identity,
+//!   watched every few seconds;
 //! - `admin`: health, readiness, metrics and status over HTTP;
 //! - `startup`: wires them together (`Application`).
 
@@ -13,6 +15,7 @@ pub(crate) mod admin;
 pub(crate) mod consumer;
 pub(crate) mod coverage;
 pub(crate) mod dedup;
+pub(crate) mod observer;
 pub(crate) mod runner;
 pub(crate) mod spans;
 pub(crate) mod startup;

@@ -353,15 +353,10 @@ impl Runner {
                 return Ok(());
             }
         };
-        let recorded: Option<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT event_id FROM processed_events WHERE topic = $1 AND partition = $2 AND log_offset = $3",
-        )
-        .bind(&self.topic)
-        .bind(partition)
-        .bind(last_applied)
-        .fetch_optional(&self.writing.current().pool)
-        .await
-        .unwrap_or(None);
+        let recorded =
+            checkpoint::applied_at(&self.writing.current().pool, &self.topic, partition, last_applied)
+                .await
+                .unwrap_or(None);
         let problem = match found {
             None => Some("the log has no message there".to_owned()),
             Some(payload) => match (recorded, eventline_events::Envelope::decode(&payload)) {

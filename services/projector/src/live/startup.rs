@@ -14,6 +14,7 @@ use crate::live::admin;
 use crate::live::consumer::{self, Assignment};
 use crate::live::coverage::Coverage;
 use crate::live::dedup::FastPath;
+use crate::live::observer::{self, Observer};
 use crate::live::runner::{Role, Runner, RunnerStatus};
 use crate::live::target::{Target, Writing};
 use crate::log_check::{self, Verdict};
@@ -79,8 +80,8 @@ impl Application {
         ));
         // Stopped by a shutdown, or by the observer when the broker turns out to serve another log.
         let stop = shutdown.child_token();
-        let observer = tokio::spawn(observe(
-            Observed {
+        let observer = tokio::spawn(observer::run(
+            Observer {
                 writing: self.runner.writing.clone(),
                 public: self.runner.public.clone(),
                 kafka: self.config.kafka.clone(),
@@ -103,67 +104,6 @@ impl Application {
         }
         tracing::info!("Projector stopped");
         Ok(())
-    }
-}
-
-/// What the observer watches.
-struct Observed {
-    writing: Arc<Writing>,
-    public: PgPool,
-    kafka: eventline_runtime::config::KafkaConfig,
-    mirror: Arc<Mirror>,
-    status: Arc<RunnerStatus>,
-    /// Cancelled when the broker serves another log than the read models were built from.
-    refuse: CancellationToken,
-    consumer: Arc<crate::live::consumer::LogConsumer>,
-    group_id: String,
-    coverage: Arc<Coverage>,
-}
-
-/// Every few seconds: publishes lag and DLQ depth as metrics, looks for partitions with lag that
-/// no member of the group consumes, reconciles the dead-letter mirror
-/// in Redis when it may be behind, and checks that the broker still serves the read models' log
-/// (a broker replaced under a running projector must not be projected into them).
-async fn observe(observed: Observed, shutdown: CancellationToken) {
-    use std::sync::atomic::Ordering;
-    let Observed { writing, public, kafka, mirror, status, refuse, consumer, group_id, coverage } = observed;
-    let (brokers, topic) = (&kafka.brokers, &kafka.topic);
-    loop {
-        let target = writing.current();
-        let pool = target.pool.clone();
-        if let Ok(current) = crate::operations::status::collect(&pool, brokers, topic).await {
-            crate::operations::status::record_metrics(&current);
-            let lag: Vec<(i32, i64)> =
-                current.partitions.iter().filter_map(|p| Some((p.partition, p.lag?))).collect();
-            coverage.observe(&consumer, &group_id, topic, &lag).await;
-            // Redis may have lost the stream (restart without persistence, FLUSHALL).
-            if mirror.len().await.is_ok_and(|len| len != current.dead_letters) {
-                status.mirror_dirty.store(true, Ordering::Relaxed);
-            }
-        }
-        if status.mirror_dirty.load(Ordering::Relaxed) {
-            match mirror.reconcile(&pool, topic).await {
-                Ok(()) => {
-                    status.mirror_dirty.store(false, Ordering::Relaxed);
-                    tracing::info!(stream = mirror.stream(), "Dead-letter mirror in Redis is up to date");
-                }
-                Err(error) => tracing::debug!(%error, "Dead-letter mirror not reconciled yet"),
-            }
-        }
-        if let Ok(verdict) = log_check::check(&public, target.version, &kafka, false).await
-            && let Some(refusal) = verdict.refusal(topic, target.version)
-        {
-            tracing::error!(%refusal, "Stopping: the broker serves another log");
-            if let Ok(mut fatal) = status.fatal.lock() {
-                *fatal = Some(refusal);
-            }
-            refuse.cancel();
-            return;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
-        }
     }
 }
 

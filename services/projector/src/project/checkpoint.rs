@@ -10,6 +10,24 @@ use sqlx::{Postgres, Transaction};
 
 pub use eventline_read_models::checkpoints::{load, load_version};
 
+/// The id of the event applied from `offset` of `partition`, if this version recorded one (the
+/// dedup record of that offset): what the log must still hold there.
+pub async fn applied_at(
+    pool: &sqlx::PgPool,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> sqlx::Result<Option<uuid::Uuid>> {
+    sqlx::query_scalar(
+        "SELECT event_id FROM processed_events WHERE topic = $1 AND partition = $2 AND log_offset = $3",
+    )
+    .bind(topic)
+    .bind(partition)
+    .bind(offset)
+    .fetch_optional(pool)
+    .await
+}
+
 /// Advances checkpoints; never moves one backwards (a stale instance finishing a batch after a
 /// rebalance must not rewind the new owner's progress).
 pub async fn advance(

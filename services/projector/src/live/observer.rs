@@ -1,0 +1,98 @@
+//! The projector's background watch, every five seconds, one concern per step: the projection's
+//! status as metrics and the partitions nobody consumes (PostgreSQL and Kafka watermarks, then the
+//! group's description), the dead-letter mirror in Redis, and whether the broker still serves the
+//! log the read models were built from.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::dlq::Mirror;
+use crate::live::consumer::LogConsumer;
+use crate::live::coverage::Coverage;
+use crate::live::runner::RunnerStatus;
+use crate::live::target::Writing;
+use crate::log_check;
+
+/// What the observer watches.
+pub(crate) struct Observer {
+    pub writing: Arc<Writing>,
+    pub public: PgPool,
+    pub kafka: eventline_runtime::config::KafkaConfig,
+    pub mirror: Arc<Mirror>,
+    pub status: Arc<RunnerStatus>,
+    /// Cancelled when the broker serves another log than the read models were built from.
+    pub refuse: CancellationToken,
+    pub consumer: Arc<LogConsumer>,
+    pub group_id: String,
+    pub coverage: Arc<Coverage>,
+}
+
+/// Watches until `shutdown`, or until the broker turns out to serve another log (then `refuse`
+/// is cancelled and the projection stops).
+pub(crate) async fn run(observer: Observer, shutdown: CancellationToken) {
+    loop {
+        let pool = observer.writing.current().pool.clone();
+        observer.publish_status(&pool).await;
+        observer.reconcile_mirror(&pool).await;
+        if observer.refuse_another_log().await {
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+impl Observer {
+    /// Lag and DLQ depth as metrics; partitions with lag that no member of the group consumes;
+    /// a dead-letter count that differs from the Redis stream's marks the mirror for
+    /// reconciliation (Redis may have lost it: a restart without persistence, FLUSHALL).
+    async fn publish_status(&self, pool: &PgPool) {
+        let topic = &self.kafka.topic;
+        let Ok(current) = crate::operations::status::collect(pool, &self.kafka.brokers, topic).await else {
+            return;
+        };
+        crate::operations::status::record_metrics(&current);
+        let lag: Vec<(i32, i64)> =
+            current.partitions.iter().filter_map(|p| Some((p.partition, p.lag?))).collect();
+        self.coverage.observe(&self.consumer, &self.group_id, topic, &lag).await;
+        if self.mirror.len().await.is_ok_and(|len| len != current.dead_letters) {
+            self.status.mirror_dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Rebuilds the dead-letter stream in Redis from PostgreSQL when it may be behind.
+    async fn reconcile_mirror(&self, pool: &PgPool) {
+        if !self.status.mirror_dirty.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.mirror.reconcile(pool, &self.kafka.topic).await {
+            Ok(()) => {
+                self.status.mirror_dirty.store(false, Ordering::Relaxed);
+                tracing::info!(stream = self.mirror.stream(), "Dead-letter mirror in Redis is up to date");
+            }
+            Err(error) => tracing::debug!(%error, "Dead-letter mirror not reconciled yet"),
+        }
+    }
+
+    /// A broker replaced under a running projector must not be projected into the read models:
+    /// stops the projection (returns true) when it serves another log.
+    async fn refuse_another_log(&self) -> bool {
+        let version = self.writing.current().version;
+        let Ok(verdict) = log_check::check(&self.public, version, &self.kafka, false).await else {
+            return false;
+        };
+        let Some(refusal) = verdict.refusal(&self.kafka.topic, version) else { return false };
+        tracing::error!(%refusal, "Stopping: the broker serves another log");
+        if let Ok(mut fatal) = self.status.fatal.lock() {
+            *fatal = Some(refusal);
+        }
+        self.refuse.cancel();
+        true
+    }
+}
