@@ -1,6 +1,14 @@
-//! The container deployment, checked without a Docker engine: `docker-compose.yml` through a real
-//! Compose parser (`docker-compose config`, which validates it against the Compose schema), the
-//! files it mounts, and the `Dockerfile`'s stages and sources.
+//! The container deployment, checked without a Docker engine, by real parsers:
+//!
+//! - `docker-compose.yml` through Compose itself (`docker-compose config`, which validates it
+//!   against the Compose schema and resolves it), and the resolved file read as data (YAML → JSON)
+//!   for the checks below: ports, health checks, start order, volumes, mounts;
+//! - the `Dockerfile` through hadolint (its Dockerfile parser and lint rules, with the exceptions in
+//!   `.hadolint.yaml`), plus its stages and `COPY` sources.
+//!
+//! Not verified here, because no Docker engine runs: that the image builds, that the containers
+//! start and become healthy, and that the stack works end to end in containers. `make up` runs the
+//! same binaries natively, and `.ci/run` walks one user through that.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -9,7 +17,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use support::tools::repository;
+use serde_json::Value;
+use support::tools::{python_venv, repository};
 
 /// Runs `docker-compose` with `args` on the repository's compose file; returns stdout.
 fn compose(args: &[&str]) -> String {
@@ -32,6 +41,22 @@ fn compose(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// The compose file with every profile, as Compose resolved it, read as data. (Compose 1.x prints
+/// YAML only; PyYAML, which it depends on, turns it into JSON.)
+fn resolved() -> Value {
+    let yaml = compose(&["--profile", "monitoring", "config"]);
+    let mut python = Command::new("python3")
+        .args(["-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (installed with docker-compose)");
+    std::io::Write::write_all(&mut python.stdin.take().unwrap(), yaml.as_bytes()).unwrap();
+    let output = python.wait_with_output().unwrap();
+    assert!(output.status.success(), "the resolved compose file is not YAML");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 #[test]
 fn the_compose_file_is_valid_with_and_without_the_monitoring_profile() {
     compose(&["config", "-q"]);
@@ -51,73 +76,109 @@ fn the_compose_file_is_valid_with_and_without_the_monitoring_profile() {
         "redis",
     ];
     assert_eq!(services, expected.iter().map(|s| s.to_string()).collect());
-    // Prometheus and Grafana only come with the profile.
-    let file = std::fs::read_to_string(repository().join("docker-compose.yml")).unwrap();
-    assert_eq!(file.matches("profiles: [\"monitoring\"]").count(), 2);
+    // Prometheus and Grafana only come with the profile; everything else always.
+    let resolved = resolved();
+    for (name, service) in resolved["services"].as_object().unwrap() {
+        let profiles = service["profiles"].clone();
+        if ["grafana", "prometheus"].contains(&name.as_str()) {
+            assert_eq!(profiles, serde_json::json!(["monitoring"]), "{name}");
+        } else {
+            assert!(profiles.is_null(), "{name} is in a profile: {profiles}");
+        }
+    }
 }
 
 #[test]
 fn the_compose_file_wires_health_ports_and_data_as_documented() {
-    let resolved = compose(&["--profile", "monitoring", "config"]);
-    // Ports of the runtime contract (DESIGN.md) and of Jaeger (UI, OTLP in).
-    for port in ["8081", "8082", "8083", "9092", "5432", "6379", "16686", "4317", "4318", "9090", "3000"] {
-        assert!(resolved.contains(&format!("published: {port}")), "port {port} is not published");
+    let resolved = resolved();
+    let services = resolved["services"].as_object().unwrap();
+    // Ports of the runtime contract (DESIGN.md) and of Jaeger (UI, OTLP in), Prometheus, Grafana.
+    let published: BTreeSet<u64> = services
+        .values()
+        .flat_map(|s| s["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["published"].as_u64().or_else(|| p["published"].as_str()?.parse().ok()))
+        .collect();
+    for port in [8081, 8082, 8083, 9092, 5432, 6379, 16686, 4317, 4318, 9090, 3000] {
+        assert!(published.contains(&port), "port {port} is not published: {published:?}");
     }
     // Every long-running service has a health check; the one-shot migration does not need one.
-    let blocks = service_blocks(&resolved);
-    for (service, block) in &blocks {
-        if service == "migrate" {
-            continue;
+    for (name, service) in services {
+        if name != "migrate" {
+            assert!(service["healthcheck"]["test"].is_array(), "{name} has no health check");
         }
-        assert!(block.contains("healthcheck:") && block.contains("test:"), "{service} has no health check");
     }
-    // Migrations run once before the services that need the schema.
-    for service in ["projector", "query"] {
-        assert!(
-            blocks[service].contains("service_completed_successfully"),
-            "{service} does not wait for migrate"
+    // Migrations run once before the services that need the schema; the services wait for what
+    // they need to be healthy.
+    for name in ["projector", "query"] {
+        assert_eq!(
+            services[name]["depends_on"]["migrate"]["condition"], "service_completed_successfully",
+            "{name} does not wait for migrate"
         );
     }
-    // Data lives in named volumes; Redis persists with its append-only file.
-    for volume in ["kafka-data", "postgres-data", "redis-data"] {
-        assert!(resolved.contains(&format!("- {volume}:")), "no named volume {volume}");
+    for (name, dependency) in
+        [("command", "kafka"), ("command", "redis"), ("projector", "kafka"), ("migrate", "postgres")]
+    {
+        assert_eq!(
+            services[name]["depends_on"][dependency]["condition"], "service_healthy",
+            "{name} does not wait for a healthy {dependency}"
+        );
     }
-    assert!(blocks["redis"].contains("appendonly"), "Redis runs without append-only persistence");
-    assert!(resolved.contains("OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4317"));
+    // Data lives in named volumes; Redis persists with its append-only file. (Compose 1.x
+    // resolves mounts to `source:target:mode`, the source an absolute path for a bind mount.)
+    let mounts = |service: &str| -> Vec<String> {
+        services[service]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str().map(str::to_owned))
+            .collect()
+    };
+    for (service, volume) in [("kafka", "kafka-data"), ("postgres", "postgres-data"), ("redis", "redis-data")]
+    {
+        assert!(
+            mounts(service).iter().any(|m| m.split(':').next() == Some(volume)),
+            "{service} keeps no data in the named volume {volume}: {:?}",
+            mounts(service)
+        );
+        assert!(
+            resolved["volumes"].as_object().unwrap().contains_key(volume),
+            "volume {volume} is not declared"
+        );
+    }
+    let redis_command = services["redis"]["command"].to_string();
+    assert!(redis_command.contains("appendonly"), "Redis runs without append-only persistence");
+    for name in ["command", "projector", "query"] {
+        assert_eq!(services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://jaeger:4317");
+    }
     // Whatever is bind-mounted from the repository exists.
-    let root = repository();
-    for line in std::fs::read_to_string(root.join("docker-compose.yml")).unwrap().lines() {
-        if let Some(mount) = line.trim().strip_prefix("- ./") {
-            let source = mount.split(':').next().unwrap();
-            assert!(root.join(source).exists(), "docker-compose.yml mounts ./{source}, which does not exist");
+    for name in services.keys() {
+        for source in mounts(name).iter().filter_map(|m| m.split(':').next().filter(|s| s.starts_with('/'))) {
+            assert!(Path::new(source).exists(), "docker-compose.yml mounts {source}, which does not exist");
         }
     }
 }
 
-/// Each service of a resolved compose file (2-space indented under `services:`) with its text.
-fn service_blocks(resolved: &str) -> std::collections::BTreeMap<String, String> {
-    let mut blocks = std::collections::BTreeMap::new();
-    let mut in_services = false;
-    let mut current: Option<String> = None;
-    for line in resolved.lines() {
-        if !line.starts_with(' ') {
-            in_services = line == "services:";
-            current = None;
-            continue;
-        }
-        if !in_services {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) {
-            current = Some(name.trim_end_matches(':').to_owned());
-            blocks.insert(current.clone().unwrap(), String::new());
-        } else if let Some(name) = &current {
-            let block = blocks.get_mut(name).unwrap();
-            block.push_str(line);
-            block.push('\n');
-        }
-    }
-    blocks
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let root = repository();
+    let hadolint = python_venv().join("bin/hadolint");
+    let output = Command::new(&hadolint)
+        .arg("--config")
+        .arg(root.join(".hadolint.yaml"))
+        .args(["--format", "json"])
+        .arg(root.join("Dockerfile"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} ({e}): `make test` installs hadolint (clients/python/requirements.txt)",
+                hadolint.display()
+            )
+        });
+    let findings: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!("hadolint could not parse the Dockerfile: {}", String::from_utf8_lossy(&output.stderr))
+    });
+    assert_eq!(findings, Value::Array(vec![]), "hadolint findings");
+    assert!(output.status.success());
 }
 
 #[test]
