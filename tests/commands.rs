@@ -389,13 +389,17 @@ async fn a_stopped_broker_means_503_within_the_append_timeout_never_2xx() {
 
     broker.kill();
     for i in 1..4 {
+        // The last one carries a key: only then does the answer advise retrying with it.
+        let key = (i == 3).then(|| format!("broker-down-{}", env.id));
         let started = Instant::now();
-        let response = post(command.url("/users"), &body(i), None).await;
+        let response = post(command.url("/users"), &body(i), key.as_deref()).await;
         let elapsed = started.elapsed();
         assert_eq!(response.headers()["retry-after"], "1");
         let problem = expect_problem(response, 503).await;
         assert!(problem["type"].as_str().unwrap().ends_with("/log-unavailable"), "{problem}");
         assert!(elapsed <= Duration::from_secs(5), "503 took {elapsed:?}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert_eq!(detail.contains("Idempotency-Key"), key.is_some(), "{detail}");
     }
     let ready = http().get(command.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "not ready without a broker");

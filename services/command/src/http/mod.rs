@@ -445,7 +445,7 @@ fn append_problem(partial: PartialAppend, batch: bool, keyed: bool) -> Problem {
             let advice = if keyed {
                 "Retry with the same Idempotency-Key to get its confirmation."
             } else {
-                "Read the resource back before retrying: a retry without an Idempotency-Key is a new command."
+                "Read the resource back before retrying: a retry would be a new command."
             };
             let mut problem = Problem::new(
                 problems::LOG_UNAVAILABLE,
@@ -468,8 +468,8 @@ fn append_problem(partial: PartialAppend, batch: bool, keyed: bool) -> Problem {
                      the same event id, so the command takes effect once."
                     .to_owned(),
                 (0, false) => "The event log did not acknowledge the append in time, so the command is not confirmed; \
-                     the broker may still have recorded it. Read the resource back before retrying, or send an \
-                     Idempotency-Key so that a retry takes effect once."
+                     the broker may still have recorded it. Read the resource back before retrying: a retry \
+                     would be a new command."
                     .to_owned(),
                 (_, true) => format!(
                     "The event log became unavailable: {appended} of {} events were appended, the others were not. \

@@ -30,7 +30,9 @@ use super::batch::{BATCH_COMMANDS, PathField};
         (name = "inventory", description = "Stock per sku"),
         (name = "batch", description = "Many commands in one request"),
     ),
-    components(schemas(Problem)),
+    // The 202 bodies: `CommandAccepted` and `BatchAccepted` reference them, and utoipa collects
+    // schemas only from `body = …`.
+    components(schemas(Problem, super::Accepted, super::BatchAccepted, super::Position)),
     modifiers(&BearerAuth),
     // A bearer token, unless the deployment accepts commands without one (local use).
     security(("bearerAuth" = []), ())
