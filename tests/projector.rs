@@ -417,11 +417,13 @@ async fn a_redrive_refuses_a_version_that_is_no_longer_live() {
     .await
     .unwrap();
     // As a switch leaves it: the version the redrive was told to write is previous now.
-    sqlx::query("UPDATE public.read_model_versions SET state = 'previous' WHERE version = $1")
-        .bind(eventline_testkit::FIRST_VERSION.0)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    eventline_read_models::set_state(
+        &env.pool,
+        eventline_testkit::FIRST_VERSION,
+        eventline_read_models::State::Previous,
+    )
+    .await
+    .unwrap();
     let entries = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
     use eventline_projector::dlq::{Redriven, redrive};
     let outcome = redrive(&env.pool, eventline_testkit::FIRST_VERSION, &entries[0]).await.unwrap();
