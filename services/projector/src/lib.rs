@@ -5,13 +5,14 @@
 //!   set-based upserts, dead letters and the checkpoint, guarded by the version's state;
 //! - `live`: the running service around it: the Kafka consumer and its assignments, the loop
 //!   that reads and applies with retries, the Redis fast path, traces, the admin API;
-//! - `operations`: what operators run against it: `rebuild`, `rollback`, `verify`, `status`,
-//!   and the command line with progress reporting;
+//! - `operations`: what operators run against it: `rebuild`, `rollback`, `verify`, and the
+//!   command line with progress reporting (`status` reads `live::status`);
 //! - shared by both: `dlq` (the dead-letter queue, written by the projection, worked by
 //!   operators) and `log_check` (whether the read models belong to the log the broker serves).
 //!
 //! Operations reach the live part only through `live::startup::{prepare, runner}` (a runner in a
-//! catch-up role), `live::consumer::RangeReader` and `live::target::Target`.
+//! catch-up role, `live::runner::Role`), `live::consumer::RangeReader`, `live::target::Target` and
+//! `live::status`; the live part never reaches into operations.
 
 pub mod config;
 pub mod dlq;
@@ -22,5 +23,6 @@ pub mod project;
 
 pub use config::Config;
 pub use live::startup::Application;
-pub use operations::{cli, progress, rebuild, status, verify};
+pub use live::status;
+pub use operations::{cli, progress, rebuild, verify};
 pub use project::checkpoint;

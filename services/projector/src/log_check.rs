@@ -103,8 +103,7 @@ async fn positions_past_the_end(
     }
     let (brokers, topic) = (kafka.brokers.clone(), kafka.topic.clone());
     let ends =
-        tokio::task::spawn_blocking(move || crate::operations::status::high_watermarks(&brokers, &topic))
-            .await?;
+        tokio::task::spawn_blocking(move || crate::live::status::high_watermarks(&brokers, &topic)).await?;
     Ok(checkpoints.iter().find_map(|(&partition, &next)| {
         let end = ends.iter().find(|(p, _)| *p == partition).and_then(|(_, end)| *end);
         match end {

@@ -59,7 +59,7 @@ pub fn router(state: AdminState) -> Router {
 #[serde(rename_all = "camelCase")]
 struct Status {
     #[serde(flatten)]
-    projection: crate::operations::status::ProjectionStatus,
+    projection: crate::live::status::ProjectionStatus,
     assigned_partitions: Vec<i32>,
     /// Partitions with events to apply that no member of the group owns (from the broker's
     /// description of the group).
@@ -71,7 +71,7 @@ struct Status {
 /// `GET /projections` (and `/status`): the `status` subcommand's JSON, plus this instance's view.
 async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem> {
     let projection =
-        crate::operations::status::collect(&state.writing.current().pool, &state.brokers, &state.topic)
+        crate::live::status::collect(&state.writing.current().pool, &state.brokers, &state.topic)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "Collecting the projection status failed");

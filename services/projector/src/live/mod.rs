@@ -8,6 +8,8 @@
 //! - `spans`: traces of the work, joined to the traces of the requests that appended the events;
 //! - `observer`: status metrics, unconsumed partitions, the DLQ mirror and the log's identity,
 //!   watched every few seconds;
+//! - `status`: partitions, checkpoints, watermarks, lag and dead letters (the admin API, the
+//!   metrics and the `status` command report it);
 //! - `admin`: health, readiness, metrics and status over HTTP;
 //! - `startup`: wires them together (`Application`).
 
@@ -19,4 +21,5 @@ pub(crate) mod observer;
 pub(crate) mod runner;
 pub(crate) mod spans;
 pub(crate) mod startup;
+pub mod status;
 pub(crate) mod target;

@@ -54,10 +54,10 @@ impl Observer {
     /// reconciliation (Redis may have lost it: a restart without persistence, FLUSHALL).
     async fn publish_status(&self, pool: &PgPool) {
         let topic = &self.kafka.topic;
-        let Ok(current) = crate::operations::status::collect(pool, &self.kafka.brokers, topic).await else {
+        let Ok(current) = crate::live::status::collect(pool, &self.kafka.brokers, topic).await else {
             return;
         };
-        crate::operations::status::record_metrics(&current);
+        crate::live::status::record_metrics(&current);
         let lag: Vec<(i32, i64)> =
             current.partitions.iter().filter_map(|p| Some((p.partition, p.lag?))).collect();
         self.coverage.observe(&self.consumer, &self.group_id, topic, &lag).await;

@@ -269,7 +269,7 @@ pub(crate) async fn prune(public: &PgPool) -> anyhow::Result<()> {
 /// The log's end per partition, as far as the broker answers.
 async fn log_ends(config: &Config) -> BTreeMap<i32, i64> {
     let (brokers, topic) = (config.kafka.brokers.clone(), config.kafka.topic.clone());
-    tokio::task::spawn_blocking(move || crate::operations::status::high_watermarks(&brokers, &topic))
+    tokio::task::spawn_blocking(move || crate::live::status::high_watermarks(&brokers, &topic))
         .await
         .unwrap_or_default()
         .into_iter()
