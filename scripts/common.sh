@@ -134,6 +134,21 @@ ensure_node() {
   command -v npm >/dev/null || apt_install nodejs npm
 }
 
+# The AsyncAPI CLI (pinned in tools/asyncapi), which validates docs/asyncapi.yaml in `make test`;
+# installed into the cache, again only when its lock file changes.
+ASYNCAPI_DIR="$CACHE_DIR/asyncapi"
+ensure_asyncapi_cli() {
+  ensure_node
+  mkdir -p "$ASYNCAPI_DIR"
+  cp "$ROOT"/tools/asyncapi/{package.json,package-lock.json} "$ASYNCAPI_DIR/"
+  if ! cmp -s "$ASYNCAPI_DIR/package-lock.json" "$ASYNCAPI_DIR/node_modules/.installed-lock" 2>/dev/null; then
+    say "Installing the AsyncAPI CLI into $ASYNCAPI_DIR"
+    (cd "$ASYNCAPI_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$ASYNCAPI_DIR/package-lock.json" "$ASYNCAPI_DIR/node_modules/.installed-lock"
+  fi
+  export EVENTLINE_ASYNCAPI_CLI="$ASYNCAPI_DIR/node_modules/.bin/asyncapi"
+}
+
 ensure_nisshi_binary() {
   [[ -x $NISSHI_BIN ]] && return
   ensure_build_tools

@@ -19,6 +19,8 @@ export NISSHI_BIN
 # The generated clients are exercised, and schemathesis run, against the services.
 bash "$ROOT/scripts/clients.sh"
 export EVENTLINE_CLIENTS_DIR="${EVENTLINE_CLIENTS_DIR:-$ROOT/target/clients}" EVENTLINE_PYTHON_VENV="$PY_VENV"
+# The event log's contract (docs/asyncapi.yaml) is validated by the AsyncAPI CLI.
+ensure_asyncapi_cli
 
 # Databases of earlier runs (each test creates its own).
 if command -v psql >/dev/null; then

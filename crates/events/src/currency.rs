@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Active ISO 4217 codes that have a minor unit, with that unit's number of digits.
 /// Funds, precious metals and test codes (XAU, XTS, XXX, ...) are deliberately absent.
-const CODES: &[(&str, u8)] = &[
+pub(crate) const CODES: &[(&str, u8)] = &[
     ("AED", 2),
     ("AFN", 2),
     ("ALL", 2),

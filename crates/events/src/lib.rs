@@ -8,6 +8,8 @@ mod currency;
 mod envelope;
 mod money;
 mod position;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod types;
 mod upcast;
 

@@ -7,37 +7,49 @@ use crate::{Amount, Currency, EventType};
 
 /// A user signed up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UserCreated {
     pub user_id: Uuid,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1), pattern(crate::schema::NON_EMPTY_TEXT)))]
     pub email: String,
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::schema::TEXT)))]
     pub first_name: String,
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::schema::TEXT)))]
     pub last_name: String,
 }
 
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrderItem {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1), pattern(crate::schema::NON_EMPTY_TEXT)))]
     pub sku: String,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub quantity: u32,
     /// Unit price, in the order's currency.
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::schema::NON_NEGATIVE_AMOUNT)))]
     pub price: Amount,
 }
 
 /// A user placed an order. `total_amount` is computed by the command side from the items.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrderPlaced {
     pub order_id: Uuid,
     pub user_id: Uuid,
     pub currency: Currency,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     pub items: Vec<OrderItem>,
+    /// The sum of the items' quantity × price, computed by the command service.
     pub total_amount: Amount,
 }
 
 /// The state a settled payment ended in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
     Completed,
@@ -45,18 +57,23 @@ pub enum PaymentStatus {
 
 /// A payment for an order was settled. Keyed by the order id so it follows its order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentSettled {
     pub payment_id: Uuid,
     pub order_id: Uuid,
+    /// The order's whole total: a payment settles the order.
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::schema::POSITIVE_AMOUNT)))]
     pub amount: Amount,
     pub currency: Currency,
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::schema::TEXT)))]
     pub payment_method: String,
     pub status: PaymentStatus,
 }
 
 /// How an inventory adjustment changes the stock of a sku.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AdjustmentType {
     Add,
@@ -66,11 +83,15 @@ pub enum AdjustmentType {
 
 /// The stock of a sku was adjusted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryAdjusted {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1), pattern(crate::schema::NON_EMPTY_TEXT)))]
     pub sku: String,
+    /// Units added or removed, or the new stock for `set`.
     pub quantity: i64,
     pub adjustment_type: AdjustmentType,
+    #[cfg_attr(feature = "schema", schemars(pattern(crate::schema::TEXT)))]
     pub reason: String,
 }
 
