@@ -529,3 +529,30 @@ async fn read_only_commands_do_not_migrate() {
     .unwrap();
     assert_eq!(tables, 0, "a read-only command created tables");
 }
+
+/// `migrate --wait` (the init container of the projector and query pods) applies nothing: it
+/// fails on a database nobody migrated, and succeeds once a migration job has run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_wait_waits_for_a_migration_job_and_applies_nothing() {
+    let env = TestEnv::new().await;
+    let url = format!("{}_waiting", env.database.url);
+    eventline_runtime::db::ensure_database(&url).await.unwrap();
+    let wait = || {
+        std::process::Command::new(support::processes::binary("eventline-projector"))
+            .args(["migrate", "--wait", "--timeout-secs", "1"])
+            .env("DATABASE_URL", &url)
+            .env("KAFKA_BROKERS", &env.kafka.brokers)
+            .output()
+            .unwrap()
+    };
+    let waited = wait();
+    assert!(!waited.status.success(), "an unmigrated database passed");
+    assert!(String::from_utf8_lossy(&waited.stderr).contains("migration job"), "{waited:?}");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let pending = eventline_runtime::db::pending_migrations(&pool).await.unwrap();
+    assert_eq!(pending.len(), eventline_runtime::db::MIGRATOR.iter().count(), "--wait applied something");
+    eventline_runtime::db::migrate(&pool).await.unwrap();
+    assert!(wait().status.success(), "a migrated database did not pass");
+    pool.close().await;
+    eventline_runtime::db::drop_database(&url).await.unwrap();
+}

@@ -28,6 +28,22 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("running database migrations")
 }
 
+/// The migrations not applied yet (none on a migrated database; all of them before the first run).
+pub async fn pending_migrations(pool: &PgPool) -> anyhow::Result<Vec<i64>> {
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations')::text")
+        .fetch_one(pool)
+        .await
+        .context("asking which migrations were applied")?;
+    let applied: Vec<i64> = match table {
+        Some(_) => sqlx::query_scalar("SELECT version FROM public._sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .context("reading the applied migrations")?,
+        None => Vec::new(),
+    };
+    Ok(MIGRATOR.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect())
+}
+
 /// Connects to the server's maintenance database, for creating or dropping the configured one.
 async fn maintenance_connection(url: &str) -> anyhow::Result<(PgConnection, String)> {
     let options =

@@ -55,7 +55,15 @@ enum Command {
         check: bool,
     },
     /// Create the database if missing, apply pending migrations and exit.
-    Migrate,
+    Migrate {
+        /// Apply nothing: wait until another process (a migration job) has applied every
+        /// migration this binary knows, then exit 0; exit 1 after --timeout-secs. For init
+        /// containers that must not start a service on an older schema.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Drop the read models (the whole database) and recreate them empty, for when the log they
     /// were built from is gone. Requires --yes.
     Reset {
@@ -88,7 +96,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Dlq(command) => cli::dlq(&cli.config, command).await,
         Command::LogIdentity { check } => cli::log_identity(&cli.config, check).await,
-        Command::Migrate => migrate(&cli.config).await,
+        Command::Migrate { wait: false, .. } => migrate(&cli.config).await,
+        Command::Migrate { wait: true, timeout_secs } => wait_for_migrations(&cli.config, timeout_secs).await,
         Command::Reset { yes: false } => {
             anyhow::bail!("reset destroys the read models; pass --yes to confirm")
         }
@@ -106,6 +115,26 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     eventline_runtime::db::migrate(&pool).await?;
     tracing::info!("Database ready and migrated");
     Ok(())
+}
+
+async fn wait_for_migrations(config: &Config, timeout_secs: u64) -> anyhow::Result<()> {
+    let pool = eventline_runtime::db::pool(&config.database)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    loop {
+        match eventline_runtime::db::pending_migrations(&pool).await {
+            Ok(pending) if pending.is_empty() => {
+                tracing::info!("The database is migrated");
+                return Ok(());
+            }
+            Ok(pending) => tracing::info!(?pending, "Waiting for the migrations to be applied"),
+            Err(error) => tracing::info!(error = %format!("{error:#}"), "Waiting for the database"),
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the database was not migrated within {timeout_secs} s (is the migration job running?)"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 #[cfg(test)]
