@@ -19,7 +19,7 @@ pub use envelope::{
     HEADER_SCHEMA_VERSION, JSON_CONTENT_TYPE, serialize_rfc3339,
 };
 pub use money::{Amount, AmountError};
-pub use position::{ConsistencyToken, LogPosition, TokenError};
+pub use position::{CONSISTENCY_TOKEN_PATTERN, ConsistencyToken, LogPosition, TokenError};
 pub use types::{
     AdjustmentType, Event, InventoryAdjusted, OrderItem, OrderPlaced, PaymentSettled, PaymentStatus,
     SKU_PATTERN, SKU_RULE, UserCreated, is_valid_sku,

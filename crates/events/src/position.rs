@@ -31,7 +31,14 @@ pub struct ConsistencyToken {
 pub struct TokenError(pub String);
 
 /// More partitions than any sane topic has; bounds the work a hostile token can cause.
-const MAX_TOKEN_PARTITIONS: usize = 1024;
+const MAX_TOKEN_PAIRS: usize = 1024;
+
+/// The token's grammar as a regular expression, for API descriptions: 1 to 1024
+/// `partition:offset` pairs, a partition 1–9 digits, an offset 1–18 digits (so both fit their
+/// integer types), nothing else — no sign, no space. `FromStr` accepts exactly these strings
+/// (tested against each other); utoipa's attributes take only literals, so the query service's
+/// OpenAPI test checks its copy.
+pub const CONSISTENCY_TOKEN_PATTERN: &str = r"^[0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18}){0,1023}$";
 
 impl ConsistencyToken {
     pub fn new() -> Self {
@@ -78,18 +85,21 @@ impl FromStr for ConsistencyToken {
     type Err = TokenError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || TokenError(s.chars().take(64).collect());
+        // Digits only, of a bounded length: what `CONSISTENCY_TOKEN_PATTERN` says, no more
+        // (`str::parse` would also take a sign).
+        let number = |text: &str, max_digits: usize| {
+            let digits =
+                !text.is_empty() && text.len() <= max_digits && text.bytes().all(|b| b.is_ascii_digit());
+            digits.then(|| text.parse::<i64>().ok()).flatten().ok_or_else(err)
+        };
         let mut token = ConsistencyToken::new();
-        for pair in s.split(',') {
-            let (partition, offset) = pair.trim().split_once(':').ok_or_else(err)?;
-            let partition: i32 = partition.parse().map_err(|_| err())?;
-            let offset: i64 = offset.parse().map_err(|_| err())?;
-            if partition < 0 || offset < 0 {
+        for (i, pair) in s.split(',').enumerate() {
+            if i == MAX_TOKEN_PAIRS {
                 return Err(err());
             }
-            token.include(LogPosition { partition, offset });
-            if token.offsets.len() > MAX_TOKEN_PARTITIONS {
-                return Err(err());
-            }
+            let (partition, offset) = pair.split_once(':').ok_or_else(err)?;
+            let partition = i32::try_from(number(partition, 9)?).map_err(|_| err())?;
+            token.include(LogPosition { partition, offset: number(offset, 18)? });
         }
         Ok(token)
     }
@@ -114,7 +124,9 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_errors() {
-        for bad in ["", "0", "a:1", "0:-1", "-1:0", "0:1,", "0:1:2", "99999999999:1"] {
+        for bad in
+            ["", "0", "a:1", "0:-1", "-1:0", "0:1,", "0:1:2", "99999999999:1", "+1:2", "1:+2", " 0:1", "0:1 "]
+        {
             assert!(bad.parse::<ConsistencyToken>().is_err(), "{bad:?}");
         }
     }

@@ -40,3 +40,18 @@ fn every_sku_carries_the_one_sku_pattern() {
         "no sku in the document"
     );
 }
+
+#[test]
+fn every_consistency_token_parameter_carries_the_parser_s_pattern() {
+    let document = serde_json::to_value(eventline_query::http::openapi_document()).unwrap();
+    let mut found = 0;
+    for operations in document["paths"].as_object().unwrap().values() {
+        for param in operations["get"]["parameters"].as_array().into_iter().flatten() {
+            if param["name"] == "Consistency-Token" {
+                assert_eq!(param["schema"]["pattern"], eventline_events::CONSISTENCY_TOKEN_PATTERN);
+                found += 1;
+            }
+        }
+    }
+    assert!(found > 0, "no Consistency-Token parameter");
+}

@@ -56,7 +56,7 @@ pub struct ConsistencyTokenHeader {
     #[param(
         rename = "Consistency-Token",
         nullable = false,
-        pattern = r"^[0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*$"
+        pattern = r"^[0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18}){0,1023}$"
     )]
     consistency_token: Option<String>,
 }
