@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use eventline_testkit::{TestEnv, http};
+use eventline_testkit::{TestEnv, eventually, http};
 use reqwest::Response;
 use serde_json::{Value, json};
 
@@ -177,6 +177,16 @@ async fn users_orders_and_stock_read_back_with_every_field() {
         "invalid-consistency-token",
     )
     .await;
+    // A partition the topic does not have: refused at once, not waited for until 503. (The
+    // service learns the partition count from the broker within its first log check.)
+    let impossible = eventually(Duration::from_secs(15), "the partition count known", || async {
+        let started = Instant::now();
+        let response = get(query.url(&format!("/users/{user_id}")), Some("900:1")).await;
+        (response.status() == 400).then(|| (response, started.elapsed()))
+    })
+    .await;
+    assert!(impossible.1 < Duration::from_millis(500), "refused only after {:?}", impossible.1);
+    problem(impossible.0, 400, "impossible-consistency-token").await;
 
     for service in [command, projector, query] {
         service.stop().await.unwrap();

@@ -27,6 +27,13 @@ pub struct LogIdentity {
     pub topic_id: Uuid,
 }
 
+/// What the broker says of a topic: the identity of its log and how many partitions it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    pub identity: LogIdentity,
+    pub partitions: u32,
+}
+
 impl fmt::Display for LogIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "cluster {:?}, topic id {}", self.cluster_id, self.topic_id)
@@ -52,6 +59,11 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Asks the brokers (`host:port,…`, first that answers) for the identity of `topic`'s log.
 pub async fn fetch(brokers: &str, topic: &str) -> Result<LogIdentity, IdentityError> {
+    describe(brokers, topic).await.map(|metadata| metadata.identity)
+}
+
+/// Asks the brokers (first that answers) for `topic`'s identity and partition count.
+pub async fn describe(brokers: &str, topic: &str) -> Result<TopicMetadata, IdentityError> {
     let mut last = String::from("no broker address given");
     for address in brokers.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         match tokio::time::timeout(TIMEOUT, ask(address, topic)).await {
@@ -63,7 +75,7 @@ pub async fn fetch(brokers: &str, topic: &str) -> Result<LogIdentity, IdentityEr
     Err(IdentityError::Unreachable { brokers: brokers.to_owned(), last })
 }
 
-async fn ask(address: &str, topic: &str) -> std::io::Result<Result<LogIdentity, IdentityError>> {
+async fn ask(address: &str, topic: &str) -> std::io::Result<Result<TopicMetadata, IdentityError>> {
     let mut stream = TcpStream::connect(address).await?;
     stream.write_all(&metadata_request(topic, 1)).await?;
     let length = stream.read_i32().await?;
@@ -102,8 +114,9 @@ fn metadata_request(topic: &str, correlation_id: i32) -> Vec<u8> {
     framed
 }
 
-/// Reads the cluster id and the topic's id out of a Metadata v10 response (without its length).
-fn parse_metadata_response(body: &[u8], topic: &str) -> Result<LogIdentity, IdentityError> {
+/// Reads the cluster id, the topic's id and its partition count out of a Metadata v10 response
+/// (without its length).
+fn parse_metadata_response(body: &[u8], topic: &str) -> Result<TopicMetadata, IdentityError> {
     let mut r = Reader { bytes: body };
     r.take(4)?; // correlation id
     r.skip_tags()?;
@@ -123,8 +136,14 @@ fn parse_metadata_response(body: &[u8], topic: &str) -> Result<LogIdentity, Iden
     let code = i16::from_be_bytes([r.byte()?, r.byte()?]);
     let _name = r.compact_string()?;
     let topic_id = Uuid::from_slice(r.take(16)?).map_err(|_| IdentityError::Malformed("topic id"))?;
+    let identity = LogIdentity { cluster_id, topic_id };
     match code {
-        0 => Ok(LogIdentity { cluster_id, topic_id }),
+        0 => {
+            r.byte()?; // is internal
+            let partitions =
+                u32::try_from(r.compact_len()?).map_err(|_| IdentityError::Malformed("partitions"))?;
+            Ok(TopicMetadata { identity, partitions })
+        }
         UNKNOWN_TOPIC_OR_PARTITION => Err(IdentityError::NoSuchTopic(topic.to_owned())),
         code => Err(IdentityError::Refused { topic: topic.to_owned(), code }),
     }
@@ -228,11 +247,34 @@ mod tests {
         b
     }
 
+    /// The same answer with `partitions` partitions (leader 1, no replicas listed).
+    fn answer_with_partitions(topic_id: Uuid, partitions: u32) -> Vec<u8> {
+        let mut b = answer(0, topic_id);
+        b.truncate(b.len() - 11); // from the partitions array on
+        put_unsigned_varint(&mut b, u64::from(partitions) + 1);
+        for partition in 0..partitions {
+            b.extend_from_slice(&0_i16.to_be_bytes()); // error code
+            b.extend_from_slice(&(partition as i32).to_be_bytes());
+            b.extend_from_slice(&1_i32.to_be_bytes()); // leader
+            b.extend_from_slice(&0_i32.to_be_bytes()); // leader epoch
+            b.extend_from_slice(&[1, 1, 1]); // replicas, isr, offline: empty
+            b.push(0); // tags
+        }
+        b.extend_from_slice(&0_i32.to_be_bytes()); // authorized operations
+        b.push(0);
+        b.extend_from_slice(&0_i32.to_be_bytes());
+        b.push(0);
+        b
+    }
+
     #[test]
     fn the_cluster_and_topic_id_are_read_from_an_answer() {
         let id = Uuid::new_v4();
-        let identity = parse_metadata_response(&answer(0, id), "t1").unwrap();
-        assert_eq!(identity, LogIdentity { cluster_id: "abcde".into(), topic_id: id });
+        let metadata = parse_metadata_response(&answer(0, id), "t1").unwrap();
+        assert_eq!(metadata.identity, LogIdentity { cluster_id: "abcde".into(), topic_id: id });
+        assert_eq!(metadata.partitions, 0);
+        let six = parse_metadata_response(&answer_with_partitions(id, 6), "t1").unwrap();
+        assert_eq!(six.partitions, 6);
     }
 
     #[test]

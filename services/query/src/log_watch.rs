@@ -15,10 +15,13 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// The latest verdict: `Some(explanation)` while the read models belong to another log.
+/// The latest verdict: `Some(explanation)` while the read models belong to another log; and the
+/// topic's partition count, once the broker has told it (a token naming a partition beyond it
+/// was not issued by this log).
 #[derive(Clone)]
 pub struct LogWatch {
     other: watch::Receiver<Option<String>>,
+    partitions: watch::Receiver<Option<u32>>,
 }
 
 impl LogWatch {
@@ -28,10 +31,19 @@ impl LogWatch {
     /// Starts checking `topic` on `brokers` (empty: never checks) against the live version.
     pub fn start(brokers: String, topic: String, public: PgPool, shutdown: CancellationToken) -> LogWatch {
         let (tx, rx) = watch::channel(None);
+        let (partitions_tx, partitions) = watch::channel(None);
         if !brokers.is_empty() {
             tokio::spawn(async move {
                 loop {
-                    if let Some(verdict) = check(&brokers, &topic, &public).await {
+                    let (verdict, count) = check(&brokers, &topic, &public).await;
+                    if let Some(count) = count {
+                        partitions_tx.send_if_modified(|current| {
+                            let changed = *current != Some(count);
+                            *current = Some(count);
+                            changed
+                        });
+                    }
+                    if let Some(verdict) = verdict {
                         tx.send_if_modified(|current| {
                             let changed = *current != verdict;
                             if changed {
@@ -51,7 +63,12 @@ impl LogWatch {
                 }
             });
         }
-        LogWatch { other: rx }
+        LogWatch { other: rx, partitions }
+    }
+
+    /// How many partitions the topic has, if the broker has said.
+    pub fn partitions(&self) -> Option<u32> {
+        *self.partitions.borrow()
     }
 
     /// Why the read models cannot be served as current, if they belong to another log.
@@ -60,27 +77,37 @@ impl LogWatch {
     }
 }
 
-/// `Some(Some(why))`: another log; `Some(None)`: the same log or nothing to compare; `None`: the
-/// broker or the database did not answer, keep the last verdict.
-async fn check(brokers: &str, topic: &str, public: &PgPool) -> Option<Option<String>> {
-    let live = read_models::live(public).await.ok()?;
-    let recorded = read_models::recorded_log(public, live).await.ok()?;
-    let current = match log_identity::fetch(brokers, topic).await {
-        Ok(current) => current,
+/// The verdict — `Some(Some(why))`: another log; `Some(None)`: the same log or nothing to compare;
+/// `None`: the broker or the database did not answer, keep the last verdict — and the topic's
+/// partition count when the broker answered.
+async fn check(brokers: &str, topic: &str, public: &PgPool) -> (Option<Option<String>>, Option<u32>) {
+    let described = log_identity::describe(brokers, topic).await;
+    let partitions = described.as_ref().ok().map(|metadata| metadata.partitions);
+    let Some(recorded) = recorded(public).await else { return (None, partitions) };
+    let current = match described {
+        Ok(metadata) => metadata.identity,
         Err(IdentityError::NoSuchTopic(_)) => {
-            return Some(recorded.map(|recorded| {
+            let why = recorded.map(|recorded| {
                 format!("the read models were built from {recorded}, but topic {topic:?} no longer exists")
-            }));
+            });
+            return (Some(why), None);
         }
         Err(error) => {
             tracing::debug!(%error, "Could not ask the broker which log it serves");
-            return None;
+            return (None, None);
         }
     };
-    Some(match read_models::compare_log(recorded, &current) {
+    let verdict = match read_models::compare_log(recorded, &current) {
         LogMatch::Other { recorded, current } => Some(format!(
             "the read models were built from {recorded}, but the broker serves {current} for topic {topic:?}"
         )),
         LogMatch::Same | LogMatch::Unbound => None,
-    })
+    };
+    (Some(verdict), partitions)
+}
+
+/// The log the live version records, if the database answers (`Some(None)`: none recorded).
+async fn recorded(public: &PgPool) -> Option<Option<eventline_runtime::log_identity::LogIdentity>> {
+    let live = read_models::live(public).await.ok()?;
+    read_models::recorded_log(public, live).await.ok()
 }

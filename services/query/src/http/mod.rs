@@ -98,6 +98,9 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPoo
             "Pass the Consistency-Token header exactly as the command API returned it (e.g. \"0:15,3:7\").",
         )
     })?;
+    if let Some(problem) = impossible(&token, state.log.partitions()) {
+        return Err(problem);
+    }
     let started = std::time::Instant::now();
     let wait = tracing::info_span!(
         "consistency wait",
@@ -199,4 +202,19 @@ fn in_range(value: Option<i64>, default: i64, lo: i64, hi: i64, name: &str) -> R
     } else {
         Err(Problem::new(types::INVALID_QUERY, format!("{name} must be {lo} to {hi}")))
     }
+}
+
+/// A token naming a partition beyond the topic's `partitions` was not issued by this log: waiting
+/// for it would never end, so it is refused at once.
+fn impossible(token: &ConsistencyToken, partitions: Option<u32>) -> Option<Problem> {
+    let partitions = partitions?;
+    let beyond = token.positions().find(|p| u32::try_from(p.partition).is_ok_and(|p| p >= partitions))?;
+    Some(Problem::new(
+        problems::IMPOSSIBLE_CONSISTENCY_TOKEN,
+        format!(
+            "The token names partition {}, but the event log has {partitions} partitions: it was not issued \
+             by this deployment's command API. Read without it, or with a token the command API returned.",
+            beyond.partition
+        ),
+    ))
 }
