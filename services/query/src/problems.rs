@@ -25,6 +25,7 @@ pub fn all() -> impl Iterator<Item = ProblemType> {
         INVALID_ID,
         INVALID_CURSOR,
         INVALID_CONSISTENCY_TOKEN,
+        IMPOSSIBLE_CONSISTENCY_TOKEN,
         PROJECTION_BEHIND,
         READ_MODELS_FROM_ANOTHER_LOG,
     ];
