@@ -344,15 +344,7 @@ async fn a_retry_after_a_lost_response_gets_the_original_answer_and_appends_noth
     assert_eq!(env.read_topic().await.len(), 1, "appended once");
 
     let projector = support::projector(&env).await;
-    eventline_testkit::eventually(Duration::from_secs(30), "the event projected", || async {
-        let covered: i64 =
-            sqlx::query_scalar("SELECT COALESCE(SUM(next_offset), 0)::bigint FROM projection_checkpoints")
-                .fetch_one(&env.pool)
-                .await
-                .ok()?;
-        (covered >= 1).then_some(())
-    })
-    .await;
+    env.wait_for_checkpoints(1, Duration::from_secs(30)).await;
     projector.stop().await.unwrap();
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&env.pool).await.unwrap();
     let applied: i64 =

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use support::tools::{python_venv, repository};
+use support::tools::{python_venv, repository, yaml_documents};
 
 /// Runs `docker-compose` with `args` on the repository's compose file; returns stdout.
 fn compose(args: &[&str]) -> String {
@@ -41,20 +41,11 @@ fn compose(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// The compose file with every profile, as Compose resolved it, read as data. (Compose 1.x prints
-/// YAML only; PyYAML, which it depends on, turns it into JSON.)
+/// The compose file with every profile, as Compose resolved it, read as data.
 fn resolved() -> Value {
-    let yaml = compose(&["--profile", "monitoring", "config"]);
-    let mut python = Command::new("python3")
-        .args(["-c", "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 (installed with docker-compose)");
-    std::io::Write::write_all(&mut python.stdin.take().unwrap(), yaml.as_bytes()).unwrap();
-    let output = python.wait_with_output().unwrap();
-    assert!(output.status.success(), "the resolved compose file is not YAML");
-    serde_json::from_slice(&output.stdout).unwrap()
+    let mut documents = yaml_documents(&compose(&["--profile", "monitoring", "config"]));
+    assert_eq!(documents.len(), 1, "the resolved compose file is one document");
+    documents.remove(0)
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
-use support::tools::{python_venv, repository};
+use support::tools::{python_venv, repository, yaml_documents};
 
 /// Kubernetes version the objects are validated against.
 const KUBERNETES: &str = "1.35.0";
@@ -36,20 +36,6 @@ fn render(overlay: &str) -> String {
         .unwrap_or_else(|e| panic!("{} ({e}): `make test` installs kubectl", kubectl().display()));
     assert!(output.status.success(), "kustomize {overlay}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
-}
-
-/// The rendered objects as JSON (PyYAML from the test virtualenv reads the YAML).
-fn objects(yaml: &str) -> Vec<Value> {
-    let mut python = Command::new(python_venv().join("bin/python"))
-        .args(["-c", "import json, sys, yaml; json.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout)"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut python.stdin.take().unwrap(), yaml.as_bytes()).unwrap();
-    let output = python.wait_with_output().unwrap();
-    assert!(output.status.success());
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn validate(overlay: &str, yaml: &str) {
@@ -79,7 +65,7 @@ fn config(objects: &[Value], key: &str) -> String {
 fn check(overlay: &str) -> Vec<Value> {
     let yaml = render(overlay);
     validate(overlay, &yaml);
-    let objects = objects(&yaml);
+    let objects = yaml_documents(&yaml);
     let pods: Vec<(&str, &Value)> = objects
         .iter()
         .filter(|o| ["Deployment", "StatefulSet", "Job"].contains(&o["kind"].as_str().unwrap()))
@@ -196,5 +182,5 @@ fn the_production_overlay_renders_validates_and_uses_external_dependencies() {
 }
 
 fn objects_of(path: &std::path::Path) -> Vec<Value> {
-    objects(&std::fs::read_to_string(path).unwrap())
+    yaml_documents(&std::fs::read_to_string(path).unwrap())
 }

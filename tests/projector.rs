@@ -44,12 +44,7 @@ async fn count(env: &TestEnv, sql: &str) -> i64 {
 
 /// Waits until the checkpoints cover `events` events in total (sum of next offsets).
 async fn wait_for_checkpoints(env: &TestEnv, events: i64) {
-    eventually(Duration::from_secs(30), &format!("checkpoints covering {events} records"), || async {
-        let covered =
-            count(env, "SELECT COALESCE(SUM(next_offset), 0)::bigint FROM projection_checkpoints").await;
-        (covered >= events).then_some(())
-    })
-    .await;
+    env.wait_for_checkpoints(events, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

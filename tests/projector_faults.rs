@@ -72,14 +72,7 @@ async fn everything_applied_once(env: &TestEnv, expected: i64) {
     // Every event (one unit each) applied and the checkpoints past as many positions: a doubled
     // effect would show now.
     eventually(Duration::from_secs(90), &format!("{expected} events checkpointed"), || async {
-        let at: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(next_offset), 0)::bigint FROM projection_checkpoints WHERE topic = $1",
-        )
-        .bind(&env.kafka.topic)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-        (at >= expected && stock().await >= expected).then_some(())
+        (env.checkpointed().await >= expected && stock().await >= expected).then_some(())
     })
     .await;
     assert_eq!(stock().await, expected, "nothing doubled");

@@ -90,6 +90,23 @@ impl TestEnv {
         TestEnv { kafka, database, redis, pool, id }
     }
 
+    /// How many events of the test topic the projection's checkpoints cover (the sum of the next
+    /// offsets of version 1); 0 when none is recorded or the database does not answer.
+    pub async fn checkpointed(&self) -> i64 {
+        eventline_read_models::checkpoints::load(&self.pool, &self.kafka.topic)
+            .await
+            .map(|checkpoints| checkpoints.values().sum())
+            .unwrap_or(0)
+    }
+
+    /// Waits up to `timeout` until the checkpoints cover `events` events of the test topic.
+    pub async fn wait_for_checkpoints(&self, events: i64, timeout: Duration) {
+        eventually(timeout, &format!("checkpoints covering {events} events"), || async {
+            (self.checkpointed().await >= events).then_some(())
+        })
+        .await
+    }
+
     /// Creates the topic now (for tests that produce before any service starts).
     pub async fn create_topic(&self) {
         eventline_runtime::kafka::ensure_topic(&self.kafka).await.expect("creating the test topic");

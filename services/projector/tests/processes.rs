@@ -89,17 +89,7 @@ fn lines(log: &std::path::Path) -> usize {
 /// Waits until the checkpoints cover all `events` of the topic: every event has been applied and
 /// its position committed, so a doubled effect would show now.
 async fn checkpointed_all(env: &TestEnv, events: i64) {
-    eventually(Duration::from_secs(90), "the checkpoints to cover the whole log", || async {
-        let at: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(next_offset), 0)::bigint FROM projection_checkpoints WHERE topic = $1",
-        )
-        .bind(&env.kafka.topic)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-        (at >= events).then_some(())
-    })
-    .await
+    env.wait_for_checkpoints(events, Duration::from_secs(90)).await;
 }
 
 async fn applied(env: &TestEnv) -> i64 {

@@ -481,10 +481,12 @@ fn next_command(orders: &[String]) -> (String, serde_json::Value) {
     }
 }
 
-/// Whether a 409/422 answer is a business rule's refusal (final), as docs/problems.md lists them.
+/// Whether a 409/422 answer is the refusal (final) of a rule the load can break: stock, and paying
+/// an order twice.
 fn is_rule(answer: &serde_json::Value) -> bool {
-    const RULES: [&str; 4] = ["insufficient-stock", "stock-limit", "order-already-paid", "payment-exists"];
-    answer["type"].as_str().and_then(|t| t.rsplit('/').next()).is_some_and(|slug| RULES.contains(&slug))
+    use eventline_command::problems::{INSUFFICIENT_STOCK, ORDER_ALREADY_PAID, PAYMENT_EXISTS, STOCK_LIMIT};
+    let rules = [INSUFFICIENT_STOCK, STOCK_LIMIT, ORDER_ALREADY_PAID, PAYMENT_EXISTS].map(|rule| rule.slug);
+    answer["type"].as_str().and_then(|t| t.rsplit('/').next()).is_some_and(|slug| rules.contains(&slug))
 }
 
 /// Workers sending mixed commands until stopped.

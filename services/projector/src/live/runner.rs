@@ -259,7 +259,7 @@ impl Runner {
                         error = format!("{error:#}"),
                         "Finding the live read-model version failed; retrying"
                     );
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(RETRY.delay(attempt)).await;
                     attempt += 1;
                 }
             }
@@ -331,7 +331,7 @@ impl Runner {
                 Err(error) => {
                     self.status.database_ok.store(false, Ordering::Relaxed);
                     tracing::warn!(%error, "Loading checkpoints failed; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(RETRY.delay(attempt)).await;
                     attempt += 1;
                 }
             }
@@ -461,7 +461,7 @@ impl Runner {
                             tracing::warn!(records = batch.len(), "Stopping with an unapplied batch; it will be read again");
                             return Ok(());
                         }
-                        _ = tokio::time::sleep(backoff(attempt)) => {}
+                        _ = tokio::time::sleep(RETRY.delay(attempt)) => {}
                     }
                     attempt += 1;
                 }
@@ -522,7 +522,3 @@ impl Runner {
 
 /// Retries of a failed read or batch: 100 ms doubling up to 10 s.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-
-fn backoff(attempt: u32) -> Duration {
-    RETRY.delay(attempt)
-}

@@ -12,13 +12,13 @@ use eventline_events::{
     PaymentSettled, PaymentStatus, UserCreated,
 };
 use eventline_projector::project::{self, Decoded, Record, Writer};
+use eventline_runtime::config::DatabaseConfig;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
 /// What the prefill wrote: ids to query, and how fast the broker took it.
@@ -191,10 +191,12 @@ pub async fn naive_projector(
     redis_url: &str,
     sample: u64,
 ) -> anyhow::Result<f64> {
-    let live = eventline_read_models::live(&PgPoolOptions::new().connect(database_url).await?).await?;
-    let options = PgConnectOptions::from_str(database_url)?
-        .options([("search_path", format!("{},public", live.schema()))]);
-    let pool = PgPoolOptions::new().max_connections(2).connect_with(options).await?;
+    // The projector's own pool of the live version (its schema on the search path).
+    let database = DatabaseConfig { url: database_url.to_owned(), max_connections: 2 };
+    let public = eventline_runtime::db::pool(&database)?;
+    let live = eventline_read_models::live(&public).await?;
+    public.close().await;
+    let pool = eventline_read_models::pool(&database, live)?;
     let redis = redis::Client::open(redis_url)?;
     let mut connection = redis.get_multiplexed_async_connection().await?;
     let consumer = consumer(brokers, &format!("{topic}.bench-naive"))?;
