@@ -61,7 +61,31 @@ async fn the_api_references_render_offline_in_a_browser() {
             assert!(dom.contains(&format!("<code>{path}</code>")), "{path} is not in the reference");
         }
         assert!(dom.contains("Problem"), "schemas are listed");
+        // The descriptions' Markdown is rendered, not shown raw: outside the page's own script, no
+        // backtick or `**` is left, and code spans became <code>.
+        let (before, rest) = dom.split_once("<script>").unwrap();
+        let shown = format!("{before}{}", rest.split_once("</script>").unwrap().1);
+        for raw in ["`", "**"] {
+            let at = shown.find(raw).map(|i| &shown[i.saturating_sub(80)..(i + 80).min(shown.len())]);
+            assert!(
+                at.is_none(),
+                "raw Markdown {raw:?} in the rendered {title}: …{}…",
+                at.unwrap_or_default()
+            );
+        }
+        assert!(dom.contains("<code>Consistency-Token</code>"), "{title}: code spans are rendered");
     }
+    let dom = tokio::task::spawn_blocking({
+        let url = command.url("/docs");
+        move || rendered_dom(&url)
+    })
+    .await
+    .unwrap();
+    assert!(
+        dom.contains("<code>202 Accepted</code>"),
+        "the command API's description renders its code spans"
+    );
+    assert!(dom.contains(r##"href="#settle_payment""##), "links between operations are shown");
     query.stop().await.unwrap();
     command.stop().await.unwrap();
 }

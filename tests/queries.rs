@@ -25,11 +25,12 @@ async fn get(url: String, token: Option<&str>) -> Response {
     request.send().await.unwrap()
 }
 
-async fn problem(response: Response, status: u16, slug: &str) {
+async fn problem(response: Response, status: u16, slug: &str) -> Value {
     assert_eq!(response.status(), status);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     let body: Value = response.json().await.unwrap();
     assert!(body["type"].as_str().unwrap().ends_with(&format!("/{slug}")), "{body}");
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,6 +188,30 @@ async fn users_orders_and_stock_read_back_with_every_field() {
     .await;
     assert!(impossible.1 < Duration::from_millis(500), "refused only after {:?}", impossible.1);
     problem(impossible.0, 400, "impossible-consistency-token").await;
+
+    // An offset at or beyond the end of its partition: the log never issued it. Nothing else is
+    // written now, so the last write's offset + 1 is exactly the end; the last write itself reads.
+    let last = tokens
+        .last()
+        .unwrap()
+        .split(',')
+        .map(|p| p.split_once(':').unwrap())
+        .max_by_key(|p| p.1.parse::<i64>().unwrap())
+        .unwrap();
+    let at_end = format!("{}:{}", last.0, last.1.parse::<i64>().unwrap() + 1);
+    for token in [at_end.as_str(), "0:79207050838884019"] {
+        let started = Instant::now();
+        let response = get(query.url(&format!("/users/{user_id}")), Some(token)).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{token} refused only after {:?}",
+            started.elapsed()
+        );
+        let body = problem(response, 400, "impossible-consistency-token").await;
+        assert!(body["detail"].as_str().unwrap().contains("ends before offset"), "{body}");
+    }
+    let within = format!("{}:{}", last.0, last.1);
+    assert_eq!(get(query.url(&format!("/users/{user_id}")), Some(&within)).await.status(), 200, "{within}");
 
     for service in [command, projector, query] {
         service.stop().await.unwrap();

@@ -59,7 +59,7 @@ async fn every_rule_refuses_with_its_problem_and_appends_nothing() {
 
     let items = json!([{"sku": "BOOK-1", "quantity": 3, "price": "999"}]);
     let place = |id: Uuid, user: Uuid, currency: &str| json!({"orderId": id, "userId": user, "currency": currency, "items": items});
-    refused(post(url("/orders"), &place(order, bob, "JPY"), &[]).await, 422, "unknown-user").await;
+    refused(post(url("/orders"), &place(order, bob, "JPY"), &[]).await, 409, "unknown-user").await;
     let placed = accepted(post(url("/orders"), &place(order, ada, "JPY"), &[]).await).await;
     assert_eq!(placed["totalAmount"], "2997");
     refused(post(url("/orders"), &place(order, ada, "EUR"), &[]).await, 409, "order-exists").await;
@@ -74,9 +74,9 @@ async fn every_rule_refuses_with_its_problem_and_appends_nothing() {
     let nowhere = format!("/orders/{}/payments", Uuid::now_v7());
     refused(post(url(&nowhere), &pay("2997", "JPY", None), &[]).await, 404, "order-not-found").await;
     let payments = format!("/orders/{order}/payments");
-    refused(post(url(&payments), &pay("3.00", "USD", None), &[]).await, 422, "payment-currency-mismatch")
+    refused(post(url(&payments), &pay("3.00", "USD", None), &[]).await, 409, "payment-currency-mismatch")
         .await;
-    refused(post(url(&payments), &pay("2996", "JPY", None), &[]).await, 422, "payment-amount-mismatch").await;
+    refused(post(url(&payments), &pay("2996", "JPY", None), &[]).await, 409, "payment-amount-mismatch").await;
     let payment_id = Uuid::now_v7();
     accepted(post(url(&payments), &pay("2997", "JPY", Some(payment_id)), &[]).await).await;
     refused(post(url(&payments), &pay("2997", "JPY", None), &[]).await, 409, "order-already-paid").await;

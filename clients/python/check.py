@@ -15,8 +15,12 @@ from eventline_command_client.api.orders import place_order, settle_payment
 from eventline_command_client.api.users import create_user
 from eventline_command_client.models import (
     Accepted,
-    BatchAdjustInventory,
-    BatchAdjustInventoryType,
+    BatchAdjustInventoryAdd,
+    BatchAdjustInventoryAddAdjustmentType,
+    BatchAdjustInventoryAddType,
+    BatchAdjustInventoryRemove,
+    BatchAdjustInventoryRemoveAdjustmentType,
+    BatchAdjustInventoryRemoveType,
     BatchRequest,
     CreateUser,
     OrderLine,
@@ -80,10 +84,13 @@ restocked = batch.sync_detailed(
     client=commands,
     body=BatchRequest(
         commands=[
-            BatchAdjustInventory(type_=BatchAdjustInventoryType.ADJUSTINVENTORY, sku=sku,
-                                 adjustment_type="add", quantity=5, reason="restock"),
-            BatchAdjustInventory(type_=BatchAdjustInventoryType.ADJUSTINVENTORY, sku=sku,
-                                 adjustment_type="remove", quantity=2, reason="sale"),
+            # Each adjustment type has a schema (and so a class) of its own.
+            BatchAdjustInventoryAdd(type_=BatchAdjustInventoryAddType.ADJUSTINVENTORY, sku=sku,
+                                    adjustment_type=BatchAdjustInventoryAddAdjustmentType.ADD,
+                                    quantity=5, reason="restock"),
+            BatchAdjustInventoryRemove(type_=BatchAdjustInventoryRemoveType.ADJUSTINVENTORY, sku=sku,
+                                       adjustment_type=BatchAdjustInventoryRemoveAdjustmentType.REMOVE,
+                                       quantity=2, reason="sale"),
         ]
     ),
 )

@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod log;
+pub mod openapi;
 pub mod processes;
 pub mod tools;
 

@@ -8,8 +8,11 @@ pub mod db;
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+mod kafka_wire;
+pub mod log_end;
 pub mod log_identity;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -10,12 +10,13 @@
 //! `Metadata` request (version 10, the first with topic ids; Kafka 2.8 and later, and the local
 //! nisshi broker). It speaks only the few fields it needs and plaintext, as the services do.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use uuid::Uuid;
+
+use crate::kafka_wire::{self, Reader, WireError, put_unsigned_varint};
 
 /// The identity of one event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,11 +28,14 @@ pub struct LogIdentity {
     pub topic_id: Uuid,
 }
 
-/// What the broker says of a topic: the identity of its log and how many partitions it has.
+/// What the broker says of a topic: the identity of its log, how many partitions it has, and
+/// where each partition's leader listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMetadata {
     pub identity: LogIdentity,
     pub partitions: u32,
+    /// Partition → its leader's `host:port` (absent while a partition has no leader).
+    pub leaders: BTreeMap<i32, String>,
 }
 
 impl fmt::Display for LogIdentity {
@@ -42,12 +46,12 @@ impl fmt::Display for LogIdentity {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    #[error("the broker's answer could not be read: {0}")]
+    Wire(#[from] WireError),
     #[error("no broker of {brokers:?} answered a metadata request: {last}")]
     Unreachable { brokers: String, last: String },
     #[error("the topic {0:?} does not exist")]
     NoSuchTopic(String),
-    #[error("the broker's metadata answer could not be read: {0}")]
-    Malformed(&'static str),
     #[error("the broker refused the metadata request for {topic:?} with error code {code}")]
     Refused { topic: String, code: i16 },
 }
@@ -76,15 +80,7 @@ pub async fn describe(brokers: &str, topic: &str) -> Result<TopicMetadata, Ident
 }
 
 async fn ask(address: &str, topic: &str) -> std::io::Result<Result<TopicMetadata, IdentityError>> {
-    let mut stream = TcpStream::connect(address).await?;
-    stream.write_all(&metadata_request(topic, 1)).await?;
-    let length = stream.read_i32().await?;
-    let length = usize::try_from(length)
-        .ok()
-        .filter(|&n| n <= 16 << 20)
-        .ok_or_else(|| std::io::Error::other("implausible response length"))?;
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).await?;
+    let body = kafka_wire::exchange(address, &metadata_request(topic, 1)).await?;
     Ok(parse_metadata_response(&body, topic))
 }
 
@@ -108,10 +104,7 @@ fn metadata_request(topic: &str, correlation_id: i32) -> Vec<u8> {
     message.extend_from_slice(topic.as_bytes());
     message.push(0);
     message.extend_from_slice(&[0, 0, 0, 0]);
-    let mut framed = Vec::with_capacity(message.len() + 4);
-    framed.extend_from_slice(&(message.len() as i32).to_be_bytes());
-    framed.extend_from_slice(&message);
-    framed
+    kafka_wire::framed(&message)
 }
 
 /// Reads the cluster id, the topic's id and its partition count out of a Metadata v10 response
@@ -121,95 +114,49 @@ fn parse_metadata_response(body: &[u8], topic: &str) -> Result<TopicMetadata, Id
     r.take(4)?; // correlation id
     r.skip_tags()?;
     r.take(4)?; // throttle time
+    let mut brokers = BTreeMap::new();
     for _ in 0..r.compact_len()? {
-        r.take(4)?; // node id
-        r.compact_string()?; // host
-        r.take(4)?; // port
+        let node = r.i32()?;
+        let host = r.compact_string()?.unwrap_or_default();
+        let port = r.i32()?;
         r.compact_string()?; // rack
         r.skip_tags()?;
+        brokers.insert(node, format!("{host}:{port}"));
     }
     let cluster_id = r.compact_string()?.unwrap_or_default();
     r.take(4)?; // controller id
     if r.compact_len()? == 0 {
-        return Err(IdentityError::Malformed("no topic in the answer"));
+        return Err(WireError("no topic in the answer").into());
     }
-    let code = i16::from_be_bytes([r.byte()?, r.byte()?]);
+    let code = r.i16()?;
     let _name = r.compact_string()?;
-    let topic_id = Uuid::from_slice(r.take(16)?).map_err(|_| IdentityError::Malformed("topic id"))?;
+    let topic_id = Uuid::from_slice(r.take(16)?).map_err(|_| WireError("topic id"))?;
     let identity = LogIdentity { cluster_id, topic_id };
     match code {
         0 => {
             r.byte()?; // is internal
-            let partitions =
-                u32::try_from(r.compact_len()?).map_err(|_| IdentityError::Malformed("partitions"))?;
-            Ok(TopicMetadata { identity, partitions })
+            let count = r.compact_len()?;
+            let partitions = u32::try_from(count).map_err(|_| WireError("partitions"))?;
+            let mut leaders = BTreeMap::new();
+            for _ in 0..count {
+                r.i16()?; // error code
+                let partition = r.i32()?;
+                let leader = r.i32()?;
+                r.i32()?; // leader epoch
+                for _ in 0..3 {
+                    // replicas, in-sync replicas, offline replicas
+                    let nodes = r.compact_len()?;
+                    r.take(nodes.checked_mul(4).ok_or(WireError("replicas"))?)?;
+                }
+                r.skip_tags()?;
+                if let Some(address) = brokers.get(&leader) {
+                    leaders.insert(partition, address.clone());
+                }
+            }
+            Ok(TopicMetadata { identity, partitions, leaders })
         }
         UNKNOWN_TOPIC_OR_PARTITION => Err(IdentityError::NoSuchTopic(topic.to_owned())),
         code => Err(IdentityError::Refused { topic: topic.to_owned(), code }),
-    }
-}
-
-fn put_unsigned_varint(buffer: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        buffer.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    buffer.push(value as u8);
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], IdentityError> {
-        if self.bytes.len() < n {
-            return Err(IdentityError::Malformed("answer cut short"));
-        }
-        let (taken, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(taken)
-    }
-
-    fn byte(&mut self) -> Result<u8, IdentityError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn unsigned_varint(&mut self) -> Result<u64, IdentityError> {
-        let mut value = 0_u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.byte()?;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(IdentityError::Malformed("varint too long"))
-    }
-
-    /// A compact array's or string's length (its encoding is length + 1; 0 is null, read as 0).
-    fn compact_len(&mut self) -> Result<usize, IdentityError> {
-        let encoded = self.unsigned_varint()?;
-        usize::try_from(encoded.saturating_sub(1)).map_err(|_| IdentityError::Malformed("length"))
-    }
-
-    fn compact_string(&mut self) -> Result<Option<String>, IdentityError> {
-        let encoded = self.unsigned_varint()?;
-        if encoded == 0 {
-            return Ok(None);
-        }
-        let length = usize::try_from(encoded - 1).map_err(|_| IdentityError::Malformed("length"))?;
-        let text = self.take(length)?;
-        Ok(Some(String::from_utf8_lossy(text).into_owned()))
-    }
-
-    fn skip_tags(&mut self) -> Result<(), IdentityError> {
-        for _ in 0..self.unsigned_varint()? {
-            self.unsigned_varint()?; // tag
-            let size = self.unsigned_varint()?;
-            self.take(usize::try_from(size).map_err(|_| IdentityError::Malformed("tag size"))?)?;
-        }
-        Ok(())
     }
 }
 
@@ -275,6 +222,8 @@ mod tests {
         assert_eq!(metadata.partitions, 0);
         let six = parse_metadata_response(&answer_with_partitions(id, 6), "t1").unwrap();
         assert_eq!(six.partitions, 6);
+        assert_eq!(six.leaders.len(), 6);
+        assert_eq!(six.leaders[&5], "127.0.0.1:9092", "partitions are led by broker 1");
     }
 
     #[test]

@@ -35,22 +35,18 @@ pub const BATCH_REJECTED: ProblemType = problem(StatusCode::CONFLICT, "batch-rej
 pub const USER_EXISTS: ProblemType = problem(StatusCode::CONFLICT, "user-exists", "User exists");
 pub const EMAIL_TAKEN: ProblemType = problem(StatusCode::CONFLICT, "email-taken", "Email taken");
 pub const ORDER_EXISTS: ProblemType = problem(StatusCode::CONFLICT, "order-exists", "Order exists");
-pub const UNKNOWN_USER: ProblemType =
-    problem(StatusCode::UNPROCESSABLE_ENTITY, "unknown-user", "Unknown user");
+// A rule on what the command refers to is a conflict with the log's state (409), like the rules
+// above: the same request could be accepted against another state. 422 is kept for requests that
+// no state could accept.
+pub const UNKNOWN_USER: ProblemType = problem(StatusCode::CONFLICT, "unknown-user", "Unknown user");
 pub const ORDER_NOT_FOUND: ProblemType = problem(StatusCode::NOT_FOUND, "order-not-found", "Order not found");
 pub const ORDER_ALREADY_PAID: ProblemType =
     problem(StatusCode::CONFLICT, "order-already-paid", "Order already paid");
 pub const PAYMENT_EXISTS: ProblemType = problem(StatusCode::CONFLICT, "payment-exists", "Payment exists");
-pub const PAYMENT_CURRENCY_MISMATCH: ProblemType = problem(
-    StatusCode::UNPROCESSABLE_ENTITY,
-    "payment-currency-mismatch",
-    "Payment currency differs from the order's",
-);
-pub const PAYMENT_AMOUNT_MISMATCH: ProblemType = problem(
-    StatusCode::UNPROCESSABLE_ENTITY,
-    "payment-amount-mismatch",
-    "Payment amount differs from the order's total",
-);
+pub const PAYMENT_CURRENCY_MISMATCH: ProblemType =
+    problem(StatusCode::CONFLICT, "payment-currency-mismatch", "Payment currency differs from the order's");
+pub const PAYMENT_AMOUNT_MISMATCH: ProblemType =
+    problem(StatusCode::CONFLICT, "payment-amount-mismatch", "Payment amount differs from the order's total");
 pub const INSUFFICIENT_STOCK: ProblemType =
     problem(StatusCode::CONFLICT, "insufficient-stock", "Insufficient stock");
 pub const STOCK_LIMIT: ProblemType = problem(StatusCode::CONFLICT, "stock-limit", "Stock limit reached");

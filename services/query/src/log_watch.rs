@@ -7,9 +7,13 @@
 //! ready and answers reads with `503 read-models-from-another-log`. A broker that does not answer
 //! changes nothing: the read models stay a consistent snapshot of their log.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use eventline_events::ConsistencyToken;
 use eventline_read_models::{self as read_models, LogMatch};
+use eventline_runtime::log_end;
 use eventline_runtime::log_identity::{self, IdentityError};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -22,6 +26,14 @@ use tokio_util::sync::CancellationToken;
 pub struct LogWatch {
     other: watch::Receiver<Option<String>>,
     partitions: watch::Receiver<Option<u32>>,
+    ends: Arc<LogEnds>,
+}
+
+/// The log's end offsets as last asked (partition → high watermark, and when they were asked).
+struct LogEnds {
+    brokers: String,
+    topic: String,
+    latest: tokio::sync::Mutex<Option<(Instant, BTreeMap<i32, i64>)>>,
 }
 
 impl LogWatch {
@@ -33,6 +45,7 @@ impl LogWatch {
         let (tx, rx) = watch::channel(None);
         let (partitions_tx, partitions) = watch::channel(None);
         if !brokers.is_empty() {
+            let (brokers, topic) = (brokers.clone(), topic.clone());
             tokio::spawn(async move {
                 loop {
                     let (verdict, count) = check(&brokers, &topic, &public).await;
@@ -63,12 +76,43 @@ impl LogWatch {
                 }
             });
         }
-        LogWatch { other: rx, partitions }
+        let ends = Arc::new(LogEnds { brokers, topic, latest: tokio::sync::Mutex::new(None) });
+        LogWatch { other: rx, partitions, ends }
     }
 
     /// How many partitions the topic has, if the broker has said.
     pub fn partitions(&self) -> Option<u32> {
         *self.partitions.borrow()
+    }
+
+    /// The first position of `token` at or beyond the end of the log, which the log never issued:
+    /// the command service hands out a position only once the log has acknowledged it. Checked
+    /// against the ends last asked, and asked anew (one request at a time; requests waiting meanwhile
+    /// share its answer) before anything is called beyond them. `None` also when the broker does
+    /// not answer within `bound`: then nothing can be ruled out.
+    pub async fn beyond_end(&self, token: &ConsistencyToken, bound: Duration) -> Option<(i32, i64, i64)> {
+        if self.ends.brokers.is_empty() {
+            return None;
+        }
+        let asked = Instant::now();
+        let mut latest = self.ends.latest.lock().await;
+        if let Some((when, ends)) = latest.as_ref() {
+            let beyond = first_beyond(token, ends);
+            if beyond.is_none() || *when >= asked {
+                return beyond;
+            }
+        }
+        match log_end::end_offsets(&self.ends.brokers, &self.ends.topic, bound).await {
+            Ok(ends) => {
+                let beyond = first_beyond(token, &ends);
+                *latest = Some((Instant::now(), ends));
+                beyond
+            }
+            Err(error) => {
+                tracing::debug!(%error, "Could not ask the broker where the log ends");
+                None
+            }
+        }
     }
 
     /// Why the read models cannot be served as current, if they belong to another log.
@@ -110,4 +154,13 @@ async fn check(brokers: &str, topic: &str, public: &PgPool) -> (Option<Option<St
 async fn recorded(public: &PgPool) -> Option<Option<eventline_runtime::log_identity::LogIdentity>> {
     let live = read_models::live(public).await.ok()?;
     read_models::recorded_log(public, live).await.ok()
+}
+
+/// The first position of `token` at or beyond its partition's end: (partition, offset, end).
+/// Partitions the ends do not name are left to the partition-count check.
+fn first_beyond(token: &ConsistencyToken, ends: &BTreeMap<i32, i64>) -> Option<(i32, i64, i64)> {
+    token.positions().find_map(|p| {
+        let end = *ends.get(&p.partition)?;
+        (p.offset >= end).then_some((p.partition, p.offset, end))
+    })
 }

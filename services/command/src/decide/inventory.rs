@@ -1,5 +1,7 @@
 //! `AdjustInventory` → `InventoryAdjusted`.
 
+use std::ops::RangeInclusive;
+
 use eventline_events::{AdjustmentType, Event, InventoryAdjusted};
 use eventline_runtime::problem::FieldError;
 use serde::Deserialize;
@@ -11,7 +13,19 @@ pub const MAX_STOCK_QUANTITY: i64 = 1_000_000_000;
 /// Longest reason, in characters.
 pub const MAX_REASON_CHARS: usize = 200;
 
-/// `POST /inventory/{sku}/adjustments` (the sku comes from the path).
+/// The adjustment types as clients spell them.
+pub const ADJUSTMENT_TYPES: [(&str, AdjustmentType); 3] =
+    [("add", AdjustmentType::Add), ("remove", AdjustmentType::Remove), ("set", AdjustmentType::Set)];
+
+/// The quantities an adjustment may carry: `add` and `remove` move the stock by at least one
+/// unit; `set` may set it to zero.
+pub fn quantity_range(kind: AdjustmentType) -> RangeInclusive<i64> {
+    let minimum = if kind == AdjustmentType::Set { 0 } else { 1 };
+    minimum..=MAX_STOCK_QUANTITY
+}
+
+/// `POST /inventory/{sku}/adjustments` (the sku comes from the path). The OpenAPI document
+/// describes each adjustment type with a schema of its own (`openapi::split_adjustment_types`).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdjustInventory {
@@ -31,18 +45,15 @@ pub fn adjust_inventory(
     mut errors: Errors,
 ) -> Result<Event, Vec<FieldError>> {
     check_sku(sku, "sku", &mut errors);
-    let adjustment_type = match command.adjustment_type.as_str() {
-        "add" => Some(AdjustmentType::Add),
-        "remove" => Some(AdjustmentType::Remove),
-        "set" => Some(AdjustmentType::Set),
-        _ => {
-            errors.add("adjustmentType", "must be one of add, remove, set");
-            None
-        }
-    };
-    let minimum = if adjustment_type == Some(AdjustmentType::Set) { 0 } else { 1 };
-    if !(minimum..=MAX_STOCK_QUANTITY).contains(&command.quantity) {
-        errors.add("quantity", format!("must be {minimum} to {MAX_STOCK_QUANTITY}"));
+    let adjustment_type =
+        ADJUSTMENT_TYPES.iter().find(|(name, _)| *name == command.adjustment_type).map(|(_, kind)| *kind);
+    if adjustment_type.is_none() {
+        errors.add("adjustmentType", "must be one of add, remove, set");
+    }
+    // An unknown type is held to the narrowest range.
+    let range = quantity_range(adjustment_type.unwrap_or(AdjustmentType::Add));
+    if !range.contains(&command.quantity) {
+        errors.add("quantity", format!("must be {} to {}", range.start(), range.end()));
     }
     check_text(&command.reason, "reason", MAX_REASON_CHARS, &mut errors);
     let Some(adjustment_type) = adjustment_type else { return Err(errors.into_list()) };

@@ -10,7 +10,9 @@ mod orders;
 mod payments;
 mod users;
 
-pub use inventory::{AdjustInventory, MAX_REASON_CHARS, MAX_STOCK_QUANTITY, adjust_inventory};
+pub use inventory::{
+    ADJUSTMENT_TYPES, AdjustInventory, MAX_REASON_CHARS, MAX_STOCK_QUANTITY, adjust_inventory, quantity_range,
+};
 pub use orders::{MAX_ITEM_QUANTITY, MAX_ITEMS, MAX_UNIT_PRICE, OrderLine, PlaceOrder, place_order};
 pub use payments::{MAX_PAYMENT, SettlePayment, settle_payment};
 pub use users::{CreateUser, MAX_EMAIL_CHARS, MAX_NAME_CHARS, create_user};

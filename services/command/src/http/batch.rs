@@ -95,8 +95,9 @@ fn decide_one(command: Value, prefix: &str, ids: &mut IdGen) -> Result<Event, Ve
     }
 }
 
-/// Body of `POST /commands/batch`, for the OpenAPI document (parsed by hand above so that every
-/// command's errors are reported with its index).
+// For the OpenAPI document only: the body is parsed by hand above, so that every command's errors
+// are reported with its index.
+/// Body of `POST /commands/batch`.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct BatchRequest {

@@ -3,6 +3,7 @@
 
 mod batch;
 mod inventory;
+mod links;
 pub mod openapi;
 mod orders;
 mod payments;
@@ -66,7 +67,7 @@ pub fn router(state: AppState) -> Router {
         }
     });
     let (api, mut document) = api_routes().split_for_parts();
-    openapi::compose_batch_commands(&mut document);
+    openapi::finish(&mut document);
     let access = state.access.clone();
     let api = api
         .with_state(state)
@@ -91,7 +92,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
 /// The OpenAPI document of the command API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let mut document = api_routes().into_openapi();
-    openapi::compose_batch_commands(&mut document);
+    openapi::finish(&mut document);
     document
 }
 

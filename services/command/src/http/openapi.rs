@@ -1,12 +1,15 @@
 //! The OpenAPI 3.1 document of the command API, generated from the handlers the router serves
 //! (utoipa). `docs/openapi/command.json` is a committed copy, checked for drift by a test.
 
+use eventline_events::AdjustmentType;
 use eventline_runtime::problem::Problem;
+use utoipa::Number;
 use utoipa::OpenApi;
-use utoipa::openapi::schema::{Discriminator, ObjectBuilder, OneOfBuilder, Schema, Type};
-use utoipa::openapi::{KnownFormat, RefOr, SchemaFormat};
+use utoipa::openapi::schema::{Discriminator, Object, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::{Components, KnownFormat, Ref, RefOr, SchemaFormat};
 
 use super::batch::{BATCH_COMMANDS, PathField};
+use crate::decide::{self, ADJUSTMENT_TYPES};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -85,8 +88,9 @@ pub enum CommandProblems {
     /// `SettlePayment`: the order does not exist (`order-not-found`).
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
-    /// A business rule refused the command and nothing was appended (`user-exists`,
-    /// `email-taken`, `order-exists`, `order-already-paid`, `payment-exists`,
+    /// A business rule refused the command against what the log holds, and nothing was appended
+    /// (`user-exists`, `email-taken`, `order-exists`, `unknown-user`, `order-already-paid`,
+    /// `payment-exists`, `payment-currency-mismatch`, `payment-amount-mismatch`,
     /// `insufficient-stock` with `available`, `stock-limit`, `batch-rejected` listing each failing
     /// command), or a request with this `Idempotency-Key` is still being processed
     /// (`idempotency-in-progress`; retry shortly).
@@ -102,9 +106,9 @@ pub enum CommandProblems {
     /// The body is not sent as `application/json`.
     #[response(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(Problem),
-    /// Invalid fields (listed in `errors`), an `Idempotency-Key` reused for another request, or a
-    /// rule on what the command refers to: `unknown-user`, `payment-currency-mismatch`,
-    /// `payment-amount-mismatch`. Nothing was appended.
+    /// Invalid fields (listed in `errors`; no state of the log could accept them), or an
+    /// `Idempotency-Key` already used for another request (`idempotency-key-reused`, as the IETF
+    /// draft on the header says). Nothing was appended.
     #[response(status = 422, content_type = "application/problem+json")]
     Invalid(Problem),
     /// This client sent more commands than its rate limit allows; `Retry-After` says when to retry.
@@ -140,48 +144,149 @@ pub struct IfMatch {
     if_match: Option<String>,
 }
 
+/// Finishes the generated document with what utoipa's derives cannot say: a schema per
+/// adjustment type, a schema per batch command, and the links between operations.
+pub fn finish(document: &mut utoipa::openapi::OpenApi) {
+    if let Some(components) = document.components.as_mut() {
+        split_adjustment_types(components);
+        compose_batch_commands(components);
+    }
+    describe_consistency_tokens(document);
+    super::links::declare(document);
+}
+
+/// Gives the `Consistency-Token` answer header its grammar (utoipa's `headers(...)` takes a type,
+/// not a pattern); the query API's request header carries the same one.
+fn describe_consistency_tokens(document: &mut utoipa::openapi::OpenApi) {
+    let operations = document.paths.paths.values_mut().filter_map(|item| item.post.as_mut());
+    for answer in operations.flat_map(|operation| operation.responses.responses.values_mut()) {
+        if let RefOr::T(answer) = answer
+            && let Some(header) = answer.headers.get_mut("Consistency-Token")
+        {
+            header.schema = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(eventline_events::CONSISTENCY_TOKEN_PATTERN))
+                .into();
+        }
+    }
+}
+
+/// Describes each adjustment type with a schema of its own (`quantity` may be 0 only for `set`),
+/// and `AdjustInventory` as their union with `adjustmentType` as discriminator, so that generated
+/// clients and fuzzers know the rule. The request is still parsed as one struct, whose rule is
+/// `decide::quantity_range`.
+fn split_adjustment_types(components: &mut Components) {
+    const NAME: &str = "AdjustInventory";
+    let Some(RefOr::T(Schema::Object(common))) = components.schemas.get(NAME).cloned() else { return };
+    let mut union = OneOfBuilder::new().description(common.description.clone());
+    let mut discriminator = Discriminator::new("adjustmentType");
+    for (kind, adjustment) in ADJUSTMENT_TYPES {
+        let mut variant = common.clone();
+        let tag = ObjectBuilder::new().schema_type(Type::String).enum_values(Some([kind])).build();
+        variant.properties.insert("adjustmentType".to_owned(), tag.into());
+        let range = decide::quantity_range(adjustment);
+        if let Some(RefOr::T(Schema::Object(quantity))) = variant.properties.get_mut("quantity") {
+            quantity.minimum = Some(Number::Int(*range.start() as isize));
+            quantity.maximum = Some(Number::Int(*range.end() as isize));
+            quantity.description = Some(
+                match adjustment {
+                    AdjustmentType::Add => "Units to add.",
+                    AdjustmentType::Remove => {
+                        "Units to remove; refused with `insufficient-stock` below zero."
+                    }
+                    AdjustmentType::Set => "The new stock level.",
+                }
+                .to_owned(),
+            );
+        }
+        variant.description =
+            Some(format!("A `{kind}` adjustment of `POST /inventory/{{sku}}/adjustments`."));
+        let name = format!("{NAME}{}", capitalized(kind));
+        discriminator.mapping.insert(kind.to_owned(), schema_ref(&name));
+        union = union.item(RefOr::Ref(Ref::from_schema_name(&name)));
+        components.schemas.insert(name, RefOr::T(Schema::Object(variant)));
+    }
+    let union = union.discriminator(Some(discriminator)).build();
+    components.schemas.insert(NAME.to_owned(), RefOr::T(Schema::OneOf(union)));
+}
+
 /// Gives every batch command a schema of its own: the body of its endpoint (a closed object) with
 /// `type` and the endpoint's path fields added, and `BatchCommand` as the union of them with `type`
-/// as discriminator. Composing with `allOf` instead would be unsatisfiable (a closed object admits
-/// no `type`), and client generators handle flat objects best.
-pub fn compose_batch_commands(document: &mut utoipa::openapi::OpenApi) {
-    let Some(components) = document.components.as_mut() else { return };
+/// as discriminator. A body that is itself a union (`AdjustInventory`) becomes a union of batch
+/// commands with the same discriminator. Composing with `allOf` instead would be unsatisfiable (a
+/// closed object admits no `type`), and client generators handle flat objects best.
+fn compose_batch_commands(components: &mut Components) {
     let mut union = OneOfBuilder::new().description(Some(
         "One command of a batch: `type` names it; the other fields are the body of its own endpoint, \
          plus the id that endpoint takes from its path.",
     ));
     let mut discriminator = Discriminator::new("type");
     for (kind, path_field) in BATCH_COMMANDS {
-        let Some(RefOr::T(Schema::Object(mut object))) = components.schemas.get(kind).cloned() else {
-            continue;
-        };
-        let tag = ObjectBuilder::new().schema_type(Type::String).enum_values(Some([kind])).build();
-        object.properties.insert("type".to_owned(), tag.into());
-        object.required.insert(0, "type".to_owned());
-        if let Some(field) = path_field {
-            let (name, schema) = match field {
-                PathField::OrderId => (
-                    "orderId",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
-                ),
-                PathField::Sku => (
-                    "sku",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .pattern(Some(eventline_events::SKU_PATTERN)),
-                ),
-            };
-            object.properties.insert(name.to_owned(), schema.build().into());
-            object.required.push(name.to_owned());
-        }
-        object.description = Some(format!("`{kind}`: {}", object.description.unwrap_or_default()));
         let name = format!("Batch{kind}");
-        discriminator.mapping.insert(kind.to_owned(), format!("#/components/schemas/{name}"));
-        union = union.item(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(&name)));
-        components.schemas.insert(name, RefOr::T(Schema::Object(object)));
+        let composed = match components.schemas.get(kind).cloned() {
+            Some(RefOr::T(Schema::Object(object))) => Schema::Object(batch_command(object, kind, path_field)),
+            Some(RefOr::T(Schema::OneOf(variants))) => {
+                let Some(mut inner) = variants.discriminator.clone() else { continue };
+                let mut batch_union = OneOfBuilder::new().description(Some(format!(
+                    "`{kind}`: {}",
+                    variants.description.clone().unwrap_or_default()
+                )));
+                for target in inner.mapping.values_mut() {
+                    let variant = target.rsplit('/').next().unwrap_or_default().to_owned();
+                    let Some(RefOr::T(Schema::Object(object))) = components.schemas.get(&variant).cloned()
+                    else {
+                        continue;
+                    };
+                    let batch_name = format!("Batch{variant}");
+                    components.schemas.insert(
+                        batch_name.clone(),
+                        RefOr::T(Schema::Object(batch_command(object, kind, path_field))),
+                    );
+                    batch_union = batch_union.item(RefOr::Ref(Ref::from_schema_name(&batch_name)));
+                    *target = schema_ref(&batch_name);
+                }
+                Schema::OneOf(batch_union.discriminator(Some(inner)).build())
+            }
+            _ => continue,
+        };
+        discriminator.mapping.insert(kind.to_owned(), schema_ref(&name));
+        union = union.item(RefOr::Ref(Ref::from_schema_name(&name)));
+        components.schemas.insert(name, RefOr::T(composed));
     }
     let union = union.discriminator(Some(discriminator)).build();
     components.schemas.insert("BatchCommand".to_owned(), RefOr::T(Schema::OneOf(union)));
+}
+
+/// One command's body as a batch command: `type` first, the path field last.
+fn batch_command(mut object: Object, kind: &str, path_field: Option<PathField>) -> Object {
+    let tag = ObjectBuilder::new().schema_type(Type::String).enum_values(Some([kind])).build();
+    object.properties.insert("type".to_owned(), tag.into());
+    object.required.insert(0, "type".to_owned());
+    if let Some(field) = path_field {
+        let (name, schema) = match field {
+            PathField::OrderId => (
+                "orderId",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+            ),
+            PathField::Sku => (
+                "sku",
+                ObjectBuilder::new().schema_type(Type::String).pattern(Some(eventline_events::SKU_PATTERN)),
+            ),
+        };
+        object.properties.insert(name.to_owned(), schema.build().into());
+        object.required.push(name.to_owned());
+    }
+    object.description = Some(format!("`{kind}`: {}", object.description.unwrap_or_default()));
+    object
+}
+
+fn schema_ref(name: &str) -> String {
+    format!("#/components/schemas/{name}")
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }

@@ -2,6 +2,7 @@
 //! what they share — read-your-writes, ETags, problems.
 
 mod inventory;
+mod links;
 pub mod openapi;
 mod orders;
 mod users;
@@ -58,7 +59,8 @@ pub fn router(state: AppState) -> Router {
             ]
         }
     });
-    let (api, document) = api_routes().split_for_parts();
+    let (api, mut document) = api_routes().split_for_parts();
+    links::declare(&mut document);
     api_service(api.with_state(state), &document, readiness)
 }
 
@@ -73,7 +75,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the query API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_routes().into_openapi()
+    let mut document = api_routes().into_openapi();
+    links::declare(&mut document);
+    document
 }
 
 /// The pool to answer the request from: the live read models, once they reflect the request's
@@ -107,7 +111,25 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPoo
         eventline.consistency.token = %token,
         eventline.consistency.outcome = tracing::field::Empty,
     );
-    let reached = state.read_models.reaching(&token, state.consistency_wait).instrument(wait.clone()).await;
+    // While waiting, a token the read models have not reached is checked against the end of the
+    // log: a position the log never issued is refused at once instead of after the wait.
+    let reaching = state.read_models.reaching(&token, state.consistency_wait).instrument(wait.clone());
+    let beyond_end = state.log.beyond_end(&token, state.consistency_wait);
+    let reached = tokio::select! {
+        biased;
+        reached = reaching => reached,
+        Some((partition, offset, end)) = beyond_end => {
+            wait.record("eventline.consistency.outcome", "beyond_end");
+            return Err(Problem::new(
+                problems::IMPOSSIBLE_CONSISTENCY_TOKEN,
+                format!(
+                    "The token names offset {offset} of partition {partition}, but that partition of the \
+                     event log ends before offset {end}: it was not issued by this deployment's command \
+                     API. Read without it, or with a token the command API returned."
+                ),
+            ));
+        }
+    };
     wait.record(
         "eventline.consistency.outcome",
         match &reached {

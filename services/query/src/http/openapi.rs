@@ -32,7 +32,9 @@ pub struct ApiDoc;
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum ReadProblems {
-    /// A malformed id, query parameter, cursor or Consistency-Token.
+    /// A malformed id, query parameter, cursor or Consistency-Token, or a Consistency-Token this
+    /// event log cannot have issued (`impossible-consistency-token`: a partition it does not have,
+    /// an offset beyond the end of its partition).
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
     /// No such resource.

@@ -1,0 +1,34 @@
+//! The links between the query API's operations (OpenAPI `links`): from a user to its orders and
+//! back, and from one page of orders to the next, so that client generators and schemathesis'
+//! stateful phase follow them. Links from the command API's answers to these reads are in the
+//! combined document (`docs/openapi/eventline.json`).
+
+use eventline_runtime::openapi::{add_link, link};
+use utoipa::openapi::OpenApi;
+
+pub fn declare(document: &mut OpenApi) {
+    let latest_order = link(
+        "get_order",
+        "The user's most recent order.",
+        &[("path.id", "$response.body#/orders/0/orderId")],
+        None,
+    );
+    add_link(document, "get_user", "200", "GetLatestOrder", latest_order);
+    let orders = link(
+        "list_orders",
+        "All of the user's orders, a page at a time.",
+        &[("path.id", "$response.body#/userId")],
+        None,
+    );
+    add_link(document, "get_user", "200", "ListOrders", orders);
+    let next_page = link(
+        "list_orders",
+        "The next page, while `nextCursor` is not null.",
+        &[("path.id", "$request.path.id"), ("query.cursor", "$response.body#/nextCursor")],
+        None,
+    );
+    add_link(document, "list_orders", "200", "NextPage", next_page);
+    let user =
+        link("get_user", "The user who placed the order.", &[("path.id", "$response.body#/userId")], None);
+    add_link(document, "get_order", "200", "GetUser", user);
+}
