@@ -5,11 +5,13 @@
 //! follows the links: create a user → read it, place an order → pay it → read it, with the answer's
 //! Consistency-Token), schemathesis' default number of examples, a fixed seed; nothing excluded.
 //!
-//! One answer needs declaring, because it depends on an earlier request rather than on this one:
-//! an `Idempotency-Key` reused for a different request is refused with `422` as the IETF draft
-//! (draft-ietf-httpapi-idempotency-key-header) says, and schemathesis generates short keys that
-//! repeat. `schemathesis/` holds the declaration: `positive_data_acceptance` also expects 422, and
-//! a check of ours fails any 422 to a schema-valid request that is not `idempotency-key-reused`.
+//! Two answers to schema-valid requests need declaring, because they depend on earlier requests
+//! rather than on the request itself: an `Idempotency-Key` reused for a different request is
+//! refused with `422` as the IETF draft (draft-ietf-httpapi-idempotency-key-header) says, and an
+//! `If-Match` version the aggregate has moved past with `412` as RFC 9110 says (schemathesis
+//! generates short keys and small versions that repeat). `schemathesis/` holds the declaration:
+//! `positive_data_acceptance` also expects 412 and 422, and a check of ours fails any 412 or 422
+//! to a schema-valid request that is not exactly one of those two.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -50,7 +52,11 @@ async fn both_apis_conform_to_their_openapi_documents() {
 
     let seed = std::env::var("EVENTLINE_SCHEMATHESIS_SEED").unwrap_or_else(|_| SEED.to_owned());
     let declarations = tools::repository().join("tests/schemathesis");
-    let reports = std::env::temp_dir().join(format!("eventline-schemathesis-{}", uuid::Uuid::new_v4()));
+    // `EVENTLINE_SCHEMATHESIS_REPORTS` keeps the reports (JUnit and NDJSON, every case) there.
+    let kept = std::env::var_os("EVENTLINE_SCHEMATHESIS_REPORTS").map(PathBuf::from);
+    let reports = kept.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("eventline-schemathesis-{}", uuid::Uuid::new_v4()))
+    });
     let mut program = Command::new(tools::python_venv().join("bin/schemathesis"));
     program
         .current_dir(&declarations)
@@ -58,14 +64,17 @@ async fn both_apis_conform_to_their_openapi_documents() {
         .env("PYTHONPATH", &declarations)
         .args(["--no-color", "run", &location, "--checks", "all", "--seed", &seed])
         .args(["--workers", "1", "--request-timeout", "10", "--generation-database", "none"])
-        .args(["--report", "junit", "--report-dir"])
+        .args(["--output-sanitize", "false"])
+        .args(["--report", "junit,ndjson", "--report-dir"])
         .arg(&reports);
     if let Ok(examples) = std::env::var("EVENTLINE_SCHEMATHESIS_EXAMPLES") {
         program.args(["--max-examples", &examples]);
     }
     let output = tools::run(program, "schemathesis").await;
     let printed = tools::printed(&output);
-    let _ = std::fs::remove_dir_all(PathBuf::from(&reports));
+    if kept.is_none() {
+        let _ = std::fs::remove_dir_all(&reports);
+    }
     assert!(output.status.success(), "schemathesis found problems:\n{printed}");
     // Every phase ran, the stateful one included, and it followed links.
     for phase in ["Examples", "Coverage", "Fuzzing", "Stateful"] {

@@ -183,11 +183,11 @@ async fn users_orders_and_stock_read_back_with_every_field() {
     let impossible = eventually(Duration::from_secs(15), "the partition count known", || async {
         let started = Instant::now();
         let response = get(query.url(&format!("/users/{user_id}")), Some("900:1")).await;
-        (response.status() == 400).then(|| (response, started.elapsed()))
+        (response.status() == 409).then(|| (response, started.elapsed()))
     })
     .await;
     assert!(impossible.1 < Duration::from_millis(500), "refused only after {:?}", impossible.1);
-    problem(impossible.0, 400, "impossible-consistency-token").await;
+    problem(impossible.0, 409, "impossible-consistency-token").await;
 
     // An offset at or beyond the end of its partition: the log never issued it. Nothing else is
     // written now, so the last write's offset + 1 is exactly the end; the last write itself reads.
@@ -207,7 +207,7 @@ async fn users_orders_and_stock_read_back_with_every_field() {
             "{token} refused only after {:?}",
             started.elapsed()
         );
-        let body = problem(response, 400, "impossible-consistency-token").await;
+        let body = problem(response, 409, "impossible-consistency-token").await;
         assert!(body["detail"].as_str().unwrap().contains("ends before offset"), "{body}");
     }
     let within = format!("{}:{}", last.0, last.1);

@@ -195,6 +195,11 @@ impl Currency {
     pub fn fraction_digits(&self) -> u32 {
         u32::from(self.fraction_digits)
     }
+
+    /// Every currency eventline accepts, by code.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        CODES.iter().map(|&(code, fraction_digits)| Currency { code, fraction_digits })
+    }
 }
 
 impl FromStr for Currency {

@@ -83,7 +83,7 @@ fn docs_router() -> Router {
 /// An API service's whole router: its routes plus `/openapi.json` (the document describing them,
 /// serialized once), the `/docs` reference, the operational routes, problem+json fallbacks and
 /// request tracing.
-pub fn api_service(api: Router, document: &utoipa::openapi::OpenApi, readiness: Readiness) -> Router {
+pub fn api_service(api: Router, document: &impl serde::Serialize, readiness: Readiness) -> Router {
     let document = axum::body::Bytes::from(serde_json::to_vec(document).unwrap_or_default());
     let api = api.route(
         "/openapi.json",

@@ -256,8 +256,17 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
+        let _ = state;
+        // A parameter with an empty value (`?cursor=`) is read as absent, as an empty header is.
+        let query = parts.uri.query().unwrap_or_default();
+        let given: Vec<&str> = query
+            .split('&')
+            .filter(|pair| !pair.is_empty() && !pair.ends_with('=') && pair.contains('='))
+            .collect();
+        let uri: axum::http::Uri = format!("/?{}", given.join("&"))
+            .parse()
+            .map_err(|_| Problem::new(types::INVALID_QUERY, "The query string cannot be read."))?;
+        axum::extract::Query::<T>::try_from_uri(&uri)
             .map(|axum::extract::Query(v)| ApiQuery(v))
             .map_err(|rejection| Problem::new(types::INVALID_QUERY, rejection.body_text()))
     }

@@ -9,8 +9,10 @@ pub const INVALID_CURSOR: ProblemType =
     ProblemType::new(StatusCode::BAD_REQUEST, "invalid-cursor", "Invalid cursor");
 pub const INVALID_CONSISTENCY_TOKEN: ProblemType =
     ProblemType::new(StatusCode::BAD_REQUEST, "invalid-consistency-token", "Invalid Consistency-Token");
+/// A token this log cannot have issued (yet): a conflict with the log's state, like the command
+/// API's rules, since the same token could be reached by another log or a longer one.
 pub const IMPOSSIBLE_CONSISTENCY_TOKEN: ProblemType =
-    ProblemType::new(StatusCode::BAD_REQUEST, "impossible-consistency-token", "Impossible Consistency-Token");
+    ProblemType::new(StatusCode::CONFLICT, "impossible-consistency-token", "Impossible Consistency-Token");
 pub const PROJECTION_BEHIND: ProblemType =
     ProblemType::new(StatusCode::SERVICE_UNAVAILABLE, "projection-behind", "Projection behind");
 pub const READ_MODELS_FROM_ANOTHER_LOG: ProblemType = ProblemType::new(

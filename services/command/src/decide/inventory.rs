@@ -31,6 +31,7 @@ pub fn quantity_range(kind: AdjustmentType) -> RangeInclusive<i64> {
 pub struct AdjustInventory {
     /// Units to add or remove (> 0), or the new stock level for `set` (≥ 0).
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "super::whole_number")]
     pub quantity: i64,
     /// `add`, `remove` or `set`.
     #[schema(pattern = "^(add|remove|set)$", example = "add")]

@@ -5,6 +5,7 @@
 //! Ids the client does not send come from an [`IdGen`]: random (UUIDv7) normally, derived from the
 //! idempotency key when there is one, so that a retried request decides exactly the same event.
 
+pub mod formats;
 mod inventory;
 mod orders;
 mod payments;
@@ -19,6 +20,7 @@ pub use users::{CreateUser, MAX_EMAIL_CHARS, MAX_NAME_CHARS, create_user};
 
 use eventline_events::{Amount, Currency};
 use eventline_runtime::problem::FieldError;
+use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -88,8 +90,10 @@ pub(crate) fn optional_id(id: Option<&str>, field: &str, ids: &mut IdGen, errors
 }
 
 pub(crate) fn required_id(id: &str, field: &str, errors: &mut Errors) -> Uuid {
+    // Only the hyphenated form (36 characters), as the document's `format: uuid` says; the parser
+    // alone would also take the braced, URN and unhyphenated forms.
     match Uuid::try_parse(id) {
-        Ok(id) if !id.is_nil() => id,
+        Ok(parsed) if id.len() == 36 && !parsed.is_nil() => parsed,
         _ => {
             errors.add(field, "must be a UUID such as 550e8400-e29b-41d4-a716-446655440000 (not nil)");
             Uuid::nil()
@@ -97,14 +101,38 @@ pub(crate) fn required_id(id: &str, field: &str, errors: &mut Errors) -> Uuid {
     }
 }
 
-/// Free text: not blank, at most `max` characters, no control characters.
+/// Free text: [`formats::TEXT_PATTERN`] (not blank, no control characters), at most `max`
+/// characters.
 pub(crate) fn check_text(text: &str, field: &str, max: usize, errors: &mut Errors) {
     if text.trim().is_empty() {
         errors.add(field, "must not be empty");
     } else if text.chars().count() > max {
         errors.add(field, format!("must be at most {max} characters"));
-    } else if text.chars().any(char::is_control) {
+    } else if !formats::is_text(text) {
         errors.add(field, "must not contain control characters");
+    }
+}
+
+/// An integer field. JSON Schema counts `2.0` (and `2e0`) as the integer 2, so they are read as
+/// 2; a number with a fraction, or beyond 64 bits, is refused.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(whole) = number.as_i64() {
+        return Ok(whole);
+    }
+    let text = number.to_string();
+    let value = if text.contains(['e', 'E']) {
+        Decimal::from_scientific(&text)
+    } else {
+        Decimal::from_str_exact(&text)
+    };
+    match value {
+        Ok(value) if value.fract().is_zero() => {
+            i64::try_from(value).map_err(|_| D::Error::custom("must be a whole number of at most 19 digits"))
+        }
+        _ => Err(D::Error::custom("must be a whole number")),
     }
 }
 
@@ -118,24 +146,48 @@ pub(crate) fn currency(code: &str, field: &str, errors: &mut Errors) -> Option<C
     }
 }
 
-/// An amount in `currency`: within `min..=max` (exclusive at `min` when `positive`), with no more
-/// fraction digits than the currency has. Returned rescaled to exactly those digits.
+/// What an amount field takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Money {
+    /// A unit price: [`formats::PRICE_PATTERN`].
+    Price,
+    /// A payment: [`formats::PAYMENT_PATTERN`].
+    Payment,
+}
+
+/// An amount in `currency`: a decimal string as `kind`'s pattern allows, with no more fraction
+/// digits than the currency has. Returned rescaled to exactly those digits.
 pub(crate) fn money(
-    amount: Amount,
+    text: &str,
     currency: Option<Currency>,
     field: &str,
-    positive: bool,
-    max: Amount,
+    kind: Money,
     errors: &mut Errors,
 ) -> Amount {
-    let value = amount.as_decimal();
-    if positive && value <= Amount::ZERO.as_decimal() {
-        errors.add(field, "must be greater than 0");
-    } else if value.is_sign_negative() && !value.is_zero() {
-        errors.add(field, "must not be negative");
-    } else if amount > max {
-        errors.add(field, format!("must be at most {max}"));
+    let (valid, max) = match kind {
+        Money::Price => (formats::is_price(text), MAX_UNIT_PRICE),
+        Money::Payment => (formats::is_payment(text), MAX_PAYMENT),
+    };
+    if !valid {
+        let message = if !formats::is_decimal(text) {
+            "must be a decimal string such as \"299.99\": digits and an optional fraction, no sign, exponent or \
+             leading zeros"
+                .to_owned()
+        } else if kind == Money::Payment && !text.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
+            "must be greater than 0".to_owned()
+        } else {
+            format!("must be at most {max}")
+        };
+        errors.add(field, message);
+        return Amount::ZERO;
     }
+    let amount = match Amount::parse_plain(text) {
+        Ok(amount) => amount,
+        Err(error) => {
+            errors.add(field, error.to_string());
+            return Amount::ZERO;
+        }
+    };
     let Some(currency) = currency else { return amount };
     if amount.fraction_digits() > currency.fraction_digits() {
         errors.add(
@@ -144,7 +196,7 @@ pub(crate) fn money(
         );
         return amount;
     }
-    let mut canonical = value;
+    let mut canonical = amount.as_decimal();
     canonical.rescale(currency.fraction_digits());
     Amount::new(canonical)
 }
@@ -186,19 +238,37 @@ mod tests {
     fn money_rules() {
         let usd = Some("USD".parse().unwrap());
         let jpy = Some("JPY".parse().unwrap());
-        let max = Amount::new(1000.into());
-        let check = |text: &str, currency, positive| {
+        let check = |text: &str, currency, kind| {
             let mut errors = Errors::default();
-            let amount = money(text.parse().unwrap(), currency, "amount", positive, max, &mut errors);
+            let amount = money(text, currency, "amount", kind, &mut errors);
             errors.finish(|| amount.to_string()).map_err(|e| e[0].message.clone())
         };
-        assert_eq!(check("10.5", usd, true).unwrap(), "10.50", "rescaled to the currency");
-        assert_eq!(check("0", usd, false).unwrap(), "0.00");
-        assert!(check("0", usd, true).unwrap_err().contains("greater than 0"));
-        assert!(check("-1", usd, false).unwrap_err().contains("negative"));
-        assert!(check("1000.01", usd, false).unwrap_err().contains("at most 1000"));
-        assert!(check("1.001", usd, false).unwrap_err().contains("at most 2 fraction digits"));
-        assert!(check("1.5", jpy, false).unwrap_err().contains("at most 0 fraction digits"));
+        assert_eq!(check("10.5", usd, Money::Payment).unwrap(), "10.50", "rescaled to the currency");
+        assert_eq!(check("0", usd, Money::Price).unwrap(), "0.00");
+        assert!(check("0.00", usd, Money::Payment).unwrap_err().contains("greater than 0"));
+        assert!(check("-1", usd, Money::Price).unwrap_err().contains("decimal string"));
+        assert!(check("1e3", usd, Money::Price).unwrap_err().contains("decimal string"));
+        assert!(check("1000000000.01", usd, Money::Price).unwrap_err().contains("at most 1000000000"));
+        assert!(check("1.001", usd, Money::Price).unwrap_err().contains("at most 2 fraction digits"));
+        assert!(check("1.5", jpy, Money::Price).unwrap_err().contains("at most 0 fraction digits"));
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_zero_fraction() {
+        #[derive(serde::Deserialize)]
+        struct Quantity {
+            #[serde(deserialize_with = "whole_number")]
+            n: i64,
+        }
+        let read =
+            |json: &str| serde_json::from_str::<Quantity>(json).map(|q| q.n).map_err(|e| e.to_string());
+        assert_eq!(read(r#"{"n": 2}"#), Ok(2));
+        assert_eq!(read(r#"{"n": 2.0}"#), Ok(2));
+        assert_eq!(read(r#"{"n": 2e0}"#), Ok(2));
+        assert_eq!(read(r#"{"n": -0.0}"#), Ok(0));
+        assert!(read(r#"{"n": 2.5}"#).unwrap_err().contains("whole number"));
+        assert!(read(r#"{"n": 1e30}"#).is_err());
+        assert!(read(r#"{"n": "2"}"#).is_err());
     }
 
     #[test]

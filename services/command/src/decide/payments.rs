@@ -1,11 +1,10 @@
 //! `SettlePayment` → `PaymentSettled`, keyed by its order so it follows the order's events.
 
-use eventline_events::{Amount, Event, PaymentSettled, PaymentStatus};
+use eventline_events::{Event, PaymentSettled, PaymentStatus};
 use eventline_runtime::problem::FieldError;
-use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::{Errors, IdGen, currency, money, optional_id, required_id};
+use super::{Errors, IdGen, Money, currency, money, optional_id, required_id};
 
 /// Largest single payment (in currency units).
 pub const MAX_PAYMENT: i64 = 1_000_000_000_000;
@@ -17,11 +16,11 @@ pub struct SettlePayment {
     /// Generated (UUIDv7) when absent.
     #[schema(value_type = Option<uuid::Uuid>)]
     pub payment_id: Option<String>,
-    /// A decimal as a JSON number or string, greater than 0.
-    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "299.99")]
-    pub amount: Amount,
-    /// ISO 4217 code.
-    #[schema(pattern = "^[A-Z]{3}$", example = "USD")]
+    /// A decimal string greater than 0, at most as many fraction digits as the currency has.
+    #[schema(example = "299.99")]
+    pub amount: String,
+    /// ISO 4217 code (the document lists the accepted ones).
+    #[schema(example = "USD")]
     pub currency: String,
     /// e.g. `credit_card`, `paypal`, `bank_transfer`.
     #[schema(pattern = "^[a-z][a-z0-9_]{0,31}$", example = "credit_card")]
@@ -37,8 +36,7 @@ pub fn settle_payment(
     let order_id = required_id(order_id, "orderId", &mut errors);
     let payment_id = optional_id(command.payment_id.as_deref(), "paymentId", ids, &mut errors);
     let currency = currency(&command.currency, "currency", &mut errors);
-    let max = Amount::new(Decimal::from(MAX_PAYMENT));
-    let amount = money(command.amount, currency, "amount", true, max, &mut errors);
+    let amount = money(&command.amount, currency, "amount", Money::Payment, &mut errors);
     if !is_method(&command.payment_method) {
         errors.add("paymentMethod", "must be 1-32 lower-case letters, digits or '_', starting with a letter");
     }
@@ -72,7 +70,7 @@ mod tests {
     fn payment(amount: &str, currency: &str, method: &str) -> SettlePayment {
         SettlePayment {
             payment_id: None,
-            amount: amount.parse().unwrap(),
+            amount: amount.into(),
             currency: currency.into(),
             payment_method: method.into(),
         }
@@ -113,6 +111,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use proptest::prelude::*;
+    use rust_decimal::Decimal;
 
     use super::*;
 
@@ -131,7 +130,7 @@ mod properties {
         ) {
             let amount = Decimal::new(mantissa, scale);
             let command = SettlePayment {
-                payment_id: None, amount: Amount::new(amount), currency: "USD".into(), payment_method: method.clone(),
+                payment_id: None, amount: amount.to_string(), currency: "USD".into(), payment_method: method.clone(),
             };
             let method_ok = method.len() <= 32
                 && method.starts_with(|c: char| c.is_ascii_lowercase())

@@ -66,8 +66,8 @@ pub fn router(state: AppState) -> Router {
             ]
         }
     });
-    let (api, mut document) = api_routes().split_for_parts();
-    openapi::finish(&mut document);
+    let (api, document) = api_routes().split_for_parts();
+    let document = openapi::finish(document);
     let access = state.access.clone();
     let api = api
         .with_state(state)
@@ -90,10 +90,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
 }
 
 /// The OpenAPI document of the command API.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let mut document = api_routes().into_openapi();
-    openapi::finish(&mut document);
-    document
+pub fn openapi_document() -> serde_json::Value {
+    openapi::finish(api_routes().into_openapi())
 }
 
 /// Counts every refused command by route and problem type (accepted ones are counted in
@@ -324,16 +322,23 @@ fn aggregate_of(event: &Event) -> AggregateRef {
     }
 }
 
-/// `If-Match: "<version>"`, the version the client last read (the query API's ETag).
+/// `If-Match: "<version>"`, the version the client last read (the query API's ETag): 1 to 18
+/// digits in double quotes, as the document's pattern says. An empty value is an empty list of
+/// entity tags (RFC 9110, 5.6.1), the same as no header.
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
     let mut values = headers.get_all(axum::http::header::IF_MATCH).iter();
     let Some(value) = values.next() else { return Ok(None) };
+    let single = values.next().is_none();
+    if single && value.as_bytes().iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let digits = |v: &str| !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit());
     let version = value
         .to_str()
         .ok()
-        .filter(|_| values.next().is_none())
-        .and_then(|v| v.trim().strip_prefix('"')?.strip_suffix('"')?.parse::<i64>().ok())
-        .filter(|v| *v >= 0);
+        .filter(|_| single)
+        .and_then(|v| v.trim().strip_prefix('"')?.strip_suffix('"').filter(|v| digits(v)))
+        .and_then(|v| v.parse::<i64>().ok());
     match version {
         Some(version) => Ok(Some(version)),
         None => Err(Problem::new(

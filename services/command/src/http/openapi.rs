@@ -1,15 +1,16 @@
 //! The OpenAPI 3.1 document of the command API, generated from the handlers the router serves
 //! (utoipa). `docs/openapi/command.json` is a committed copy, checked for drift by a test.
 
-use eventline_events::AdjustmentType;
+use eventline_events::{AdjustmentType, Currency};
 use eventline_runtime::problem::Problem;
+use serde_json::{Value, json};
 use utoipa::Number;
 use utoipa::OpenApi;
 use utoipa::openapi::schema::{Discriminator, Object, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::{Components, KnownFormat, Ref, RefOr, SchemaFormat};
 
 use super::batch::{BATCH_COMMANDS, PathField};
-use crate::decide::{self, ADJUSTMENT_TYPES};
+use crate::decide::{self, ADJUSTMENT_TYPES, formats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -139,20 +140,98 @@ pub struct IdempotencyKey {
 #[allow(dead_code)]
 pub struct IfMatch {
     /// The aggregate's version as the query API's `ETag` gives it, in double quotes (`"3"`): the
-    /// command is decided only if the aggregate is still at that version, else `412`.
-    #[param(rename = "If-Match", nullable = false, pattern = "^\"[0-9]{1,18}\"$")]
+    /// command is decided only if the aggregate is still at that version, else `412`. Empty is
+    /// the same as no header.
+    #[param(rename = "If-Match", nullable = false, pattern = "^$|^\"[0-9]{1,18}\"$")]
     if_match: Option<String>,
 }
 
 /// Finishes the generated document with what utoipa's derives cannot say: a schema per
-/// adjustment type, a schema per batch command, and the links between operations.
-pub fn finish(document: &mut utoipa::openapi::OpenApi) {
+/// adjustment type, a schema per batch command, the links between operations, and the exact
+/// syntax the decisions check.
+pub fn finish(mut document: utoipa::openapi::OpenApi) -> Value {
     if let Some(components) = document.components.as_mut() {
         split_adjustment_types(components);
         compose_batch_commands(components);
     }
-    describe_consistency_tokens(document);
-    super::links::declare(document);
+    describe_consistency_tokens(&mut document);
+    super::links::declare(&mut document);
+    let mut document = serde_json::to_value(document).unwrap_or_default();
+    describe_formats(&mut document);
+    // The batch body is parsed by hand (`batch::Batch`, which denies unknown fields), so its
+    // schema type does not say the object is closed.
+    document["components"]["schemas"]["BatchRequest"]["additionalProperties"] = false.into();
+    document
+}
+
+/// The schemas that describe answers, not requests.
+const ANSWERS: [&str; 5] = ["Accepted", "BatchAccepted", "Position", "Problem", "FieldError"];
+const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// States what the decisions check (`decide::formats`, `decide::money`) in every request schema,
+/// by field name: the patterns of free text, e-mail addresses and amounts, the accepted
+/// currencies and, per currency, how many fraction digits its amounts may have (`if`/`then` on
+/// the currency, JSON Schema 2020-12); and that no id is the nil UUID.
+fn describe_formats(document: &mut Value) {
+    let currencies: Vec<Currency> = Currency::all().collect();
+    let mut digits: Vec<u32> = currencies.iter().map(Currency::fraction_digits).collect();
+    digits.sort_unstable();
+    digits.dedup();
+    let codes = |d: u32| -> Vec<&str> {
+        currencies.iter().filter(|c| c.fraction_digits() == d).map(Currency::code).collect()
+    };
+    if let Some(schemas) = document.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
+        for (name, schema) in schemas.iter_mut().filter(|(name, _)| !ANSWERS.contains(&name.as_str())) {
+            let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            for (field, property) in properties.iter_mut() {
+                let pattern = match field.as_str() {
+                    "firstName" | "lastName" | "reason" => Some(formats::TEXT_PATTERN),
+                    "email" => Some(formats::EMAIL_PATTERN),
+                    "price" => Some(formats::PRICE_PATTERN),
+                    "amount" => Some(formats::PAYMENT_PATTERN),
+                    _ => None,
+                };
+                if let Some(pattern) = pattern {
+                    property["pattern"] = pattern.into();
+                }
+                if field == "currency" {
+                    property["enum"] = json!(currencies.iter().map(Currency::code).collect::<Vec<_>>());
+                }
+                if property["format"] == "uuid" {
+                    property["not"] = json!({ "const": NIL_UUID });
+                }
+            }
+            // Where the amounts are, relative to the object that holds the currency.
+            let amounts = if properties.contains_key("amount") {
+                |pattern: String| json!({ "properties": { "amount": { "pattern": pattern } } })
+            } else if name.ends_with("PlaceOrder") {
+                |pattern: String| json!({ "properties": { "items": { "items": { "properties": { "price": { "pattern": pattern } } } } } })
+            } else {
+                continue;
+            };
+            let rules: Vec<Value> = digits
+                .iter()
+                .map(|&d| {
+                    json!({
+                        "if": { "properties": { "currency": { "enum": codes(d) } }, "required": ["currency"] },
+                        "then": amounts(formats::fraction_pattern(d)),
+                    })
+                })
+                .collect();
+            schema["allOf"] = Value::Array(rules);
+        }
+    }
+    for parameter in document["paths"].as_object_mut().into_iter().flat_map(|paths| paths.values_mut()) {
+        for operation in parameter.as_object_mut().into_iter().flat_map(|item| item.values_mut()) {
+            for parameter in operation["parameters"].as_array_mut().into_iter().flatten() {
+                if parameter["schema"]["format"] == "uuid" {
+                    parameter["schema"]["not"] = json!({ "const": NIL_UUID });
+                }
+            }
+        }
+    }
 }
 
 /// Gives the `Consistency-Token` answer header its grammar (utoipa's `headers(...)` takes a type,

@@ -92,7 +92,10 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPoo
         )
         .retry_after(30));
     }
-    let Some(value) = headers.get(CONSISTENCY_TOKEN) else {
+    // An empty header is no token (as HTTP treats an empty field: nothing in it).
+    let Some(value) =
+        headers.get(CONSISTENCY_TOKEN).filter(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
+    else {
         let snapshot = state.read_models.current(state.consistency_wait).await;
         return snapshot.map(|s| s.pool.clone()).map_err(|_| not_ready());
     };

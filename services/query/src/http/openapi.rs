@@ -32,14 +32,17 @@ pub struct ApiDoc;
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum ReadProblems {
-    /// A malformed id, query parameter, cursor or Consistency-Token, or a Consistency-Token this
-    /// event log cannot have issued (`impossible-consistency-token`: a partition it does not have,
-    /// an offset beyond the end of its partition).
+    /// A malformed id, query parameter, cursor or Consistency-Token.
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
     /// No such resource.
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
+    /// A Consistency-Token this event log has not issued (`impossible-consistency-token`: a
+    /// partition it does not have, or an offset at or beyond the end of its partition); refused
+    /// at once instead of waited for.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
     /// The projection has not reached the Consistency-Token within the bound
     /// (`projection-behind`), the database is unavailable, or the read models belong to another
     /// event log than the broker serves (`read-models-from-another-log`). `Retry-After` says when
@@ -54,11 +57,11 @@ pub enum ReadProblems {
 #[allow(dead_code)]
 pub struct ConsistencyTokenHeader {
     /// As returned by the command API (`partition:offset` pairs, e.g. `0:15,3:7`): the answer
-    /// reflects at least those writes.
+    /// reflects at least those writes. Empty is the same as no header.
     #[param(
         rename = "Consistency-Token",
         nullable = false,
-        pattern = r"^[0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18}){0,1023}$"
+        pattern = r"^$|^[0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18}){0,1023}$"
     )]
     consistency_token: Option<String>,
 }

@@ -8,7 +8,6 @@ use tracing::Instrument as _;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use eventline_runtime::problem::{ApiQuery, Problem};
 use serde::{Deserialize, Serialize};
@@ -110,7 +109,10 @@ pub struct OrdersParams {
     /// Page size (default 20).
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page; empty is the same as none.
+    #[param(
+        pattern = r"^$|^[0-9]{1,16}\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     cursor: Option<String>,
 }
 
@@ -227,7 +229,9 @@ async fn recent_orders(
         .map_err(database_problem)
 }
 
-/// Where a page ended: the last order's time and id, opaque to clients.
+/// Where a page ended: the last order's time (microseconds since 1970) and id,
+/// `<micros>.<order id>`; the document states the pattern (`cursor` above), so every string a
+/// client can send that matches it is a cursor.
 struct Cursor {
     placed_at: DateTime<Utc>,
     order_id: Uuid,
@@ -235,19 +239,59 @@ struct Cursor {
 
 impl Cursor {
     fn encode(&self) -> String {
-        let text = format!("{}.{}", self.placed_at.timestamp_micros(), self.order_id);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+        format!("{}.{}", self.placed_at.timestamp_micros(), self.order_id.as_hyphenated())
     }
 
+    /// Exactly the strings `CURSOR_PATTERN` matches.
     fn parse(text: &str) -> Result<Cursor, Problem> {
         let invalid = || {
             Problem::new(crate::problems::INVALID_CURSOR, "Pass `nextCursor` of a previous page as it was.")
         };
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
-        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let (micros, id) = text.split_once('.').ok_or_else(invalid)?;
+        let digits = (1..=16).contains(&micros.len()) && micros.bytes().all(|b| b.is_ascii_digit());
+        if !digits || id.len() != 36 {
+            return Err(invalid());
+        }
         let placed_at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
         let order_id = Uuid::try_parse(id).map_err(|_| invalid())?;
         Ok(Cursor { placed_at, order_id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CURSOR_PATTERN: &str =
+        r"^$|^[0-9]{1,16}\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+    #[test]
+    fn the_document_states_the_cursor_pattern_and_cursors_follow_it() {
+        let document = serde_json::to_value(crate::http::openapi_document()).unwrap();
+        let parameters = document["paths"]["/users/{id}/orders"]["get"]["parameters"].as_array().unwrap();
+        let cursor = parameters.iter().find(|p| p["name"] == "cursor").unwrap();
+        assert_eq!(cursor["schema"]["pattern"], CURSOR_PATTERN);
+
+        let written = Cursor { placed_at: Utc::now(), order_id: Uuid::now_v7() }.encode();
+        let read = Cursor::parse(&written).unwrap();
+        assert_eq!(read.encode(), written);
+        for ok in [
+            "0.01a22ebe-7d81-73a0-9413-02dd468f8e4f",
+            "9999999999999999.01A22EBE-7D81-73A0-9413-02DD468F8E4F",
+        ] {
+            assert!(Cursor::parse(ok).is_ok(), "{ok}");
+        }
+        let bad = [
+            "",
+            "1.",
+            ".01a22ebe-7d81-73a0-9413-02dd468f8e4f",
+            "-1.01a22ebe-7d81-73a0-9413-02dd468f8e4f",
+            "10000000000000000.01a22ebe-7d81-73a0-9413-02dd468f8e4f",
+            "1.01a22ebe7d8173a0941302dd468f8e4f",
+            "1.{01a22ebe-7d81-73a0-9413-02dd468f8e4f}",
+        ];
+        for bad in bad {
+            assert!(Cursor::parse(bad).is_err(), "{bad}");
+        }
     }
 }
