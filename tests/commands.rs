@@ -49,7 +49,7 @@ async fn every_command_lands_on_the_topic_with_key_headers_and_envelope() {
         (
             "/orders",
             json!({"orderId": ORDER, "userId": USER, "currency": "USD",
-            "items": [{"sku": "LAPTOP-001", "quantity": 2, "price": 299.99}, {"sku": "MOUSE-002", "quantity": 1, "price": "10.5"}]}),
+            "items": [{"sku": "LAPTOP-001", "quantity": 2, "price": "299.99"}, {"sku": "MOUSE-002", "quantity": 1, "price": "10.5"}]}),
         ),
         (
             &format!("/orders/{ORDER}/payments"),
@@ -160,7 +160,7 @@ async fn invalid_commands_are_refused_field_by_field_and_append_nothing() {
         ("/orders".into(), json!({"userId": USER, "currency": "JPY", "items": []}), vec!["items"]),
         (
             "/orders".into(),
-            json!({"userId": USER, "currency": "JPY", "items": [{"sku": "A", "quantity": 1, "price": 1.5}]}),
+            json!({"userId": USER, "currency": "JPY", "items": [{"sku": "A", "quantity": 1, "price": "1.5"}]}),
             vec!["items[0].price"],
         ),
         (
@@ -175,12 +175,18 @@ async fn invalid_commands_are_refused_field_by_field_and_append_nothing() {
         ),
         (
             format!("/orders/{ORDER}/payments"),
-            json!({"amount": 0, "currency": "USD", "paymentMethod": "card"}),
+            json!({"amount": "0", "currency": "USD", "paymentMethod": "card"}),
+            vec!["amount"],
+        ),
+        (
+            // Amounts are decimal strings, never JSON numbers (which clients may hold as floats).
+            format!("/orders/{ORDER}/payments"),
+            json!({"amount": 12.5, "currency": "USD", "paymentMethod": "card"}),
             vec!["amount"],
         ),
         (
             "/orders/not-a-uuid/payments".into(),
-            json!({"amount": 1, "currency": "USD", "paymentMethod": "card"}),
+            json!({"amount": "1", "currency": "USD", "paymentMethod": "card"}),
             vec!["orderId"],
         ),
         (
@@ -209,7 +215,7 @@ async fn invalid_commands_are_refused_field_by_field_and_append_nothing() {
         {"type": "CreateUser", "email": "ok@example.com", "firstName": "O", "lastName": "K"},
         {"type": "CreateUser", "email": "bad", "firstName": "O", "lastName": "K"},
         {"type": "Nope"},
-        {"type": "SettlePayment", "amount": 1, "currency": "USD", "paymentMethod": "card"},
+        {"type": "SettlePayment", "amount": "1", "currency": "USD", "paymentMethod": "card"},
         {"type": "PlaceOrder", "userId": USER, "currency": "USD", "items": [{"sku": "A", "quantity": 1, "price": "1", "x": 1}]},
     ]});
     let problem = expect_problem(post(command.url("/commands/batch"), &batch, None).await, 422).await;

@@ -23,6 +23,7 @@ from eventline_command_client.models import (
     BatchAdjustInventoryRemoveType,
     BatchRequest,
     CreateUser,
+    Currency,
     OrderLine,
     PlaceOrder,
     SettlePayment,
@@ -65,7 +66,7 @@ placed = place_order.sync_detailed(
     client=commands,
     body=PlaceOrder(
         user_id=user_id,
-        currency="USD",
+        currency=Currency.USD,
         items=[OrderLine(sku="PY-MUG", quantity=3, price="4.20")],
     ),
 )
@@ -75,7 +76,7 @@ expect_equal("order total", order.total_amount, "12.60")
 settled = settle_payment.sync_detailed(
     order.order_id,
     client=commands,
-    body=SettlePayment(amount="12.60", currency="USD", payment_method="bank_transfer"),
+    body=SettlePayment(amount="12.60", currency=Currency.USD, payment_method="bank_transfer"),
 )
 payment_id = accepted("POST /orders/{orderId}/payments", settled).payment_id
 

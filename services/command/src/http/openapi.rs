@@ -197,7 +197,12 @@ fn describe_formats(document: &mut Value) {
                     property["pattern"] = pattern.into();
                 }
                 if field == "currency" {
-                    property["enum"] = json!(currencies.iter().map(Currency::code).collect::<Vec<_>>());
+                    // One `Currency` schema, so that generated clients have one currency type.
+                    let description = property.get("description").cloned();
+                    *property = json!({ "$ref": "#/components/schemas/Currency" });
+                    if let Some(description) = description {
+                        property["description"] = description;
+                    }
                 }
                 if property["format"] == "uuid" {
                     property["not"] = json!({ "const": NIL_UUID });
@@ -223,6 +228,12 @@ fn describe_formats(document: &mut Value) {
             schema["allOf"] = Value::Array(rules);
         }
     }
+    document["components"]["schemas"]["Currency"] = json!({
+        "description": "An ISO 4217 currency code that has a minor unit (no funds, metals or test codes).",
+        "type": "string",
+        "enum": currencies.iter().map(Currency::code).collect::<Vec<_>>(),
+        "example": "USD",
+    });
     for parameter in document["paths"].as_object_mut().into_iter().flat_map(|paths| paths.values_mut()) {
         for operation in parameter.as_object_mut().into_iter().flat_map(|item| item.values_mut()) {
             for parameter in operation["parameters"].as_array_mut().into_iter().flatten() {
