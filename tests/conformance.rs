@@ -76,9 +76,15 @@ async fn both_apis_conform_to_their_openapi_documents() {
         let _ = std::fs::remove_dir_all(&reports);
     }
     assert!(output.status.success(), "schemathesis found problems:\n{printed}");
-    // Every phase ran, the stateful one included, and it followed links.
+    // Every phase ran, the stateful one included, and it followed links ("API Links: 6 covered
+    // / 20 selected / …").
     for phase in ["Examples", "Coverage", "Fuzzing", "Stateful"] {
         assert!(printed.contains(phase), "the {phase} phase did not run:\n{printed}");
     }
+    let covered = printed
+        .split_once("API Links:")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(covered >= 3, "the stateful phase followed {covered} links:\n{printed}");
     eprintln!("{printed}");
 }
