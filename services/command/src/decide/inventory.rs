@@ -24,8 +24,9 @@ pub fn quantity_range(kind: AdjustmentType) -> RangeInclusive<i64> {
     minimum..=MAX_STOCK_QUANTITY
 }
 
-/// `POST /inventory/{sku}/adjustments` (the sku comes from the path). The OpenAPI document
-/// describes each adjustment type with a schema of its own (`openapi::split_adjustment_types`).
+// The OpenAPI document describes each adjustment type with a schema of its own
+// (`http::openapi::split_adjustment_types`); the body is parsed as this one struct.
+/// `POST /inventory/{sku}/adjustments` (the sku comes from the path).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AdjustInventory {

@@ -268,7 +268,11 @@ fn describe_consistency_tokens(document: &mut utoipa::openapi::OpenApi) {
 fn split_adjustment_types(components: &mut Components) {
     const NAME: &str = "AdjustInventory";
     let Some(RefOr::T(Schema::Object(common))) = components.schemas.get(NAME).cloned() else { return };
-    let mut union = OneOfBuilder::new().description(common.description.clone());
+    let mut union = OneOfBuilder::new().description(Some(
+        "Body of `POST /inventory/{sku}/adjustments` (the sku comes from the path): `adjustmentType` \
+         picks the schema. `add` and `remove` change the stock by `quantity` (at least 1), `set` sets it \
+         (0 or more).",
+    ));
     let mut discriminator = Discriminator::new("adjustmentType");
     for (kind, adjustment) in ADJUSTMENT_TYPES {
         let mut variant = common.clone();
@@ -290,7 +294,7 @@ fn split_adjustment_types(components: &mut Components) {
             );
         }
         variant.description =
-            Some(format!("A `{kind}` adjustment of `POST /inventory/{{sku}}/adjustments`."));
+            Some(format!("`POST /inventory/{{sku}}/adjustments` with `adjustmentType` `{kind}`."));
         let name = format!("{NAME}{}", capitalized(kind));
         discriminator.mapping.insert(kind.to_owned(), schema_ref(&name));
         union = union.item(RefOr::Ref(Ref::from_schema_name(&name)));
