@@ -29,7 +29,8 @@ pub struct LogWatch {
     ends: Arc<LogEnds>,
 }
 
-/// The log's end offsets as last asked (partition → high watermark, and when they were asked).
+/// The log's end offsets as last asked (partition → high watermark), and when that ask was sent:
+/// ends asked after a request arrived cover every position issued before it.
 struct LogEnds {
     brokers: String,
     topic: String,
@@ -102,10 +103,13 @@ impl LogWatch {
                 return beyond;
             }
         }
+        // The time the ask is sent, not answered: an ask sent before this request's token was
+        // issued may not cover it, however late its answer comes.
+        let sent = Instant::now();
         match log_end::end_offsets(&self.ends.brokers, &self.ends.topic, bound).await {
             Ok(ends) => {
                 let beyond = first_beyond(token, &ends);
-                *latest = Some((Instant::now(), ends));
+                *latest = Some((sent, ends));
                 beyond
             }
             Err(error) => {
