@@ -54,7 +54,7 @@ impl JsonSchema for Currency {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> schemars::Schema {
-        let codes: Vec<&str> = crate::currency::CODES.iter().map(|(code, _)| *code).collect();
+        let codes: Vec<&str> = Currency::all().map(|currency| currency.code()).collect();
         json_schema!({
             "type": "string",
             "description": "An ISO 4217 currency code with a minor unit (funds, metals and test codes are refused).",

@@ -20,6 +20,13 @@ use crate::problem;
 /// read must reflect (read-your-writes).
 pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("consistency-token");
 
+/// Whether a header field is empty (or only white space): the services read an empty optional
+/// header as no header, as an empty list field holds nothing (RFC 9110, 5.6.1), and their
+/// OpenAPI documents say so; `ApiQuery` does the same for query parameters.
+pub fn is_empty_field(value: &header::HeaderValue) -> bool {
+    value.as_bytes().iter().all(u8::is_ascii_whitespace)
+}
+
 /// Whether one dependency is reachable.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {

@@ -24,6 +24,22 @@ pub async fn exchange(address: &str, request: &[u8]) -> std::io::Result<Vec<u8>>
     Ok(body)
 }
 
+/// A request's header: api key, version, correlation id and client id (a classic nullable string,
+/// even in flexible versions, whose header v2 then adds an empty tag buffer).
+pub fn request_header(api_key: i16, version: i16, correlation_id: i32, flexible: bool) -> Vec<u8> {
+    const CLIENT_ID: &[u8] = b"eventline";
+    let mut header = Vec::with_capacity(64);
+    header.extend_from_slice(&api_key.to_be_bytes());
+    header.extend_from_slice(&version.to_be_bytes());
+    header.extend_from_slice(&correlation_id.to_be_bytes());
+    header.extend_from_slice(&(CLIENT_ID.len() as i16).to_be_bytes());
+    header.extend_from_slice(CLIENT_ID);
+    if flexible {
+        header.push(0);
+    }
+    header
+}
+
 /// Frames `message` with its length.
 pub fn framed(message: &[u8]) -> Vec<u8> {
     let mut framed = Vec::with_capacity(message.len() + 4);

@@ -63,14 +63,9 @@ pub async fn end_offsets(
 
 /// A ListOffsets v1 request for the latest offsets of `partitions` of `topic`, framed.
 fn list_offsets_request(topic: &str, partitions: &[i32], correlation_id: i32) -> Vec<u8> {
-    let client_id = b"eventline";
-    let mut message = Vec::with_capacity(64 + topic.len() + partitions.len() * 12);
-    // Request header v1: api key, version, correlation id, client id.
-    message.extend_from_slice(&LIST_OFFSETS_API_KEY.to_be_bytes());
-    message.extend_from_slice(&LIST_OFFSETS_VERSION.to_be_bytes());
-    message.extend_from_slice(&correlation_id.to_be_bytes());
-    message.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
-    message.extend_from_slice(client_id);
+    // Request header v1 (ListOffsets v1 is not a flexible version).
+    let mut message =
+        kafka_wire::request_header(LIST_OFFSETS_API_KEY, LIST_OFFSETS_VERSION, correlation_id, false);
     // Body: replica id -1 (a client), one topic with its partitions.
     message.extend_from_slice(&(-1_i32).to_be_bytes());
     message.extend_from_slice(&1_i32.to_be_bytes());

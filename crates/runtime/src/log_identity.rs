@@ -86,16 +86,8 @@ async fn ask(address: &str, topic: &str) -> std::io::Result<Result<TopicMetadata
 
 /// A Metadata v10 request for one topic by name, framed with its length.
 fn metadata_request(topic: &str, correlation_id: i32) -> Vec<u8> {
-    let client_id = b"eventline";
-    let mut message = Vec::with_capacity(64 + topic.len());
-    // Request header v2: api key, version, correlation id, client id (a classic nullable
-    // string even in flexible versions), no tagged fields.
-    message.extend_from_slice(&METADATA_API_KEY.to_be_bytes());
-    message.extend_from_slice(&METADATA_VERSION.to_be_bytes());
-    message.extend_from_slice(&correlation_id.to_be_bytes());
-    message.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
-    message.extend_from_slice(client_id);
-    message.push(0);
+    // Request header v2 (Metadata v10 is a flexible version).
+    let mut message = kafka_wire::request_header(METADATA_API_KEY, METADATA_VERSION, correlation_id, true);
     // Body: topics (compact array of one: nil topic id, name, no tags), allow auto-creation
     // false, no authorised operations, no tags.
     put_unsigned_varint(&mut message, 2);

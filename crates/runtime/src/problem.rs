@@ -254,15 +254,12 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &S,
+        _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let _ = state;
         // A parameter with an empty value (`?cursor=`) is read as absent, as an empty header is.
         let query = parts.uri.query().unwrap_or_default();
-        let given: Vec<&str> = query
-            .split('&')
-            .filter(|pair| !pair.is_empty() && !pair.ends_with('=') && pair.contains('='))
-            .collect();
+        let given: Vec<&str> =
+            query.split('&').filter(|pair| pair.contains('=') && !pair.ends_with('=')).collect();
         let uri: axum::http::Uri = format!("/?{}", given.join("&"))
             .parse()
             .map_err(|_| Problem::new(types::INVALID_QUERY, "The query string cannot be read."))?;

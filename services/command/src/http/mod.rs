@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use eventline_events::{ConsistencyToken, Envelope, Event, LogPosition};
-use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service};
+use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service, is_empty_field};
 use eventline_runtime::problem::{FieldError, JsonBody, Problem, ProblemSlug};
 
 use crate::problems;
@@ -329,7 +329,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Problem> {
     let mut values = headers.get_all(axum::http::header::IF_MATCH).iter();
     let Some(value) = values.next() else { return Ok(None) };
     let single = values.next().is_none();
-    if single && value.as_bytes().iter().all(u8::is_ascii_whitespace) {
+    if single && is_empty_field(value) {
         return Ok(None);
     }
     let digits = |v: &str| !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit());

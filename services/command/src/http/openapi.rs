@@ -276,7 +276,7 @@ fn split_adjustment_types(components: &mut Components) {
     let mut discriminator = Discriminator::new("adjustmentType");
     for (kind, adjustment) in ADJUSTMENT_TYPES {
         let mut variant = common.clone();
-        let tag = ObjectBuilder::new().schema_type(Type::String).enum_values(Some([kind])).build();
+        let tag = one_value(kind);
         variant.properties.insert("adjustmentType".to_owned(), tag.into());
         let range = decide::quantity_range(adjustment);
         if let Some(RefOr::T(Schema::Object(quantity))) = variant.properties.get_mut("quantity") {
@@ -353,7 +353,7 @@ fn compose_batch_commands(components: &mut Components) {
 
 /// One command's body as a batch command: `type` first, the path field last.
 fn batch_command(mut object: Object, kind: &str, path_field: Option<PathField>) -> Object {
-    let tag = ObjectBuilder::new().schema_type(Type::String).enum_values(Some([kind])).build();
+    let tag = one_value(kind);
     object.properties.insert("type".to_owned(), tag.into());
     object.required.insert(0, "type".to_owned());
     if let Some(field) = path_field {
@@ -374,6 +374,11 @@ fn batch_command(mut object: Object, kind: &str, path_field: Option<PathField>) 
     }
     object.description = Some(format!("`{kind}`: {}", object.description.unwrap_or_default()));
     object
+}
+
+/// A string schema admitting only `value` (a discriminator's tag).
+fn one_value(value: &str) -> Object {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some([value])).build()
 }
 
 fn schema_ref(name: &str) -> String {

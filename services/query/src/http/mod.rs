@@ -13,7 +13,7 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eventline_events::ConsistencyToken;
-use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service};
+use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service, is_empty_field};
 use eventline_runtime::problem::{Problem, types};
 
 use crate::problems;
@@ -92,10 +92,7 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPoo
         )
         .retry_after(30));
     }
-    // An empty header is no token (as HTTP treats an empty field: nothing in it).
-    let Some(value) =
-        headers.get(CONSISTENCY_TOKEN).filter(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace))
-    else {
+    let Some(value) = headers.get(CONSISTENCY_TOKEN).filter(|v| !is_empty_field(v)) else {
         let snapshot = state.read_models.current(state.consistency_wait).await;
         return snapshot.map(|s| s.pool.clone()).map_err(|_| not_ready());
     };
@@ -123,14 +120,10 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPoo
         reached = reaching => reached,
         Some((partition, offset, end)) = beyond_end => {
             wait.record("eventline.consistency.outcome", "beyond_end");
-            return Err(Problem::new(
-                problems::IMPOSSIBLE_CONSISTENCY_TOKEN,
-                format!(
-                    "The token names offset {offset} of partition {partition}, but that partition of the \
-                     event log ends before offset {end}: it was not issued by this deployment's command \
-                     API. Read without it, or with a token the command API returned."
-                ),
-            ));
+            return Err(impossible_token(format!(
+                "The token names offset {offset} of partition {partition}, but that partition of the event \
+                 log ends before offset {end}"
+            )));
         }
     };
     wait.record(
@@ -234,12 +227,19 @@ fn in_range(value: Option<i64>, default: i64, lo: i64, hi: i64, name: &str) -> R
 fn impossible(token: &ConsistencyToken, partitions: Option<u32>) -> Option<Problem> {
     let partitions = partitions?;
     let beyond = token.positions().find(|p| u32::try_from(p.partition).is_ok_and(|p| p >= partitions))?;
-    Some(Problem::new(
+    Some(impossible_token(format!(
+        "The token names partition {}, but the event log has {partitions} partitions",
+        beyond.partition
+    )))
+}
+
+/// `409 impossible-consistency-token`: `why` the log cannot have issued the token.
+fn impossible_token(why: String) -> Problem {
+    Problem::new(
         problems::IMPOSSIBLE_CONSISTENCY_TOKEN,
         format!(
-            "The token names partition {}, but the event log has {partitions} partitions: it was not issued \
-             by this deployment's command API. Read without it, or with a token the command API returned.",
-            beyond.partition
+            "{why}: it was not issued by this deployment's command API. Read without it, or with a token \
+             the command API returned."
         ),
-    ))
+    )
 }
