@@ -10,23 +10,13 @@ STATE_DIR="${EVENTLINE_STATE_DIR:-$ROOT/.state}"
 CACHE_DIR="${EVENTLINE_CACHE_DIR:-$HOME/.cache/eventline}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/target}"
 
-# The local Kafka-compatible broker (docs/architecture.md, "The local broker"): built once from
-# crates.io, run as a program of its own.
-NISSHI_VERSION=0.8.1
-NISSHI_BIN="$CACHE_DIR/nisshi-$NISSHI_VERSION/bin/nisshi"
-# Where the local broker keeps its log: `postgres` (default; the log survives broker and machine
-# restarts) or `memory` (fast, gone when the broker stops).
-EVENTLINE_BROKER_STORAGE="${EVENTLINE_BROKER_STORAGE:-postgres}"
-
-# The projector's fetch wait (EVENTLINE_FETCH_WAIT_MS) for an engine of the local broker. nisshi
-# answers a waiting fetch by polling its storage, halving the time left each round, so a shorter
-# wait sees a new event sooner (median freshness 10 ms at 25 ms, 17 ms at 50, ~90 ms at 200, memory
-# engine). But a fetch gets about half its wait to read, and on the PostgreSQL engine a backlog read
-# crawls when that is too short: 777 events/s at 25 ms against 39,000 at 50 here, and 18/s at 50 on
-# a slower machine in an earlier session. Catching up matters more than 20 ms of freshness, so that
-# engine gets 100 (docs/benchmarks.md).
-broker_fetch_wait_ms() { if [[ $1 == memory ]]; then echo 25; else echo 100; fi; }
-export EVENTLINE_FETCH_WAIT_MS="${EVENTLINE_FETCH_WAIT_MS:-$(broker_fetch_wait_ms "$EVENTLINE_BROKER_STORAGE")}"
+# The local broker: Apache Kafka 4.4.0 (docs/architecture.md, "The local broker"), resolved from
+# Maven Central once into the cache and run by scripts/kafka.sh, the one launcher tests and tools
+# use too. Its log lives outside the clone, so it survives `make down`, a crash and a new clone.
+KAFKA_VERSION=4.4.0
+KAFKA_LAUNCHER="$ROOT/scripts/kafka.sh"
+KAFKA_DATA_DIR="${EVENTLINE_KAFKA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/eventline/kafka}"
+export EVENTLINE_ROOT="$ROOT"
 
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/eventline}"
@@ -76,6 +66,9 @@ ensure_build_tools() {
   command -v make >/dev/null || missing+=(make)
   command -v curl >/dev/null || missing+=(curl)
   command -v perl >/dev/null || missing+=(perl)
+  # librdkafka is built with TLS (and so SASL SCRAM) against the system's OpenSSL.
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
   ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
 }
 
@@ -178,43 +171,17 @@ ensure_asyncapi_cli() {
   export EVENTLINE_ASYNCAPI_CLI="$ASYNCAPI_DIR/node_modules/.bin/asyncapi"
 }
 
-ensure_nisshi_binary() {
-  [[ -x $NISSHI_BIN ]] && return
-  ensure_build_tools
-  say "Building the nisshi $NISSHI_VERSION broker once (about 11 minutes on two cores; cached in $CACHE_DIR)"
-  # One of its dependencies declares rust-version 1.96 but builds with 1.95.
-  cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version \
-    --no-default-features --features dynostore,postgres \
-    --root "$CACHE_DIR/nisshi-$NISSHI_VERSION" --quiet
+# Java 17 and Maven run and fetch the broker; the machines ship both, Debian has them otherwise.
+ensure_kafka() {
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+  bash "$KAFKA_LAUNCHER" classpath >/dev/null
 }
-
 # alive PID: the process exists and is not a zombie (a killed process not yet reaped still
 # answers `kill -0`).
 alive() {
   [[ -n ${1:-} && -r /proc/$1/status ]] || return 1
   ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
-}
-
-# The broker's own database on the read models' PostgreSQL server (EVENTLINE_BROKER_DATABASE_URL
-# overrides it). A database of its own: the broker's tables never mix with ours, and our long
-# transactions take no locks on them.
-broker_database_url() {
-  local server="${DATABASE_URL%%\?*}"
-  server="${server%/*}"
-  echo "${EVENTLINE_BROKER_DATABASE_URL:-$server/eventline_log}"
-}
-
-# The --storage-engine URL for EVENTLINE_BROKER_STORAGE.
-broker_storage_engine() {
-  case $EVENTLINE_BROKER_STORAGE in
-    memory) echo "memory://nisshi/" ;;
-    postgres)
-      local url; url=$(broker_database_url)
-      ensure_database "$url"
-      [[ $url == *\?* ]] && echo "$url&sslmode=disable" || echo "$url?sslmode=disable"
-      ;;
-    *) die "EVENTLINE_BROKER_STORAGE must be postgres or memory, not '$EVENTLINE_BROKER_STORAGE'" ;;
-  esac
 }
 
 # ensure_database URL: creates the database if it does not exist.
@@ -228,25 +195,19 @@ ensure_database() {
   fi
 }
 
-# ensure_broker: starts nisshi on KAFKA_BROKERS when nothing answers there. Whether its log is the
-# one the read models were built from is not decided here: `make up` asks the projector, which
+# ensure_broker: starts Apache Kafka on KAFKA_BROKERS when nothing answers there. Whether its log is
+# the one the read models were built from is not decided here: `make up` asks the projector, which
 # compares the log's identity (cluster and topic id) with the one the read models recorded.
 ensure_broker() {
   read -r host port < <(host_port "$KAFKA_BROKERS" 9092)
   if port_open "$host" "$port"; then return 0; fi
   is_local "$host" || die "No Kafka broker answers at $KAFKA_BROKERS (KAFKA_BROKERS)"
-  ensure_nisshi_binary
-  local engine; engine=$(broker_storage_engine)
-  say "Starting the nisshi broker on $host:$port (log in $EVENTLINE_BROKER_STORAGE)"
-  # The broker reads OTEL_EXPORTER_OTLP_ENDPOINT too; its own traces are not ours to export. No
-  # delay before a new group's first rebalance, as docker-compose's Kafka: one local projector
-  # would otherwise wait 3 s for company that never comes.
-  env -u OTEL_EXPORTER_OTLP_ENDPOINT nohup "$NISSHI_BIN" broker \
-    --listener-url "tcp://$host:$port" --advertised-listener-url "tcp://$host:$port" \
-    --group-initial-rebalance-delay 0s \
-    --storage-engine "$engine" >>"$STATE_DIR/broker.log" 2>&1 &
+  ensure_kafka
+  say "Starting Apache Kafka $KAFKA_VERSION on $host:$port (log in $KAFKA_DATA_DIR)"
+  nohup bash "$KAFKA_LAUNCHER" run "$KAFKA_DATA_DIR" --port "$port" --logs "$STATE_DIR/kafka" \
+    >>"$STATE_DIR/broker.log" 2>&1 &
   echo $! >"$STATE_DIR/broker.pid"
-  wait_port "$host" "$port" 30 || die "nisshi did not start; see $STATE_DIR/broker.log"
+  wait_port "$host" "$port" 120 || die "Kafka did not start; see $STATE_DIR/broker.log and $STATE_DIR/kafka/server.log"
 }
 
 # PostgreSQL, Redis and the broker, installed and started if missing (make bench, make chaos).
@@ -257,13 +218,12 @@ ensure_dependencies() {
   ensure_broker
 }
 
-# What the chaos suite starts for itself: PostgreSQL's server binaries, redis-server and the broker.
+# What the chaos suite starts for itself: PostgreSQL's server binaries, redis-server and Kafka.
 ensure_chaos_dependencies() {
   ensure_build_tools
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [[ -n ${EVENTLINE_PG_BINDIR:-} ]] || apt_install postgresql
   command -v redis-server >/dev/null || apt_install redis-server
-  ensure_nisshi_binary
-  export NISSHI_BIN
+  ensure_kafka
 }
 
 # Release builds of the three services and of one tool binary (eventline-bench, eventline-chaos),

@@ -13,9 +13,8 @@ command -v chromium >/dev/null || apt_install chromium
 export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
 # docker-compose.yml is validated by a real Compose parser (no Docker engine needed for that).
 command -v docker-compose >/dev/null || apt_install docker-compose
-# Some tests run a broker of their own, to stop it under load.
-ensure_nisshi_binary
-export NISSHI_BIN
+# Some tests run a Kafka broker of their own (through scripts/kafka.sh), to stop it under load.
+ensure_kafka
 # The generated clients are exercised, and schemathesis run, against the services.
 bash "$ROOT/scripts/clients.sh"
 export EVENTLINE_CLIENTS_DIR="${EVENTLINE_CLIENTS_DIR:-$ROOT/target/clients}" EVENTLINE_PYTHON_VENV="$PY_VENV"

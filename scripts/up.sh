@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make up: install and start what is missing (PostgreSQL, Redis, the nisshi broker), migrate, build
+# make up: install and start what is missing (PostgreSQL, Redis, Apache Kafka), migrate, build
 # the three services (release) and run them in the background. Safe to run again: only what is not
 # running is started.
 source "$(dirname "$0")/common.sh"
@@ -56,7 +56,7 @@ cargo build --release --locked --quiet -p eventline-command -p eventline-project
 
 "$BIN/eventline-projector" migrate >>"$STATE_DIR/projector.log" 2>&1 || die "migration failed; see $STATE_DIR/projector.log"
 # The read models record the identity of the log they were built from (cluster and topic id). If
-# the broker now serves another log (its memory engine restarted, its database dropped), they are
+# the broker now serves another log (its data directory removed, the topic recreated), they are
 # reset to match it; otherwise nothing is touched, and `make down && make up` keeps everything.
 read -r bhost _ < <(host_port "$KAFKA_BROKERS" 9092)
 if is_local "$bhost"; then
@@ -77,7 +77,7 @@ eventline is up (state, logs and pids in $STATE_DIR)
   query API       http://$(addr_of query)       GET /users/{id} /users/{id}/orders /orders/{id} /inventory/{sku} (reference: /docs)
   projector admin http://$(addr_of projector)       /projections /readyz /metrics
   operator        make projector ARGS="status"   (also: dlq list, rebuild, rollback, verify; ARGS=--help)
-  Kafka           $KAFKA_BROKERS (topic ${EVENTLINE_TOPIC:-eventline.events})
+  Kafka           $KAFKA_BROKERS (topic ${EVENTLINE_TOPIC:-eventline.events}; Apache Kafka $KAFKA_VERSION, log in $KAFKA_DATA_DIR)
   PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^@]*@#//#')
   Redis           $REDIS_URL
 Stop with: make down

@@ -1,4 +1,4 @@
-//! The stack against broker faults, on a nisshi broker of the test's own: the log survives a
+//! The stack against broker faults, on an Apache Kafka broker of the test's own: the log survives a
 //! broker restart and every service recovers by itself; a frozen broker costs a few `503`s, never
 //! a command service that stays broken; read models built from another log are refused, never
 //! served as current.
@@ -47,7 +47,7 @@ fn token_of(response: &reqwest::Response) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_survives_a_broker_restart_and_every_service_recovers_by_itself() {
     let mut env = TestEnv::new().await;
-    let mut broker = OwnBroker::start_durable(&env).await;
+    let mut broker = OwnBroker::start().await;
     env.kafka.brokers = broker.address.clone();
     let (command, projector, query) =
         (support::command(&env).await, support::projector(&env).await, support::query(&env).await);
@@ -140,7 +140,6 @@ async fn a_frozen_broker_costs_503s_and_the_command_service_recovers_by_itself()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_models_built_from_another_log_are_refused_not_served_as_current() {
     let mut env = TestEnv::new().await;
-    // A broker whose log is gone when it stops: a restart is another log under the same address.
     let mut broker = OwnBroker::start().await;
     env.kafka.brokers = broker.address.clone();
     let (command, projector, query) =
@@ -153,7 +152,8 @@ async fn read_models_built_from_another_log_are_refused_not_served_as_current() 
     }
     assert_eq!(stock_at(&query, &sku, &last).await, 5);
 
-    broker.restart().await;
+    // Another log under the same address: a broker replaced without its disk.
+    broker.replace_log().await;
     // The new log gets an event at a position the old read models have long passed.
     env.create_topic().await;
     let fresh = eventually(Duration::from_secs(30), "an append to the new log", || async {

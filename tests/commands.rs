@@ -409,7 +409,7 @@ async fn a_topic_that_would_lose_events_is_refused_at_start() {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let env = TestEnv::new().await;
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        eventline_runtime::kafka::client_config(&env.kafka.brokers).create().unwrap();
+        eventline_runtime::kafka::client_config(&env.kafka).create().unwrap();
     let topic =
         NewTopic::new(&env.kafka.topic, 3, TopicReplication::Fixed(1)).set("retention.ms", "86400000");
     let created = admin.create_topics([&topic], &AdminOptions::new()).await.unwrap();

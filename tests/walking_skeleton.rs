@@ -163,7 +163,7 @@ async fn invalid_commands_are_rejected_with_problems_and_append_nothing() {
 
     // Nothing reached the log: every partition is still empty.
     let consumer: rdkafka::consumer::BaseConsumer =
-        eventline_runtime::kafka::client_config(&env.kafka.brokers).create().unwrap();
+        eventline_runtime::kafka::client_config(&env.kafka).create().unwrap();
     for partition in 0..eventline_testkit::TEST_PARTITIONS {
         let (_, high) = rdkafka::consumer::Consumer::fetch_watermarks(
             &consumer,

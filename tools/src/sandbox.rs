@@ -1,48 +1,41 @@
-//! Dependencies a run owns: a PostgreSQL cluster, a Redis server and a nisshi broker started for it
+//! Dependencies a run owns: a PostgreSQL cluster, a Redis server and an Apache Kafka broker started for it
 //! on free loopback ports, in a directory of its own, and removed afterwards. Faults can then be
 //! injected into them (crash and restart, flush, freeze) without touching the machine's services or
 //! a running `make up` stack, which is what lets the chaos suite run inside `make test`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use eventline_testkit::kafka::KafkaNode;
 
 /// The three dependencies, each on its own port, under one directory.
 pub struct Sandbox {
     pub postgres: Postgres,
     pub redis: Redis,
-    pub broker: Broker,
+    pub broker: KafkaNode,
     dir: PathBuf,
 }
 
 impl Sandbox {
     /// Starts all three. Needs PostgreSQL's server binaries (`initdb`, `pg_ctl`; found under
-    /// `/usr/lib/postgresql/*/bin` or in `EVENTLINE_PG_BINDIR`), `redis-server` on the PATH and the
-    /// broker in `NISSHI_BIN`. The broker keeps its log in a database of the sandbox's PostgreSQL
-    /// cluster, as `make up` does, unless `EVENTLINE_BROKER_STORAGE=memory`.
+    /// `/usr/lib/postgresql/*/bin` or in `EVENTLINE_PG_BINDIR`), `redis-server` on the PATH, and
+    /// Java with the broker's classpath, which the launcher (`scripts/kafka.sh`) resolves once.
     pub fn start(id: &str) -> anyhow::Result<Sandbox> {
         let dir = std::env::temp_dir().join(format!("eventline-sandbox-{id}"));
         std::fs::create_dir_all(&dir)?;
         let postgres = Postgres::start(&dir.join("postgres"))?;
         let redis = Redis::start(&dir.join("redis"))?;
-        let storage = match std::env::var("EVENTLINE_BROKER_STORAGE").as_deref() {
-            Ok("memory") => "memory://nisshi/".to_owned(),
-            _ => {
-                postgres.create_database("eventline_log")?;
-                format!("{}/eventline_log?sslmode=disable", postgres.server_url())
-            }
-        };
-        let broker = Broker::start(&dir.join("broker"), storage)?;
+        let broker = KafkaNode::start_single(&dir.join("broker"), Vec::new())?;
         Ok(Sandbox { postgres, redis, broker, dir })
     }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        self.broker.stop();
+        let _ = self.broker.resume();
+        self.broker.kill();
         self.redis.stop();
         self.postgres.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -70,7 +63,7 @@ impl Postgres {
             run(Command::new("chown").args(["-R", user]).arg(dir))?;
         }
         let (data, log) = (dir.join("data"), dir.join("server.log"));
-        let postgres = Postgres { bin, data, log, port: free_port()?, run_as };
+        let postgres = Postgres { bin, data, log, port: eventline_testkit::kafka::free_port()?, run_as };
         let mut initdb = postgres.command("initdb");
         initdb.args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync", "-D"]);
         run(initdb.arg(&postgres.data))?;
@@ -88,12 +81,6 @@ impl Postgres {
     /// `postgres://postgres@127.0.0.1:<port>`, without a database.
     pub fn server_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}", self.port)
-    }
-
-    /// Creates a database in the cluster.
-    fn create_database(&self, name: &str) -> anyhow::Result<()> {
-        let mut createdb = self.command("createdb");
-        run(createdb.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name]))
     }
 
     /// Stops the server the way a crash would (immediate: no checkpoint, every connection cut;
@@ -134,7 +121,7 @@ pub struct Redis {
 impl Redis {
     fn start(dir: &Path) -> anyhow::Result<Redis> {
         std::fs::create_dir_all(dir)?;
-        let mut redis = Redis { dir: dir.to_owned(), port: free_port()?, child: None };
+        let mut redis = Redis { dir: dir.to_owned(), port: eventline_testkit::kafka::free_port()?, child: None };
         redis.spawn()?;
         Ok(redis)
     }
@@ -169,79 +156,6 @@ impl Redis {
     }
 }
 
-/// A nisshi broker of the run's own.
-pub struct Broker {
-    pub port: u16,
-    dir: PathBuf,
-    /// The `--storage-engine` URL: where the log lives.
-    storage: String,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn start(dir: &Path, storage: String) -> anyhow::Result<Broker> {
-        std::fs::create_dir_all(dir)?;
-        let mut broker = Broker { port: free_port()?, dir: dir.to_owned(), storage, child: None };
-        broker.spawn()?;
-        Ok(broker)
-    }
-
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let nisshi = std::env::var("NISSHI_BIN").context("NISSHI_BIN: the nisshi broker binary")?;
-        let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log"))?;
-        let child = Command::new(&nisshi)
-            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
-            .args(["--storage-engine", &self.storage])
-            // As `make up` runs it (and docker-compose's Kafka): no wait for a new group's company.
-            .args(["--group-initial-rebalance-delay", "0s"])
-            // The broker's own traces are not ours to export.
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting the broker {nisshi}"))?;
-        self.child = Some(child);
-        wait_for_port(self.port, "the broker")
-    }
-
-    /// Whether the log outlives the broker process.
-    pub fn is_durable(&self) -> bool {
-        !self.storage.starts_with("memory:")
-    }
-
-    /// SIGKILL and start again on the same port and storage.
-    pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
-        stop_child(&mut self.child);
-        self.spawn()
-    }
-
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// SIGSTOP: the broker holds its connections open and answers nothing.
-    pub fn freeze(&self) -> anyhow::Result<()> {
-        self.signal("STOP")
-    }
-
-    /// SIGCONT after `freeze`.
-    pub fn resume(&self) -> anyhow::Result<()> {
-        self.signal("CONT")
-    }
-
-    fn signal(&self, signal: &str) -> anyhow::Result<()> {
-        let child = self.child.as_ref().context("the broker is not running")?;
-        run(Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()))
-    }
-
-    fn stop(&mut self) {
-        let _ = self.resume();
-        stop_child(&mut self.child);
-    }
-}
-
 /// The newest PostgreSQL server binaries: `EVENTLINE_PG_BINDIR`, else `/usr/lib/postgresql/<v>/bin`.
 fn postgres_bindir() -> anyhow::Result<PathBuf> {
     if let Ok(dir) = std::env::var("EVENTLINE_PG_BINDIR") {
@@ -265,11 +179,6 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
-}
-
-/// A loopback port nothing listens on now.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {

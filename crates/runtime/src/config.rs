@@ -28,6 +28,187 @@ pub struct KafkaConfig {
         action = clap::ArgAction::Set
     )]
     pub manage_topic: bool,
+    #[command(flatten)]
+    pub security: KafkaSecurity,
+}
+
+impl KafkaConfig {
+    /// The same log's settings with another bootstrap list (a test's or a tool's own broker).
+    pub fn with_brokers(&self, brokers: &str) -> KafkaConfig {
+        KafkaConfig { brokers: brokers.to_owned(), ..self.clone() }
+    }
+}
+
+/// How clients encrypt and authenticate their connections to the brokers, named as librdkafka
+/// and every other Kafka client name them. The hand-written metadata client of `log_identity`
+/// honours the same settings.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KafkaSecurity {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[arg(long = "kafka-security-protocol", env = "KAFKA_SECURITY_PROTOCOL", value_enum, default_value_t)]
+    pub protocol: SecurityProtocol,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, with a `sasl_*` protocol.
+    #[arg(long = "kafka-sasl-mechanism", env = "KAFKA_SASL_MECHANISM", value_enum)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    #[arg(long = "kafka-sasl-username", env = "KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// Never logged or shown.
+    #[arg(long = "kafka-sasl-password", env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub sasl_password: Option<Secret>,
+    /// PEM file of the CA that signed the brokers' certificates (default: the system's CAs).
+    #[arg(long = "kafka-ssl-ca-location", env = "KAFKA_SSL_CA_LOCATION")]
+    pub ssl_ca_location: Option<std::path::PathBuf>,
+    /// PEM client certificate, for brokers that require mutual TLS.
+    #[arg(long = "kafka-ssl-certificate-location", env = "KAFKA_SSL_CERTIFICATE_LOCATION")]
+    pub ssl_certificate_location: Option<std::path::PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long = "kafka-ssl-key-location", env = "KAFKA_SSL_KEY_LOCATION")]
+    pub ssl_key_location: Option<std::path::PathBuf>,
+    /// A file of further librdkafka properties, `key=value` per line (`#` starts a comment),
+    /// applied after every other setting: any client property the variables above do not name.
+    #[arg(long = "kafka-client-properties", env = "KAFKA_CLIENT_PROPERTIES", value_parser = ClientProperties::load)]
+    pub client_properties: Option<ClientProperties>,
+}
+
+/// librdkafka properties read from a file at start-up. Values may be secrets: `Debug` shows keys.
+#[derive(Clone, Default)]
+pub struct ClientProperties(pub Vec<(String, String)>);
+
+impl ClientProperties {
+    /// Reads `key=value` lines; blank lines and `#` comments are skipped.
+    pub fn load(path: &str) -> Result<ClientProperties, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?;
+        ClientProperties::parse(&text).map_err(|line| format!("{path}, line {line}: expected key=value"))
+    }
+
+    /// The properties of a file's text, or the number of the first line that is not one.
+    pub fn parse(text: &str) -> Result<ClientProperties, usize> {
+        let mut properties = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() => {
+                    properties.push((key.trim().to_owned(), value.trim().to_owned()))
+                }
+                _ => return Err(number + 1),
+            }
+        }
+        Ok(ClientProperties(properties))
+    }
+}
+
+impl std::fmt::Debug for ClientProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(key, _)| key)).finish()
+    }
+}
+
+impl KafkaSecurity {
+    pub fn uses_tls(&self) -> bool {
+        matches!(self.protocol, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    pub fn uses_sasl(&self) -> bool {
+        matches!(self.protocol, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+    }
+
+    /// What is missing or contradictory, checked at start-up so a service fails fast and says so.
+    pub fn check(&self) -> Result<(), String> {
+        if self.uses_sasl() {
+            if self.sasl_mechanism.is_none() {
+                return Err(format!("KAFKA_SECURITY_PROTOCOL={} needs KAFKA_SASL_MECHANISM", self.protocol));
+            }
+            if self.sasl_username.is_none() || self.sasl_password.is_none() {
+                return Err("SASL needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD".to_owned());
+            }
+        }
+        if self.ssl_certificate_location.is_some() != self.ssl_key_location.is_some() {
+            return Err("a client certificate needs both KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The name librdkafka takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+impl std::fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kafka's `sasl.mechanism`s that need nothing beyond a username and a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SaslMechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name the protocol (and librdkafka) uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// A secret setting: shown as `[redacted]` by `Debug`, read only through [`Secret::expose`].
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Parsing never fails, so that an error message can never echo the secret.
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(value.to_owned()))
+    }
 }
 
 /// Where the read models are.

@@ -14,15 +14,42 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::KafkaConfig;
 
-/// Settings every client of ours starts from.
-pub fn client_config(brokers: &str) -> ClientConfig {
+/// Settings every client of ours starts from: where the brokers are and how to reach them
+/// securely (security protocol, SASL, TLS files, then the operator's extra properties).
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", brokers)
+        .set("bootstrap.servers", &kafka.brokers)
         .set("client.id", "eventline")
         .set("socket.keepalive.enable", "true")
         // librdkafka logs through the `log` crate; keep its noise for real problems.
         .set("log_level", "4");
+    let security = &kafka.security;
+    config.set("security.protocol", security.protocol.as_str());
+    if let Some(mechanism) = security.sasl_mechanism {
+        config.set("sasl.mechanism", mechanism.as_str());
+    }
+    if let Some(username) = &security.sasl_username {
+        config.set("sasl.username", username);
+    }
+    if let Some(password) = &security.sasl_password {
+        config.set("sasl.password", password.expose());
+    }
+    let files = [
+        ("ssl.ca.location", &security.ssl_ca_location),
+        ("ssl.certificate.location", &security.ssl_certificate_location),
+        ("ssl.key.location", &security.ssl_key_location),
+    ];
+    for (key, path) in files {
+        if let Some(path) = path {
+            config.set(key, path.to_string_lossy());
+        }
+    }
+    if let Some(properties) = &security.client_properties {
+        for (key, value) in &properties.0 {
+            config.set(key, value);
+        }
+    }
     config
 }
 
@@ -50,7 +77,7 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<i32, TopicError> {
     }
     let broker_err = |source| TopicError::Broker { brokers: config.brokers.clone(), source };
     let admin: AdminClient<DefaultClientContext> =
-        client_config(&config.brokers).create().map_err(broker_err)?;
+        client_config(config).create().map_err(broker_err)?;
     let options = AdminOptions::new()
         .request_timeout(Some(Duration::from_secs(10)))
         .operation_timeout(Some(Duration::from_secs(10)));
@@ -111,7 +138,7 @@ async fn check_kept_forever(
 /// Topic creation is asynchronous in Kafka: wait until the metadata shows the partitions.
 async fn wait_for_partitions(config: &KafkaConfig) -> Result<i32, TopicError> {
     let consumer: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(
-        client_config(&config.brokers)
+        client_config(config)
             .create()
             .map_err(|source| TopicError::Broker { brokers: config.brokers.clone(), source })?,
     );

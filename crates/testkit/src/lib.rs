@@ -6,6 +6,7 @@
 
 #[cfg(feature = "testcontainers")]
 mod containers;
+pub mod kafka;
 pub mod otlp;
 
 use std::future::Future;
@@ -85,6 +86,7 @@ impl TestEnv {
             topic_partitions: TEST_PARTITIONS,
             topic_replication: 1,
             manage_topic: true,
+            security: Default::default(),
         };
         let redis = RedisConfig { url: redis_url };
         TestEnv { kafka, database, redis, pool, id }
@@ -114,7 +116,7 @@ impl TestEnv {
 
     /// A raw producer on the test topic, for putting exactly chosen bytes into the log.
     pub fn producer(&self) -> FutureProducer {
-        eventline_runtime::kafka::client_config(&self.kafka.brokers)
+        eventline_runtime::kafka::client_config(&self.kafka)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()
@@ -177,7 +179,7 @@ impl TestEnv {
         use rdkafka::{Message, Offset, TopicPartitionList};
         let kafka = self.kafka.clone();
         tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = eventline_runtime::kafka::client_config(&kafka.brokers)
+            let consumer: BaseConsumer = eventline_runtime::kafka::client_config(&kafka)
                 .set("group.id", "eventline-test-reader")
                 .set("enable.auto.commit", "false")
                 .create()
@@ -209,112 +211,65 @@ impl TestEnv {
     }
 }
 
-/// Where an [`OwnBroker`] keeps its log.
-#[derive(Debug, Clone)]
-pub enum BrokerStorage {
-    /// Gone when the broker stops.
-    Memory,
-    /// In this PostgreSQL database (created if missing): kept across restarts.
-    Postgres(String),
-}
-
-/// A nisshi broker of the test's own, on a free port, for tests that stop, freeze or restart the
-/// broker. The binary is the one `make test` builds (`NISSHI_BIN`, or the cache path the scripts
-/// use).
+/// An Apache Kafka broker of the test's own (a single KRaft node, through [`kafka::KafkaNode`]), on
+/// free ports, with its log in a temporary directory removed when it drops: for tests that stop,
+/// freeze, restart or replace the broker.
 pub struct OwnBroker {
-    child: Option<std::process::Child>,
+    node: kafka::KafkaNode,
+    dir: std::path::PathBuf,
     pub address: String,
-    storage: BrokerStorage,
 }
 
 impl OwnBroker {
-    /// A broker whose log lives in memory.
     pub async fn start() -> OwnBroker {
-        OwnBroker::start_with(BrokerStorage::Memory).await
+        OwnBroker::start_with(Vec::new()).await
     }
 
-    /// A broker whose log lives in a PostgreSQL database of its own, next to the test's.
-    pub async fn start_durable(env: &TestEnv) -> OwnBroker {
-        let url = format!("{}_log", env.database.url);
-        eventline_runtime::db::ensure_database(&url).await.expect("creating the broker's database");
-        OwnBroker::start_with(BrokerStorage::Postgres(url)).await
-    }
-
-    pub async fn start_with(storage: BrokerStorage) -> OwnBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut broker = OwnBroker { child: None, address: format!("127.0.0.1:{port}"), storage };
-        broker.spawn().await;
-        broker
-    }
-
-    async fn spawn(&mut self) {
-        let binary = std::env::var("NISSHI_BIN").unwrap_or_else(|_| {
-            let home = std::env::var("HOME").unwrap_or_default();
-            format!("{home}/.cache/eventline/nisshi-0.8.1/bin/nisshi")
-        });
-        let url = format!("tcp://{}", self.address);
-        let engine = match &self.storage {
-            BrokerStorage::Memory => "memory://nisshi/".to_owned(),
-            BrokerStorage::Postgres(database) => format!("{database}?sslmode=disable"),
-        };
-        let child = std::process::Command::new(&binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &engine])
-            // As `make up` runs it (and docker-compose's Kafka): no wait for a new group's company.
-            .args(["--group-initial-rebalance-delay", "0s"])
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {binary} (run the tests through `make test`): {e}"));
-        self.child = Some(child);
-        let address = self.address.clone();
-        eventually(Duration::from_secs(20), "the test broker to listen", || async {
-            tokio::net::TcpStream::connect(&address).await.ok().map(|_| ())
+    /// A broker started with extra launcher options (`--add-scram …`, `-- key=value …`).
+    pub async fn start_with(extra: Vec<String>) -> OwnBroker {
+        let dir = std::env::temp_dir().join(format!("eventline-test-kafka-{}", Uuid::new_v4().simple()));
+        let node = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || kafka::KafkaNode::start_single(&dir, extra)
         })
-        .await;
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("starting the test's Kafka broker (run the tests through `make test`): {e:#}"));
+        OwnBroker { address: node.address(), node, dir }
     }
 
-    /// Kills the broker (SIGKILL; a memory log is gone with it).
+    /// Kills the broker (SIGKILL).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.node.kill();
     }
 
-    /// Kills the broker and starts it again on the same address and storage.
+    /// Kills the broker and starts it again on the same address and log.
     pub async fn restart(&mut self) {
-        self.kill();
-        self.spawn().await;
+        tokio::task::block_in_place(|| self.node.restart()).expect("restarting the test broker");
+    }
+
+    /// Kills the broker and starts one with an empty log and a new cluster id on the same address:
+    /// another log, as a broker replaced without its disk.
+    pub async fn replace_log(&mut self) {
+        tokio::task::block_in_place(|| self.node.replace_log()).expect("replacing the test broker's log");
     }
 
     /// SIGSTOP: the broker keeps its connections open and answers nothing.
     pub fn freeze(&self) {
-        self.signal("STOP");
+        self.node.freeze().expect("freezing the test broker");
     }
 
     /// SIGCONT after [`OwnBroker::freeze`].
     pub fn resume(&self) {
-        self.signal("CONT");
-    }
-
-    fn signal(&self, signal: &str) {
-        if let Some(child) = &self.child {
-            let status = std::process::Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(child.id().to_string())
-                .status()
-                .unwrap();
-            assert!(status.success(), "kill -{signal} failed");
-        }
+        self.node.resume().expect("resuming the test broker");
     }
 }
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        self.resume();
-        self.kill();
+        let _ = self.node.resume();
+        self.node.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -68,7 +68,7 @@ pub struct EventLog {
 }
 
 struct Inner {
-    brokers: String,
+    kafka: KafkaConfig,
     append_timeout_ms: u64,
     topic: Arc<str>,
     queue_timeout: Duration,
@@ -86,13 +86,13 @@ struct Current {
 
 impl EventLog {
     pub fn connect(config: &KafkaConfig, append_timeout_ms: u64) -> Result<Self, KafkaError> {
-        let producer = new_producer(&config.brokers, append_timeout_ms)?;
+        let producer = new_producer(config, append_timeout_ms)?;
         // Waiting for room in the local queue is part of the same budget, so the whole append
         // stays within `append_timeout_ms` plus this small share.
         let queue_timeout = Duration::from_millis(append_timeout_ms.min(1000) / 4);
         Ok(EventLog {
             inner: Arc::new(Inner {
-                brokers: config.brokers.clone(),
+                kafka: config.clone(),
                 append_timeout_ms,
                 topic: config.topic.as_str().into(),
                 queue_timeout,
@@ -153,7 +153,7 @@ impl EventLog {
             return; // someone else already replaced it
         }
         let fatal = current.producer.client().fatal_error();
-        match new_producer(&self.inner.brokers, self.inner.append_timeout_ms) {
+        match new_producer(&self.inner.kafka, self.inner.append_timeout_ms) {
             Ok(producer) => {
                 *current = Current { producer, generation: generation + 1 };
                 metrics::counter!("eventline_command_producer_replacements_total").increment(1);
@@ -323,8 +323,8 @@ impl EventLog {
 }
 
 /// An idempotent producer that waits for every in-sync replica (`acks=all`).
-fn new_producer(brokers: &str, append_timeout_ms: u64) -> Result<FutureProducer, KafkaError> {
-    eventline_runtime::kafka::client_config(brokers)
+fn new_producer(kafka: &KafkaConfig, append_timeout_ms: u64) -> Result<FutureProducer, KafkaError> {
+    eventline_runtime::kafka::client_config(kafka)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", append_timeout_ms.to_string())
@@ -369,6 +369,7 @@ mod fault_paths {
             topic_partitions: 1,
             topic_replication: 1,
             manage_topic: true,
+            security: Default::default(),
         };
         EventLog::connect(&config, 1500).expect("a producer on the mock cluster")
     }

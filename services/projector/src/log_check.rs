@@ -101,9 +101,8 @@ async fn positions_past_the_end(
     if checkpoints.values().all(|&next| next == 0) {
         return Ok(None);
     }
-    let (brokers, topic) = (kafka.brokers.clone(), kafka.topic.clone());
-    let ends =
-        tokio::task::spawn_blocking(move || crate::live::status::high_watermarks(&brokers, &topic)).await?;
+    let kafka_owned = kafka.clone();
+    let ends = tokio::task::spawn_blocking(move || crate::live::status::high_watermarks(&kafka_owned)).await?;
     Ok(checkpoints.iter().find_map(|(&partition, &next)| {
         let end = ends.iter().find(|(p, _)| *p == partition).and_then(|(_, end)| *end);
         match end {

@@ -1,7 +1,7 @@
 //! `make chaos`: faults injected while commands flow, then the read model compared with a fold of
 //! the log written here, independently of the projector.
 //!
-//! The run starts PostgreSQL, Redis and a nisshi broker (its log in that PostgreSQL) of its own ([`Sandbox`]), so crashing,
+//! The run starts PostgreSQL, Redis and an Apache Kafka broker of its own ([`Sandbox`]), so crashing,
 //! flushing and freezing them touches neither the machine's services nor a `make up` stack. Each
 //! scenario runs the command service and the projector as processes on a topic and database of its
 //! own, drives inventory adjustments with random quantities (each with an `Idempotency-Key`,
@@ -297,12 +297,8 @@ async fn scenario(
             }
         }
         Fault::RestartBroker => {
-            anyhow::ensure!(
-                sandbox.broker.is_durable(),
-                "restarting a broker whose log is in memory loses it"
-            );
             let accepted = load.accepted_so_far();
-            sandbox.broker.kill_and_restart()?;
+            sandbox.broker.restart()?;
             faults += 1;
             // The new broker process took appends (the command service did not need a restart).
             evidence = load.accepted_more_than(accepted, Duration::from_secs(30)).await;
@@ -748,8 +744,8 @@ fn markdown(reports: &[Report], took: Duration) -> String {
     let mut md = String::from("# Reliability\n\n");
     md.push_str(&format!(
         "Written by `make chaos` (`tools/src/bin/eventline-chaos.rs`) in {:.0} s on the two-core development \
-         machine. The run starts a PostgreSQL cluster, a Redis server and a nisshi broker of its own (the \
-         broker's log in a database of that cluster, as `make up` runs it) and injects its faults into \
+         machine. The run starts a PostgreSQL cluster, a Redis server and an Apache Kafka 4.4 broker of its own \
+         (one KRaft node, started by the launcher `make up` uses) and injects its faults into \
          those. Each scenario drives mixed commands through the command API (8 workers: inventory \
          `add`, `remove` and `set` on 16 skus, and payments of 40 orders placed first; an Idempotency-Key \
          on every command, a lost or unconfirmed answer asked again with the same key until it is a 202 or \

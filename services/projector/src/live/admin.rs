@@ -1,6 +1,7 @@
 //! The projector's admin API: `/healthz`, `/readyz`, `/metrics` and `/status` (checkpoints and
 //! assignment), on 127.0.0.1:8083 by default.
 
+use eventline_runtime::config::KafkaConfig;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -22,8 +23,7 @@ pub struct AdminState {
     /// The version written (status and readiness follow it across switches).
     pub writing: Arc<Writing>,
     pub consumer: Arc<LogConsumer>,
-    pub topic: String,
-    pub brokers: String,
+    pub kafka: KafkaConfig,
     pub status: Arc<RunnerStatus>,
     pub fast_path: Arc<FastPath>,
     /// Partitions no member of the group consumes.
@@ -71,7 +71,7 @@ struct Status {
 /// `GET /projections` (and `/status`): the `status` subcommand's JSON, plus this instance's view.
 async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem> {
     let projection =
-        crate::live::status::collect(&state.writing.current().pool, &state.brokers, &state.topic)
+        crate::live::status::collect(&state.writing.current().pool, &state.kafka)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "Collecting the projection status failed");

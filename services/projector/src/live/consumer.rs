@@ -1,6 +1,7 @@
 //! The Kafka side of the projector: a consumer-group member that starts every partition it is
 //! assigned at its PostgreSQL checkpoint, and tells the runner about each change of assignment.
 
+use eventline_runtime::config::KafkaConfig;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,7 +129,7 @@ pub fn subscribe(
 ) -> KafkaResult<(Arc<LogConsumer>, UnboundedReceiver<Assignment>)> {
     let (kafka, session_timeout_ms) = (&config.kafka, config.session_timeout_ms);
     let (tx, rx) = unbounded_channel();
-    let consumer: LogConsumer = eventline_runtime::kafka::client_config(&kafka.brokers)
+    let consumer: LogConsumer = eventline_runtime::kafka::client_config(kafka)
         .set("group.id", group_id)
         // Positions come from PostgreSQL; Kafka's committed offsets are advisory (lag monitoring).
         .set("enable.auto.commit", "false")
@@ -157,15 +158,11 @@ pub async fn seek(consumer: &Arc<LogConsumer>, topic: &str, partition: i32, offs
 
 /// Reads the payload of the one message at `offset`, with a consumer of its own (no group):
 /// `None` when the partition has no message there.
-pub async fn read_one(
-    brokers: &str,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> KafkaResult<Option<Vec<u8>>> {
-    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+pub async fn read_one(kafka: &KafkaConfig, partition: i32, offset: i64) -> KafkaResult<Option<Vec<u8>>> {
+    let kafka = kafka.clone();
+    let topic = kafka.topic.clone();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = eventline_runtime::kafka::client_config(&brokers)
+        let consumer: BaseConsumer = eventline_runtime::kafka::client_config(&kafka)
             .set("group.id", "eventline-projector-checkpoint-check")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "error")
@@ -228,8 +225,9 @@ impl RangeReader {
     const PATIENCE: Duration = Duration::from_secs(30);
 
     /// Starts reading `[from, to)` of each partition given.
-    pub fn open(brokers: &str, topic: &str, ranges: &BTreeMap<i32, (i64, i64)>) -> KafkaResult<RangeReader> {
-        let consumer: BaseConsumer = eventline_runtime::kafka::client_config(brokers)
+    pub fn open(kafka: &KafkaConfig, ranges: &BTreeMap<i32, (i64, i64)>) -> KafkaResult<RangeReader> {
+        let topic = kafka.topic.as_str();
+        let consumer: BaseConsumer = eventline_runtime::kafka::client_config(kafka)
             .set("group.id", "eventline-projector-range-reader")
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "error")

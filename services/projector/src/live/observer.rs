@@ -53,14 +53,13 @@ impl Observer {
     /// a dead-letter count that differs from the Redis stream's marks the mirror for
     /// reconciliation (Redis may have lost it: a restart without persistence, FLUSHALL).
     async fn publish_status(&self, pool: &PgPool) {
-        let topic = &self.kafka.topic;
-        let Ok(current) = crate::live::status::collect(pool, &self.kafka.brokers, topic).await else {
+        let Ok(current) = crate::live::status::collect(pool, &self.kafka).await else {
             return;
         };
         crate::live::status::record_metrics(&current);
         let lag: Vec<(i32, i64)> =
             current.partitions.iter().filter_map(|p| Some((p.partition, p.lag?))).collect();
-        self.coverage.observe(&self.consumer, &self.group_id, topic, &lag).await;
+        self.coverage.observe(&self.consumer, &self.group_id, &self.kafka.topic, &lag).await;
         if self.mirror.len().await.is_ok_and(|len| len != current.dead_letters) {
             self.status.mirror_dirty.store(true, Ordering::Relaxed);
         }

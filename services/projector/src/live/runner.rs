@@ -1,6 +1,7 @@
 //! The projection loop: read a batch from the log, apply it in one transaction (retrying transient
 //! failures without ever advancing past them), then tell Kafka how far we got.
 
+use eventline_runtime::config::KafkaConfig;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -77,7 +78,7 @@ pub struct Runner {
     pub topic: String,
     /// The consumer group read as (for spans).
     pub group_id: String,
-    pub brokers: String,
+    pub kafka: KafkaConfig,
     pub fast_path: Arc<FastPath>,
     pub mirror: Arc<Mirror>,
     /// Most records applied in one transaction (reached only when behind).
@@ -346,7 +347,7 @@ impl Runner {
             return Ok(());
         }
         let last_applied = checkpoint - 1;
-        let found = match consumer::read_one(&self.brokers, &self.topic, partition, last_applied).await {
+        let found = match consumer::read_one(&self.kafka, partition, last_applied).await {
             Ok(found) => found,
             Err(error) => {
                 tracing::warn!(partition, %error, "Could not read the log at the checkpoint; not checking it");

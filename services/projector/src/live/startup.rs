@@ -67,8 +67,7 @@ impl Application {
             coverage: coverage.clone(),
             writing: self.runner.writing.clone(),
             consumer: self.runner.consumer.clone(),
-            topic: self.config.kafka.topic.clone(),
-            brokers: self.config.kafka.brokers.clone(),
+            kafka: self.config.kafka.clone(),
             status: self.runner.status.clone(),
             fast_path: self.runner.fast_path.clone(),
         };
@@ -137,7 +136,7 @@ pub(crate) fn runner(
         database: config.database.clone(),
         topic: config.kafka.topic.clone(),
         group_id: group_id.to_owned(),
-        brokers: config.kafka.brokers.clone(),
+        kafka: config.kafka.clone(),
         fast_path: Arc::new(FastPath::new(&config.redis.url).context(redis_url())?),
         mirror: Arc::new(Mirror::new(&config.redis.url, &config.kafka.topic).context(redis_url())?),
         batch_size: batch_size.max(1),

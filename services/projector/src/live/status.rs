@@ -1,6 +1,7 @@
 //! How far the projection is: per partition, the checkpoint, the log's end and the lag between
 //! them; and the dead-letter queue's depth. Shown by `status` and `GET /projections`.
 
+use eventline_runtime::config::KafkaConfig;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -34,11 +35,12 @@ pub struct PartitionStatus {
 
 /// Collects the status from PostgreSQL and the broker (partitions the broker does not answer for
 /// show no watermark).
-pub async fn collect(pool: &PgPool, brokers: &str, topic: &str) -> anyhow::Result<ProjectionStatus> {
+pub async fn collect(pool: &PgPool, kafka: &KafkaConfig) -> anyhow::Result<ProjectionStatus> {
+    let topic = kafka.topic.as_str();
     let checkpoints = checkpoint::load(pool, topic).await?;
     let dead_letters = dlq::depth(pool, topic).await?;
-    let (brokers_owned, topic_owned) = (brokers.to_owned(), topic.to_owned());
-    let watermarks = tokio::task::spawn_blocking(move || high_watermarks(&brokers_owned, &topic_owned))
+    let kafka_owned = kafka.clone();
+    let watermarks = tokio::task::spawn_blocking(move || high_watermarks(&kafka_owned))
         .await
         .unwrap_or_default();
 
@@ -76,8 +78,9 @@ pub fn record_metrics(status: &ProjectionStatus) {
 }
 
 /// Each partition's high watermark, `None` where the broker did not answer (blocking).
-pub fn high_watermarks(brokers: &str, topic: &str) -> Vec<(i32, Option<i64>)> {
-    let Ok(consumer) = eventline_runtime::kafka::client_config(brokers).create::<BaseConsumer>() else {
+pub fn high_watermarks(kafka: &KafkaConfig) -> Vec<(i32, Option<i64>)> {
+    let topic = kafka.topic.as_str();
+    let Ok(consumer) = eventline_runtime::kafka::client_config(kafka).create::<BaseConsumer>() else {
         return Vec::new();
     };
     let timeout = Duration::from_secs(3);

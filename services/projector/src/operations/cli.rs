@@ -56,7 +56,7 @@ async fn live_pool(config: &Config, access: Access) -> anyhow::Result<(PgPool, V
 
 pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     let (pool, _) = live_pool(config, Access::ReadOnly).await?;
-    let status = crate::live::status::collect(&pool, &config.kafka.brokers, &config.kafka.topic).await?;
+    let status = crate::live::status::collect(&pool, &config.kafka).await?;
     let versions = crate::operations::rebuild::versions(&pool, &config.kafka.topic).await?;
     if json {
         let both = serde_json::json!({"projection": status, "versions": versions});

@@ -165,8 +165,8 @@ impl Fold<'_> {
     ) -> anyhow::Result<()> {
         let ranges: BTreeMap<i32, (i64, i64)> =
             theirs.iter().map(|(&p, &end)| (p, (ours.get(&p).copied().unwrap_or(0), end))).collect();
-        let (brokers, topic) = (self.config.kafka.brokers.clone(), self.topic().to_owned());
-        let mut reader = tokio::task::spawn_blocking(move || RangeReader::open(&brokers, &topic, &ranges))
+        let kafka = self.config.kafka.clone();
+        let mut reader = tokio::task::spawn_blocking(move || RangeReader::open(&kafka, &ranges))
             .await?
             .context("reading the log")?;
         let writer = Writer { version: self.scratch, state: STATE, dead_letters: DeadLetters::Skip };

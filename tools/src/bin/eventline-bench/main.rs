@@ -111,7 +111,7 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     results.context("consume_decode_per_s", consume);
     println!("   consume and decode: {consume:.0} events/s");
 
-    // Start-up and the group join (nisshi, like Kafka, delays a new group's first rebalance by
+    // Start-up and the group join (Kafka delays a new group's first rebalance by
     // 3 s) are timed apart from the projection rate, which runs from the first applied batch.
     let started_at = Instant::now();
     let projector = setup.start("eventline-projector", PORTS.2)?;
