@@ -78,12 +78,15 @@ ensure_postgres() {
   is_local "$host" || die "PostgreSQL at $host:$port does not answer (DATABASE_URL)"
   if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
     apt_install postgresql
-    # A fresh install asks for passwords on TCP; this is a local development server, and the
-    # default DATABASE_URL has none, so trust loopback connections.
-    local hba
-    hba=$(ls /etc/postgresql/*/main/pg_hba.conf | head -1)
-    as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
     touch "$STATE_DIR/installed-postgres"
+  fi
+  # A fresh cluster asks for passwords on TCP; this is a local development server, and the default
+  # DATABASE_URL has none, so loopback connections are trusted (whether the package was installed
+  # here or came with the machine).
+  local hba
+  hba=$(ls /etc/postgresql/*/main/pg_hba.conf | head -1)
+  if grep -qE '^host\s+all\s+all\s+(127\.0\.0\.1/32|::1/128)\s+(scram-sha-256|md5|password)' "$hba"; then
+    as_root sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
   fi
   say "Starting PostgreSQL"
   as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true

@@ -114,7 +114,10 @@ async fn a_checkpoint_beyond_the_end_of_the_log_stops_the_projector() {
     env.create_topic().await;
     // The read models are bound to this very log (its identity matches), yet say 500 events of
     // partition 1 were applied where the log is empty: the per-partition check catches it.
-    let log = eventline_runtime::log_identity::fetch(&env.kafka.brokers, &env.kafka.topic).await.unwrap();
+    let log =
+        eventline_runtime::log_identity::fetch(&env.kafka.brokers, &env.kafka.security, &env.kafka.topic)
+            .await
+            .unwrap();
     eventline_read_models::bind_log(&env.pool, eventline_testkit::FIRST_VERSION, &log).await.unwrap();
     sqlx::query("INSERT INTO projection_checkpoints (topic, partition, next_offset) VALUES ($1, 1, 500)")
         .bind(&env.kafka.topic)

@@ -87,11 +87,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         session_timeout_ms: 6000,
         batch_size: 500,
         unconsumed_partition_secs: 30,
-        // As the scripts set it for the local broker's engine (`make test` runs on it).
-        fetch_wait_ms: std::env::var("EVENTLINE_FETCH_WAIT_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(50),
+        fetch_wait_ms: 50,
         kafka: env.kafka.clone(),
         database: env.database.clone(),
         redis: env.redis.clone(),
@@ -113,6 +109,7 @@ pub fn query_config(env: &TestEnv) -> eventline_query::Config {
         database: env.database.clone(),
         topic: env.kafka.topic.clone(),
         brokers: env.kafka.brokers.clone(),
+        kafka_security: env.kafka.security.clone(),
         consistency_wait_ms: 2000,
     }
 }

@@ -121,7 +121,8 @@ pub struct Redis {
 impl Redis {
     fn start(dir: &Path) -> anyhow::Result<Redis> {
         std::fs::create_dir_all(dir)?;
-        let mut redis = Redis { dir: dir.to_owned(), port: eventline_testkit::kafka::free_port()?, child: None };
+        let mut redis =
+            Redis { dir: dir.to_owned(), port: eventline_testkit::kafka::free_port()?, child: None };
         redis.spawn()?;
         Ok(redis)
     }

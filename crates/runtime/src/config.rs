@@ -126,7 +126,10 @@ impl KafkaSecurity {
             }
         }
         if self.ssl_certificate_location.is_some() != self.ssl_key_location.is_some() {
-            return Err("a client certificate needs both KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION".to_owned());
+            return Err(
+                "a client certificate needs both KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION"
+                    .to_owned(),
+            );
         }
         Ok(())
     }

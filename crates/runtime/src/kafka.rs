@@ -76,8 +76,7 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<i32, TopicError> {
         return wait_for_partitions(config).await;
     }
     let broker_err = |source| TopicError::Broker { brokers: config.brokers.clone(), source };
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(config).create().map_err(broker_err)?;
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create().map_err(broker_err)?;
     let options = AdminOptions::new()
         .request_timeout(Some(Duration::from_secs(10)))
         .operation_timeout(Some(Duration::from_secs(10)));

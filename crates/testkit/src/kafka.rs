@@ -83,7 +83,8 @@ impl KafkaNode {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let output = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("launcher.log"))?;
+        let output =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("launcher.log"))?;
         let child = Command::new("bash")
             .arg(launcher())
             .arg("run")

@@ -234,7 +234,9 @@ impl OwnBroker {
         })
         .await
         .unwrap()
-        .unwrap_or_else(|e| panic!("starting the test's Kafka broker (run the tests through `make test`): {e:#}"));
+        .unwrap_or_else(|e| {
+            panic!("starting the test's Kafka broker (run the tests through `make test`): {e:#}")
+        });
         OwnBroker { address: node.address(), node, dir }
     }
 

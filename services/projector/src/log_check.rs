@@ -46,7 +46,7 @@ pub async fn check(
     kafka: &KafkaConfig,
     bind: bool,
 ) -> anyhow::Result<Verdict> {
-    let current = match log_identity::fetch(&kafka.brokers, &kafka.topic).await {
+    let current = match log_identity::fetch(&kafka.brokers, &kafka.security, &kafka.topic).await {
         Ok(current) => current,
         Err(IdentityError::NoSuchTopic(_)) => return topic_missing(public, version, &kafka.topic).await,
         Err(error) => return Ok(Verdict::Unknown { reason: error.to_string() }),
@@ -102,7 +102,8 @@ async fn positions_past_the_end(
         return Ok(None);
     }
     let kafka_owned = kafka.clone();
-    let ends = tokio::task::spawn_blocking(move || crate::live::status::high_watermarks(&kafka_owned)).await?;
+    let ends =
+        tokio::task::spawn_blocking(move || crate::live::status::high_watermarks(&kafka_owned)).await?;
     Ok(checkpoints.iter().find_map(|(&partition, &next)| {
         let end = ends.iter().find(|(p, _)| *p == partition).and_then(|(_, end)| *end);
         match end {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use eventline_runtime::config::DatabaseConfig;
+use eventline_runtime::config::{DatabaseConfig, KafkaSecurity};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "eventline-query", version, about = "eventline query service")]
@@ -21,6 +21,9 @@ pub struct Config {
     /// not served as current against another log); empty disables the check.
     #[arg(long = "brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    /// How to reach the brokers securely (the same settings as the other services).
+    #[command(flatten)]
+    pub kafka_security: KafkaSecurity,
     /// Longest wait for the projection to reach a request's Consistency-Token before answering
     /// 503, in milliseconds.
     #[arg(long, env = "EVENTLINE_CONSISTENCY_WAIT_MS", default_value_t = 2000)]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use eventline_events::ConsistencyToken;
 use eventline_read_models::{self as read_models, LogMatch};
+use eventline_runtime::config::KafkaSecurity;
 use eventline_runtime::log_end;
 use eventline_runtime::log_identity::{self, IdentityError};
 use sqlx::PgPool;
@@ -33,6 +34,7 @@ pub struct LogWatch {
 /// ends asked after a request arrived cover every position issued before it.
 struct LogEnds {
     brokers: String,
+    security: KafkaSecurity,
     topic: String,
     latest: tokio::sync::Mutex<Option<(Instant, BTreeMap<i32, i64>)>>,
 }
@@ -42,14 +44,20 @@ impl LogWatch {
     const PERIOD: Duration = Duration::from_secs(5);
 
     /// Starts checking `topic` on `brokers` (empty: never checks) against the live version.
-    pub fn start(brokers: String, topic: String, public: PgPool, shutdown: CancellationToken) -> LogWatch {
+    pub fn start(
+        brokers: String,
+        security: KafkaSecurity,
+        topic: String,
+        public: PgPool,
+        shutdown: CancellationToken,
+    ) -> LogWatch {
         let (tx, rx) = watch::channel(None);
         let (partitions_tx, partitions) = watch::channel(None);
         if !brokers.is_empty() {
-            let (brokers, topic) = (brokers.clone(), topic.clone());
+            let (brokers, security, topic) = (brokers.clone(), security.clone(), topic.clone());
             tokio::spawn(async move {
                 loop {
-                    let (verdict, count) = check(&brokers, &topic, &public).await;
+                    let (verdict, count) = check(&brokers, &security, &topic, &public).await;
                     if let Some(count) = count {
                         partitions_tx.send_if_modified(|current| {
                             let changed = *current != Some(count);
@@ -77,7 +85,7 @@ impl LogWatch {
                 }
             });
         }
-        let ends = Arc::new(LogEnds { brokers, topic, latest: tokio::sync::Mutex::new(None) });
+        let ends = Arc::new(LogEnds { brokers, security, topic, latest: tokio::sync::Mutex::new(None) });
         LogWatch { other: rx, partitions, ends }
     }
 
@@ -106,7 +114,7 @@ impl LogWatch {
         // The time the ask is sent, not answered: an ask sent before this request's token was
         // issued may not cover it, however late its answer comes.
         let sent = Instant::now();
-        match log_end::end_offsets(&self.ends.brokers, &self.ends.topic, bound).await {
+        match log_end::end_offsets(&self.ends.brokers, &self.ends.security, &self.ends.topic, bound).await {
             Ok(ends) => {
                 let beyond = first_beyond(token, &ends);
                 *latest = Some((sent, ends));
@@ -128,8 +136,13 @@ impl LogWatch {
 /// The verdict — `Some(Some(why))`: another log; `Some(None)`: the same log or nothing to compare;
 /// `None`: the broker or the database did not answer, keep the last verdict — and the topic's
 /// partition count when the broker answered.
-async fn check(brokers: &str, topic: &str, public: &PgPool) -> (Option<Option<String>>, Option<u32>) {
-    let described = log_identity::describe(brokers, topic).await;
+async fn check(
+    brokers: &str,
+    security: &KafkaSecurity,
+    topic: &str,
+    public: &PgPool,
+) -> (Option<Option<String>>, Option<u32>) {
+    let described = log_identity::describe(brokers, security, topic).await;
     let partitions = described.as_ref().ok().map(|metadata| metadata.partitions);
     let Some(recorded) = recorded(public).await else { return (None, partitions) };
     let current = match described {

@@ -33,8 +33,13 @@ impl Application {
             config.topic.clone(),
             follower.clone(),
         );
-        let log =
-            LogWatch::start(config.brokers.clone(), config.topic.clone(), pool.clone(), follower.clone());
+        let log = LogWatch::start(
+            config.brokers.clone(),
+            config.kafka_security.clone(),
+            config.topic.clone(),
+            pool.clone(),
+            follower.clone(),
+        );
         let state = AppState { pool, read_models, log, consistency_wait: config.consistency_wait() };
         Ok(Application { listener, state, follower })
     }

@@ -131,9 +131,13 @@ impl WriteModel {
     }
 
     async fn current_log(&self) -> anyhow::Result<RecordedLog> {
-        let identity = eventline_runtime::log_identity::fetch(&self.kafka.brokers, &self.kafka.topic)
-            .await
-            .context("asking the broker which log this is")?;
+        let identity = eventline_runtime::log_identity::fetch(
+            &self.kafka.brokers,
+            &self.kafka.security,
+            &self.kafka.topic,
+        )
+        .await
+        .context("asking the broker which log this is")?;
         Ok(RecordedLog { topic: self.kafka.topic.clone(), identity })
     }
 

@@ -71,12 +71,10 @@ struct Status {
 /// `GET /projections` (and `/status`): the `status` subcommand's JSON, plus this instance's view.
 async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem> {
     let projection =
-        crate::live::status::collect(&state.writing.current().pool, &state.kafka)
-            .await
-            .map_err(|error| {
-                tracing::warn!(%error, "Collecting the projection status failed");
-                Problem::new(types::DATABASE_UNAVAILABLE, "The status cannot be read now.").retry_after(1)
-            })?;
+        crate::live::status::collect(&state.writing.current().pool, &state.kafka).await.map_err(|error| {
+            tracing::warn!(%error, "Collecting the projection status failed");
+            Problem::new(types::DATABASE_UNAVAILABLE, "The status cannot be read now.").retry_after(1)
+        })?;
     Ok(Json(Status {
         projection,
         assigned_partitions: state.status.assigned.lock().map(|a| a.clone()).unwrap_or_default(),

@@ -40,9 +40,8 @@ pub async fn collect(pool: &PgPool, kafka: &KafkaConfig) -> anyhow::Result<Proje
     let checkpoints = checkpoint::load(pool, topic).await?;
     let dead_letters = dlq::depth(pool, topic).await?;
     let kafka_owned = kafka.clone();
-    let watermarks = tokio::task::spawn_blocking(move || high_watermarks(&kafka_owned))
-        .await
-        .unwrap_or_default();
+    let watermarks =
+        tokio::task::spawn_blocking(move || high_watermarks(&kafka_owned)).await.unwrap_or_default();
 
     let mut partitions: Vec<PartitionStatus> = watermarks
         .into_iter()
