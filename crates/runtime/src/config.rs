@@ -229,12 +229,28 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
 }
 
-/// Where Redis is.
+/// Where Redis is, and how to reach it over TLS (`rediss://`).
 #[derive(Debug, Clone, Args)]
 pub struct RedisConfig {
-    /// Redis connection URL.
+    /// Redis connection URL (`rediss://` for TLS).
     #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub url: String,
+    /// PEM file of the CA that signed the server's certificate, for `rediss://` (default: the
+    /// system's CAs).
+    #[arg(long = "redis-ca-cert", env = "REDIS_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate and key, for a server that requires mutual TLS.
+    #[arg(long = "redis-client-cert", env = "REDIS_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+    #[arg(id = "client_key", long = "redis-client-key", env = "REDIS_CLIENT_KEY")]
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl RedisConfig {
+    /// Plain Redis at `url`, with no TLS settings.
+    pub fn at(url: impl Into<String>) -> RedisConfig {
+        RedisConfig { url: url.into(), ca_cert: None, client_cert: None, client_key: None }
+    }
 }
 
 /// Reads the command line and the environment like `Parser::parse`, except that a bad value is

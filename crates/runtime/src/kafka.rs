@@ -55,6 +55,8 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
+    #[error("Kafka: {0}")]
+    Access(#[from] crate::log_identity::IdentityError),
     #[error("the broker at {brokers} is unreachable or failed a request: {source}")]
     Broker { brokers: String, source: KafkaError },
     #[error("creating topic {topic:?} failed: {code}")]
@@ -72,6 +74,7 @@ pub enum TopicError {
 /// returns its number of partitions. When the operator manages the topic (`manage_topic` off),
 /// only waits for it to exist.
 pub async fn ensure_topic(config: &KafkaConfig) -> Result<i32, TopicError> {
+    crate::log_identity::check_access(&config.brokers, &config.security, &config.topic).await?;
     if !config.manage_topic {
         return wait_for_partitions(config).await;
     }

@@ -59,6 +59,8 @@ pub enum IdentityError {
     Refused { brokers: String, reason: String },
     #[error("the topic {0:?} does not exist")]
     NoSuchTopic(String),
+    #[error("the Kafka security settings are incomplete: {0}")]
+    Settings(String),
     #[error("the broker refused the metadata request for {topic:?}: {error}")]
     Rejected { topic: String, error: String },
 }
@@ -97,6 +99,19 @@ pub async fn describe(
         }
     }
     Err(IdentityError::Unreachable { brokers: brokers.to_owned(), last })
+}
+
+/// Fails when the security settings are incomplete or the brokers refuse our login or our trust
+/// of their certificate; a broker that is down or a missing topic passes (services start without
+/// them and wait). librdkafka retries a refused login until some request times out, with an error
+/// that does not say why: start-up asks once itself, so a wrong password or an untrusted
+/// certificate is a clear error within seconds.
+pub async fn check_access(brokers: &str, security: &KafkaSecurity, topic: &str) -> Result<(), IdentityError> {
+    security.check().map_err(IdentityError::Settings)?;
+    match describe(brokers, security, topic).await {
+        Err(error @ IdentityError::Refused { .. }) => Err(error),
+        _ => Ok(()),
+    }
 }
 
 async fn ask(address: &str, security: &KafkaSecurity, topic: &str) -> Result<MetadataResponse, WireError> {

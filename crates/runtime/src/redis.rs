@@ -6,15 +6,42 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
 
+use crate::config::RedisConfig;
+
+/// A client for the configured server: with a CA or a client certificate, a TLS client that
+/// trusts that CA and presents that certificate (`rediss://` URLs only).
+fn client(config: &RedisConfig) -> redis::RedisResult<redis::Client> {
+    if config.ca_cert.is_none() && config.client_cert.is_none() {
+        return redis::Client::open(config.url.as_str());
+    }
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "unreadable TLS file",
+                format!("{}: {e}", path.display()),
+            ))
+        })
+    };
+    let client_tls = match (&config.client_cert, &config.client_key) {
+        (Some(cert), Some(key)) => {
+            Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? })
+        }
+        _ => None,
+    };
+    let root_cert = config.ca_cert.as_ref().map(read).transpose()?;
+    redis::Client::build_with_tls(config.url.as_str(), redis::TlsCertificates { client_tls, root_cert })
+}
+
 pub struct LazyRedis {
     client: redis::Client,
     connection: Mutex<Option<ConnectionManager>>,
 }
 
 impl LazyRedis {
-    /// Checks the URL only; nothing is connected yet.
-    pub fn new(url: &str) -> redis::RedisResult<Self> {
-        Ok(LazyRedis { client: redis::Client::open(url)?, connection: Mutex::new(None) })
+    /// Checks the URL and reads the TLS files; nothing is connected yet.
+    pub fn new(config: &RedisConfig) -> redis::RedisResult<Self> {
+        Ok(LazyRedis { client: client(config)?, connection: Mutex::new(None) })
     }
 
     /// A connection (cheap to clone), connecting first if needed within about a second.

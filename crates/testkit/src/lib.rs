@@ -88,7 +88,7 @@ impl TestEnv {
             manage_topic: true,
             security: Default::default(),
         };
-        let redis = RedisConfig { url: redis_url };
+        let redis = RedisConfig::at(redis_url);
         TestEnv { kafka, database, redis, pool, id }
     }
 

@@ -8,6 +8,7 @@
 //! fingerprint, so even a retry after a crash between append and response appends the very same
 //! events, which the projector dedups by event id.
 
+use eventline_runtime::config::RedisConfig;
 use std::time::Duration;
 
 use eventline_runtime::redis::{LazyRedis, span as redis_span};
@@ -108,8 +109,8 @@ pub struct IdempotencyStore {
 }
 
 impl IdempotencyStore {
-    pub fn new(url: &str, ttl: Duration) -> redis::RedisResult<Self> {
-        Ok(IdempotencyStore { redis: LazyRedis::new(url)?, ttl })
+    pub fn new(redis: &RedisConfig, ttl: Duration) -> redis::RedisResult<Self> {
+        Ok(IdempotencyStore { redis: LazyRedis::new(redis)?, ttl })
     }
 
     async fn connection(&self) -> Result<ConnectionManager, StoreUnavailable> {

@@ -39,7 +39,7 @@ impl Application {
         eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
         let log = EventLog::connect(&config.kafka, config.append_timeout_ms)
             .context("creating the Kafka producer")?;
-        let idempotency = IdempotencyStore::new(&config.redis.url, config.idempotency_ttl())
+        let idempotency = IdempotencyStore::new(&config.redis, config.idempotency_ttl())
             .context("REDIS_URL is not a valid Redis URL")?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;

@@ -5,6 +5,7 @@
 //! `eventline:dlq:<topic>`, for operators to watch (`XREAD`); it is rebuilt from PostgreSQL when
 //! Redis lost it. Listing, inspecting, redriving and purging work on the durable record.
 
+use eventline_runtime::config::RedisConfig;
 use std::collections::{BTreeMap, HashSet};
 
 use base64::Engine;
@@ -156,8 +157,8 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    pub fn new(url: &str, topic: &str) -> redis::RedisResult<Self> {
-        Ok(Mirror { redis: LazyRedis::new(url)?, stream: format!("eventline:dlq:{topic}") })
+    pub fn new(redis: &RedisConfig, topic: &str) -> redis::RedisResult<Self> {
+        Ok(Mirror { redis: LazyRedis::new(redis)?, stream: format!("eventline:dlq:{topic}") })
     }
 
     pub fn stream(&self) -> &str {

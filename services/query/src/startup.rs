@@ -24,6 +24,15 @@ impl Application {
     /// port; see `address`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = eventline_runtime::db::pool(&config.database)?;
+        if !config.brokers.is_empty() {
+            eventline_runtime::log_identity::check_access(
+                &config.brokers,
+                &config.kafka_security,
+                &config.topic,
+            )
+            .await
+            .context("Kafka (KAFKA_BROKERS)")?;
+        }
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let follower = CancellationToken::new();

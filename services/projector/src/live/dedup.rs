@@ -6,6 +6,7 @@
 //! remembered for another database (or an earlier incarnation of this one) never hide an event.
 //! When Redis is down, slow or flushed, every id simply goes to PostgreSQL, which alone decides.
 
+use eventline_runtime::config::RedisConfig;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::Instrument as _;
@@ -27,8 +28,8 @@ fn key(projection_id: Uuid, id: &Uuid) -> String {
 }
 
 impl FastPath {
-    pub fn new(url: &str) -> redis::RedisResult<Self> {
-        Ok(FastPath { redis: LazyRedis::new(url)?, available: AtomicBool::new(true) })
+    pub fn new(redis: &RedisConfig) -> redis::RedisResult<Self> {
+        Ok(FastPath { redis: LazyRedis::new(redis)?, available: AtomicBool::new(true) })
     }
 
     /// Which of `ids` Redis says were applied to the projection `projection_id`; none when Redis

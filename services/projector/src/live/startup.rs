@@ -137,8 +137,8 @@ pub(crate) fn runner(
         topic: config.kafka.topic.clone(),
         group_id: group_id.to_owned(),
         kafka: config.kafka.clone(),
-        fast_path: Arc::new(FastPath::new(&config.redis.url).context(redis_url())?),
-        mirror: Arc::new(Mirror::new(&config.redis.url, &config.kafka.topic).context(redis_url())?),
+        fast_path: Arc::new(FastPath::new(&config.redis).context(redis_url())?),
+        mirror: Arc::new(Mirror::new(&config.redis, &config.kafka.topic).context(redis_url())?),
         batch_size: batch_size.max(1),
         // Reconcile the dead-letter mirror once at start: Redis may have lost it meanwhile.
         status: Arc::new(RunnerStatus { mirror_dirty: true.into(), ..RunnerStatus::default() }),

@@ -223,7 +223,7 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
 /// Brings the Redis stream in line after a change; the projector would do it later otherwise.
 async fn sync_mirror(config: &Config, pool: &PgPool) {
     let result = async {
-        let mirror = Mirror::new(&config.redis.url, &config.kafka.topic)?;
+        let mirror = Mirror::new(&config.redis, &config.kafka.topic)?;
         mirror.reconcile(pool, &config.kafka.topic).await
     }
     .await;
