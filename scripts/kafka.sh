@@ -17,6 +17,8 @@
 #         --cluster-id ID       shared by every node of a cluster (default: made once, kept in DIR)
 #         --heap SIZE           maximum heap (default 512m)
 #         --logs LOGDIR         where the broker's own log goes (default DIR/logs)
+#         --listener NAME://127.0.0.1:PORT
+#                               a further client listener (e.g. SASL_SSL), also advertised; repeatable
 #         --add-scram SPEC      a SCRAM credential created at format time, as kafka-storage takes it
 #                               (e.g. 'SCRAM-SHA-512=[name=eventline,password=…]'); repeatable
 #       Every key=value after `--` is appended to the broker's configuration, overriding a default
@@ -57,7 +59,7 @@ run() {
   local dir=${1:?usage: kafka.sh run DIR [options]}
   shift
   local port=9092 controller_port="" node_id=1 voters="" cluster_id="" heap=512m logs=$dir/logs
-  local scram=() overrides=()
+  local scram=() overrides=() listeners=""
   while (($#)); do
     case $1 in
       --port) port=$2; shift 2 ;;
@@ -68,6 +70,7 @@ run() {
       --heap) heap=$2; shift 2 ;;
       --logs) logs=$2; shift 2 ;;
       --add-scram) scram+=(--add-scram "$2"); shift 2 ;;
+      --listener) listeners+=",$2"; shift 2 ;;
       --) shift; overrides=("$@"); break ;;
       *) die "unknown option $1" ;;
     esac
@@ -91,8 +94,8 @@ run() {
     echo "node.id=$node_id"
     echo "controller.quorum.voters=$voters"
     echo "controller.listener.names=CONTROLLER"
-    echo "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port"
-    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$port"
+    echo "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port$listeners"
+    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$port$listeners"
     echo "inter.broker.listener.name=PLAINTEXT"
     echo "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
     echo "log.dirs=$dir/data"

@@ -56,6 +56,13 @@ pub struct Postgres {
 
 impl Postgres {
     fn start(dir: &Path) -> anyhow::Result<Postgres> {
+        Postgres::start_with(dir, "", None)
+    }
+
+    /// A cluster started with further server options (`-c name=value …`) and, if given, this
+    /// `pg_hba.conf` instead of initdb's (trust on loopback). Files the options name (TLS keys)
+    /// must be readable by the server's user: as root they are given to `postgres`.
+    pub fn start_with(dir: &Path, options: &str, hba: Option<&str>) -> anyhow::Result<Postgres> {
         let bin = postgres_bindir()?;
         std::fs::create_dir_all(dir)?;
         let run_as = is_root().then_some("postgres");
@@ -67,8 +74,11 @@ impl Postgres {
         let mut initdb = postgres.command("initdb");
         initdb.args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync", "-D"]);
         run(initdb.arg(&postgres.data))?;
+        if let Some(hba) = hba {
+            std::fs::write(postgres.data.join("pg_hba.conf"), hba)?;
+        }
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200 {options}",
             postgres.port,
             dir.display()
         );
@@ -115,20 +125,32 @@ impl Postgres {
 pub struct Redis {
     dir: PathBuf,
     pub port: u16,
+    /// Certificate and key when it accepts TLS only.
+    tls: Option<(PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
 impl Redis {
     fn start(dir: &Path) -> anyhow::Result<Redis> {
+        Redis::start_with(dir, None)
+    }
+
+    /// A server that accepts only TLS connections (`rediss://`) with this certificate and key.
+    pub fn start_tls(dir: &Path, certificate: &Path, key: &Path) -> anyhow::Result<Redis> {
+        Redis::start_with(dir, Some((certificate.to_owned(), key.to_owned())))
+    }
+
+    fn start_with(dir: &Path, tls: Option<(PathBuf, PathBuf)>) -> anyhow::Result<Redis> {
         std::fs::create_dir_all(dir)?;
-        let mut redis =
-            Redis { dir: dir.to_owned(), port: eventline_testkit::kafka::free_port()?, child: None };
+        let port = eventline_testkit::kafka::free_port()?;
+        let mut redis = Redis { dir: dir.to_owned(), port, tls, child: None };
         redis.spawn()?;
         Ok(redis)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// SIGKILL and start again, empty.
@@ -139,8 +161,17 @@ impl Redis {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let port = self.port.to_string();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port, "--save", "", "--appendonly", "no"])
+        let mut redis = Command::new("redis-server");
+        match &self.tls {
+            None => redis.args(["--port", &port]),
+            Some((certificate, key)) => redis
+                .args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no", "--tls-cert-file"])
+                .arg(certificate)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let child = redis
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(std::fs::File::create(self.dir.join("server.log"))?)
@@ -154,6 +185,18 @@ impl Redis {
 
     fn stop(&mut self) {
         stop_child(&mut self.child);
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

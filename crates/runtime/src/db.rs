@@ -23,6 +23,29 @@ pub fn pool(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
         .with_context(|| format!("DATABASE_URL is not a valid PostgreSQL URL: {}", redact(&config.url)))
 }
 
+/// Fails when the server refuses us for good: its certificate is not trusted (or TLS is required
+/// and refused), or it rejects the credentials. A server that is down or slow passes: services
+/// start without it and report it through `/readyz`. Without this check a lazy pool would retry
+/// such a refusal for ever while the service looked merely unready.
+pub async fn check_access(pool: &PgPool) -> anyhow::Result<()> {
+    let refused = match pool.acquire().await {
+        Ok(_) => return Ok(()),
+        Err(error @ sqlx::Error::Tls(_)) => error,
+        // rustls's verdict on the server's certificate reaches sqlx as an I/O error.
+        Err(sqlx::Error::Io(error)) if error.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+            sqlx::Error::Io(error)
+        }
+        Err(sqlx::Error::Database(error)) if error.code().is_some_and(|code| code.starts_with("28")) => {
+            sqlx::Error::Database(error)
+        }
+        Err(other) => {
+            tracing::debug!(error = %other, kind = ?other, "PostgreSQL did not answer at start-up");
+            return Ok(());
+        }
+    };
+    Err(anyhow::anyhow!("PostgreSQL (DATABASE_URL) refused our connection: {refused}"))
+}
+
 /// Runs pending migrations (safe to run concurrently: sqlx takes an advisory lock).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("running database migrations")

@@ -55,7 +55,7 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
-    #[error("Kafka: {0}")]
+    #[error(transparent)]
     Access(#[from] crate::log_identity::IdentityError),
     #[error("the broker at {brokers} is unreachable or failed a request: {source}")]
     Broker { brokers: String, source: KafkaError },

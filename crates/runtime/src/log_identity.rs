@@ -55,7 +55,7 @@ pub enum IdentityError {
     Unreadable(String),
     #[error("no broker of {brokers:?} answered a metadata request: {last}")]
     Unreachable { brokers: String, last: String },
-    #[error("the brokers {brokers:?} refused our connection: {reason}")]
+    #[error("the Kafka brokers {brokers:?} refused our connection: {reason}")]
     Refused { brokers: String, reason: String },
     #[error("the topic {0:?} does not exist")]
     NoSuchTopic(String),

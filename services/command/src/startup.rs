@@ -44,6 +44,7 @@ impl Application {
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let write_model = write_model(&config, log.clone())?;
+        eventline_runtime::db::check_access(write_model.pool()).await?;
         let state = AppState { log, write_model, idempotency: Arc::new(idempotency), access };
         Ok(Application { listener, state })
     }

@@ -24,6 +24,7 @@ impl Application {
     /// port; see `address`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = eventline_runtime::db::pool(&config.database)?;
+        eventline_runtime::db::check_access(&pool).await?;
         if !config.brokers.is_empty() {
             eventline_runtime::log_identity::check_access(
                 &config.brokers,

@@ -61,6 +61,11 @@ impl WriteModel {
         WriteModel { shared, kafka, decider }
     }
 
+    /// The decision state's pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.shared.pool
+    }
+
     /// Whether commands can be decided: the state is a complete fold of the log.
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)
