@@ -1,5 +1,5 @@
 # eventline: the two commands are `make up` (run it) and `make test` (test it).
-.PHONY: up down test lint fmt status projector clients demo bench chaos
+.PHONY: up down test lint fmt status projector clients demo bench chaos cluster
 
 up:    ## Install what is missing, build, and run the stack in the background
 	@bash scripts/up.sh
@@ -18,6 +18,9 @@ bench: ## Benchmarks (QUICK=1 for a 3-minute smoke run); writes target/bench/res
 
 chaos: ## Fault injection under load (SHORT=1 for a quick run); restarts the local PostgreSQL and Redis
 	@SHORT=$(SHORT) bash scripts/chaos.sh
+
+cluster: ## A three-broker Kafka cluster on loopback (RF 3, min.insync.replicas 2) in the foreground, to run the stack against
+	@bash scripts/cluster.sh
 
 clients: ## Generate the TypeScript and Python clients into target/clients/
 	@bash scripts/clients.sh

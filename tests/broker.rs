@@ -190,3 +190,57 @@ async fn read_models_built_from_another_log_are_refused_not_served_as_current() 
     command.stop().await.unwrap();
     query.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_deleted_and_recreated_under_running_services_is_another_log() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let env = TestEnv::new().await;
+    let (command, projector, query) =
+        (support::command(&env).await, support::projector(&env).await, support::query(&env).await);
+    let sku = format!("RECREATED-{}", env.id);
+    let mut last = String::new();
+    for _ in 0..3 {
+        last = token_of(&add_stock(&command, &sku, 1).await);
+    }
+    assert_eq!(stock_at(&query, &sku, &last).await, 3);
+    let before =
+        eventline_runtime::log_identity::fetch(&env.kafka.brokers, &env.kafka.security, &env.kafka.topic)
+            .await
+            .unwrap();
+
+    // The operator deletes the topic and creates it again under the same name: Kafka gives it a
+    // new topic id, and its offsets start again at 0.
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        eventline_runtime::kafka::client_config(&env.kafka).create().unwrap();
+    let deleted = admin.delete_topics(&[&env.kafka.topic], &AdminOptions::new()).await.unwrap();
+    assert!(deleted[0].is_ok(), "{deleted:?}");
+    let after = eventually(Duration::from_secs(30), "the topic to exist again", || async {
+        eventline_runtime::kafka::ensure_topic(&env.kafka).await.ok()?;
+        eventline_runtime::log_identity::fetch(&env.kafka.brokers, &env.kafka.security, &env.kafka.topic)
+            .await
+            .ok()
+            .filter(|identity| identity.topic_id != before.topic_id)
+    })
+    .await;
+    assert_eq!(
+        after.cluster_id, before.cluster_id,
+        "the same cluster: only the topic id tells the logs apart"
+    );
+
+    // The running projector notices and stops instead of applying the new log's offsets over the old.
+    let ended = tokio::time::timeout(Duration::from_secs(30), projector.handle).await;
+    let error = format!("{:#}", ended.expect("the projector stops by itself").unwrap().unwrap_err());
+    assert!(error.contains("another log"), "{error}");
+    // The query service stops being ready and refuses to serve the old read models as current.
+    eventually(Duration::from_secs(30), "the query service to notice the other log", || async {
+        let ready = http().get(query.url("/readyz")).send().await.ok()?;
+        (ready.status() == 503).then_some(())
+    })
+    .await;
+    let read = http().get(query.url(&format!("/inventory/{sku}"))).send().await.unwrap();
+    assert_eq!(read.status(), 503);
+    let problem: Value = read.json().await.unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/read-models-from-another-log"), "{problem}");
+    command.stop().await.unwrap();
+    query.stop().await.unwrap();
+}

@@ -166,6 +166,31 @@ fn the_production_overlay_renders_validates_and_uses_external_dependencies() {
     );
     assert_eq!(config(&objects, "EVENTLINE_MANAGE_TOPIC"), "false", "the topic is operator-managed");
     assert!(!config(&objects, "OTEL_EXPORTER_OTLP_ENDPOINT").is_empty(), "the OTLP endpoint is set");
+    // Managed dependencies are reached over TLS with credentials; the CA files reach every
+    // container that connects (init containers included) from the eventline-tls Secret.
+    assert_eq!(config(&objects, "KAFKA_SECURITY_PROTOCOL"), "sasl_ssl");
+    assert_eq!(config(&objects, "KAFKA_SASL_MECHANISM"), "SCRAM-SHA-512");
+    for file in [config(&objects, "KAFKA_SSL_CA_LOCATION"), config(&objects, "REDIS_CA_CERT")] {
+        assert!(file.starts_with("/etc/eventline/tls/"), "{file}");
+    }
+    for workload in objects.iter().filter(|o| o["kind"] == "Deployment" || o["kind"] == "Job") {
+        let spec = &workload["spec"]["template"]["spec"];
+        let volumes = spec["volumes"].as_array().unwrap();
+        assert!(
+            volumes.iter().any(|v| v["secret"]["secretName"] == "eventline-tls"),
+            "{}",
+            workload["metadata"]["name"]
+        );
+        let containers = spec["containers"].as_array().unwrap().iter();
+        for container in containers.chain(spec["initContainers"].as_array().into_iter().flatten()) {
+            let mounts = container["volumeMounts"].as_array().unwrap();
+            assert!(
+                mounts.iter().any(|m| m["mountPath"] == "/etc/eventline/tls"),
+                "{} has no CA files",
+                container["name"]
+            );
+        }
+    }
     let namespace = objects.iter().find(|o| o["kind"] == "Namespace").unwrap();
     assert_eq!(namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
     // The Strimzi example keeps events forever and has the partitions the services are told.

@@ -32,6 +32,13 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// The directory everything of the run lives under.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.broker.resume();

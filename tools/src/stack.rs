@@ -19,6 +19,8 @@ pub struct Setup {
     pub topic: String,
     pub database: String,
     pub log_dir: PathBuf,
+    /// Further environment for every service (e.g. the topic's replication on a cluster).
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl Setup {
@@ -38,6 +40,7 @@ impl Setup {
             topic,
             database,
             log_dir,
+            extra_env: Vec::new(),
         })
     }
 
@@ -46,7 +49,7 @@ impl Setup {
     }
 
     fn environment(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut environment = vec![
             ("KAFKA_BROKERS", self.brokers.clone()),
             ("EVENTLINE_TOPIC", self.topic.clone()),
             ("DATABASE_URL", self.database_url()),
@@ -57,7 +60,9 @@ impl Setup {
             ("EVENTLINE_ALLOW_UNAUTHENTICATED", "true".to_owned()),
             ("EVENTLINE_RATE_LIMIT_PER_S", "0".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
-        ]
+        ];
+        environment.extend(self.extra_env.iter().cloned());
+        environment
     }
 
     /// Runs `eventline-projector <args>` to completion.

@@ -194,7 +194,7 @@ pub fn asyncapi() -> Value {
             "local": {
                 "host": "127.0.0.1:9092",
                 "protocol": "kafka",
-                "description": "The broker `make up` runs (nisshi, Kafka-compatible), plaintext.",
+                "description": "The broker `make up` runs (Apache Kafka 4.4, one KRaft node), plaintext.",
             },
             "docker-compose": {
                 "host": "localhost:9092",

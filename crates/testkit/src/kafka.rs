@@ -192,8 +192,9 @@ pub struct KafkaCluster {
 }
 
 impl KafkaCluster {
-    /// Starts `count` nodes under `dir` (one directory each) and waits until all listen.
-    pub fn start(dir: &Path, count: u32) -> anyhow::Result<KafkaCluster> {
+    /// Starts `count` nodes under `dir` (one directory each) and waits until all listen. `extra`
+    /// is given to every node's launcher (e.g. `--`, `min.insync.replicas=2`).
+    pub fn start(dir: &Path, count: u32, extra: Vec<String>) -> anyhow::Result<KafkaCluster> {
         let cluster_id = new_cluster_id();
         let ports: Vec<(u16, u16)> =
             (0..count).map(|_| Ok((free_port()?, free_port()?))).collect::<std::io::Result<_>>()?;
@@ -214,7 +215,7 @@ impl KafkaCluster {
                 voters: voters.clone(),
                 cluster_id: cluster_id.clone(),
                 heap: "384m",
-                extra: Vec::new(),
+                extra: extra.clone(),
                 child: None,
             };
             node.spawn()?;

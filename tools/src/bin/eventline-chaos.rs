@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use eventline_testkit::kafka::KafkaCluster;
 use eventline_tools::sandbox::Sandbox;
 use eventline_tools::stack::{self, Service, Setup};
 use rand::Rng;
@@ -48,10 +49,11 @@ enum Fault {
     RestartBroker,
     PoisonStorm,
     KillCommand,
+    ClusterLosesBrokers,
 }
 
 impl Fault {
-    const ALL: [Fault; 8] = [
+    const ALL: [Fault; 9] = [
         Fault::KillProjector,
         Fault::CrashPostgres,
         Fault::RestartRedis,
@@ -60,6 +62,7 @@ impl Fault {
         Fault::RestartBroker,
         Fault::PoisonStorm,
         Fault::KillCommand,
+        Fault::ClusterLosesBrokers,
     ];
 
     fn name(self) -> &'static str {
@@ -76,6 +79,10 @@ impl Fault {
             Fault::RestartBroker => "broker killed (SIGKILL) and restarted mid-load; its log kept",
             Fault::PoisonStorm => "poison messages mixed into valid traffic",
             Fault::KillCommand => "command service killed with SIGKILL at random moments and restarted",
+            Fault::ClusterLosesBrokers => {
+                "three-broker cluster (RF 3, min.insync.replicas 2): the busiest leader SIGKILLed, \
+                 then a second broker (below the minimum in-sync replicas), then both restarted"
+            }
         }
     }
 }
@@ -117,6 +124,11 @@ struct Report {
     poison_sent: u64,
     /// From the end of the last fault to the projection caught up.
     recover_s: f64,
+    /// Per fault that takes something away, how long until commands were accepted again (the
+    /// cluster scenario: after the leader's loss, and after both brokers came back).
+    recovery_after_fault_s: Vec<f64>,
+    /// Commands accepted while fewer brokers ran than the minimum in-sync replicas (must be 0).
+    accepted_below_min_isr: u64,
     passed: bool,
 }
 
@@ -135,17 +147,32 @@ async fn main() -> anyhow::Result<()> {
         topic: String::new(),
         database: String::new(),
         log_dir: out.clone(),
+        extra_env: Vec::new(),
     };
     let started = Instant::now();
     let mut reports = Vec::new();
     for (n, fault) in Fault::ALL.into_iter().enumerate() {
-        let setup = Setup {
+        let mut setup = Setup {
             topic: format!("eventline.chaos.{id}.{n}"),
             database: format!("eventline_chaos_{n}"),
             ..base.clone()
         };
         println!("\n{}. {}", n + 1, fault.name());
-        let report = scenario(&setup, &mut sandbox, fault, run, kills).await;
+        // The cluster scenario runs on three brokers of its own, started for it alone.
+        let mut cluster = None;
+        if fault == Fault::ClusterLosesBrokers {
+            let started = KafkaCluster::start(
+                &sandbox.dir().join("cluster"),
+                3,
+                vec!["--".into(), "min.insync.replicas=2".into()],
+            )
+            .context("starting the three-broker cluster")?;
+            setup.brokers = started.bootstrap();
+            setup.extra_env = vec![("EVENTLINE_TOPIC_REPLICATION", "3".to_owned())];
+            cluster = Some(started);
+        }
+        let report = scenario(&setup, &mut sandbox, cluster.as_mut(), fault, run, kills).await;
+        drop(cluster);
         let report = report.with_context(|| format!("scenario {fault:?}"))?;
         println!("   {}", serde_json::to_string(&report)?);
         reports.push(report);
@@ -215,6 +242,7 @@ impl Projectors {
 async fn scenario(
     setup: &Setup,
     sandbox: &mut Sandbox,
+    cluster: Option<&mut KafkaCluster>,
     fault: Fault,
     run: Duration,
     kills: u32,
@@ -232,6 +260,7 @@ async fn scenario(
     let rebalance_rounds = kills.div_ceil(2);
     let load_for = match fault {
         Fault::KillDuringRebalance => run + (SESSION_TIMEOUT + Duration::from_secs(4)) * rebalance_rounds,
+        Fault::ClusterLosesBrokers => run + Duration::from_secs(40),
         _ => run,
     };
     let load = Load::start(&http, &command, load_for, orders);
@@ -240,6 +269,8 @@ async fn scenario(
     // Evidence that the fault happened and was met, besides the counts the load keeps: what a
     // restarted dependency lost or changed, and what was accepted after it.
     let mut evidence = false;
+    let mut recovery_after_fault_s = Vec::new();
+    let mut accepted_below_min_isr = 0;
     tokio::time::sleep(run / 4).await;
     match fault {
         Fault::KillProjector => {
@@ -307,6 +338,38 @@ async fn scenario(
             poison_sent = poison(&setup.brokers, &setup.topic, 500, run / 2).await?;
             faults += 1;
         }
+        Fault::ClusterLosesBrokers => {
+            let cluster = cluster.context("the cluster scenario needs its cluster")?;
+            // The broker leading the most partitions of the topic goes first.
+            let first = busiest_leader(setup, cluster).await?;
+            let accepted = load.accepted_so_far();
+            let killed = Instant::now();
+            cluster.node_mut(first).context("the busiest leader")?.kill();
+            faults += 1;
+            // The survivors hold every partition in sync: new leaders, and commands accepted again.
+            let back = load.accepted_more_than(accepted, Duration::from_secs(30)).await;
+            recovery_after_fault_s.push(round_tenths(killed.elapsed()));
+            // A second broker: one left, below min.insync.replicas=2. Answers already on their
+            // way may arrive in the next moment; after that nothing may be accepted.
+            let second =
+                cluster.nodes.iter().find(|n| n.is_running()).map(|n| n.node_id).context("a survivor")?;
+            cluster.node_mut(second).context("the second broker")?.kill();
+            faults += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (accepted, unavailable) = (load.accepted_so_far(), load.unavailable_so_far());
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            accepted_below_min_isr = (load.accepted_so_far() - accepted) as u64;
+            let refused_meanwhile = load.unavailable_so_far() > unavailable;
+            // Both come back: the quorum and the in-sync replicas return, and commands flow.
+            let restarted = Instant::now();
+            for node in [first, second] {
+                cluster.node_mut(node).context("a killed broker")?.restart()?;
+            }
+            let accepted = load.accepted_so_far();
+            let flowing = load.accepted_more_than(accepted, Duration::from_secs(60)).await;
+            recovery_after_fault_s.push(round_tenths(restarted.elapsed()));
+            evidence = back && refused_meanwhile && flowing;
+        }
         Fault::KillCommand => {
             for _ in 0..kills {
                 tokio::time::sleep(random_pause(200..1200)).await;
@@ -362,11 +425,15 @@ async fn scenario(
         // Restarted: the new process is there (see above) and took work. These recover within
         // milliseconds, so 503s are not guaranteed and not required.
         Fault::CrashPostgres | Fault::RestartRedis | Fault::RestartBroker => evidence,
+        // Commands accepted again after the leader's loss, 503s below the minimum in-sync
+        // replicas, and accepted again once both brokers were back.
+        Fault::ClusterLosesBrokers => evidence,
         Fault::PoisonStorm => dead_letters > 0,
         // Processes killed (the recovery is what the other columns judge).
         Fault::KillProjector | Fault::KillDuringRebalance => faults > 0,
     };
     let passed = fault_bit
+        && accepted_below_min_isr == 0
         && outcome.other == 0
         && lost == 0
         && doubled == 0
@@ -399,8 +466,27 @@ async fn scenario(
         dead_letters,
         poison_sent,
         recover_s: (recover_s * 10.0).round() / 10.0,
+        recovery_after_fault_s,
+        accepted_below_min_isr,
         passed,
     })
+}
+
+fn round_tenths(elapsed: Duration) -> f64 {
+    (elapsed.as_secs_f64() * 10.0).round() / 10.0
+}
+
+/// The id of the node that leads the most partitions of the setup's topic.
+async fn busiest_leader(setup: &Setup, cluster: &KafkaCluster) -> anyhow::Result<u32> {
+    let security = eventline_runtime::config::KafkaSecurity::default();
+    let metadata = eventline_runtime::log_identity::describe(&setup.brokers, &security, &setup.topic).await?;
+    let mut led: HashMap<u32, usize> = HashMap::new();
+    for address in metadata.leaders.values() {
+        if let Some(node) = cluster.nodes.iter().find(|n| n.address() == *address) {
+            *led.entry(node.node_id).or_default() += 1;
+        }
+    }
+    led.into_iter().max_by_key(|(_, count)| *count).map(|(node, _)| node).context("no partition has a leader")
 }
 
 /// When the PostgreSQL server at `url` started (a crash and restart moves it).
@@ -510,6 +596,11 @@ impl Load {
     /// Commands accepted so far.
     fn accepted_so_far(&self) -> usize {
         self.accepted.lock().map(|ids| ids.len()).unwrap_or(0)
+    }
+
+    /// Answers `503` so far.
+    fn unavailable_so_far(&self) -> u64 {
+        self.unavailable.load(Ordering::Relaxed)
     }
 
     /// Waits up to `within` for more than `before` commands to have been accepted.
@@ -797,6 +888,17 @@ fn markdown(reports: &[Report], took: Duration) -> String {
          and is appended later; the load asks again with the same key, whose retry finds the decision and \
          gets its 202.\n",
     );
+    for r in reports.iter().filter(|r| !r.recovery_after_fault_s.is_empty()) {
+        md.push_str(&format!(
+            "\nThree-broker cluster: commands were accepted again {} s after the busiest leader was \
+             SIGKILLed (new leaders from the in-sync replicas) and {} s after both killed brokers were \
+             restarted; while one broker alone ran, below `min.insync.replicas=2`, {} commands were \
+             accepted (must be 0: each got 503 and was asked again with its key).\n",
+            r.recovery_after_fault_s.first().copied().unwrap_or_default(),
+            r.recovery_after_fault_s.last().copied().unwrap_or_default(),
+            r.accepted_below_min_isr,
+        ));
+    }
     md.push_str(
         "\n`lost`/`doubled` are units of stock the read model lacks or has in excess against the log; \
          `applied ≠ once` compares the projector's applied event ids with the distinct events in the log; \

@@ -167,6 +167,12 @@ pub async fn read_one(kafka: &KafkaConfig, partition: i32, offset: i64) -> Kafka
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "error")
             .create()?;
+        // Outside the partition's range there is no message to read (Kafka answers such a fetch
+        // with an offset-out-of-range error, which librdkafka reports as a failed offset reset).
+        let (low, high) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5))?;
+        if offset < low || offset >= high {
+            return Ok(None);
+        }
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
         consumer.assign(&assignment)?;
@@ -179,7 +185,10 @@ pub async fn read_one(kafka: &KafkaConfig, partition: i32, offset: i64) -> Kafka
                 Some(Ok(message)) if message.offset() < offset => {}
                 Some(Ok(_)) => return Ok(None),
                 Some(Err(error))
-                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetOutOfRange) =>
+                    if matches!(
+                        error.rdkafka_error_code(),
+                        Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+                    ) =>
                 {
                     return Ok(None);
                 }
