@@ -23,6 +23,9 @@ ensure_asyncapi_cli
 # The Kubernetes manifests are rendered with kubectl kustomize and validated offline.
 ensure_kubectl
 
+# Brokers an interrupted earlier run left behind (a test's or the chaos run's own Kafka).
+pkill -f 'kafka\.Kafka .*/eventline-(test-kafka|secure|sandbox)-' 2>/dev/null || true
+
 # Databases of earlier runs (each test creates its own).
 if command -v psql >/dev/null; then
   server="${DATABASE_URL%/*}/postgres"

@@ -22,11 +22,7 @@ pub struct Config {
     #[arg(long, env = "EVENTLINE_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: usize,
     /// Longest wait of a fetch for new data, in milliseconds. Kafka answers a waiting fetch as
-    /// soon as data arrives, so this only bounds idle fetches there (20 a second at 50). The local
-    /// nisshi broker polls its storage instead, so the wait bounds how soon a new event is seen;
-    /// and on its PostgreSQL engine a fetch gets about half the wait to read, so below 50 a
-    /// backlog crawls. The scripts set 25 for its memory engine and 100 for its PostgreSQL engine
-    /// (docs/benchmarks.md).
+    /// soon as data arrives, so this only bounds idle fetches (20 a second at 50).
     #[arg(long, env = "EVENTLINE_FETCH_WAIT_MS", default_value_t = 50)]
     pub fetch_wait_ms: u64,
     /// How long a partition with events to apply may be owned by no member of the group before

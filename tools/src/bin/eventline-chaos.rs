@@ -179,7 +179,9 @@ async fn main() -> anyhow::Result<()> {
     }
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&reports)? + "\n")?;
     if !short {
-        std::fs::write(root.join("docs/reliability.md"), markdown(&reports, started.elapsed()))?;
+        let path = root.join("docs/reliability.md");
+        let kept = kept_history(&std::fs::read_to_string(&path).unwrap_or_default());
+        std::fs::write(&path, markdown(&reports, started.elapsed()) + &kept)?;
     }
     let failed: Vec<&str> = reports.iter().filter(|r| !r.passed).map(|r| r.scenario).collect();
     if !failed.is_empty() {
@@ -470,6 +472,14 @@ async fn scenario(
         accepted_below_min_isr,
         passed,
     })
+}
+
+/// Where docs/reliability.md's hand-written history starts; a full run rewrites what is above it.
+const HISTORY_MARKER: &str = "<!-- history: kept by make chaos -->";
+
+/// The history section of the previous docs/reliability.md (from its marker on), if any.
+fn kept_history(previous: &str) -> String {
+    previous.find(HISTORY_MARKER).map(|at| format!("\n{}", &previous[at..])).unwrap_or_default()
 }
 
 fn round_tenths(elapsed: Duration) -> f64 {
