@@ -40,6 +40,33 @@ async fn stock_at(query: &support::Running, sku: &str, token: &str) -> i64 {
     .await
 }
 
+/// What a log replaced under running services must cause: the projector stops by itself instead
+/// of mixing the logs, and the query service stops being ready and refuses reads of `sku` (with
+/// `token`, one from the new log, if given) rather than serve them as current.
+async fn another_log_is_refused(
+    projector: support::Running,
+    query: &support::Running,
+    sku: &str,
+    token: Option<&str>,
+) {
+    let ended = tokio::time::timeout(Duration::from_secs(30), projector.handle).await;
+    let error = format!("{:#}", ended.expect("the projector stops by itself").unwrap().unwrap_err());
+    assert!(error.contains("another log"), "{error}");
+    eventually(Duration::from_secs(30), "the query service to notice the other log", || async {
+        let ready = http().get(query.url("/readyz")).send().await.ok()?;
+        (ready.status() == 503).then_some(())
+    })
+    .await;
+    let mut read = http().get(query.url(&format!("/inventory/{sku}")));
+    if let Some(token) = token {
+        read = read.header("consistency-token", token);
+    }
+    let read = read.send().await.unwrap();
+    assert_eq!(read.status(), 503);
+    let problem: Value = read.json().await.unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/read-models-from-another-log"), "{problem}");
+}
+
 fn token_of(response: &reqwest::Response) -> String {
     response.headers()["consistency-token"].to_str().unwrap().to_owned()
 }
@@ -164,25 +191,7 @@ async fn read_models_built_from_another_log_are_refused_not_served_as_current() 
     })
     .await;
 
-    // The running projector notices and stops instead of mixing the logs.
-    let ended = tokio::time::timeout(Duration::from_secs(30), projector.handle).await;
-    let error = format!("{:#}", ended.expect("the projector stops by itself").unwrap().unwrap_err());
-    assert!(error.contains("another log"), "{error}");
-    // The query service stops being ready, and refuses reads rather than serve them as current.
-    eventually(Duration::from_secs(30), "the query service to notice the other log", || async {
-        let ready = http().get(query.url("/readyz")).send().await.ok()?;
-        (ready.status() == 503).then_some(())
-    })
-    .await;
-    let read = http()
-        .get(query.url(&format!("/inventory/{sku}")))
-        .header("consistency-token", &fresh)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 503);
-    let problem: Value = read.json().await.unwrap();
-    assert!(problem["type"].as_str().unwrap().ends_with("/read-models-from-another-log"), "{problem}");
+    another_log_is_refused(projector, &query, &sku, Some(&fresh)).await;
     // A new projector refuses to start on them, and says what to do.
     let refused = eventline_projector::Application::build(support::projector_config(&env, "other")).await;
     let message = format!("{:#}", refused.err().expect("refused"));
@@ -227,20 +236,7 @@ async fn a_topic_deleted_and_recreated_under_running_services_is_another_log() {
         "the same cluster: only the topic id tells the logs apart"
     );
 
-    // The running projector notices and stops instead of applying the new log's offsets over the old.
-    let ended = tokio::time::timeout(Duration::from_secs(30), projector.handle).await;
-    let error = format!("{:#}", ended.expect("the projector stops by itself").unwrap().unwrap_err());
-    assert!(error.contains("another log"), "{error}");
-    // The query service stops being ready and refuses to serve the old read models as current.
-    eventually(Duration::from_secs(30), "the query service to notice the other log", || async {
-        let ready = http().get(query.url("/readyz")).send().await.ok()?;
-        (ready.status() == 503).then_some(())
-    })
-    .await;
-    let read = http().get(query.url(&format!("/inventory/{sku}"))).send().await.unwrap();
-    assert_eq!(read.status(), 503);
-    let problem: Value = read.json().await.unwrap();
-    assert!(problem["type"].as_str().unwrap().ends_with("/read-models-from-another-log"), "{problem}");
+    another_log_is_refused(projector, &query, &sku, None).await;
     command.stop().await.unwrap();
     query.stop().await.unwrap();
 }

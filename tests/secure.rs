@@ -179,6 +179,43 @@ async fn secured_env(kafka: KafkaConfig, postgres: &Postgres, redis: &Redis, ca:
     TestEnv { kafka, database, redis, pool, id }
 }
 
+/// The secured dependencies of one test, and its slice of them; removed when dropped.
+struct Secured {
+    env: TestEnv,
+    certificates: Certificates,
+    redis: Redis,
+    _postgres: Postgres,
+    _broker: OwnBroker,
+    dir: PathBuf,
+}
+
+impl Secured {
+    async fn start() -> Secured {
+        let dir = std::env::temp_dir().join(format!("eventline-secure-{}", uuid::Uuid::new_v4().simple()));
+        let certificates = Certificates::make(&dir.join("certificates"));
+        let (broker, address) = secured_broker(&certificates).await;
+        let postgres = tls_only_postgres(&dir.join("postgres"), &certificates);
+        let (certificate, key) = (certificates.path("server.pem"), certificates.path("server.key"));
+        let redis = Redis::start_tls(&dir.join("redis"), &certificate, &key).unwrap();
+        let kafka = KafkaConfig {
+            brokers: address,
+            topic: format!("eventline.secure.{}", uuid::Uuid::new_v4().simple()),
+            topic_partitions: 3,
+            topic_replication: 1,
+            manage_topic: true,
+            security: kafka_security(&certificates, PASSWORD, "ca.pem"),
+        };
+        let env = secured_env(kafka, &postgres, &redis, &certificates.path("ca.pem")).await;
+        Secured { env, certificates, redis, _postgres: postgres, _broker: broker, dir }
+    }
+}
+
+impl Drop for Secured {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// POSTs `body`; the answer's JSON and consistency token.
 async fn post(url: String, body: Value) -> (Value, String) {
     let response = http().post(url).json(&body).send().await.unwrap();
@@ -201,25 +238,8 @@ async fn read(url: String, token: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_an_order_and_a_payment_go_through_secured_kafka_postgres_and_redis() {
-    let dir = std::env::temp_dir().join(format!("eventline-secure-{}", uuid::Uuid::new_v4().simple()));
-    let certificates = Certificates::make(&dir.join("certificates"));
-    let (_broker, address) = secured_broker(&certificates).await;
-    let postgres = tls_only_postgres(&dir.join("postgres"), &certificates);
-    let redis = Redis::start_tls(
-        &dir.join("redis"),
-        &certificates.path("server.pem"),
-        &certificates.path("server.key"),
-    )
-    .unwrap();
-    let kafka = KafkaConfig {
-        brokers: address.clone(),
-        topic: format!("eventline.secure.{}", uuid::Uuid::new_v4().simple()),
-        topic_partitions: 3,
-        topic_replication: 1,
-        manage_topic: true,
-        security: kafka_security(&certificates, PASSWORD, "ca.pem"),
-    };
-    let env = secured_env(kafka, &postgres, &redis, &certificates.path("ca.pem")).await;
+    let secured = Secured::start().await;
+    let env = &secured.env;
 
     // The database refuses a connection without TLS: the one above was encrypted.
     let plaintext = env.database.url.replace("sslmode=verify-full", "sslmode=disable");
@@ -229,7 +249,7 @@ async fn a_user_an_order_and_a_payment_go_through_secured_kafka_postgres_and_red
     );
 
     let (command, projector, query) =
-        (support::command(&env).await, support::projector(&env).await, support::query(&env).await);
+        (support::command(env).await, support::projector(env).await, support::query(env).await);
     let (user, _) = post(
         command.url("/users"),
         json!({"email": "grace@example.com", "firstName": "Grace", "lastName": "Hopper"}),
@@ -262,10 +282,10 @@ async fn a_user_an_order_and_a_payment_go_through_secured_kafka_postgres_and_red
     }
     // The projector's fast path reached the TLS-only Redis: its dedup keys are there.
     let redis_client = redis::Client::build_with_tls(
-        redis.url().as_str(),
+        secured.redis.url().as_str(),
         redis::TlsCertificates {
             client_tls: None,
-            root_cert: Some(std::fs::read(certificates.path("ca.pem")).unwrap()),
+            root_cert: Some(std::fs::read(secured.certificates.path("ca.pem")).unwrap()),
         },
     )
     .unwrap();
@@ -276,8 +296,6 @@ async fn a_user_an_order_and_a_payment_go_through_secured_kafka_postgres_and_red
     for service in [command, projector, query] {
         service.stop().await.unwrap();
     }
-    drop((postgres, redis));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Builds the command service and expects a start-up error within a few seconds.
@@ -295,29 +313,12 @@ async fn refused_start(env: &TestEnv) -> (String, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_or_an_untrusted_certificate_is_a_clear_start_up_error() {
-    let dir = std::env::temp_dir().join(format!("eventline-secure-{}", uuid::Uuid::new_v4().simple()));
-    let certificates = Certificates::make(&dir.join("certificates"));
-    let (_broker, address) = secured_broker(&certificates).await;
-    let postgres = tls_only_postgres(&dir.join("postgres"), &certificates);
-    let redis = Redis::start_tls(
-        &dir.join("redis"),
-        &certificates.path("server.pem"),
-        &certificates.path("server.key"),
-    )
-    .unwrap();
-    let kafka = KafkaConfig {
-        brokers: address,
-        topic: format!("eventline.secure.{}", uuid::Uuid::new_v4().simple()),
-        topic_partitions: 3,
-        topic_replication: 1,
-        manage_topic: true,
-        security: kafka_security(&certificates, PASSWORD, "ca.pem"),
-    };
-    let env = secured_env(kafka.clone(), &postgres, &redis, &certificates.path("ca.pem")).await;
+    let secured = Secured::start().await;
+    let (env, certificates, kafka) = (&secured.env, &secured.certificates, &secured.env.kafka);
 
     let wrong_password = TestEnv {
-        kafka: KafkaConfig { security: kafka_security(&certificates, "wrong", "ca.pem"), ..kafka.clone() },
-        ..clone_env(&env)
+        kafka: KafkaConfig { security: kafka_security(certificates, "wrong", "ca.pem"), ..kafka.clone() },
+        ..clone_env(env)
     };
     let (error, took) = refused_start(&wrong_password).await;
     eprintln!("wrong Kafka password: {error} ({took:?})");
@@ -326,10 +327,10 @@ async fn a_wrong_password_or_an_untrusted_certificate_is_a_clear_start_up_error(
 
     let untrusted = TestEnv {
         kafka: KafkaConfig {
-            security: kafka_security(&certificates, PASSWORD, "other-ca.pem"),
+            security: kafka_security(certificates, PASSWORD, "other-ca.pem"),
             ..kafka.clone()
         },
-        ..clone_env(&env)
+        ..clone_env(env)
     };
     let (error, took) = refused_start(&untrusted).await;
     eprintln!("untrusted Kafka certificate: {error} ({took:?})");
@@ -338,15 +339,12 @@ async fn a_wrong_password_or_an_untrusted_certificate_is_a_clear_start_up_error(
 
     let database_url = env.database.url.replace("ca.pem", "other-ca.pem");
     let untrusted_database =
-        TestEnv { database: DatabaseConfig { url: database_url, ..env.database.clone() }, ..clone_env(&env) };
+        TestEnv { database: DatabaseConfig { url: database_url, ..env.database.clone() }, ..clone_env(env) };
     let (error, took) = refused_start(&untrusted_database).await;
     eprintln!("untrusted PostgreSQL certificate: {error} ({took:?})");
     assert!(error.contains("PostgreSQL") && error.contains("UnknownIssuer"), "{error}");
     assert!(!error.contains(PASSWORD));
     assert!(took < Duration::from_secs(10), "took {took:?}");
-
-    drop((postgres, redis));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn clone_env(env: &TestEnv) -> TestEnv {
