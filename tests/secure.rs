@@ -245,7 +245,7 @@ async fn a_user_an_order_and_a_payment_go_through_secured_kafka_postgres_and_red
     let plaintext = env.database.url.replace("sslmode=verify-full", "sslmode=disable");
     let refused = sqlx::PgPool::connect(&plaintext).await;
     assert!(
-        format!("{:?}", refused.err().expect("a plaintext connection is refused")).contains("no encryption")
+        format!("{:?}", refused.expect_err("a plaintext connection is refused")).contains("no encryption")
     );
 
     let (command, projector, query) =

@@ -33,7 +33,7 @@ pub async fn fold_log(kafka: &KafkaConfig) -> anyhow::Result<Folded> {
 }
 
 fn fold_blocking(kafka: &KafkaConfig) -> anyhow::Result<Folded> {
-    let consumer: BaseConsumer = eventline_runtime::kafka::client_config(&kafka)
+    let consumer: BaseConsumer = eventline_runtime::kafka::client_config(kafka)
         .set("group.id", "eventline-command-state-fold")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
