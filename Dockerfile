@@ -21,10 +21,10 @@ RUN cargo build --release --locked -p eventline-command -p eventline-projector -
     && mkdir -p /out \
     && cp target/release/eventline-command target/release/eventline-projector target/release/eventline-query /out/
 
-# --- a small runtime image
+# --- a small runtime image (librdkafka links the system OpenSSL, for TLS and SASL SCRAM to Kafka)
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates zlib1g \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin eventline
 COPY --from=builder /out/ /usr/local/bin/

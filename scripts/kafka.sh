@@ -41,7 +41,7 @@ classpath() {
     command -v mvn >/dev/null || die "Maven is needed to fetch Apache Kafka (mvn not found)"
     printf '\033[1m==> %s\033[0m\n' "Resolving Apache Kafka $KAFKA_VERSION from Maven Central into $LIBS (once)" >&2
     rm -rf "$LIBS.part"
-    mvn -q -B -f "$POM" dependency:copy-dependencies -DincludeScope=runtime \
+    mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies -DincludeScope=runtime \
       -DoutputDirectory="$LIBS.part" >&2 || die "could not resolve Apache Kafka with Maven"
     rm -rf "$LIBS"
     mv "$LIBS.part" "$LIBS"

@@ -23,6 +23,22 @@ pub struct Setup {
     pub extra_env: Vec<(&'static str, String)>,
 }
 
+/// A Kafka client configuration for `brokers`, secured as the environment says
+/// (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`, `KAFKA_CLIENT_PROPERTIES`), exactly as
+/// the services read those variables: the bench and the demo reach the brokers the stack uses.
+pub fn kafka_client(brokers: &str) -> anyhow::Result<rdkafka::ClientConfig> {
+    #[derive(clap::Parser)]
+    struct FromEnvironment {
+        #[command(flatten)]
+        kafka: eventline_runtime::config::KafkaConfig,
+    }
+    let parsed = <FromEnvironment as clap::Parser>::try_parse_from(["eventline-tool"])
+        .context("the Kafka settings in the environment")?;
+    let kafka = parsed.kafka.with_brokers(brokers);
+    kafka.security.check().map_err(anyhow::Error::msg)?;
+    Ok(eventline_runtime::kafka::client_config(&kafka))
+}
+
 impl Setup {
     /// The dependencies `make up` uses (`KAFKA_BROKERS`, `REDIS_URL`, the server of
     /// `DATABASE_URL`), the release binaries next to this tool, and `topic` and `database` of the

@@ -24,9 +24,19 @@ fn launcher() -> PathBuf {
     root.join("scripts/kafka.sh")
 }
 
-/// A loopback port nothing listens on now.
+/// A loopback port nothing listens on now, below the ephemeral range (32768 and up on Linux):
+/// a port the kernel handed out with bind(0) may be given to an outgoing connection before the
+/// process meant to listen on it binds it. Also clear of the fixed ports of `make up`, the bench
+/// (18081-18083) and the chaos tool (28081-28084).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use rand::Rng as _;
+    for _ in 0..1000 {
+        let port = rand::rng().random_range(20_000..28_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other("no free port between 20000 and 28000"))
 }
 
 /// A random Kafka cluster id (16 random bytes, URL-safe base64 without padding).
@@ -53,22 +63,35 @@ pub struct KafkaNode {
 impl KafkaNode {
     /// A single-node cluster under `dir`, started and listening. `extra` is passed to the
     /// launcher after the node's own options (`--add-scram …`, then `--` and broker settings).
+    /// A node that exits before listening (a port taken meanwhile by another test's process) is
+    /// started again on other ports, up to three times.
     pub fn start_single(dir: &Path, extra: Vec<String>) -> anyhow::Result<KafkaNode> {
-        let (port, controller_port) = (free_port()?, free_port()?);
-        let mut node = KafkaNode {
-            node_id: 1,
-            port,
-            controller_port,
-            dir: dir.to_owned(),
-            voters: format!("1@127.0.0.1:{controller_port}"),
-            cluster_id: new_cluster_id(),
-            heap: "384m",
-            extra,
-            child: None,
-        };
-        node.spawn()?;
-        node.wait_listening()?;
-        Ok(node)
+        let mut attempt = 1;
+        loop {
+            let (port, controller_port) = (free_port()?, free_port()?);
+            let mut node = KafkaNode {
+                node_id: 1,
+                port,
+                controller_port,
+                dir: dir.to_owned(),
+                voters: format!("1@127.0.0.1:{controller_port}"),
+                cluster_id: new_cluster_id(),
+                heap: "384m",
+                extra: extra.clone(),
+                child: None,
+            };
+            node.spawn()?;
+            match node.wait_listening() {
+                Ok(()) => return Ok(node),
+                Err(error) if attempt < 3 => {
+                    eprintln!("Kafka node did not start (attempt {attempt}): {error:#}; trying other ports");
+                    drop(node);
+                    let _ = std::fs::remove_dir_all(dir.join("data"));
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// `host:port` of the client listener.
@@ -113,10 +136,9 @@ impl KafkaNode {
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 anyhow::bail!(
-                    "Kafka node {} exited ({status}) before listening; see {} and {}",
+                    "Kafka node {} exited ({status}) before listening; the end of its logs:\n{}",
                     self.node_id,
-                    self.dir.join("launcher.log").display(),
-                    self.server_log().display()
+                    self.last_log_lines()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -127,6 +149,20 @@ impl KafkaNode {
             self.address(),
             self.server_log().display()
         )
+    }
+
+    /// The last lines of the launcher's output and the broker's log, for an error message (the
+    /// directory may be gone by the time anyone reads the files).
+    fn last_log_lines(&self) -> String {
+        let tail = |path: PathBuf| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.contains("rror") || l.contains("xception"))
+                .collect();
+            format!("{}: {}", path.display(), lines[lines.len().saturating_sub(5)..].join("\n"))
+        };
+        format!("{}\n{}", tail(self.dir.join("launcher.log")), tail(self.server_log()))
     }
 
     /// SIGKILL: the process dies at once; what it acknowledged is in the page cache and survives.
@@ -173,7 +209,11 @@ impl KafkaNode {
 
     fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let Some(child) = &self.child else { return Ok(()) };
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status()?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .stderr(Stdio::null())
+            .status()?;
         anyhow::ensure!(status.success(), "kill -{signal} {} failed", child.id());
         Ok(())
     }

@@ -271,8 +271,7 @@ impl Demo {
 
     /// Appends bytes that are not an event; returns where they landed.
     async fn publish_poison(&self, run: &str) -> anyhow::Result<(i32, i64)> {
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        let producer: FutureProducer = eventline_tools::stack::kafka_client(&self.brokers)?
             .set("acks", "all")
             .create()
             .context("creating a Kafka producer")?;

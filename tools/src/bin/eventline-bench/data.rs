@@ -30,8 +30,7 @@ pub struct Prefilled {
 
 /// A producer with the command service's settings (acks=all, idempotent, linger 2 ms).
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    eventline_tools::stack::kafka_client(brokers)?
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
@@ -150,12 +149,11 @@ async fn send(
 
 /// A consumer configured as the projector's.
 fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
-    rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    eventline_tools::stack::kafka_client(brokers)?
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        // As the projector: its EVENTLINE_FETCH_WAIT_MS (the scripts set it per broker engine).
+        // As the projector: its EVENTLINE_FETCH_WAIT_MS.
         .set(
             "fetch.wait.max.ms",
             std::env::var("EVENTLINE_FETCH_WAIT_MS").unwrap_or_else(|_| "50".to_owned()),

@@ -15,7 +15,6 @@ mod load;
 mod report;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -61,12 +60,8 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let started = Instant::now();
     let broker = std::env::var("EVENTLINE_BROKER").unwrap_or_else(|_| "unknown broker".to_owned());
-    // `--label L` names the run (`results-L.json`); `--beside FILE` puts an earlier run's figures
-    // (another engine of the broker) next to this one's in docs/benchmarks.md; `--json-only`
-    // leaves docs/benchmarks.md alone.
+    // `--label L` names the run (`results-L.json`).
     let label = argument("--label").unwrap_or_else(|| "default".to_owned());
-    let beside = argument("--beside");
-    let json_only = std::env::args().any(|a| a == "--json-only");
     let mut results = Results::new(quick, &broker, &label);
     let outcome = run(&setup, &scale, &mut results).await;
     // Leave nothing behind, whatever happened.
@@ -76,10 +71,7 @@ async fn main() -> anyhow::Result<()> {
     results.set_seconds(started.elapsed().as_secs_f64());
     let json_path = out_dir.join(format!("results-{label}.json"));
     results.write_json(&json_path)?;
-    if !json_only {
-        let beside = beside.map(|path| Results::read_keys(Path::new(&path))).transpose()?;
-        results.write_markdown(&repository.join("docs/benchmarks.md"), beside.as_ref())?;
-    }
+    results.write_markdown(&repository.join("docs/benchmarks.md"))?;
     println!("\nWrote {} in {:.0} s", json_path.display(), started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -97,7 +97,7 @@ const KEYS: [(&str, Goal, &str, &str); 17] = [
 pub struct Results {
     quick: bool,
     broker: String,
-    /// The run's name (the broker engine, for `make bench`).
+    /// The run's name (`results-<label>.json`).
     label: String,
     keys: BTreeMap<&'static str, f64>,
     context: BTreeMap<&'static str, f64>,
@@ -197,24 +197,8 @@ impl Results {
         Ok(())
     }
 
-    /// An earlier run's label, broker and figures (its `results` and `ceilings_and_baselines`).
-    pub fn read_keys(path: &Path) -> anyhow::Result<Beside> {
-        let document: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-        let mut figures = BTreeMap::new();
-        for section in ["results", "ceilings_and_baselines", "profile_ms"] {
-            if let Some(values) = document[section].as_object() {
-                figures.extend(values.iter().filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))));
-            }
-        }
-        Ok(Beside {
-            label: document["label"].as_str().unwrap_or("other").to_owned(),
-            broker: document["machine"]["broker"].as_str().unwrap_or("unknown").to_owned(),
-            figures,
-        })
-    }
-
-    /// docs/benchmarks.md, keeping its hand-written analysis; with `beside`, a table of both runs.
-    pub fn write_markdown(&self, markdown_path: &Path, beside: Option<&Beside>) -> anyhow::Result<()> {
+    /// docs/benchmarks.md, keeping its hand-written analysis.
+    pub fn write_markdown(&self, markdown_path: &Path) -> anyhow::Result<()> {
         let kept = std::fs::read_to_string(markdown_path)
             .ok()
             .and_then(|old| {
@@ -223,35 +207,8 @@ impl Results {
                 Some(old[start..end + ANALYSIS_END.len()].to_owned())
             })
             .unwrap_or_else(|| format!("{ANALYSIS_START}\n(No analysis written yet.)\n{ANALYSIS_END}"));
-        let mut md = self.markdown(&kept);
-        if let Some(other) = beside {
-            md.push_str(&self.side_by_side(other));
-        }
-        std::fs::write(markdown_path, md)?;
+        std::fs::write(markdown_path, self.markdown(&kept))?;
         Ok(())
-    }
-
-    /// This run's figures next to another's (the other storage engine of the local broker).
-    fn side_by_side(&self, other: &Beside) -> String {
-        let mut md = String::new();
-        let _ = writeln!(
-            md,
-            "\n## Both engines of the local broker\n\nThe same benchmark, one run after the other on the same \
-             machine: `{}` ({}) and `{}` ({}).\n\n| figure | {} | {} |\n|---|---:|---:|",
-            self.label, self.broker, other.label, other.broker, self.label, other.label
-        );
-        let mine: BTreeMap<String, f64> = self
-            .keys
-            .iter()
-            .chain(self.context.iter())
-            .map(|(k, v)| ((*k).to_owned(), *v))
-            .chain(self.profiled.iter().map(|(k, v)| (k.clone(), *v)))
-            .collect();
-        for (key, value) in &mine {
-            let theirs = other.figures.get(key).map_or_else(|| "–".to_owned(), |v| number(*v));
-            let _ = writeln!(md, "| `{key}` | {} | {theirs} |", number(*value));
-        }
-        md
     }
 
     fn markdown(&self, analysis: &str) -> String {
@@ -334,13 +291,6 @@ impl Results {
         let _ = writeln!(md, "{analysis}");
         md
     }
-}
-
-/// Another run's figures, shown beside this one's.
-pub struct Beside {
-    label: String,
-    broker: String,
-    figures: BTreeMap<String, f64>,
 }
 
 fn list(keys: &[&str]) -> String {
