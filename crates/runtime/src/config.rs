@@ -298,3 +298,47 @@ fn env_of(command: &clap::Command, long: &str) -> Option<String> {
         .map(|variable| variable.to_string_lossy().into_owned())
         .or_else(|| command.get_subcommands().find_map(|sub| env_of(sub, long)))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn client_properties_are_key_value_lines_and_a_bad_line_is_named() {
+        let text = "# a comment\n\nsasl.oauthbearer.config = scope=read\nssl.endpoint.identification.algorithm=none\n";
+        let properties = ClientProperties::parse(text).unwrap();
+        assert_eq!(
+            properties.0,
+            [
+                ("sasl.oauthbearer.config".to_owned(), "scope=read".to_owned()),
+                ("ssl.endpoint.identification.algorithm".to_owned(), "none".to_owned())
+            ]
+        );
+        assert_eq!(ClientProperties::parse("a=1\nnot a property\n").err(), Some(2));
+        assert_eq!(ClientProperties::parse("=value").err(), Some(1));
+        // Values may be secrets: Debug shows the keys only.
+        let shown = format!("{:?}", ClientProperties::parse("sasl.password=hunter2").unwrap());
+        assert!(shown.contains("sasl.password") && !shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn sasl_needs_a_mechanism_and_credentials_and_a_certificate_needs_its_key() {
+        let sasl = KafkaSecurity { protocol: SecurityProtocol::SaslSsl, ..KafkaSecurity::default() };
+        assert!(sasl.check().unwrap_err().contains("KAFKA_SASL_MECHANISM"));
+        let mechanism = KafkaSecurity { sasl_mechanism: Some(SaslMechanism::ScramSha512), ..sasl };
+        assert!(mechanism.check().unwrap_err().contains("KAFKA_SASL_PASSWORD"));
+        let complete = KafkaSecurity {
+            sasl_username: Some("eventline".into()),
+            sasl_password: Some(Secret::new("hunter2")),
+            ..mechanism
+        };
+        assert!(complete.check().is_ok());
+        assert!(!format!("{complete:?}").contains("hunter2"), "the password is never shown");
+        let half =
+            KafkaSecurity { ssl_certificate_location: Some("client.pem".into()), ..KafkaSecurity::default() };
+        assert!(half.check().unwrap_err().contains("KAFKA_SSL_KEY_LOCATION"));
+        assert!(KafkaSecurity::default().check().is_ok());
+    }
+}
