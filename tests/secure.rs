@@ -34,40 +34,29 @@ impl Certificates {
             let output = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
             assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         };
+        // A P-256 key in PKCS#8 (the form Kafka's PEM key store reads).
+        let new_key = |name: &str| {
+            openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", name])
+        };
         for ca in ["ca", "other-ca"] {
-            openssl(&[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                &format!("{ca}.key"),
-            ]);
+            let (key, certificate) = (format!("{ca}.key"), format!("{ca}.pem"));
+            new_key(&key);
             let subject = format!("/CN=eventline test {ca}");
             openssl(&[
                 "req",
                 "-x509",
                 "-new",
                 "-key",
-                &format!("{ca}.key"),
+                &key,
                 "-subj",
                 &subject,
                 "-days",
                 "2",
                 "-out",
-                &format!("{ca}.pem"),
+                &certificate,
             ]);
         }
-        openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "server.key",
-        ]);
+        new_key("server.key");
         openssl(&["req", "-new", "-key", "server.key", "-subj", "/CN=127.0.0.1", "-out", "server.csr"]);
         std::fs::write(
             dir.join("server.ext"),
