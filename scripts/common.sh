@@ -180,6 +180,46 @@ ensure_kafka() {
   command -v mvn >/dev/null || apt_install maven
   bash "$KAFKA_LAUNCHER" classpath >/dev/null
 }
+# Jaeger v2 (docs/operations.md, "Tracing"), built once from the Go module proxy by
+# scripts/jaeger.sh; make up runs it unless EVENTLINE_JAEGER is false.
+JAEGER_LAUNCHER="$ROOT/scripts/jaeger.sh"
+JAEGER_QUERY="http://127.0.0.1:16686"
+
+jaeger_enabled() {
+  [[ ! ${EVENTLINE_JAEGER:-true} =~ ^(false|off|no|0)$ ]]
+}
+
+# ensure_jaeger: starts Jaeger (in-memory storage, OTLP on 127.0.0.1:4317/4318, query API on
+# 127.0.0.1:16686) when nothing answers on its query port.
+ensure_jaeger() {
+  if port_open 127.0.0.1 16686; then return 0; fi
+  bash "$JAEGER_LAUNCHER" install >/dev/null
+  say "Starting Jaeger (traces in memory; query API on $JAEGER_QUERY, OTLP on 127.0.0.1:4317)"
+  nohup bash "$JAEGER_LAUNCHER" run >>"$STATE_DIR/jaeger.log" 2>&1 &
+  echo $! >"$STATE_DIR/jaeger.pid"
+  wait_port 127.0.0.1 16686 60 && wait_port 127.0.0.1 4317 30 || die "Jaeger did not start; see $STATE_DIR/jaeger.log"
+}
+
+# go_bin: the machine's Go toolchain (Debian's golang package is too old for Jaeger and promtool).
+go_bin() {
+  command -v go 2>/dev/null || { [[ -x /usr/local/go/bin/go ]] && echo /usr/local/go/bin/go; } ||
+    die "Go is needed to build Jaeger and promtool (go not found on PATH nor in /usr/local/go)"
+}
+
+# ensure_promtool: Prometheus's promtool (checks and unit-tests the alerting rules), installed once
+# from the Go module proxy into the cache; prints its path.
+PROMTOOL_VERSION=v0.316.0
+ensure_promtool() {
+  local dir="$CACHE_DIR/promtool-$PROMTOOL_VERSION" started=$SECONDS
+  if [[ ! -x $dir/promtool ]]; then
+    say "Installing promtool $PROMTOOL_VERSION from the Go module proxy into $dir (once)" >&2
+    GOBIN="$dir" "$(go_bin)" install -trimpath -ldflags='-s -w' \
+      "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION" >&2 || die "could not install promtool"
+    say "promtool installed in $((SECONDS - started)) s" >&2
+  fi
+  echo "$dir/promtool"
+}
+
 # alive PID: the process exists and is not a zombie (a killed process not yet reaped still
 # answers `kill -0`).
 alive() {

@@ -15,7 +15,7 @@ stop_pid_file() {
   rm -f "$file"
 }
 
-for name in command query projector broker; do stop_pid_file "$name"; done
+for name in command query projector broker jaeger; do stop_pid_file "$name"; done
 if [[ -f $STATE_DIR/started-redis ]]; then stop_pid_file redis; rm -f "$STATE_DIR/started-redis"; fi
 if [[ -f $STATE_DIR/started-postgres ]]; then
   say "Stopping PostgreSQL (make up started it)"

@@ -15,6 +15,13 @@ export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
 command -v docker-compose >/dev/null || apt_install docker-compose
 # Some tests run a Kafka broker of their own (through scripts/kafka.sh), to stop it under load.
 ensure_kafka
+# The tracing test reads its spans back from a Jaeger of its own (through scripts/jaeger.sh).
+bash "$JAEGER_LAUNCHER" install >/dev/null
+# The alerting rules: valid, and their unit tests (series in, alerts out) pass.
+promtool=$(ensure_promtool)
+say "Checking the alerting rules (promtool)"
+"$promtool" check rules "$ROOT/deploy/prometheus/alerts.yml"
+(cd "$ROOT/deploy/prometheus" && "$promtool" test rules alerts.test.yml)
 # The generated clients are exercised, and schemathesis run, against the services.
 bash "$ROOT/scripts/clients.sh"
 export EVENTLINE_CLIENTS_DIR="${EVENTLINE_CLIENTS_DIR:-$ROOT/target/clients}" EVENTLINE_PYTHON_VENV="$PY_VENV"

@@ -50,6 +50,11 @@ ensure_build_tools
 ensure_postgres
 ensure_redis
 ensure_broker
+# Traces go to the local Jaeger unless the environment names another OTLP endpoint.
+if jaeger_enabled; then
+  ensure_jaeger
+  export OTEL_EXPORTER_OTLP_ENDPOINT="${OTEL_EXPORTER_OTLP_ENDPOINT:-http://127.0.0.1:4317}"
+fi
 
 say "Building the services (release)"
 cargo build --release --locked --quiet -p eventline-command -p eventline-projector -p eventline-query
@@ -80,5 +85,12 @@ eventline is up (state, logs and pids in $STATE_DIR)
   Kafka           $KAFKA_BROKERS (topic ${EVENTLINE_TOPIC:-eventline.events}; Apache Kafka $KAFKA_VERSION, log in $KAFKA_DATA_DIR)
   PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^@]*@#//#')
   Redis           $REDIS_URL
-Stop with: make down
 INFO
+if jaeger_enabled; then
+  cat <<INFO
+  Jaeger          $JAEGER_QUERY/api/v3/traces/<trace id>   (each response's traceresponse header names its trace; no web UI: see docs/operations.md)
+INFO
+elif [[ -n ${OTEL_EXPORTER_OTLP_ENDPOINT:-} ]]; then
+  echo "  Traces          exported to $OTEL_EXPORTER_OTLP_ENDPOINT"
+fi
+echo "Stop with: make down"

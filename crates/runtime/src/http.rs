@@ -69,12 +69,16 @@ struct ReadyBody {
 
 async fn readyz(State(readiness): State<Readiness>) -> Response {
     let checks = (readiness.0)().await;
+    crate::metrics::readiness(&checks);
     let ready = checks.iter().all(|c| c.ok);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(ReadyBody { ready, checks })).into_response()
 }
 
-async fn metrics() -> Response {
+/// The metrics, with the readiness checks run first so a scrape also says whether the service
+/// is ready (`eventline_ready`).
+async fn metrics(State(readiness): State<Readiness>) -> Response {
+    crate::metrics::readiness(&(readiness.0)().await);
     let body = crate::metrics::handle().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
@@ -136,13 +140,12 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
-    metrics::histogram!(
-        "eventline_http_request_seconds",
-        "method" => method,
-        "route" => route.unwrap_or_else(|| "unmatched".to_owned()),
-        "status" => status.as_u16().to_string()
-    )
-    .record(started.elapsed().as_secs_f64());
+    crate::metrics::http_request(
+        method,
+        route.unwrap_or_else(|| "unmatched".to_owned()),
+        status.as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     span.in_scope(|| tracing::debug!(status = status.as_u16(), "Request served"));
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {

@@ -1,8 +1,22 @@
-//! Prometheus metrics: one process-wide recorder, rendered by `GET /metrics`.
+//! Prometheus metrics: one process-wide recorder, rendered by `GET /metrics`, and the metrics
+//! every service exports (HTTP requests, readiness).
+//!
+//! Each service names its own metrics in one module (`eventline_command::metrics`, …) and passes
+//! its `describe` to [`install`], so every exported name has its unit and help text, and
+//! dashboards, alerting rules and docs can be checked against what is exported
+//! (`tests/observability.rs`).
 
 use std::sync::OnceLock;
 
+use metrics::{Unit, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency of every HTTP request but probes and scrapes, by method, route and status.
+pub const HTTP_REQUEST_SECONDS: &str = "eventline_http_request_seconds";
+/// Whether the service is ready (1) or not (0), as `/readyz` says; set at every scrape.
+pub const READY: &str = "eventline_ready";
+/// Each readiness check's result (1 passes, 0 fails), by check; set at every scrape.
+pub const READY_CHECK: &str = "eventline_ready_check";
 
 /// Buckets of every `…_seconds` histogram (100 µs to 10 s), so latencies aggregate across
 /// instances (`histogram_quantile`); other histograms are summaries.
@@ -29,4 +43,41 @@ pub fn handle() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// Installs the recorder and describes the shared metrics and the service's own (`describe`).
+/// Call it at start-up, before anything is recorded: a description given before the recorder
+/// exists is lost.
+pub fn install(describe: fn()) {
+    if handle().is_none() {
+        return;
+    }
+    describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        Unit::Seconds,
+        "Time to answer an HTTP request (probes and scrapes excluded), by method, route and status"
+    );
+    describe_gauge!(
+        READY,
+        "Whether the service is ready (1) or not (0), as /readyz answers; set at every scrape"
+    );
+    describe_gauge!(
+        READY_CHECK,
+        "Each readiness check's result (1 passes, 0 fails), by check; set at every scrape"
+    );
+    describe();
+}
+
+/// Records one answered HTTP request.
+pub fn http_request(method: String, route: String, status: u16, seconds: f64) {
+    histogram!(HTTP_REQUEST_SECONDS, "method" => method, "route" => route, "status" => status.to_string())
+        .record(seconds);
+}
+
+/// Records the result of the readiness checks.
+pub fn readiness(checks: &[crate::http::Check]) {
+    for check in checks {
+        gauge!(READY_CHECK, "check" => check.name).set(f64::from(u8::from(check.ok)));
+    }
+    gauge!(READY).set(f64::from(u8::from(checks.iter().all(|check| check.ok))));
 }

@@ -6,8 +6,8 @@
 
 #[cfg(feature = "testcontainers")]
 mod containers;
+pub mod jaeger;
 pub mod kafka;
-pub mod otlp;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -10,6 +10,7 @@ pub mod decide;
 pub mod http;
 pub mod idempotency;
 pub mod log;
+pub mod metrics;
 pub mod problems;
 pub mod startup;
 pub mod state;

@@ -156,7 +156,7 @@ impl EventLog {
         match new_producer(&self.inner.kafka, self.inner.append_timeout_ms) {
             Ok(producer) => {
                 *current = Current { producer, generation: generation + 1 };
-                metrics::counter!("eventline_command_producer_replacements_total").increment(1);
+                crate::metrics::producer_replaced();
                 tracing::warn!(
                     fatal = ?fatal,
                     generation = generation + 1,

@@ -23,6 +23,7 @@ impl Application {
     /// Ensures the topic exists, connects the producer and binds the listener (port 0 picks a
     /// free port; see `address`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        eventline_runtime::metrics::install(crate::metrics::describe);
         config.api_tokens.check().map_err(|problem| anyhow::anyhow!("EVENTLINE_API_TOKENS: {problem}"))?;
         if config.api_tokens.is_empty() {
             if !config.allow_unauthenticated {

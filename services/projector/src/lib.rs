@@ -18,6 +18,7 @@ pub mod config;
 pub mod dlq;
 mod live;
 pub mod log_check;
+pub mod metrics;
 pub mod operations;
 pub mod project;
 

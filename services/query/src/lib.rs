@@ -5,6 +5,7 @@ pub mod config;
 pub mod consistency;
 pub mod http;
 pub mod log_watch;
+pub mod metrics;
 pub mod problems;
 mod startup;
 

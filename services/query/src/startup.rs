@@ -23,6 +23,7 @@ impl Application {
     /// starts following the live read-model version and its checkpoints, and binds the listener (port 0 picks a free
     /// port; see `address`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        eventline_runtime::metrics::install(crate::metrics::describe);
         let pool = eventline_runtime::db::pool(&config.database)?;
         eventline_runtime::db::check_access(&pool).await?;
         if !config.brokers.is_empty() {

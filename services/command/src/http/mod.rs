@@ -100,8 +100,7 @@ async fn count_rejections(request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
     let response = next.run(request).await;
     if let Some(ProblemSlug(reason)) = response.extensions().get::<ProblemSlug>() {
-        metrics::counter!("eventline_command_rejected_total", "route" => route, "reason" => *reason)
-            .increment(1);
+        crate::metrics::rejected(route, reason, response.status().as_u16());
     }
     response
 }
@@ -263,7 +262,7 @@ pub async fn execute(
             span: tracing::Span::current(),
         })
         .await;
-    metrics::histogram!("eventline_command_decide_seconds").record(started.elapsed().as_secs_f64());
+    crate::metrics::decided(started.elapsed().as_secs_f64());
     let positions = match outcome {
         Outcome::Accepted(positions) => positions,
         refused => {
@@ -273,8 +272,7 @@ pub async fn execute(
     };
 
     for envelope in &envelopes {
-        metrics::counter!("eventline_command_accepted_total", "type" => envelope.event_type().as_str())
-            .increment(1);
+        crate::metrics::accepted(envelope.event_type().as_str());
     }
     let token: ConsistencyToken = positions.iter().copied().collect();
     let results: Vec<Accepted> = envelopes

@@ -114,7 +114,7 @@ async fn next_group(receiver: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
 }
 
 async fn decide_group(shared: &Shared, jobs: Vec<Job>) {
-    metrics::histogram!("eventline_command_group_size").record(jobs.len() as f64);
+    crate::metrics::group_size(jobs.len());
     // A short fold (start-up on a small log) is waited out rather than answered 503.
     let waiting_since = tokio::time::Instant::now();
     while !shared.ready.load(Ordering::Acquire) && waiting_since.elapsed() < READY_WAIT {
@@ -260,7 +260,7 @@ pub(super) async fn locked(
         to_append.iter().zip(&positions).filter_map(|(e, p)| p.map(|p| (e.event_id, p))).collect();
     if resent > 0 {
         tracing::info!(resent, "Appended pending decisions left by an interrupted append");
-        metrics::counter!("eventline_command_pending_resent_total").increment(resent as u64);
+        crate::metrics::pending_resent(resent);
     }
     if !appended.is_empty()
         && let Err(error) = store::mark_appended(conn, &appended).await

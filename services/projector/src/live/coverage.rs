@@ -72,7 +72,7 @@ impl Coverage {
                 now
             });
         }
-        metrics::gauge!("eventline_projector_unconsumed_partitions").set(since.len() as f64);
+        crate::metrics::unconsumed_partitions(since.len());
     }
 }
 

@@ -50,16 +50,13 @@ impl FastPath {
                 self.mark(true, None);
                 let known: HashSet<Uuid> =
                     ids.iter().zip(values).filter(|(_, v)| v.is_some()).map(|(id, _)| *id).collect();
-                metrics::counter!("eventline_projector_fast_path_total", "outcome" => "hit")
-                    .increment(known.len() as u64);
-                metrics::counter!("eventline_projector_fast_path_total", "outcome" => "miss")
-                    .increment((ids.len() - known.len()) as u64);
+                crate::metrics::fast_path("hit", known.len());
+                crate::metrics::fast_path("miss", ids.len() - known.len());
                 known
             }
             Err(error) => {
                 self.mark(false, Some(&error));
-                metrics::counter!("eventline_projector_fast_path_total", "outcome" => "unavailable")
-                    .increment(ids.len() as u64);
+                crate::metrics::fast_path("unavailable", ids.len());
                 HashSet::new()
             }
         }
@@ -99,6 +96,6 @@ impl FastPath {
             (false, true) => tracing::info!("Redis is back: dedup fast path restored"),
             _ => {}
         }
-        metrics::gauge!("eventline_projector_fast_path_available").set(if available { 1.0 } else { 0.0 });
+        crate::metrics::fast_path_available(available);
     }
 }

@@ -122,10 +122,9 @@ struct FirstRead {
 impl FirstRead {
     fn record(&self, applying_from: std::time::Instant) {
         if let Some(in_log) = self.in_log {
-            metrics::histogram!("eventline_projector_freshness_seconds", "stage" => "log").record(in_log);
+            crate::metrics::freshness("log", in_log);
         }
-        metrics::histogram!("eventline_projector_freshness_seconds", "stage" => "queued")
-            .record(applying_from.duration_since(self.read_at).as_secs_f64());
+        crate::metrics::freshness("queued", applying_from.duration_since(self.read_at).as_secs_f64());
     }
 }
 
@@ -455,7 +454,7 @@ impl Runner {
                 }
                 Err(error) => {
                     self.status.database_ok.store(false, Ordering::Relaxed);
-                    metrics::counter!("eventline_projector_batch_retries_total").increment(1);
+                    crate::metrics::batch_retried();
                     tracing::warn!(%error, attempt, records = batch.len(), "Applying a batch failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled(), if attempt > 0 => {
@@ -481,20 +480,7 @@ impl Runner {
         }
         self.mirror_dead_letters(&outcome.new_dead_letters).await;
         self.status.database_ok.store(true, Ordering::Relaxed);
-        metrics::histogram!("eventline_projector_batch_seconds").record(applied_in);
-        metrics::histogram!("eventline_projector_batch_records").record(batch.len() as f64);
-        for (event_type, applied) in &outcome.applied_by_type {
-            metrics::counter!("eventline_projector_events_total", "type" => event_type.as_str(), "outcome" => "applied")
-                .increment(*applied as u64);
-        }
-        metrics::counter!("eventline_projector_events_total", "type" => "any", "outcome" => "duplicate")
-            .increment(outcome.duplicates as u64);
-        metrics::counter!("eventline_projector_events_total", "type" => "unknown", "outcome" => "dead_lettered")
-            .increment(outcome.dead_lettered as u64);
-        for (&partition, &next) in &outcome.next_offsets {
-            metrics::gauge!("eventline_projector_checkpoint", "partition" => partition.to_string())
-                .set(next as f64);
-        }
+        crate::metrics::batch_applied(applied_in, batch.len(), &outcome);
         tracing::debug!(?outcome, "Batch applied");
         consumer::commit_advisory(&self.consumer, &self.topic, &outcome.next_offsets);
         Ok(())

@@ -33,6 +33,7 @@ impl Application {
     /// listener (port 0 picks a free port; see `address`). Projects into the live read-model
     /// version, and follows it when a rebuild or rollback switches.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        eventline_runtime::metrics::install(crate::metrics::describe);
         let public = prepare(&config).await?;
         let live = read_models::live(&public).await.context("finding the live read-model version")?;
         // Never project one log into read models built from another.

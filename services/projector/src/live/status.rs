@@ -69,11 +69,10 @@ pub async fn collect(pool: &PgPool, kafka: &KafkaConfig) -> anyhow::Result<Proje
 pub fn record_metrics(status: &ProjectionStatus) {
     for p in &status.partitions {
         if let Some(lag) = p.lag {
-            metrics::gauge!("eventline_projector_lag", "partition" => p.partition.to_string())
-                .set(lag as f64);
+            crate::metrics::lag(p.partition, lag);
         }
     }
-    metrics::gauge!("eventline_projector_dead_letters").set(status.dead_letters as f64);
+    crate::metrics::dead_letters(status.dead_letters);
 }
 
 /// Each partition's high watermark, `None` where the broker did not answer (blocking).

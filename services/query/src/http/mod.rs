@@ -126,15 +126,13 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPoo
             )));
         }
     };
-    wait.record(
-        "eventline.consistency.outcome",
-        match &reached {
-            Ok(_) => "reached",
-            Err(Unavailable::NotReady) => "not_ready",
-            Err(Unavailable::Behind) => "behind",
-        },
-    );
-    metrics::histogram!("eventline_query_consistency_wait_seconds").record(started.elapsed().as_secs_f64());
+    let outcome = match &reached {
+        Ok(_) => "reached",
+        Err(Unavailable::NotReady) => "not_ready",
+        Err(Unavailable::Behind) => "behind",
+    };
+    wait.record("eventline.consistency.outcome", outcome);
+    crate::metrics::consistency_wait(outcome, started.elapsed().as_secs_f64());
     match reached {
         Ok(snapshot) => Ok(snapshot.pool.clone()),
         Err(Unavailable::NotReady) => Err(not_ready()),

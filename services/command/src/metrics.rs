@@ -1,0 +1,68 @@
+//! Every metric the command service exports, named and described in one place (the shared HTTP
+//! and readiness metrics are `eventline_runtime::metrics`). Dashboards, the alerting rules in
+//! `deploy/prometheus/` and the docs name these; `tests/observability.rs` fails if they name one
+//! that is not exported.
+
+use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+
+/// Events accepted (durably appended), by event type.
+pub const ACCEPTED: &str = "eventline_command_accepted_total";
+/// Commands refused, by route, problem type and HTTP status.
+pub const REJECTED: &str = "eventline_command_rejected_total";
+/// Time from a command's arrival at the decider to its durable append (or refusal).
+pub const DECIDE_SECONDS: &str = "eventline_command_decide_seconds";
+/// Commands decided together in one group.
+pub const GROUP_SIZE: &str = "eventline_command_group_size";
+/// Decisions appended again after an interrupted append.
+pub const PENDING_RESENT: &str = "eventline_command_pending_resent_total";
+/// Kafka producers replaced after a fatal producer error.
+pub const PRODUCER_REPLACEMENTS: &str = "eventline_command_producer_replacements_total";
+
+/// Describes the metrics and starts the counters that only move on rare events at zero, so a
+/// rule over them has a series from the start.
+pub fn describe() {
+    describe_counter!(ACCEPTED, Unit::Count, "Events accepted (durably appended to the log), by event type");
+    describe_counter!(
+        REJECTED,
+        Unit::Count,
+        "Commands refused, by route, problem type (reason) and HTTP status"
+    );
+    describe_histogram!(
+        DECIDE_SECONDS,
+        Unit::Seconds,
+        "Time from a command's arrival at the decider to its durable append or its refusal"
+    );
+    describe_histogram!(GROUP_SIZE, Unit::Count, "Commands decided together in one group");
+    describe_counter!(PENDING_RESENT, Unit::Count, "Decisions appended again after an interrupted append");
+    describe_counter!(
+        PRODUCER_REPLACEMENTS,
+        Unit::Count,
+        "Kafka producers replaced after a fatal producer error"
+    );
+    counter!(PENDING_RESENT).absolute(0);
+    counter!(PRODUCER_REPLACEMENTS).absolute(0);
+}
+
+pub fn accepted(event_type: &'static str) {
+    counter!(ACCEPTED, "type" => event_type).increment(1);
+}
+
+pub fn rejected(route: String, reason: &'static str, status: u16) {
+    counter!(REJECTED, "route" => route, "reason" => reason, "status" => status.to_string()).increment(1);
+}
+
+pub fn decided(seconds: f64) {
+    histogram!(DECIDE_SECONDS).record(seconds);
+}
+
+pub fn group_size(commands: usize) {
+    histogram!(GROUP_SIZE).record(commands as f64);
+}
+
+pub fn pending_resent(decisions: usize) {
+    counter!(PENDING_RESENT).increment(decisions as u64);
+}
+
+pub fn producer_replaced() {
+    counter!(PRODUCER_REPLACEMENTS).increment(1);
+}
