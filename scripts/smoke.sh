@@ -32,10 +32,27 @@ echo "$user_id" >"$STATE_DIR/smoke.user"
 # The issue's bar is "within a second"; the hard limit here only guards against hanging. It allows
 # for a projector restarted after a crash: its group hands it the partitions once the killed
 # member's session times out (EVENTLINE_SESSION_TIMEOUT_MS, 10 s).
+# The read joins the command's trace (its traceresponse), as a traced client's would.
+traceresponse=$(grep -i '^traceresponse:' "$STATE_DIR/smoke.headers" | tr -d '\r' | cut -d' ' -f2)
 deadline=$((SECONDS + 30))
-until body=$(curl -fsS "$QUERY/users/$user_id" 2>/dev/null); do
+until body=$(curl -fsS -H "traceparent: $traceresponse" "$QUERY/users/$user_id" 2>/dev/null); do
   ((SECONDS < deadline)) || die "user $user_id not readable after 30 s"
   sleep 0.1
 done
 grep -q "\"email\":\"$email\"" <<<"$body" || die "unexpected user: $body"
 say "Read back after $(($(date +%s%3N) - started_ms)) ms: $body"
+
+# The walk's trace in Jaeger (make up starts it): the command's, the projector's and the query's
+# spans, fetched by the trace id the POST answered with, as the README shows.
+if jaeger_enabled; then
+  [[ -n $traceresponse ]] || die "the POST answered no traceresponse header"
+  trace_id=$(cut -d- -f2 <<<"$traceresponse")
+  deadline=$((SECONDS + 30))
+  until trace=$(curl -fsS "$JAEGER_QUERY/api/v3/traces/$trace_id" 2>/dev/null) &&
+    grep -q '"eventline-command"' <<<"$trace" && grep -q '"eventline-projector"' <<<"$trace" &&
+    grep -q '"eventline-query"' <<<"$trace"; do
+    ((SECONDS < deadline)) || die "Jaeger has no whole trace $trace_id after 30 s: ${trace:0:500}"
+    sleep 0.5
+  done
+  say "Trace $trace_id in Jaeger: $(grep -o '"name":"[^"]*"' <<<"$trace" | sort | uniq -c | tr -s ' \n' ' ')"
+fi

@@ -1,7 +1,7 @@
 //! What the services write to their logs: never a secret (API tokens, the database password) and
 //! never personal data from a command or an event (emails, names), whether the request succeeds,
-//! fails validation, is refused, or its event is poison and dead-lettered. Configuration errors
-//! name the variable, not its value.
+//! fails validation, is refused, or its event is poison and dead-lettered; JSON lines written in a
+//! traced request carry its trace id. Configuration errors name the variable, not its value.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -9,6 +9,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use eventline_testkit::jaeger::Jaeger;
 use eventline_testkit::{TestEnv, eventually, http};
 use serde_json::{Value, json};
 use support::processes::{Process, binary};
@@ -25,10 +26,13 @@ async fn logs_carry_no_secrets_and_no_personal_data() {
     let database_url = env.database.url.replacen("://postgres@", &format!("://postgres:{password}@"), 1);
     assert_ne!(database_url, env.database.url, "the test database URL has the expected form");
     let tokens = format!("{token},{other_token}");
+    let jaeger = Jaeger::start().await.unwrap();
     let settings = [
         ("DATABASE_URL", database_url.as_str()),
         ("EVENTLINE_API_TOKENS", tokens.as_str()),
         ("LOG_FORMAT", "json"),
+        // Traced, so that log lines carry the ids of the span they were written in.
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_endpoint.as_str()),
         // Our own crates at debug: what an operator turns on while troubleshooting.
         (
             "RUST_LOG",
@@ -54,6 +58,7 @@ async fn logs_carry_no_secrets_and_no_personal_data() {
     assert_eq!(post("/users", &token, invalid).await.unwrap().status(), 422);
     let created = post("/users", &token, user).await.unwrap();
     assert_eq!(created.status(), 202);
+    let trace_id = created.headers()["traceresponse"].to_str().unwrap().split('-').nth(1).unwrap().to_owned();
     let consistency = created.headers()["consistency-token"].to_str().unwrap().to_owned();
     let user_id = created.json::<Value>().await.unwrap()["userId"].as_str().unwrap().to_owned();
 
@@ -98,6 +103,13 @@ async fn logs_carry_no_secrets_and_no_personal_data() {
         logs.push_str(&process.output());
     }
     assert!(logs.lines().count() > 5, "the services logged something:\n{logs}");
+    // JSON lines written inside a request's span carry its trace and span ids.
+    let traced = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["trace_id"] == trace_id.as_str())
+        .unwrap_or_else(|| panic!("no JSON log line carries the trace id {trace_id}:\n{logs}"));
+    assert_eq!(traced["span_id"].as_str().unwrap().len(), 16, "{traced}");
     let secrets = [token.as_str(), other_token.as_str(), wrong_token.as_str(), password.as_str()];
     let personal = [email.as_str(), first.as_str(), last.as_str()];
     for needle in secrets.iter().chain(&personal).chain(&[format!("poison.{id}").as_str(), id.as_str()]) {

@@ -110,6 +110,30 @@ async fn traces_in_jaeger_and_metrics_as_make_up_runs_the_services() {
     a_batch_and_a_refusal_have_the_status_users_expect(&jaeger, &command).await;
     a_read_that_times_out_is_an_error(&jaeger, &command, &mut projector, &query).await;
     dashboards_rules_and_docs_name_only_exported_metrics(&[&command, &projector, &query]).await;
+    spans_are_flushed_on_exit(&jaeger, command).await;
+}
+
+/// A command service exporting only once a minute still delivers its last spans: SIGTERM flushes.
+async fn spans_are_flushed_on_exit(jaeger: &Jaeger, mut command: Process) {
+    command.kill_and_restart(&[("OTEL_BSP_SCHEDULE_DELAY", "60000")]);
+    command.ready().await;
+    let body = json!({"email": "flushed@example.com", "firstName": "Flu", "lastName": "Shed"});
+    let created = http().post(command.url("/users")).json(&body).send().await.unwrap();
+    assert_eq!(created.status(), 202);
+    let trace_id = trace_of(&created);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let early = jaeger.trace(&trace_id).await.unwrap();
+    assert!(
+        early.iter().all(|s| s.service != "eventline-command"),
+        "the command service exported before its delay, so this proves nothing:\n{}",
+        summary(&early)
+    );
+    command.terminate();
+    trace_in_jaeger(jaeger, &trace_id, "the spans flushed on exit", |spans| {
+        let command = |kind| spans.iter().any(|s| s.service == "eventline-command" && s.kind == kind);
+        command(kind::SERVER) && command(kind::PRODUCER)
+    })
+    .await;
 }
 
 /// A traced client's POST and its GET with the consistency token are one trace in Jaeger.
