@@ -189,10 +189,24 @@ jaeger_enabled() {
   [[ ! ${EVENTLINE_JAEGER:-true} =~ ^(false|off|no|0)$ ]]
 }
 
+# build_jaeger_in_background: builds Jaeger (minutes, the first time only) while the caller
+# installs and builds the rest; wait_for_jaeger_build waits for it.
+build_jaeger_in_background() {
+  bash "$JAEGER_LAUNCHER" install >"$STATE_DIR/jaeger-build.log" 2>&1 &
+  JAEGER_BUILD=$!
+}
+wait_for_jaeger_build() {
+  [[ -n ${JAEGER_BUILD:-} ]] || return 0
+  wait "$JAEGER_BUILD" || { tail -n 20 "$STATE_DIR/jaeger-build.log" >&2; die "could not build Jaeger; see $STATE_DIR/jaeger-build.log"; }
+  grep -h '==>' "$STATE_DIR/jaeger-build.log" >&2 || true
+  JAEGER_BUILD=""
+}
+
 # ensure_jaeger: starts Jaeger (in-memory storage, OTLP on 127.0.0.1:4317/4318, query API on
 # 127.0.0.1:16686) when nothing answers on its query port.
 ensure_jaeger() {
   if port_open 127.0.0.1 16686; then return 0; fi
+  wait_for_jaeger_build
   bash "$JAEGER_LAUNCHER" install >/dev/null
   say "Starting Jaeger (traces in memory; query API on $JAEGER_QUERY, OTLP on 127.0.0.1:4317)"
   nohup bash "$JAEGER_LAUNCHER" run >>"$STATE_DIR/jaeger.log" 2>&1 &

@@ -5,6 +5,11 @@
 source "$(dirname "$0")/common.sh"
 
 ensure_build_tools
+# The tracing test reads its spans back from a Jaeger of its own (started by scripts/jaeger.sh),
+# built here while the rest is installed; so is promtool, which checks the alerting rules.
+build_jaeger_in_background
+(ensure_promtool >/dev/null) 2>"$STATE_DIR/promtool-install.log" &
+promtool_install=$!
 ensure_postgres
 ensure_redis
 ensure_broker
@@ -15,13 +20,6 @@ export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
 command -v docker-compose >/dev/null || apt_install docker-compose
 # Some tests run a Kafka broker of their own (through scripts/kafka.sh), to stop it under load.
 ensure_kafka
-# The tracing test reads its spans back from a Jaeger of its own (through scripts/jaeger.sh).
-bash "$JAEGER_LAUNCHER" install >/dev/null
-# The alerting rules: valid, and their unit tests (series in, alerts out) pass.
-promtool=$(ensure_promtool)
-say "Checking the alerting rules (promtool)"
-"$promtool" check rules "$ROOT/deploy/prometheus/alerts.yml"
-(cd "$ROOT/deploy/prometheus" && "$promtool" test rules alerts.test.yml)
 # The generated clients are exercised, and schemathesis run, against the services.
 bash "$ROOT/scripts/clients.sh"
 export EVENTLINE_CLIENTS_DIR="${EVENTLINE_CLIENTS_DIR:-$ROOT/target/clients}" EVENTLINE_PYTHON_VENV="$PY_VENV"
@@ -29,6 +27,14 @@ export EVENTLINE_CLIENTS_DIR="${EVENTLINE_CLIENTS_DIR:-$ROOT/target/clients}" EV
 ensure_asyncapi_cli
 # The Kubernetes manifests are rendered with kubectl kustomize and validated offline.
 ensure_kubectl
+wait_for_jaeger_build
+wait "$promtool_install" || { cat "$STATE_DIR/promtool-install.log" >&2; die "could not install promtool"; }
+
+# The alerting rules: valid, and their unit tests (series in, alerts out) pass.
+promtool=$(ensure_promtool)
+say "Checking the alerting rules (promtool)"
+"$promtool" check rules "$ROOT/deploy/prometheus/alerts.yml"
+(cd "$ROOT/deploy/prometheus" && "$promtool" test rules alerts.test.yml)
 
 # Brokers an interrupted earlier run left behind (a test's or the chaos run's own Kafka).
 pkill -f 'kafka\.Kafka .*/eventline-(test-kafka|secure|sandbox)-' 2>/dev/null || true

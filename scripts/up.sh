@@ -47,17 +47,20 @@ wait_ready() {
 }
 
 ensure_build_tools
+# Jaeger builds while the rest is installed, started and built.
+if jaeger_enabled && ! port_open 127.0.0.1 16686; then build_jaeger_in_background; fi
 ensure_postgres
 ensure_redis
 ensure_broker
+
+say "Building the services (release)"
+cargo build --release --locked --quiet -p eventline-command -p eventline-projector -p eventline-query
+
 # Traces go to the local Jaeger unless the environment names another OTLP endpoint.
 if jaeger_enabled; then
   ensure_jaeger
   export OTEL_EXPORTER_OTLP_ENDPOINT="${OTEL_EXPORTER_OTLP_ENDPOINT:-http://127.0.0.1:4317}"
 fi
-
-say "Building the services (release)"
-cargo build --release --locked --quiet -p eventline-command -p eventline-projector -p eventline-query
 
 "$BIN/eventline-projector" migrate >>"$STATE_DIR/projector.log" 2>&1 || die "migration failed; see $STATE_DIR/projector.log"
 # The read models record the identity of the log they were built from (cluster and topic id). If
