@@ -54,5 +54,12 @@ if jaeger_enabled; then
     ((SECONDS < deadline)) || die "Jaeger has no whole trace $trace_id after 30 s: ${trace:0:500}"
     sleep 0.5
   done
-  say "Trace $trace_id in Jaeger: $(grep -o '"name":"[^"]*"' <<<"$trace" | sort | uniq -c | tr -s ' \n' ' ')"
+  say "Trace $trace_id in Jaeger: $(python3 -c '
+import collections, json, sys
+spans = collections.Counter()
+for resource in json.load(sys.stdin)["result"]["resourceSpans"]:
+    service = next(a["value"]["stringValue"] for a in resource["resource"]["attributes"] if a["key"] == "service.name")
+    for scope in resource["scopeSpans"]:
+        spans.update(service + ": " + span["name"] for span in scope["spans"])
+print("; ".join(f"{name} x{n}" if n > 1 else name for name, n in sorted(spans.items())))' <<<"$trace")"
 fi

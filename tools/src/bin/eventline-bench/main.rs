@@ -303,13 +303,18 @@ struct Profile {
     query: String,
 }
 
-/// The (sum, count) series of the histograms the profile reads.
-const PROFILED: [(&str, &str); 4] = [
-    ("log", "eventline_projector_freshness_seconds{stage=\"log\"}"),
-    ("queued", "eventline_projector_freshness_seconds{stage=\"queued\"}"),
-    ("apply", "eventline_projector_batch_seconds"),
-    ("query_wait", "eventline_query_consistency_wait_seconds"),
-];
+/// The (sum, count) series of the histograms the profile reads, named by the services' own
+/// metrics modules.
+fn profiled() -> [(&'static str, String); 4] {
+    use eventline_projector::metrics::{BATCH_SECONDS, FRESHNESS_SECONDS};
+    use eventline_query::metrics::CONSISTENCY_WAIT_SECONDS;
+    [
+        ("log", format!("{FRESHNESS_SECONDS}{{stage=\"log\"}}")),
+        ("queued", format!("{FRESHNESS_SECONDS}{{stage=\"queued\"}}")),
+        ("apply", BATCH_SECONDS.to_owned()),
+        ("query_wait", format!("{CONSISTENCY_WAIT_SECONDS}{{outcome=\"reached\"}}")),
+    ]
+}
 
 impl Profile {
     async fn start(
@@ -348,9 +353,9 @@ impl Profile {
     /// Records `freshness_<stage>_ms_<run>`: each stage's mean over the run.
     async fn finish(self, http: &reqwest::Client, results: &mut Results, run: &str) -> anyhow::Result<()> {
         let after = Profile::scrape(http, &self.projector, &self.query).await?;
-        for (stage, series) in PROFILED {
-            let (sum, count) = after.get(series).copied().unwrap_or_default();
-            let (sum0, count0) = self.before.get(series).copied().unwrap_or_default();
+        for (stage, series) in profiled() {
+            let (sum, count) = after.get(&series).copied().unwrap_or_default();
+            let (sum0, count0) = self.before.get(&series).copied().unwrap_or_default();
             if count > count0 {
                 let mean_ms = (sum - sum0) / (count - count0) * 1000.0;
                 results.profile(format!("freshness_{stage}_ms_{run}"), mean_ms);
