@@ -50,9 +50,12 @@ classpath() {
   printf '%s/*' "$LIBS"
 }
 
-# A random cluster id as Kafka writes them: 16 random bytes, URL-safe base64 without padding.
+# A random cluster id as Kafka writes them: 16 random bytes, URL-safe base64 without padding, and
+# never starting with '-' (kafka-storage would take it for an option; Kafka's own ids skip those).
 new_cluster_id() {
-  head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='
+  local id
+  while id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=') && [[ $id == -* ]]; do :; done
+  echo "$id"
 }
 
 run() {

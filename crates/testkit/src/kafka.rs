@@ -39,10 +39,17 @@ pub fn free_port() -> std::io::Result<u16> {
     Err(std::io::Error::other("no free port between 20000 and 28000"))
 }
 
-/// A random Kafka cluster id (16 random bytes, URL-safe base64 without padding).
+/// A random Kafka cluster id (16 random bytes, URL-safe base64 without padding). Never one that
+/// starts with '-': `kafka-storage format --cluster-id -x…` takes it for an option (Kafka's own
+/// `Uuid.randomUuid` skips those too).
 fn new_cluster_id() -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+    loop {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 /// One KRaft node (broker and controller combined) with its data under a directory of its own.
