@@ -87,7 +87,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         session_timeout_ms: 6000,
         batch_size: 500,
         unconsumed_partition_secs: 30,
-        fetch_wait_ms: 50,
+        fetch_wait_ms: 500,
         kafka: env.kafka.clone(),
         database: env.database.clone(),
         redis: env.redis.clone(),

@@ -172,6 +172,11 @@ impl Service {
         self.terminate();
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: no goodbye, nothing flushed.
     pub fn kill(mut self) {
         if let Some(mut child) = self.child.take() {

@@ -48,6 +48,14 @@ impl AppendError {
     }
 }
 
+/// An event on its way to the log: its envelope and the bytes it is encoded as (encoded once; a
+/// decision's bytes are the ones stored while it was pending).
+#[derive(Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub envelope: &'a Envelope,
+    pub payload: &'a [u8],
+}
+
 /// A failed `append_all`: the error, and per event the position it got if it was acknowledged.
 #[derive(Debug)]
 pub struct PartialAppend {
@@ -173,19 +181,25 @@ impl EventLog {
     /// of those that were acknowledged are returned with the error.
     pub async fn append_all(&self, envelopes: &[Envelope]) -> Result<Vec<LogPosition>, PartialAppend> {
         let parents = vec![tracing::Span::current(); envelopes.len()];
-        self.append_traced(envelopes, &parents).await
+        let payloads: Vec<Vec<u8>> = envelopes.iter().map(Envelope::encode).collect();
+        let outgoing: Vec<Outgoing<'_>> = envelopes
+            .iter()
+            .zip(&payloads)
+            .map(|(envelope, payload)| Outgoing { envelope, payload })
+            .collect();
+        self.append_traced(&outgoing, &parents).await
     }
 
     /// `append_all`, each event's producer span a child of its own `parents` entry (the request
     /// that decided it, when several requests' events are appended together).
     pub async fn append_traced(
         &self,
-        envelopes: &[Envelope],
+        events: &[Outgoing<'_>],
         parents: &[tracing::Span],
     ) -> Result<Vec<LogPosition>, PartialAppend> {
         let current = self.producer();
-        let mut queued = Vec::with_capacity(envelopes.len());
-        for (i, envelope) in envelopes.iter().enumerate() {
+        let mut queued = Vec::with_capacity(events.len());
+        for (i, envelope) in events.iter().enumerate() {
             let parent = parents.get(i).cloned().unwrap_or_else(tracing::Span::current);
             queued.push(self.enqueue(&current, envelope, &parent).await);
         }
@@ -230,10 +244,10 @@ impl EventLog {
     async fn enqueue(
         &self,
         current: &Current,
-        envelope: &Envelope,
+        outgoing: &Outgoing<'_>,
         parent: &tracing::Span,
     ) -> Result<(DeliveryFuture, tracing::Span), KafkaError> {
-        let payload = envelope.encode();
+        let Outgoing { envelope, payload } = *outgoing;
         let key = envelope.aggregate_id();
         let event_id = envelope.event_id.to_string();
         let event_type = envelope.event_type();
@@ -262,7 +276,7 @@ impl EventLog {
         for (name, value) in &trace_context {
             headers = headers.insert(Header { key: name.as_str(), value: Some(value.as_str()) });
         }
-        let mut record = FutureRecord::to(&self.inner.topic).key(&key).payload(&payload).headers(headers);
+        let mut record = FutureRecord::to(&self.inner.topic).key(&key).payload(payload).headers(headers);
         let deadline = tokio::time::Instant::now() + self.inner.queue_timeout;
         loop {
             match current.producer.send_result(record) {

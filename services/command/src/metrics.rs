@@ -3,6 +3,8 @@
 //! `deploy/prometheus/` and the docs name these; `tests/observability.rs` fails if they name one
 //! that is not exported.
 
+use std::time::Instant;
+
 use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
 
 /// Events accepted (durably appended), by event type.
@@ -11,6 +13,8 @@ pub const ACCEPTED: &str = "eventline_command_accepted_total";
 pub const REJECTED: &str = "eventline_command_rejected_total";
 /// Time from a command's arrival at the decider to its durable append (or refusal).
 pub const DECIDE_SECONDS: &str = "eventline_command_decide_seconds";
+/// Where a decided group's time goes, by [`GroupStage`].
+pub const GROUP_STAGE_SECONDS: &str = "eventline_command_group_stage_seconds";
 /// Commands decided together in one group.
 pub const GROUP_SIZE: &str = "eventline_command_group_size";
 /// Decisions appended again after an interrupted append.
@@ -33,6 +37,12 @@ pub fn describe() {
         "Time from a command's arrival at the decider to its durable append or its refusal"
     );
     describe_histogram!(GROUP_SIZE, Unit::Count, "Commands decided together in one group");
+    describe_histogram!(
+        GROUP_STAGE_SECONDS,
+        Unit::Seconds,
+        "Where a decided group's time goes, by stage: queue (the oldest command's wait for a decider), \
+         connection, lock_read, decide, save (write and commit), append, positions, release"
+    );
     describe_counter!(PENDING_RESENT, Unit::Count, "Decisions appended again after an interrupted append");
     describe_counter!(
         PRODUCER_REPLACEMENTS,
@@ -65,4 +75,70 @@ pub fn pending_resent(decisions: usize) {
 
 pub fn producer_replaced() {
     counter!(PRODUCER_REPLACEMENTS).increment(1);
+}
+
+/// The stages of a decided group, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupStage {
+    /// The group's oldest command waiting for a decider.
+    Queue,
+    /// A database connection from the pool.
+    Connection,
+    /// The locks and the reads (one statement).
+    LockRead,
+    /// Deciding every command against the state.
+    Decide,
+    /// Writing and committing the state and the pending decisions (one statement).
+    Save,
+    /// The broker's acknowledgement.
+    Append,
+    /// Recording where the events landed.
+    Positions,
+    /// Releasing the locks.
+    Release,
+}
+
+impl GroupStage {
+    pub const ALL: [GroupStage; 8] = [
+        GroupStage::Queue,
+        GroupStage::Connection,
+        GroupStage::LockRead,
+        GroupStage::Decide,
+        GroupStage::Save,
+        GroupStage::Append,
+        GroupStage::Positions,
+        GroupStage::Release,
+    ];
+
+    /// The `stage` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupStage::Queue => "queue",
+            GroupStage::Connection => "connection",
+            GroupStage::LockRead => "lock_read",
+            GroupStage::Decide => "decide",
+            GroupStage::Save => "save",
+            GroupStage::Append => "append",
+            GroupStage::Positions => "positions",
+            GroupStage::Release => "release",
+        }
+    }
+}
+
+/// Times the stages of deciding one group, each from the end of the one before.
+pub struct GroupStages(Instant);
+
+impl GroupStages {
+    /// Starts at `since` (when the group's oldest command was queued).
+    pub fn since(since: Instant) -> Self {
+        GroupStages(since)
+    }
+
+    /// Records the time since the last stage as `stage`.
+    pub fn lap(&mut self, stage: GroupStage) {
+        let now = Instant::now();
+        histogram!(GROUP_STAGE_SECONDS, "stage" => stage.name())
+            .record(now.duration_since(self.0).as_secs_f64());
+        self.0 = now;
+    }
 }

@@ -78,6 +78,8 @@ pub fn write_model(config: &Config, log: EventLog) -> anyhow::Result<WriteModel>
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(config.database.max_connections.max(config.deciders as u32 + 2))
         .acquire_timeout(std::time::Duration::from_secs(3))
+        // A broken connection fails its group's first statement; the decider retries on another.
+        .test_before_acquire(false)
         .after_connect(move |conn, _| {
             let statement = lock_timeout.clone();
             Box::pin(async move { sqlx::query(&statement).execute(conn).await.map(|_| ()) })

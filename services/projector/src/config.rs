@@ -21,9 +21,10 @@ pub struct Config {
     /// read while the one before it committed, so they reach this size only when behind.
     #[arg(long, env = "EVENTLINE_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: usize,
-    /// Longest wait of a fetch for new data, in milliseconds. Kafka answers a waiting fetch as
-    /// soon as data arrives, so this only bounds idle fetches (20 a second at 50).
-    #[arg(long, env = "EVENTLINE_FETCH_WAIT_MS", default_value_t = 50)]
+    /// Longest wait of a fetch for new data, in milliseconds (librdkafka's default). Kafka answers
+    /// a waiting fetch as soon as data arrives, so this only bounds idle fetches and does not
+    /// delay freshness.
+    #[arg(long, env = "EVENTLINE_FETCH_WAIT_MS", default_value_t = 500)]
     pub fetch_wait_ms: u64,
     /// How long a partition with events to apply may be owned by no member of the group before
     /// this instance reports not ready, in seconds (a rebalance takes a few).

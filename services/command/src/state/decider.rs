@@ -23,7 +23,8 @@ use uuid::Uuid;
 use super::model::{AggregateRef, Aggregates, lock_keys};
 use super::rules::{self, Rejection};
 use super::store::{self, NewDecision, Wanted};
-use crate::log::{AppendError, EventLog, PartialAppend};
+use crate::log::{AppendError, EventLog, Outgoing, PartialAppend};
+use crate::metrics::{GroupStage, GroupStages};
 
 /// Most requests decided in one transaction.
 const MAX_GROUP: usize = 256;
@@ -64,6 +65,7 @@ pub struct Decider {
 struct Job {
     request: Request,
     reply: oneshot::Sender<Outcome>,
+    queued_at: std::time::Instant,
 }
 
 /// What the workers share.
@@ -93,7 +95,8 @@ impl Decider {
 
     pub async fn decide(&self, request: Request) -> Outcome {
         let (reply, answer) = oneshot::channel();
-        if self.queue.send(Job { request, reply }).await.is_err() {
+        let job = Job { request, reply, queued_at: std::time::Instant::now() };
+        if self.queue.send(job).await.is_err() {
             return Outcome::StateUnavailable("the decider stopped".into());
         }
         answer.await.unwrap_or_else(|_| Outcome::StateUnavailable("the decider stopped".into()))
@@ -127,14 +130,20 @@ async fn decide_group(shared: &Shared, jobs: Vec<Job>) {
         return;
     }
     let requests: Vec<&Request> = jobs.iter().map(|j| &j.request).collect();
-    let outcomes = match shared.pool.acquire().await {
-        Ok(mut conn) => {
-            let outcomes = locked(&shared.log, &mut conn, &requests).await;
-            release(conn).await;
-            outcomes
-        }
-        Err(error) => Err(error.into()),
-    };
+    let oldest = jobs.iter().map(|j| j.queued_at).min().unwrap_or_else(std::time::Instant::now);
+    let mut stages = GroupStages::since(oldest);
+    stages.lap(GroupStage::Queue);
+    let mut outcomes = on_connection(shared, &requests, &mut stages).await;
+    // The pool does not test a connection before handing it out (a round trip per group): one
+    // that broke while idle (PostgreSQL restarted) fails here, is closed, and the group is decided
+    // again on the next, until the pool has handed out as many as it can hold. Deciding again is
+    // safe at any stage: a decision already saved is found by its event ids and appended, not
+    // decided twice.
+    let mut attempts = shared.pool.options().get_max_connections();
+    while attempts > 0 && outcomes.as_ref().is_err_and(is_connection_lost) {
+        attempts -= 1;
+        outcomes = on_connection(shared, &requests, &mut stages).await;
+    }
     let outcomes = outcomes.unwrap_or_else(|error| {
         if is_missing_table(&error) {
             shared.lost.store(true, Ordering::Release);
@@ -148,6 +157,24 @@ async fn decide_group(shared: &Shared, jobs: Vec<Job>) {
     for (job, outcome) in jobs.into_iter().zip(outcomes) {
         let _ = job.reply.send(outcome);
     }
+}
+
+/// Decides `requests` on a connection of the pool and releases its locks.
+async fn on_connection(
+    shared: &Shared,
+    requests: &[&Request],
+    stages: &mut GroupStages,
+) -> anyhow::Result<Vec<Outcome>> {
+    let mut conn = shared.pool.acquire().await?;
+    stages.lap(GroupStage::Connection);
+    let outcomes = locked(&shared.log, &mut conn, requests, stages).await;
+    release(conn).await;
+    stages.lap(GroupStage::Release);
+    outcomes
+}
+
+fn is_connection_lost(error: &anyhow::Error) -> bool {
+    matches!(error.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Io(_) | sqlx::Error::Protocol(_)))
 }
 
 /// Gives the connection back without any lock: if the locks cannot be released, the connection
@@ -180,6 +207,7 @@ pub(super) async fn locked(
     log: &EventLog,
     conn: &mut PgConnection,
     requests: &[&Request],
+    stages: &mut GroupStages,
 ) -> anyhow::Result<Vec<Outcome>> {
     let mut lock_ids = BTreeSet::new();
     let mut event_ids = Vec::new();
@@ -191,10 +219,9 @@ pub(super) async fn locked(
     }
     let aggregates: Vec<String> = aggregates.into_iter().collect();
     let wanted = wanted(requests.iter().flat_map(|r| r.envelopes.iter().map(|e| &e.event)));
-    store::lock(conn, &lock_ids).await?;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let mut state = store::load(&mut tx, &wanted).await?;
-    let decisions = store::decisions(&mut tx, &event_ids, &aggregates).await?;
+    let store::GroupRead { mut state, decisions } =
+        store::lock_and_read(conn, &lock_ids, &wanted, &event_ids, &aggregates).await?;
+    stages.lap(GroupStage::LockRead);
     let known: HashMap<Uuid, Option<LogPosition>> =
         decisions.iter().map(|d| (d.event_id, d.position)).collect();
 
@@ -219,35 +246,47 @@ pub(super) async fn locked(
             Err(rejections) => verdicts.push(Verdict::Rejected(rejections)),
         }
     }
+    stages.lap(GroupStage::Decide);
+    let encoded: Vec<Vec<u8>> = fresh.iter().map(|e| e.encode()).collect();
     if !fresh.is_empty() {
-        let new: Vec<NewDecision> = fresh
+        let new: Vec<NewDecision<'_>> = fresh
             .iter()
-            .map(|e| NewDecision { event_id: e.event_id, aggregate: e.aggregate_id(), envelope: e.encode() })
+            .zip(&encoded)
+            .map(|(e, bytes)| NewDecision {
+                event_id: e.event_id,
+                aggregate: e.aggregate_id(),
+                envelope: bytes,
+            })
             .collect();
-        store::save(&mut tx, &changed, &new).await?;
+        store::save(conn, &changed, &new).await?;
     }
-    tx.commit().await?;
+    stages.lap(GroupStage::Save);
     if !fresh.is_empty() && crash_before_append() {
         tracing::error!("EVENTLINE_TEST_CRASH_BEFORE_APPEND: dying between the state commit and the append");
         std::process::abort();
     }
 
     // Older pending decisions on these aggregates go first, so that the log keeps decision order.
-    let mut to_append: Vec<Envelope> = decisions
+    let pending: Vec<(Envelope, &[u8])> = decisions
         .iter()
         .filter_map(|d| d.pending_envelope.as_deref())
         .filter_map(|bytes| match Envelope::decode(bytes) {
-            Ok(envelope) => Some(envelope),
+            Ok(envelope) => Some((envelope, bytes)),
             Err(error) => {
                 tracing::error!(%error, "A pending envelope cannot be decoded; it is skipped");
                 None
             }
         })
         .collect();
-    let resent = to_append.len();
+    let resent = pending.len();
     let mut parents = vec![tracing::Span::current(); resent];
     parents.extend(fresh_parents);
-    to_append.extend(fresh.iter().map(|e| (*e).clone()));
+    // Each event goes to the broker as the very bytes stored while it was pending.
+    let to_append: Vec<Outgoing<'_>> = pending
+        .iter()
+        .map(|(envelope, bytes)| Outgoing { envelope, payload: bytes })
+        .chain(fresh.iter().zip(&encoded).map(|(envelope, bytes)| Outgoing { envelope, payload: bytes }))
+        .collect();
     let (positions, failure) = if to_append.is_empty() {
         (Vec::new(), None)
     } else {
@@ -256,8 +295,9 @@ pub(super) async fn locked(
             Err(partial) => (partial.positions.clone(), Some(partial.error)),
         }
     };
+    stages.lap(GroupStage::Append);
     let appended: Vec<(Uuid, LogPosition)> =
-        to_append.iter().zip(&positions).filter_map(|(e, p)| p.map(|p| (e.event_id, p))).collect();
+        to_append.iter().zip(&positions).filter_map(|(e, p)| p.map(|p| (e.envelope.event_id, p))).collect();
     if resent > 0 {
         tracing::info!(resent, "Appended pending decisions left by an interrupted append");
         crate::metrics::pending_resent(resent);
@@ -268,6 +308,7 @@ pub(super) async fn locked(
         // Still pending in the state: appended again later, a copy the projector ignores.
         tracing::warn!(%error, "Recording appended decisions failed");
     }
+    stages.lap(GroupStage::Positions);
     let landed: HashMap<Uuid, LogPosition> =
         appended.into_iter().chain(known.iter().filter_map(|(id, p)| p.map(|p| (*id, p)))).collect();
 

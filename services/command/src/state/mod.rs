@@ -277,7 +277,8 @@ async fn sweep(conn: &mut PgConnection, log: &EventLog) -> anyhow::Result<()> {
         .map(|envelope| Request { envelopes: vec![envelope], expect: None, span: tracing::Span::current() })
         .collect();
     tracing::info!(pending = requests.len(), "Appending decisions left pending by an interrupted append");
-    let outcomes = decider::locked(log, conn, &requests.iter().collect::<Vec<_>>()).await?;
+    let mut stages = crate::metrics::GroupStages::since(std::time::Instant::now());
+    let outcomes = decider::locked(log, conn, &requests.iter().collect::<Vec<_>>(), &mut stages).await?;
     let failed = outcomes.iter().filter(|o| !matches!(o, Outcome::Accepted(_))).count();
     anyhow::ensure!(failed == 0, "{failed} pending decisions could not be appended yet");
     Ok(())

@@ -10,7 +10,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use eventline_events::{Amount, Currency, LogPosition};
 use eventline_runtime::log_identity::LogIdentity;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -21,22 +23,13 @@ const SCHEMA: &str = include_str!("schema.sql");
 /// Held shared by every decision and exclusively by a rebuild or verify.
 pub const STATE_LOCK: i64 = 7_245_830_441_003_152_114;
 
-/// Creates the schema if it is missing (safe to run concurrently: one transaction under an
-/// advisory lock).
+/// Creates the schema if it is missing and (re)defines its functions (safe to run concurrently:
+/// one transaction under an advisory lock).
 pub async fn ensure_schema(conn: &mut PgConnection) -> sqlx::Result<()> {
     let mut tx = sqlx::Connection::begin(conn).await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SCHEMA_LOCK).execute(&mut *tx).await?;
-    let without_comments: Vec<&str> = SCHEMA.lines().filter(|l| !l.trim_start().starts_with("--")).collect();
-    let statements: Vec<String> = without_comments
-        .join("\n")
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    for statement in &statements {
-        sqlx::query(statement).persistent(false).execute(&mut *tx).await?;
-    }
+    // Every statement of the file, in one simple-protocol round trip.
+    sqlx::Executor::execute(&mut *tx, SCHEMA).await?;
     tx.commit().await
 }
 
@@ -50,21 +43,6 @@ pub fn lock_id(key: &str) -> i64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(bytes)
-}
-
-/// Takes the shared state lock and the locks of `keys`, in ascending id order so that two
-/// deciders never wait for each other in a cycle. Held until [`unlock_all`].
-pub async fn lock(conn: &mut PgConnection, keys: &BTreeSet<i64>) -> sqlx::Result<()> {
-    let ids: Vec<i64> = keys.iter().copied().collect();
-    sqlx::query(
-        "SELECT count(*) FROM (SELECT pg_advisory_lock_shared($1) UNION ALL \
-         SELECT pg_advisory_lock(id) FROM unnest($2::int8[]) AS id) AS taken",
-    )
-    .bind(STATE_LOCK)
-    .bind(&ids)
-    .execute(conn)
-    .await
-    .map(|_| ())
 }
 
 /// Takes the state lock exclusively: every decision in flight has been appended, none starts.
@@ -90,8 +68,97 @@ fn vec<T: Clone>(set: &BTreeSet<T>) -> Vec<T> {
     set.iter().cloned().collect()
 }
 
-/// Reads the state of the wanted aggregates (under their locks).
-pub async fn load(conn: &mut PgConnection, wanted: &Wanted) -> anyhow::Result<Aggregates> {
+/// What a group reads under its locks: the state of the wanted aggregates and the decisions that
+/// concern it.
+pub struct GroupRead {
+    pub state: Aggregates,
+    pub decisions: Vec<Decision>,
+}
+
+/// `command_state.lock_and_read`'s answer, as rows of JSON arrays.
+#[derive(Deserialize)]
+struct ReadRows {
+    users: Vec<(Uuid, String, i64)>,
+    orders: Vec<(Uuid, Uuid, String, String, Option<Uuid>, i64)>,
+    payments: Vec<(Uuid, Uuid)>,
+    skus: Vec<(String, i64, i64)>,
+    /// Event id, partition and offset once appended, whether it is pending; oldest first.
+    decisions: Vec<(Uuid, Option<i32>, Option<i64>, bool)>,
+}
+
+/// Takes the shared state lock and the locks of `lock_ids` (held until [`unlock_all`]), then reads
+/// the `wanted` aggregates, the decisions among `event_ids` (a retried request finds its own) and
+/// every pending decision on `aggregates`, oldest first: one round trip, plus one when a decision
+/// is pending (its envelope).
+pub async fn lock_and_read(
+    conn: &mut PgConnection,
+    lock_ids: &BTreeSet<i64>,
+    wanted: &Wanted,
+    event_ids: &[Uuid],
+    aggregates: &[String],
+) -> anyhow::Result<GroupRead> {
+    let ids: Vec<i64> = lock_ids.iter().copied().collect();
+    let Json(rows): Json<ReadRows> =
+        sqlx::query_scalar("SELECT command_state.lock_and_read($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(STATE_LOCK)
+            .bind(ids)
+            .bind(vec(&wanted.users))
+            .bind(vec(&wanted.emails))
+            .bind(vec(&wanted.orders))
+            .bind(vec(&wanted.payments))
+            .bind(vec(&wanted.skus))
+            .bind(event_ids)
+            .bind(aggregates)
+            .fetch_one(&mut *conn)
+            .await?;
+    let mut state = Aggregates::default();
+    for (user_id, email_key, version) in rows.users {
+        state.emails.insert(email_key.clone(), user_id);
+        state.users.insert(user_id, UserState { email_key, version });
+    }
+    for (order_id, user_id, currency, total, payment_id, version) in rows.orders {
+        let order = OrderState {
+            user_id,
+            currency: parse_stored(&currency, "currency")?,
+            total: parse_stored(&total, "total")?,
+            payment_id,
+            version,
+        };
+        state.orders.insert(order_id, order);
+    }
+    state.payments.extend(rows.payments);
+    for (sku, stock, version) in rows.skus {
+        state.skus.insert(sku, SkuState { stock, version });
+    }
+    let pending: Vec<Uuid> = rows.decisions.iter().filter(|d| d.3).map(|d| d.0).collect();
+    let mut envelopes: HashMap<Uuid, Vec<u8>> = if pending.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as("SELECT event_id, envelope FROM command_state.decisions WHERE event_id = ANY($1)")
+            .bind(&pending)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let decisions = rows
+        .decisions
+        .into_iter()
+        .map(|(event_id, partition, offset, _)| Decision {
+            event_id,
+            position: partition.zip(offset).map(|(partition, offset)| LogPosition { partition, offset }),
+            pending_envelope: envelopes.remove(&event_id),
+        })
+        .collect();
+    Ok(GroupRead { state, decisions })
+}
+
+fn parse_stored<T: std::str::FromStr<Err: std::fmt::Display>>(stored: &str, what: &str) -> anyhow::Result<T> {
+    stored.parse::<T>().map_err(|e| anyhow::anyhow!("stored {what} {stored}: {e}"))
+}
+
+/// Reads the state of the wanted aggregates.
+async fn load(conn: &mut PgConnection, wanted: &Wanted) -> anyhow::Result<Aggregates> {
     let mut state = Aggregates::default();
     if !wanted.users.is_empty() || !wanted.emails.is_empty() {
         let rows = sqlx::query(
@@ -161,34 +228,6 @@ pub struct Decision {
     pub pending_envelope: Option<Vec<u8>>,
 }
 
-/// The decisions among `event_ids` (a retried request finds its own), and every pending decision
-/// on `aggregates`, oldest first.
-pub async fn decisions(
-    conn: &mut PgConnection,
-    event_ids: &[Uuid],
-    aggregates: &[String],
-) -> sqlx::Result<Vec<Decision>> {
-    let rows = sqlx::query(
-        "SELECT event_id, log_partition, log_offset, envelope FROM command_state.decisions \
-         WHERE event_id = ANY($1) OR (envelope IS NOT NULL AND aggregate = ANY($2)) ORDER BY seq",
-    )
-    .bind(event_ids)
-    .bind(aggregates)
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter()
-        .map(|row| {
-            let partition: Option<i32> = row.try_get(1)?;
-            let offset: Option<i64> = row.try_get(2)?;
-            Ok(Decision {
-                event_id: row.try_get(0)?,
-                position: partition.zip(offset).map(|(partition, offset)| LogPosition { partition, offset }),
-                pending_envelope: row.try_get(3)?,
-            })
-        })
-        .collect()
-}
-
 /// The envelopes of the oldest `limit` pending decisions, oldest first (for the sweep).
 pub async fn all_pending(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Vec<u8>>> {
     sqlx::query_scalar(
@@ -200,26 +239,42 @@ pub async fn all_pending(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Ve
 }
 
 /// A new decision to record as pending.
-pub struct NewDecision {
+pub struct NewDecision<'a> {
     pub event_id: Uuid,
     pub aggregate: String,
-    pub envelope: Vec<u8>,
+    pub envelope: &'a [u8],
 }
 
-/// Writes the state of `changed` aggregates and the new pending decisions, in order.
-pub async fn save(conn: &mut PgConnection, changed: &Aggregates, new: &[NewDecision]) -> sqlx::Result<()> {
-    upsert(conn, changed).await?;
-    let ids: Vec<Uuid> = new.iter().map(|d| d.event_id).collect();
-    let aggregates: Vec<&str> = new.iter().map(|d| d.aggregate.as_str()).collect();
-    let envelopes: Vec<&[u8]> = new.iter().map(|d| d.envelope.as_slice()).collect();
+/// Writes the state of `changed` aggregates and the new pending decisions, in order, and commits:
+/// one statement, on a connection outside any transaction.
+pub async fn save(
+    conn: &mut PgConnection,
+    changed: &Aggregates,
+    new: &[NewDecision<'_>],
+) -> sqlx::Result<()> {
+    let users = &changed.users;
+    let orders = &changed.orders;
+    let skus = &changed.skus;
     sqlx::query(
-        "INSERT INTO command_state.decisions (event_id, aggregate, envelope) \
-         SELECT id, aggregate, envelope FROM unnest($1::uuid[], $2::text[], $3::bytea[]) \
-         WITH ORDINALITY AS d(id, aggregate, envelope, n) ORDER BY n",
+        "SELECT command_state.save($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
-    .bind(ids)
-    .bind(aggregates)
-    .bind(envelopes)
+    .bind(users.keys().copied().collect::<Vec<Uuid>>())
+    .bind(users.values().map(|u| u.email_key.as_str()).collect::<Vec<&str>>())
+    .bind(users.values().map(|u| u.version).collect::<Vec<i64>>())
+    .bind(orders.keys().copied().collect::<Vec<Uuid>>())
+    .bind(orders.values().map(|o| o.user_id).collect::<Vec<Uuid>>())
+    .bind(orders.values().map(|o| o.currency.to_string()).collect::<Vec<String>>())
+    .bind(orders.values().map(|o| o.total.to_string()).collect::<Vec<String>>())
+    .bind(orders.values().map(|o| o.payment_id).collect::<Vec<Option<Uuid>>>())
+    .bind(orders.values().map(|o| o.version).collect::<Vec<i64>>())
+    .bind(changed.payments.keys().copied().collect::<Vec<Uuid>>())
+    .bind(changed.payments.values().copied().collect::<Vec<Uuid>>())
+    .bind(skus.keys().map(String::as_str).collect::<Vec<&str>>())
+    .bind(skus.values().map(|s| s.stock).collect::<Vec<i64>>())
+    .bind(skus.values().map(|s| s.version).collect::<Vec<i64>>())
+    .bind(new.iter().map(|d| d.event_id).collect::<Vec<Uuid>>())
+    .bind(new.iter().map(|d| d.aggregate.as_str()).collect::<Vec<&str>>())
+    .bind(new.iter().map(|d| d.envelope).collect::<Vec<&[u8]>>())
     .execute(conn)
     .await
     .map(|_| ())
@@ -299,21 +354,19 @@ pub async fn upsert(conn: &mut PgConnection, state: &Aggregates) -> sqlx::Result
     Ok(())
 }
 
-/// Records where appended decisions landed; they are no longer pending.
+/// Records where appended decisions landed; they are no longer pending. Not waiting for the disk
+/// (see `command_state.mark_appended`).
 pub async fn mark_appended(conn: &mut PgConnection, appended: &[(Uuid, LogPosition)]) -> sqlx::Result<()> {
     let ids: Vec<Uuid> = appended.iter().map(|(id, _)| *id).collect();
     let partitions: Vec<i32> = appended.iter().map(|(_, p)| p.partition).collect();
     let offsets: Vec<i64> = appended.iter().map(|(_, p)| p.offset).collect();
-    sqlx::query(
-        "UPDATE command_state.decisions AS d SET envelope = NULL, log_partition = a.p, log_offset = a.o \
-         FROM unnest($1::uuid[], $2::int4[], $3::int8[]) AS a(id, p, o) WHERE d.event_id = a.id",
-    )
-    .bind(ids)
-    .bind(partitions)
-    .bind(offsets)
-    .execute(conn)
-    .await
-    .map(|_| ())
+    sqlx::query("SELECT command_state.mark_appended($1, $2, $3)")
+        .bind(ids)
+        .bind(partitions)
+        .bind(offsets)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// Which log the state is a fold of, if it is one.

@@ -156,7 +156,7 @@ fn consumer(brokers: &str, group: &str) -> anyhow::Result<StreamConsumer> {
         // As the projector: its EVENTLINE_FETCH_WAIT_MS.
         .set(
             "fetch.wait.max.ms",
-            std::env::var("EVENTLINE_FETCH_WAIT_MS").unwrap_or_else(|_| "50".to_owned()),
+            std::env::var("EVENTLINE_FETCH_WAIT_MS").unwrap_or_else(|_| "500".to_owned()),
         )
         .create()
         .context("creating a Kafka consumer")

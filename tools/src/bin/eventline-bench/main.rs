@@ -10,6 +10,7 @@
 //! 3. commands: single and batched, then freshness (accepted → visible) at half the ingest rate.
 #![allow(clippy::print_stdout)]
 
+mod cpu;
 mod data;
 mod load;
 mod report;
@@ -199,7 +200,15 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
             async move { expect_status(request.send().await?, 202).await }
         }
     };
+    let services: Vec<(&'static str, u32)> =
+        [("command service", &command), ("projector", &projector), ("query service", &query)]
+            .into_iter()
+            .filter_map(|(role, service)| Some((role, service.pid()?)))
+            .collect();
+    let (before, profile) = (cpu::snapshot(&services), Profile::group(&http, &command).await?);
     let single = closed_loop(64, scale.run, create_user("single")).await;
+    results.cpu("single", &cpu::snapshot(&services).since(&before), single.ok);
+    profile.finish(&http, results, "single").await?;
     results.key("command_single_per_s", single.per_s);
     results.key("command_vs_broker_ceiling", single.per_s / prefilled.per_s);
     results.detail("command_single", &single);
@@ -225,7 +234,9 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
             async move { expect_status(request.send().await?, 202).await }
         }
     };
+    let before = cpu::snapshot(&services);
     let batches = closed_loop(4, scale.run, batch).await;
+    results.cpu("batch", &cpu::snapshot(&services).since(&before), batches.ok * 1000);
     results.key("command_batch_events_per_s", batches.per_s * 1000.0);
     results.detail("command_batch_requests", &batches);
     println!("   batch: {:.0} events/s", batches.per_s * 1000.0);
@@ -233,7 +244,10 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     // Contended: 100 clients on 10 skus, each adding or removing one unit. Every command is decided
     // (202, or 409 when a remove finds no stock); the share refused is the conflict rate.
     projector.caught_up(&http).await?;
+    let (before, profile) = (cpu::snapshot(&services), Profile::group(&http, &command).await?);
     let (contended, refused_share) = contended(&http, &command, scale.run).await?;
+    results.cpu("contended", &cpu::snapshot(&services).since(&before), contended.ok);
+    profile.finish(&http, results, "contended").await?;
     results.key("command_contended_per_s", contended.per_s);
     results.context("command_contended_refused_share", refused_share);
     results.detail("command_contended", &contended);
@@ -252,7 +266,7 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     let within = |p50: f64, p99: f64, errors: u64| p50 <= 50.0 && p99 <= 250.0 && errors == 0;
     let mut held: Vec<(f64, bool)> = Vec::new();
     projector.caught_up(&http).await?;
-    let profile = Profile::start(&http, &projector, &query).await?;
+    let profile = Profile::freshness(&http, &projector, &query).await?;
     let (requests, p50, p99) = freshness(&http, &command, &query, 100.0, scale.run, "at100").await?;
     results.key("freshness_p50_ms_at_100_per_s", p50);
     results.key("freshness_p99_ms_at_100_per_s", p99);
@@ -261,7 +275,7 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     held.push((100.0, within(p50, p99, requests.errors)));
     println!("   freshness at 100/s: p50 {p50:.2} ms, p99 {p99:.2} ms ({} errors)", requests.errors);
     projector.caught_up(&http).await?;
-    let profile = Profile::start(&http, &projector, &query).await?;
+    let profile = Profile::freshness(&http, &projector, &query).await?;
     let (requests, p50, p99) =
         freshness(&http, &command, &query, single.per_s / 2.0, scale.run, "half").await?;
     results.key("freshness_p50_ms", p50);
@@ -293,22 +307,25 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     Ok(())
 }
 
-/// Where the milliseconds of freshness go, as mean times per stage over a run, from the histograms
-/// the projector and the query service export: in the log (appended → read by the projector),
-/// queued (read → its batch starts: the batch before it was committing), applying (the batch's
-/// transaction), and the query's wait for the token once the GET arrived.
+/// Where a run's milliseconds go, as mean times per stage over the run, from histograms the
+/// services export (`<what>_<stage>_ms_<run>` in the results):
+/// - freshness, from the projector and the query service: in the log (appended → read by the
+///   projector), queued (read → its batch starts: the batch before it was committing), applying
+///   (the batch's transaction), and the query's wait for the token once the GET arrived;
+/// - a decided group of commands, from the command service: each stage of
+///   `eventline_command_group_stage_seconds`.
 struct Profile {
+    what: &'static str,
+    series: Vec<(&'static str, String)>,
+    urls: Vec<String>,
     before: BTreeMap<String, (f64, f64)>,
-    projector: String,
-    query: String,
 }
 
-/// The (sum, count) series of the histograms the profile reads, named by the services' own
-/// metrics modules.
-fn profiled() -> [(&'static str, String); 4] {
+/// The (sum, count) series of freshness, named by the services' own metrics modules.
+fn freshness_series() -> Vec<(&'static str, String)> {
     use eventline_projector::metrics::{BATCH_SECONDS, FRESHNESS_SECONDS};
     use eventline_query::metrics::CONSISTENCY_WAIT_SECONDS;
-    [
+    vec![
         ("log", format!("{FRESHNESS_SECONDS}{{stage=\"log\"}}")),
         ("queued", format!("{FRESHNESS_SECONDS}{{stage=\"queued\"}}")),
         ("apply", BATCH_SECONDS.to_owned()),
@@ -316,24 +333,42 @@ fn profiled() -> [(&'static str, String); 4] {
     ]
 }
 
+/// The stages of a decided group of commands.
+fn group_series() -> Vec<(&'static str, String)> {
+    use eventline_command::metrics::{GROUP_STAGE_SECONDS, GroupStage};
+    GroupStage::ALL
+        .into_iter()
+        .map(|stage| (stage.name(), format!("{GROUP_STAGE_SECONDS}{{stage=\"{}\"}}", stage.name())))
+        .collect()
+}
+
 impl Profile {
-    async fn start(
+    async fn freshness(
         http: &reqwest::Client,
         projector: &stack::Service,
         query: &stack::Service,
     ) -> anyhow::Result<Profile> {
-        let (projector, query) = (projector.url("/metrics"), query.url("/metrics"));
-        let before = Profile::scrape(http, &projector, &query).await?;
-        Ok(Profile { before, projector, query })
+        Profile::start(http, "freshness", freshness_series(), &[projector, query]).await
     }
 
-    async fn scrape(
+    async fn group(http: &reqwest::Client, command: &stack::Service) -> anyhow::Result<Profile> {
+        Profile::start(http, "group", group_series(), &[command]).await
+    }
+
+    async fn start(
         http: &reqwest::Client,
-        projector: &str,
-        query: &str,
-    ) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
+        what: &'static str,
+        series: Vec<(&'static str, String)>,
+        services: &[&stack::Service],
+    ) -> anyhow::Result<Profile> {
+        let urls: Vec<String> = services.iter().map(|service| service.url("/metrics")).collect();
+        let before = Profile::scrape(http, &urls).await?;
+        Ok(Profile { what, series, urls, before })
+    }
+
+    async fn scrape(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
         let mut series = BTreeMap::new();
-        for url in [projector, query] {
+        for url in urls {
             let text = http.get(url).send().await?.text().await?;
             for line in text.lines() {
                 let Some((name, value)) = line.rsplit_once(' ') else { continue };
@@ -350,15 +385,15 @@ impl Profile {
         Ok(series)
     }
 
-    /// Records `freshness_<stage>_ms_<run>`: each stage's mean over the run.
+    /// Records `<what>_<stage>_ms_<run>`: each stage's mean over the run.
     async fn finish(self, http: &reqwest::Client, results: &mut Results, run: &str) -> anyhow::Result<()> {
-        let after = Profile::scrape(http, &self.projector, &self.query).await?;
-        for (stage, series) in profiled() {
-            let (sum, count) = after.get(&series).copied().unwrap_or_default();
-            let (sum0, count0) = self.before.get(&series).copied().unwrap_or_default();
+        let after = Profile::scrape(http, &self.urls).await?;
+        for (stage, series) in &self.series {
+            let (sum, count) = after.get(series).copied().unwrap_or_default();
+            let (sum0, count0) = self.before.get(series).copied().unwrap_or_default();
             if count > count0 {
                 let mean_ms = (sum - sum0) / (count - count0) * 1000.0;
-                results.profile(format!("freshness_{stage}_ms_{run}"), mean_ms);
+                results.profile(format!("{}_{stage}_ms_{run}", self.what), mean_ms);
             }
         }
         Ok(())

@@ -104,6 +104,8 @@ pub struct Results {
     /// Where the time of some keys went (e.g. freshness per stage), in ms.
     profiled: BTreeMap<String, f64>,
     details: BTreeMap<&'static str, Measured>,
+    /// Per command run, each process's CPU microseconds per accepted command.
+    cpu: BTreeMap<&'static str, BTreeMap<&'static str, f64>>,
     machine: BTreeMap<&'static str, Value>,
     seconds: f64,
 }
@@ -118,6 +120,7 @@ impl Results {
             context: BTreeMap::new(),
             profiled: BTreeMap::new(),
             details: BTreeMap::new(),
+            cpu: BTreeMap::new(),
             machine: BTreeMap::new(),
             seconds: 0.0,
         }
@@ -139,6 +142,18 @@ impl Results {
 
     pub fn detail(&mut self, key: &'static str, measured: &Measured) {
         self.details.insert(key, measured.clone());
+    }
+
+    /// The CPU seconds each process used during `run`, as microseconds per accepted command.
+    pub fn cpu(&mut self, run: &'static str, used: &BTreeMap<&'static str, f64>, accepted: u64) {
+        if accepted == 0 {
+            return;
+        }
+        let per_command = |seconds: f64| seconds * 1e6 / accepted as f64;
+        let mut row: BTreeMap<&'static str, f64> =
+            used.iter().map(|(role, s)| (*role, per_command(*s))).collect();
+        row.insert("all processes", per_command(used.values().sum()));
+        self.cpu.insert(run, row);
     }
 
     pub fn set_seconds(&mut self, seconds: f64) {
@@ -191,6 +206,7 @@ impl Results {
             "results": self.keys,
             "ceilings_and_baselines": self.context,
             "profile_ms": self.profiled,
+            "cpu_us_per_accepted_command": self.cpu,
             "details": self.details,
         });
         std::fs::write(json_path, serde_json::to_string_pretty(&document)? + "\n")?;
@@ -209,6 +225,35 @@ impl Results {
             .unwrap_or_else(|| format!("{ANALYSIS_START}\n(No analysis written yet.)\n{ANALYSIS_END}"));
         std::fs::write(markdown_path, self.markdown(&kept))?;
         Ok(())
+    }
+
+    /// Where each command run's CPU went: microseconds per accepted command (an event of a
+    /// batch), per process, from /proc.
+    fn cpu_table(&self, md: &mut String) {
+        if self.cpu.is_empty() {
+            return;
+        }
+        let runs: Vec<&str> = self.cpu.keys().copied().collect();
+        let mut roles: Vec<&str> = self.cpu.values().flat_map(|row| row.keys().copied()).collect();
+        roles.sort_unstable();
+        roles.dedup();
+        roles.retain(|role| *role != "all processes");
+        roles.push("all processes");
+        let _ = writeln!(
+            md,
+            "\n## CPU per accepted command (same run)\n\nMicroseconds of CPU (user + system, from `/proc`) each \
+             process spent per command the run accepted (per event for the batch run); PostgreSQL counts all \
+             its backends. The contended run counts decisions (202 or 409).\n\n| process | {} |\n|---|{}",
+            runs.join(" | "),
+            "---:|".repeat(runs.len())
+        );
+        for role in roles {
+            let cells: Vec<String> = runs
+                .iter()
+                .map(|run| self.cpu[run].get(role).map_or_else(|| "–".to_owned(), |v| format!("{v:.0}")))
+                .collect();
+            let _ = writeln!(md, "| {role} | {} |", cells.join(" | "));
+        }
     }
 
     fn markdown(&self, analysis: &str) -> String {
@@ -260,15 +305,19 @@ impl Results {
         }
         let _ = writeln!(
             md,
-            "\n## Where freshness goes (same run)\n\nMean milliseconds per stage, from the services' histograms \
-             during each freshness run: `log` appended → read by the projector (the broker's fetch), `queued` read → \
+            "\n## Where the time goes (same run)\n\nMean milliseconds per stage, from the services' histograms \
+             during a run. `freshness_…`: `log` appended → read by the projector (the broker's fetch), `queued` read → \
              its batch starts (the batch before it committing), `apply` the batch's transaction, `query_wait` the \
-             GET waiting for its token. The rest of a request's freshness is the notification, the GET's own work \
-             and HTTP.\n\n| stage | ms |\n|---|---:|"
+             GET waiting for its token; the rest of a request's freshness is the notification, the GET's own work \
+             and HTTP. `group_…`: per decided group of commands (`eventline_command_group_stage_seconds`), `queue` \
+             its oldest command's wait for a decider, then `connection`, `lock_read` (the locks and the reads, one \
+             statement), `decide`, `save` (the state and the pending decisions written and committed, one \
+             statement), `append` (acks=all), `positions` (recording where the events landed) and `release`.\n\n| stage | ms |\n|---|---:|"
         );
         for (key, value) in &self.profiled {
             let _ = writeln!(md, "| `{key}` | {} |", number(*value));
         }
+        self.cpu_table(&mut md);
         let _ = writeln!(
             md,
             "\n## Load runs\n\n| run | ok | errors | per s | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|"
