@@ -16,6 +16,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/target}"
 KAFKA_VERSION=4.4.0
 KAFKA_LAUNCHER="$ROOT/scripts/kafka.sh"
 KAFKA_DATA_DIR="${EVENTLINE_KAFKA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/eventline/kafka}"
+# Redis keeps the dead letters and idempotency keys outside the checkout too.
+REDIS_DATA_DIR="${EVENTLINE_REDIS_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/eventline/redis}"
 export EVENTLINE_ROOT="$ROOT"
 
 export KAFKA_BROKERS="${KAFKA_BROKERS:-127.0.0.1:9092}"
@@ -35,6 +37,15 @@ port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 wait_port() {
   local deadline=$((SECONDS + $3))
   until port_open "$1" "$2"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+# wait_port_closed HOST PORT SECONDS
+wait_port_closed() {
+  local deadline=$((SECONDS + $3))
+  while port_open "$1" "$2"; do
     ((SECONDS < deadline)) || return 1
     sleep 0.2
   done
@@ -96,14 +107,42 @@ ensure_postgres() {
 
 ensure_redis() {
   read -r host port < <(host_port "$REDIS_URL" 6379)
-  if port_open "$host" "$port"; then return; fi
+  if port_open "$host" "$port"; then
+    is_local "$host" && heal_redis "$host" "$port"
+    return
+  fi
   is_local "$host" || die "Redis at $host:$port does not answer (REDIS_URL)"
   command -v redis-server >/dev/null || apt_install redis-server
-  say "Starting Redis"
-  mkdir -p "$STATE_DIR/redis"
-  redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$STATE_DIR/redis" \
-    --appendonly yes --pidfile "$STATE_DIR/redis.pid" --logfile "$STATE_DIR/redis.log"
+  say "Starting Redis (data in $REDIS_DATA_DIR)"
+  mkdir -p "$REDIS_DATA_DIR"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$REDIS_DATA_DIR" \
+    --appendonly yes --pidfile "$STATE_DIR/redis.pid" --logfile "$REDIS_DATA_DIR/redis.log"
   wait_port "$host" "$port" 15 || die "Redis did not start on $host:$port"
+  touch "$STATE_DIR/started-redis"
+}
+
+# A local Redis whose directory was deleted under it (a checkout removed while its Redis ran)
+# refuses every write (MISCONF: it cannot save, and Redis 7 will not move its directory). Its data
+# set is copied out over the replication protocol, then it is restarted on the data directory
+# with that copy, and the append-only file rebuilt from it.
+heal_redis() {
+  command -v redis-cli >/dev/null || return 0
+  redis-cli -h "$1" -p "$2" ping 2>&1 | grep -q MISCONF || return 0
+  say "Redis on $1:$2 cannot save (its directory is gone); restarting it on $REDIS_DATA_DIR with its data"
+  mkdir -p "$REDIS_DATA_DIR"
+  rm -rf "$REDIS_DATA_DIR/appendonlydir"
+  redis-cli -h "$1" -p "$2" --rdb "$REDIS_DATA_DIR/dump.rdb" >/dev/null 2>&1 || die "could not copy Redis's data out"
+  redis-cli -h "$1" -p "$2" shutdown nosave >/dev/null 2>&1 || true
+  wait_port_closed "$1" "$2" 15
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$2" --dir "$REDIS_DATA_DIR" \
+    --appendonly no --pidfile "$STATE_DIR/redis.pid" --logfile "$REDIS_DATA_DIR/redis.log"
+  wait_port "$1" "$2" 15 || die "Redis did not start on $1:$2"
+  local i
+  for i in $(seq 150); do
+    redis-cli -h "$1" -p "$2" ping 2>&1 | grep -q PONG && break
+    sleep 0.2
+  done
+  redis-cli -h "$1" -p "$2" config set appendonly yes >/dev/null
   touch "$STATE_DIR/started-redis"
 }
 

@@ -8,16 +8,13 @@
 pub mod checkpoints;
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::Serialize;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgExecutor, PgPool};
 
 use eventline_runtime::config::DatabaseConfig;
-use eventline_runtime::db::redact;
 use eventline_runtime::log_identity::LogIdentity;
 
 /// The notification channel on which a switch of the live version is announced (payload: the
@@ -223,8 +220,7 @@ pub async fn bind_log<'e>(db: impl PgExecutor<'e>, version: Version, log: &LogId
 /// `public`'s: the dead letters are shared by all versions). The schema is part of the connection
 /// options, so it costs no statement per query.
 pub fn pool(config: &DatabaseConfig, version: Version) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(&config.url)
-        .with_context(|| format!("DATABASE_URL is not a valid PostgreSQL URL: {}", redact(&config.url)))?
+    let options = eventline_runtime::db::connect_options(config)?
         .options([("search_path", format!("{},public", version.schema()))]);
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)

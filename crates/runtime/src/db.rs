@@ -16,11 +16,28 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 /// A lazily connecting pool: services start even while the database is down and report it through
 /// `/readyz` instead of crash-looping.
 pub fn pool(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
+    Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(Duration::from_secs(3))
-        .connect_lazy(&config.url)
-        .with_context(|| format!("DATABASE_URL is not a valid PostgreSQL URL: {}", redact(&config.url)))
+        .connect_lazy_with(connect_options(config)?))
+}
+
+/// `DATABASE_URL` as connection options. Each connection names its program (`eventline-command`,
+/// …) as its `application_name` unless the URL names one, so `pg_stat_activity` and the
+/// benchmark can tell the services' backends apart.
+pub fn connect_options(config: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
+    let options = PgConnectOptions::from_str(&config.url)
+        .with_context(|| format!("DATABASE_URL is not a valid PostgreSQL URL: {}", redact(&config.url)))?;
+    if options.get_application_name().is_some() {
+        return Ok(options);
+    }
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|path| path.file_stem().map(|stem| stem.to_string_lossy().into_owned()));
+    Ok(match program {
+        Some(program) => options.application_name(&program),
+        None => options,
+    })
 }
 
 /// Fails when the server refuses us for good: its certificate is not trusted (or TLS is required

@@ -84,12 +84,6 @@ pub fn write_model(config: &Config, log: EventLog) -> anyhow::Result<WriteModel>
             let statement = lock_timeout.clone();
             Box::pin(async move { sqlx::query(&statement).execute(conn).await.map(|_| ()) })
         })
-        .connect_lazy(&config.database.url)
-        .with_context(|| {
-            format!(
-                "DATABASE_URL is not a valid PostgreSQL URL: {}",
-                eventline_runtime::db::redact(&config.database.url)
-            )
-        })?;
+        .connect_lazy_with(eventline_runtime::db::connect_options(&config.database)?);
     Ok(WriteModel::new(pool, log, config.kafka.clone(), config.deciders))
 }

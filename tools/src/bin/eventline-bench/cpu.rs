@@ -1,9 +1,11 @@
 //! Where the machine's CPU goes during a run: the user and system time of every process of the
 //! stack, read from `/proc/<pid>/stat` before and after, grouped by role (a service, the broker,
-//! PostgreSQL with all its backends, Redis, this load generator). Divided by what the run
-//! accepted, it says what one command costs each process.
+//! PostgreSQL's backends by the service they serve, Redis, this load generator). Divided by what
+//! the run accepted, it says what one command costs each process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::PgPool;
 
 /// Kernel clock ticks per second in `/proc/<pid>/stat` (`USER_HZ`, 100 on every Linux ABI the
 /// bench runs on).
@@ -12,8 +14,43 @@ const TICKS_PER_S: f64 = 100.0;
 /// CPU seconds used so far by each process of the stack, by pid, with its role.
 pub struct Snapshot(BTreeMap<u32, (&'static str, f64)>);
 
-/// Reads every process now; `services` names the service processes by pid.
-pub fn snapshot(services: &[(&'static str, u32)]) -> Snapshot {
+/// The processes to watch: the services by pid, and the database whose `pg_stat_activity` says
+/// which service each backend serves (by the `application_name` the services set).
+pub struct Stack {
+    pub services: Vec<(&'static str, u32)>,
+    pub database: PgPool,
+}
+
+impl Stack {
+    /// Every process's CPU time now. A backend whose service cannot be told (the database is
+    /// unreachable, or it serves none of ours) counts as "PostgreSQL: other".
+    pub async fn snapshot(&self) -> Snapshot {
+        let backends: HashMap<u32, &'static str> =
+            sqlx::query_as::<_, (i32, Option<String>)>("SELECT pid, application_name FROM pg_stat_activity")
+                .fetch_all(&self.database)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(pid, application)| {
+                    Some((u32::try_from(pid).ok()?, backend_role(application?.as_str())))
+                })
+                .collect();
+        snapshot(&self.services, &backends)
+    }
+}
+
+fn backend_role(application: &str) -> &'static str {
+    match application {
+        "eventline-command" => "PostgreSQL: command service",
+        "eventline-projector" => "PostgreSQL: projector",
+        "eventline-query" => "PostgreSQL: query service",
+        _ => "PostgreSQL: other",
+    }
+}
+
+/// Reads every process now; `services` names the service processes by pid, `backends` the
+/// database backends by the service they serve.
+fn snapshot(services: &[(&'static str, u32)], backends: &HashMap<u32, &'static str>) -> Snapshot {
     let mut processes = BTreeMap::new();
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else { return Snapshot(processes) };
@@ -21,7 +58,7 @@ pub fn snapshot(services: &[(&'static str, u32)]) -> Snapshot {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
             continue;
         };
-        let Some(role) = role(pid, me, services) else { continue };
+        let Some(role) = role(pid, me, services, backends) else { continue };
         if let Some(seconds) = cpu_seconds(pid) {
             processes.insert(pid, (role, seconds));
         }
@@ -43,7 +80,12 @@ impl Snapshot {
     }
 }
 
-fn role(pid: u32, me: u32, services: &[(&'static str, u32)]) -> Option<&'static str> {
+fn role(
+    pid: u32,
+    me: u32,
+    services: &[(&'static str, u32)],
+    backends: &HashMap<u32, &'static str>,
+) -> Option<&'static str> {
     if let Some((name, _)) = services.iter().find(|(_, service)| *service == pid) {
         return Some(name);
     }
@@ -52,7 +94,7 @@ fn role(pid: u32, me: u32, services: &[(&'static str, u32)]) -> Option<&'static 
     }
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     match comm.trim() {
-        "postgres" => return Some("PostgreSQL"),
+        "postgres" => return Some(backends.get(&pid).copied().unwrap_or("PostgreSQL: other")),
         "redis-server" => return Some("Redis"),
         _ => {}
     }
@@ -77,13 +119,13 @@ mod tests {
 
     #[test]
     fn this_process_is_the_load_generator_and_its_time_only_grows() {
-        let before = snapshot(&[]);
+        let before = snapshot(&[], &HashMap::new());
         let mut x = 0_u64;
         for i in 0..50_000_000_u64 {
             x = x.wrapping_mul(31).wrapping_add(i);
         }
         std::hint::black_box(x);
-        let used = snapshot(&[]).since(&before);
+        let used = snapshot(&[], &HashMap::new()).since(&before);
         assert!(used.get("load generator").is_some_and(|s| *s > 0.0), "{used:?}");
     }
 }

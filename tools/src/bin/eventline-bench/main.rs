@@ -205,9 +205,10 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
             .into_iter()
             .filter_map(|(role, service)| Some((role, service.pid()?)))
             .collect();
-    let (before, profile) = (cpu::snapshot(&services), Profile::group(&http, &command).await?);
+    let stack = cpu::Stack { services, database: sqlx::PgPool::connect(&setup.database_url()).await? };
+    let (before, profile) = (stack.snapshot().await, Profile::group(&http, &command).await?);
     let single = closed_loop(64, scale.run, create_user("single")).await;
-    results.cpu("single", &cpu::snapshot(&services).since(&before), single.ok);
+    results.cpu("single", &stack.snapshot().await.since(&before), single.ok);
     profile.finish(&http, results, "single").await?;
     results.key("command_single_per_s", single.per_s);
     results.key("command_vs_broker_ceiling", single.per_s / prefilled.per_s);
@@ -234,9 +235,9 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
             async move { expect_status(request.send().await?, 202).await }
         }
     };
-    let before = cpu::snapshot(&services);
+    let before = stack.snapshot().await;
     let batches = closed_loop(4, scale.run, batch).await;
-    results.cpu("batch", &cpu::snapshot(&services).since(&before), batches.ok * 1000);
+    results.cpu("batch", &stack.snapshot().await.since(&before), batches.ok * 1000);
     results.key("command_batch_events_per_s", batches.per_s * 1000.0);
     results.detail("command_batch_requests", &batches);
     println!("   batch: {:.0} events/s", batches.per_s * 1000.0);
@@ -244,9 +245,9 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     // Contended: 100 clients on 10 skus, each adding or removing one unit. Every command is decided
     // (202, or 409 when a remove finds no stock); the share refused is the conflict rate.
     projector.caught_up(&http).await?;
-    let (before, profile) = (cpu::snapshot(&services), Profile::group(&http, &command).await?);
+    let (before, profile) = (stack.snapshot().await, Profile::group(&http, &command).await?);
     let (contended, refused_share) = contended(&http, &command, scale.run).await?;
-    results.cpu("contended", &cpu::snapshot(&services).since(&before), contended.ok);
+    results.cpu("contended", &stack.snapshot().await.since(&before), contended.ok);
     profile.finish(&http, results, "contended").await?;
     results.key("command_contended_per_s", contended.per_s);
     results.context("command_contended_refused_share", refused_share);

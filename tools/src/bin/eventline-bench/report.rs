@@ -242,8 +242,9 @@ impl Results {
         let _ = writeln!(
             md,
             "\n## CPU per accepted command (same run)\n\nMicroseconds of CPU (user + system, from `/proc`) each \
-             process spent per command the run accepted (per event for the batch run); PostgreSQL counts all \
-             its backends. The contended run counts decisions (202 or 409).\n\n| process | {} |\n|---|{}",
+             process spent per command the run accepted (per event for the batch run). PostgreSQL's backends are \
+             split by the service they serve (its `application_name`); `other` is the rest (background \
+             writers, WAL, this tool). The contended run counts decisions (202 or 409).\n\n| process | {} |\n|---|{}",
             runs.join(" | "),
             "---:|".repeat(runs.len())
         );
