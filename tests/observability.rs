@@ -105,6 +105,7 @@ async fn traces_in_jaeger_and_metrics_as_make_up_runs_the_services() {
     for process in [&command, &projector, &query] {
         process.ready().await;
     }
+    the_projection_has_started(&command, &query).await;
 
     one_trace_from_post_through_the_log_to_get(&env, &jaeger, &command, &query).await;
     a_batch_and_a_refusal_have_the_status_users_expect(&jaeger, &command).await;
@@ -132,6 +133,22 @@ async fn spans_are_flushed_on_exit(jaeger: &Jaeger, mut command: Process) {
     trace_in_jaeger(jaeger, &trace_id, "the spans flushed on exit", |spans| {
         let command = |kind| spans.iter().any(|s| s.service == "eventline-command" && s.kind == kind);
         command(kind::SERVER) && command(kind::PRODUCER)
+    })
+    .await;
+}
+
+/// Ready does not mean the projector owns its partitions yet (the group may still be joining on
+/// a loaded machine): one event is read back first, so the traced request below measures tracing,
+/// not start-up, against the 2 s consistency wait `make up` serves with.
+async fn the_projection_has_started(command: &Process, query: &Process) {
+    let body = json!({"email": "warm-up@example.com", "firstName": "Warm", "lastName": "Up"});
+    let created = http().post(command.url("/users")).json(&body).send().await.unwrap();
+    assert_eq!(created.status(), 202);
+    let user: Value = created.json().await.unwrap();
+    let url = query.url(&format!("/users/{}", user["userId"].as_str().unwrap()));
+    eventually(Duration::from_secs(60), "the first event to be projected", || {
+        let url = url.clone();
+        async move { http().get(url).send().await.ok().filter(|r| r.status() == 200).map(|_| ()) }
     })
     .await;
 }
