@@ -33,23 +33,20 @@ die() { printf '\033[1;31mxx  %s\033[0m\n' "$*" >&2; exit 1; }
 # port_open HOST PORT: is something listening there?
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
-# wait_port HOST PORT SECONDS
-wait_port() {
-  local deadline=$((SECONDS + $3))
-  until port_open "$1" "$2"; do
+# wait_for SECONDS COMMAND...: until COMMAND succeeds; fails once SECONDS have passed.
+wait_for() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
     ((SECONDS < deadline)) || return 1
     sleep 0.2
   done
 }
 
-# wait_port_closed HOST PORT SECONDS
-wait_port_closed() {
-  local deadline=$((SECONDS + $3))
-  while port_open "$1" "$2"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
+# wait_port HOST PORT SECONDS / wait_port_closed HOST PORT SECONDS
+wait_port() { wait_for "$3" port_open "$1" "$2"; }
+port_closed() { ! port_open "$1" "$2"; }
+wait_port_closed() { wait_for "$3" port_closed "$1" "$2"; }
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
@@ -143,6 +140,9 @@ heal_redis() {
     sleep 0.2
   done
   redis-cli -h "$1" -p "$2" config set appendonly yes >/dev/null
+  # The append-only file is written from memory in the background; a shutdown meanwhile fails.
+  aof_written() { redis-cli -h "$1" -p "$2" info persistence | grep -q '^aof_rewrite_in_progress:0'; }
+  wait_for 30 aof_written "$1" "$2" || die "Redis did not write its append-only file"
   touch "$STATE_DIR/started-redis"
 }
 
