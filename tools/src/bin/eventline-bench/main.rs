@@ -206,7 +206,8 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
             .filter_map(|(role, service)| Some((role, service.pid()?)))
             .collect();
     let stack = cpu::Stack { services, database: sqlx::PgPool::connect(&setup.database_url()).await? };
-    let (before, profile) = (stack.snapshot().await, Profile::group(&http, &command).await?);
+    let (before, profile) =
+        (stack.snapshot().await, Profile::group(&http, &command, "command_group_size_single").await?);
     let single = closed_loop(64, scale.run, create_user("single")).await;
     results.cpu("single", &stack.snapshot().await.since(&before), single.ok);
     profile.finish(&http, results, "single").await?;
@@ -245,7 +246,8 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     // Contended: 100 clients on 10 skus, each adding or removing one unit. Every command is decided
     // (202, or 409 when a remove finds no stock); the share refused is the conflict rate.
     projector.caught_up(&http).await?;
-    let (before, profile) = (stack.snapshot().await, Profile::group(&http, &command).await?);
+    let (before, profile) =
+        (stack.snapshot().await, Profile::group(&http, &command, "command_group_size_contended").await?);
     let (contended, refused_share) = contended(&http, &command, scale.run).await?;
     results.cpu("contended", &stack.snapshot().await.since(&before), contended.ok);
     profile.finish(&http, results, "contended").await?;
@@ -318,6 +320,9 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
 struct Profile {
     what: &'static str,
     series: Vec<(&'static str, String)>,
+    /// A (sum, count) series whose plain mean is recorded as a ceiling-and-baseline key (the mean
+    /// group size: how many commands share one group's fixed costs).
+    mean: Option<(&'static str, &'static str)>,
     urls: Vec<String>,
     before: BTreeMap<String, (f64, f64)>,
 }
@@ -352,8 +357,15 @@ impl Profile {
         Profile::start(http, "freshness", freshness_series(), &[projector, query]).await
     }
 
-    async fn group(http: &reqwest::Client, command: &stack::Service) -> anyhow::Result<Profile> {
-        Profile::start(http, "group", group_series(), &[command]).await
+    /// Also records the run's mean group size as `size_key`.
+    async fn group(
+        http: &reqwest::Client,
+        command: &stack::Service,
+        size_key: &'static str,
+    ) -> anyhow::Result<Profile> {
+        let mut profile = Profile::start(http, "group", group_series(), &[command]).await?;
+        profile.mean = Some((size_key, eventline_command::metrics::GROUP_SIZE));
+        Ok(profile)
     }
 
     async fn start(
@@ -364,7 +376,7 @@ impl Profile {
     ) -> anyhow::Result<Profile> {
         let urls: Vec<String> = services.iter().map(|service| service.url("/metrics")).collect();
         let before = Profile::scrape(http, &urls).await?;
-        Ok(Profile { what, series, urls, before })
+        Ok(Profile { what, series, mean: None, urls, before })
     }
 
     async fn scrape(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
@@ -395,6 +407,13 @@ impl Profile {
             if count > count0 {
                 let mean_ms = (sum - sum0) / (count - count0) * 1000.0;
                 results.profile(format!("{}_{stage}_ms_{run}", self.what), mean_ms);
+            }
+        }
+        if let Some((key, series)) = self.mean {
+            let (sum, count) = after.get(series).copied().unwrap_or_default();
+            let (sum0, count0) = self.before.get(series).copied().unwrap_or_default();
+            if count > count0 {
+                results.context(key, (sum - sum0) / (count - count0));
             }
         }
         Ok(())
