@@ -111,12 +111,20 @@ ensure_redis() {
   is_local "$host" || die "Redis at $host:$port does not answer (REDIS_URL)"
   command -v redis-server >/dev/null || apt_install redis-server
   say "Starting Redis (data in $REDIS_DATA_DIR)"
+  start_redis "$host" "$port" yes
+}
+
+# start_redis HOST PORT APPENDONLY: a local Redis with its data in REDIS_DATA_DIR, answering.
+start_redis() {
   mkdir -p "$REDIS_DATA_DIR"
-  redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$REDIS_DATA_DIR" \
-    --appendonly yes --pidfile "$STATE_DIR/redis.pid" --logfile "$REDIS_DATA_DIR/redis.log"
-  wait_port "$host" "$port" 15 || die "Redis did not start on $host:$port"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$2" --dir "$REDIS_DATA_DIR" \
+    --appendonly "$3" --pidfile "$STATE_DIR/redis.pid" --logfile "$REDIS_DATA_DIR/redis.log"
+  wait_for 30 redis_answers "$1" "$2" || die "Redis did not start on $1:$2"
   touch "$STATE_DIR/started-redis"
 }
+
+# A Redis answers PONG once it has loaded its data (LOADING before).
+redis_answers() { redis-cli -h "$1" -p "$2" ping 2>&1 | grep -q PONG; }
 
 # A local Redis whose directory was deleted under it (a checkout removed while its Redis ran)
 # refuses every write (MISCONF: it cannot save, and Redis 7 will not move its directory). Its data
@@ -131,19 +139,12 @@ heal_redis() {
   redis-cli -h "$1" -p "$2" --rdb "$REDIS_DATA_DIR/dump.rdb" >/dev/null 2>&1 || die "could not copy Redis's data out"
   redis-cli -h "$1" -p "$2" shutdown nosave >/dev/null 2>&1 || true
   wait_port_closed "$1" "$2" 15
-  redis-server --daemonize yes --bind 127.0.0.1 --port "$2" --dir "$REDIS_DATA_DIR" \
-    --appendonly no --pidfile "$STATE_DIR/redis.pid" --logfile "$REDIS_DATA_DIR/redis.log"
-  wait_port "$1" "$2" 15 || die "Redis did not start on $1:$2"
-  local i
-  for i in $(seq 150); do
-    redis-cli -h "$1" -p "$2" ping 2>&1 | grep -q PONG && break
-    sleep 0.2
-  done
+  # Without the append-only file it loads dump.rdb; switched on, it writes that file from memory
+  # in the background (a shutdown meanwhile fails, so it is waited for).
+  start_redis "$1" "$2" no
   redis-cli -h "$1" -p "$2" config set appendonly yes >/dev/null
-  # The append-only file is written from memory in the background; a shutdown meanwhile fails.
   aof_written() { redis-cli -h "$1" -p "$2" info persistence | grep -q '^aof_rewrite_in_progress:0'; }
   wait_for 30 aof_written "$1" "$2" || die "Redis did not write its append-only file"
-  touch "$STATE_DIR/started-redis"
 }
 
 # The Python tools (client generator, schemathesis), pinned in clients/python/requirements.txt and

@@ -82,7 +82,8 @@ BEGIN
 END
 $$;
 -- Writes the state of the aggregates a group changed and its decisions, pending, in decision
--- order. Run on its own, it commits as it returns.
+-- order (a rebuild writes its folded state through it too, with no decisions). Run on its own, it
+-- commits as it returns.
 CREATE OR REPLACE FUNCTION command_state.save(
     user_ids uuid[], user_emails text[], user_versions bigint[],
     order_ids uuid[], order_users uuid[], order_currencies text[], order_totals text[],

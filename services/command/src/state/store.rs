@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use eventline_events::{Amount, Currency, LogPosition};
+use eventline_events::LogPosition;
 use eventline_runtime::log_identity::LogIdentity;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -75,13 +75,46 @@ pub struct GroupRead {
     pub decisions: Vec<Decision>,
 }
 
-/// `command_state.lock_and_read`'s answer, as rows of JSON arrays.
+/// The decision state's rows, as `command_state.lock_and_read` returns them (JSON arrays) and as
+/// the tables hold them.
 #[derive(Deserialize)]
-struct ReadRows {
+struct StateRows {
     users: Vec<(Uuid, String, i64)>,
     orders: Vec<(Uuid, Uuid, String, String, Option<Uuid>, i64)>,
     payments: Vec<(Uuid, Uuid)>,
     skus: Vec<(String, i64, i64)>,
+}
+
+impl StateRows {
+    fn into_state(self) -> anyhow::Result<Aggregates> {
+        let mut state = Aggregates::default();
+        for (user_id, email_key, version) in self.users {
+            state.emails.insert(email_key.clone(), user_id);
+            state.users.insert(user_id, UserState { email_key, version });
+        }
+        for (order_id, user_id, currency, total, payment_id, version) in self.orders {
+            let order = OrderState {
+                user_id,
+                currency: parse_stored(&currency, "currency")?,
+                total: parse_stored(&total, "total")?,
+                payment_id,
+                version,
+            };
+            state.orders.insert(order_id, order);
+        }
+        state.payments.extend(self.payments);
+        for (sku, stock, version) in self.skus {
+            state.skus.insert(sku, SkuState { stock, version });
+        }
+        Ok(state)
+    }
+}
+
+/// `command_state.lock_and_read`'s answer.
+#[derive(Deserialize)]
+struct ReadRows {
+    #[serde(flatten)]
+    state: StateRows,
     /// Event id, partition and offset once appended, whether it is pending; oldest first.
     decisions: Vec<(Uuid, Option<i32>, Option<i64>, bool)>,
 }
@@ -111,25 +144,7 @@ pub async fn lock_and_read(
             .bind(aggregates)
             .fetch_one(&mut *conn)
             .await?;
-    let mut state = Aggregates::default();
-    for (user_id, email_key, version) in rows.users {
-        state.emails.insert(email_key.clone(), user_id);
-        state.users.insert(user_id, UserState { email_key, version });
-    }
-    for (order_id, user_id, currency, total, payment_id, version) in rows.orders {
-        let order = OrderState {
-            user_id,
-            currency: parse_stored(&currency, "currency")?,
-            total: parse_stored(&total, "total")?,
-            payment_id,
-            version,
-        };
-        state.orders.insert(order_id, order);
-    }
-    state.payments.extend(rows.payments);
-    for (sku, stock, version) in rows.skus {
-        state.skus.insert(sku, SkuState { stock, version });
-    }
+    let state = rows.state.into_state()?;
     let pending: Vec<Uuid> = rows.decisions.iter().filter(|d| d.3).map(|d| d.0).collect();
     let mut envelopes: HashMap<Uuid, Vec<u8>> = if pending.is_empty() {
         HashMap::new()
@@ -157,69 +172,6 @@ fn parse_stored<T: std::str::FromStr<Err: std::fmt::Display>>(stored: &str, what
     stored.parse::<T>().map_err(|e| anyhow::anyhow!("stored {what} {stored}: {e}"))
 }
 
-/// Reads the state of the wanted aggregates.
-async fn load(conn: &mut PgConnection, wanted: &Wanted) -> anyhow::Result<Aggregates> {
-    let mut state = Aggregates::default();
-    if !wanted.users.is_empty() || !wanted.emails.is_empty() {
-        let rows = sqlx::query(
-            "SELECT user_id, email_key, version FROM command_state.users \
-             WHERE user_id = ANY($1) OR email_key = ANY($2)",
-        )
-        .bind(vec(&wanted.users))
-        .bind(vec(&wanted.emails))
-        .fetch_all(&mut *conn)
-        .await?;
-        for row in rows {
-            let (user_id, email_key): (Uuid, String) = (row.try_get(0)?, row.try_get(1)?);
-            state.emails.insert(email_key.clone(), user_id);
-            state.users.insert(user_id, UserState { email_key, version: row.try_get(2)? });
-        }
-    }
-    if !wanted.orders.is_empty() {
-        let rows = sqlx::query(
-            "SELECT order_id, user_id, currency, total, payment_id, version FROM command_state.orders \
-             WHERE order_id = ANY($1)",
-        )
-        .bind(vec(&wanted.orders))
-        .fetch_all(&mut *conn)
-        .await?;
-        for row in rows {
-            let currency: String = row.try_get(2)?;
-            let total: String = row.try_get(3)?;
-            let order = OrderState {
-                user_id: row.try_get(1)?,
-                currency: currency
-                    .parse::<Currency>()
-                    .map_err(|e| anyhow::anyhow!("stored currency {currency}: {e}"))?,
-                total: total.parse::<Amount>().map_err(|e| anyhow::anyhow!("stored total {total}: {e}"))?,
-                payment_id: row.try_get(4)?,
-                version: row.try_get(5)?,
-            };
-            state.orders.insert(row.try_get(0)?, order);
-        }
-    }
-    if !wanted.payments.is_empty() {
-        let rows =
-            sqlx::query("SELECT payment_id, order_id FROM command_state.payments WHERE payment_id = ANY($1)")
-                .bind(vec(&wanted.payments))
-                .fetch_all(&mut *conn)
-                .await?;
-        for row in rows {
-            state.payments.insert(row.try_get(0)?, row.try_get(1)?);
-        }
-    }
-    if !wanted.skus.is_empty() {
-        let rows = sqlx::query("SELECT sku, stock, version FROM command_state.skus WHERE sku = ANY($1)")
-            .bind(vec(&wanted.skus))
-            .fetch_all(&mut *conn)
-            .await?;
-        for row in rows {
-            state.skus.insert(row.try_get(0)?, SkuState { stock: row.try_get(1)?, version: row.try_get(2)? });
-        }
-    }
-    Ok(state)
-}
-
 /// A decided event as stored: where it sits in the log once appended, its envelope while pending.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -245,8 +197,8 @@ pub struct NewDecision<'a> {
     pub envelope: &'a [u8],
 }
 
-/// Writes the state of `changed` aggregates and the new pending decisions, in order, and commits:
-/// one statement, on a connection outside any transaction.
+/// Writes the state of `changed` aggregates (insert or replace) and the new pending decisions, in
+/// order: one statement, which commits on a connection outside any transaction.
 pub async fn save(
     conn: &mut PgConnection,
     changed: &Aggregates,
@@ -278,80 +230,6 @@ pub async fn save(
     .execute(conn)
     .await
     .map(|_| ())
-}
-
-/// Writes the state of every aggregate in `state` (insert or replace).
-pub async fn upsert(conn: &mut PgConnection, state: &Aggregates) -> sqlx::Result<()> {
-    if !state.users.is_empty() {
-        let (ids, rest): (Vec<Uuid>, Vec<(&str, i64)>) =
-            state.users.iter().map(|(id, u)| (*id, (u.email_key.as_str(), u.version))).unzip();
-        let (emails, versions): (Vec<&str>, Vec<i64>) = rest.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO command_state.users (user_id, email_key, version) \
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[]) \
-             ON CONFLICT (user_id) DO UPDATE SET email_key = EXCLUDED.email_key, version = EXCLUDED.version",
-        )
-        .bind(ids)
-        .bind(emails)
-        .bind(versions)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !state.orders.is_empty() {
-        let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![]);
-        for (id, o) in &state.orders {
-            columns.0.push(*id);
-            columns.1.push(o.user_id);
-            columns.2.push(o.currency.to_string());
-            columns.3.push(o.total.to_string());
-            columns.4.push(o.payment_id);
-            columns.5.push(o.version);
-        }
-        sqlx::query(
-            "INSERT INTO command_state.orders (order_id, user_id, currency, total, payment_id, version) \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::int8[]) \
-             ON CONFLICT (order_id) DO UPDATE SET user_id = EXCLUDED.user_id, currency = EXCLUDED.currency, \
-             total = EXCLUDED.total, payment_id = EXCLUDED.payment_id, version = EXCLUDED.version",
-        )
-        .bind(columns.0)
-        .bind(columns.1)
-        .bind(columns.2)
-        .bind(columns.3)
-        .bind(columns.4)
-        .bind(columns.5)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !state.payments.is_empty() {
-        let (ids, orders): (Vec<Uuid>, Vec<Uuid>) = state.payments.iter().map(|(p, o)| (*p, *o)).unzip();
-        sqlx::query(
-            "INSERT INTO command_state.payments (payment_id, order_id) \
-             SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT (payment_id) DO NOTHING",
-        )
-        .bind(ids)
-        .bind(orders)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !state.skus.is_empty() {
-        let mut columns = (vec![], vec![], vec![]);
-        for (sku, s) in &state.skus {
-            columns.0.push(sku.as_str());
-            columns.1.push(s.stock);
-            columns.2.push(s.version);
-        }
-        sqlx::query(
-            "INSERT INTO command_state.skus (sku, stock, version) \
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[]) \
-             ON CONFLICT (sku) DO UPDATE SET stock = EXCLUDED.stock, version = EXCLUDED.version",
-        )
-        .bind(columns.0)
-        .bind(columns.1)
-        .bind(columns.2)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }
 
 /// Records where appended decisions landed; they are no longer pending. Not waiting for the disk
@@ -390,20 +268,23 @@ pub async fn recorded_log(conn: &mut PgConnection) -> sqlx::Result<Option<Record
 
 /// Everything the state holds, for verify.
 pub async fn load_all(conn: &mut PgConnection) -> anyhow::Result<Aggregates> {
-    let mut wanted = Wanted::default();
-    let users: Vec<Uuid> =
-        sqlx::query_scalar("SELECT user_id FROM command_state.users").fetch_all(&mut *conn).await?;
-    wanted.users.extend(users);
-    let orders: Vec<Uuid> =
-        sqlx::query_scalar("SELECT order_id FROM command_state.orders").fetch_all(&mut *conn).await?;
-    wanted.orders.extend(orders);
-    let payments: Vec<Uuid> =
-        sqlx::query_scalar("SELECT payment_id FROM command_state.payments").fetch_all(&mut *conn).await?;
-    wanted.payments.extend(payments);
-    let skus: Vec<String> =
-        sqlx::query_scalar("SELECT sku FROM command_state.skus").fetch_all(&mut *conn).await?;
-    wanted.skus.extend(skus);
-    load(conn, &wanted).await
+    let rows = StateRows {
+        users: sqlx::query_as("SELECT user_id, email_key, version FROM command_state.users")
+            .fetch_all(&mut *conn)
+            .await?,
+        orders: sqlx::query_as(
+            "SELECT order_id, user_id, currency, total, payment_id, version FROM command_state.orders",
+        )
+        .fetch_all(&mut *conn)
+        .await?,
+        payments: sqlx::query_as("SELECT payment_id, order_id FROM command_state.payments")
+            .fetch_all(&mut *conn)
+            .await?,
+        skus: sqlx::query_as("SELECT sku, stock, version FROM command_state.skus")
+            .fetch_all(&mut *conn)
+            .await?,
+    };
+    rows.into_state()
 }
 
 /// Replaces the whole state with `state`, a fold of `log`, with its decisions (all appended).
@@ -434,7 +315,7 @@ pub async fn replace_all(
             payments: take(&mut rest.payments, SLICE),
             skus: take(&mut rest.skus, SLICE),
         };
-        upsert(conn, &slice).await?;
+        save(conn, &slice, &[]).await?;
     }
     for chunk in decided.chunks(SLICE) {
         let ids: Vec<Uuid> = chunk.iter().map(|d| d.0).collect();

@@ -401,20 +401,21 @@ impl Profile {
     /// Records `<what>_<stage>_ms_<run>`: each stage's mean over the run.
     async fn finish(self, http: &reqwest::Client, results: &mut Results, run: &str) -> anyhow::Result<()> {
         let after = Profile::scrape(http, &self.urls).await?;
-        for (stage, series) in &self.series {
+        // The mean of what a series recorded between the two scrapes, if it recorded anything.
+        let mean = |series: &str| {
             let (sum, count) = after.get(series).copied().unwrap_or_default();
             let (sum0, count0) = self.before.get(series).copied().unwrap_or_default();
-            if count > count0 {
-                let mean_ms = (sum - sum0) / (count - count0) * 1000.0;
-                results.profile(format!("{}_{stage}_ms_{run}", self.what), mean_ms);
+            (count > count0).then(|| (sum - sum0) / (count - count0))
+        };
+        for (stage, series) in &self.series {
+            if let Some(seconds) = mean(series) {
+                results.profile(format!("{}_{stage}_ms_{run}", self.what), seconds * 1000.0);
             }
         }
-        if let Some((key, series)) = self.mean {
-            let (sum, count) = after.get(series).copied().unwrap_or_default();
-            let (sum0, count0) = self.before.get(series).copied().unwrap_or_default();
-            if count > count0 {
-                results.context(key, (sum - sum0) / (count - count0));
-            }
+        if let Some((key, series)) = self.mean
+            && let Some(value) = mean(series)
+        {
+            results.context(key, value);
         }
         Ok(())
     }
