@@ -6,6 +6,8 @@
 source "$(dirname "$0")/common.sh"
 
 ensure_dependencies
+# Topics of runs that did not finish (a run deletes its own).
+delete_stale_topics 'eventline\.bench\..*'
 build_services_and_tool eventline-bench
 # Open-loop runs keep up to 2,000 requests (sockets) in flight.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -307,6 +307,21 @@ ensure_broker() {
   wait_port "$host" "$port" 120 || die "Kafka did not start; see $STATE_DIR/broker.log and $STATE_DIR/kafka/server.log"
 }
 
+# Deletes the topics earlier test or bench runs left on the local broker (`$1`: a regular
+# expression, e.g. 'eventline\.test\..*'): every run creates topics of its own, and a broker
+# that keeps hundreds of them keeps their disk and costs more per request. Only on the broker
+# `make up` runs here; a remote or secured broker is left alone.
+delete_stale_topics() {
+  local host port
+  read -r host port < <(host_port "$KAFKA_BROKERS" 9092)
+  is_local "$host" && [[ -f $STATE_DIR/broker.pid ]] || return 0
+  [[ ${KAFKA_SECURITY_PROTOCOL:-plaintext} == plaintext ]] || return 0
+  bash "$KAFKA_LAUNCHER" topics --bootstrap-server "$host:$port" --list 2>/dev/null | grep -qE "^($1)\$" || return 0
+  say "Deleting topics of earlier runs ($1)"
+  bash "$KAFKA_LAUNCHER" topics --bootstrap-server "$host:$port" --delete --topic "$1" >/dev/null ||
+    warn "could not delete topics of earlier runs ($1)"
+}
+
 # PostgreSQL, Redis and the broker, installed and started if missing (make bench, make chaos).
 ensure_dependencies() {
   ensure_build_tools

@@ -23,6 +23,9 @@
 #                               (e.g. 'SCRAM-SHA-512=[name=eventline,password=…]'); repeatable
 #       Every key=value after `--` is appended to the broker's configuration, overriding a default
 #       (listeners, TLS and SASL settings for a secured listener, replication defaults).
+#
+#   kafka.sh topics ARGS...
+#       Kafka's topic tool (what kafka-topics.sh runs): --list, --describe, --delete, ...
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -133,8 +136,18 @@ run() {
     -cp "$cp" kafka.Kafka "$config"
 }
 
+# Kafka's own topic tool (what kafka-topics.sh runs), e.g.
+# `kafka.sh topics --bootstrap-server 127.0.0.1:9092 --list`.
+topics() {
+  local cp
+  cp=$(classpath)
+  exec java -Xmx256m -Dlog4j2.configurationFile="$ROOT/tools/kafka/log4j2-tools.properties" \
+    -cp "$cp" org.apache.kafka.tools.TopicCommand "$@"
+}
+
 case ${1:-} in
   classpath) classpath; echo ;;
   run) shift; run "$@" ;;
-  *) die "usage: kafka.sh classpath | kafka.sh run DIR [options] [-- key=value …]" ;;
+  topics) shift; topics "$@" ;;
+  *) die "usage: kafka.sh classpath | kafka.sh run DIR [options] [-- key=value …] | kafka.sh topics ARGS…" ;;
 esac

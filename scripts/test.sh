@@ -46,6 +46,9 @@ if command -v psql >/dev/null; then
     while read -r db; do psql -q "$server" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; done
 fi
 
+# Topics of earlier runs (each test creates its own).
+delete_stale_topics 'eventline\.test\..*'
+
 # Redis keys of earlier runs' test topics (dead-letter streams have no expiry).
 if command -v redis-cli >/dev/null; then
   read -r rhost rport < <(host_port "$REDIS_URL" 6379)

@@ -149,6 +149,39 @@ async fn users_orders_and_stock_read_back_with_every_field() {
     assert_eq!(unpaid["status"], "awaiting_payment");
     assert!(unpaid["payment"].is_null());
 
+    // GET /users/{id} and /orders/{id} serve the documents the projector stored (the user's lists
+    // the payment its batch brought); a row without one (stored before documents were) is
+    // assembled at read time into the very same body and ETag.
+    let user_url = query.url(&format!("/users/{user_id}"));
+    let order_url = query.url(&format!("/orders/{paid}"));
+    let served = |url: String| async move {
+        let response = get(url, None).await;
+        assert_eq!(response.status(), 200);
+        let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+        (response.bytes().await.unwrap(), etag)
+    };
+    let (stored_user, stored_order) = (served(user_url.clone()).await, served(order_url.clone()).await);
+    let listed: Value = serde_json::from_slice(&stored_user.0).unwrap();
+    let statuses: Vec<&str> =
+        listed["orders"].as_array().unwrap().iter().map(|o| o["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["awaiting_payment", "paid", "awaiting_payment"]);
+    assert_eq!(stored_order.1, "\"2\"");
+    let cleared = sqlx::query(
+        "WITH u AS (UPDATE users SET document = NULL, document_etag = NULL
+                     WHERE user_id = $1::uuid AND document IS NOT NULL RETURNING 1),
+              o AS (UPDATE orders SET document = NULL, document_etag = NULL
+                     WHERE order_id = $2::uuid AND document IS NOT NULL RETURNING 1)
+         SELECT (SELECT count(*) FROM u) + (SELECT count(*) FROM o)",
+    )
+    .bind(&user_id)
+    .bind(&paid)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(sqlx::Row::get::<i64, _>(&cleared, 0), 2, "both documents were stored");
+    assert_eq!(served(user_url).await, stored_user, "assembled at read time");
+    assert_eq!(served(order_url).await, stored_order, "assembled at read time");
+
     let stock: Value = get(query.url("/inventory/SKU-0"), None).await.json().await.unwrap();
     assert_eq!(stock["sku"], "SKU-0");
     assert_eq!(stock["quantity"], 10, "set 12, then remove 2");
@@ -288,8 +321,9 @@ async fn every_read_uses_indexes_not_sequential_scans() {
         sqlx::query_scalar("SELECT order_id::text FROM orders LIMIT 1").fetch_one(&env.pool).await.unwrap();
     let order = format!("'{order}'::uuid");
     // Each statement with its arguments ($1, $2, … in order).
-    let plans: [(&str, &str, Vec<String>); 7] = [
-        ("user", USER_SQL, vec![user.into(), "5".into()]),
+    let plans: [(&str, &str, Vec<String>); 9] = [
+        ("stored user document", STORED_USER_SQL, vec![user.into()]),
+        ("user document", USER_DOCUMENTS_SQL, vec![format!("ARRAY[{user}]"), "5".into()]),
         (
             "the projector's refresh of user figures",
             REFRESH_FIGURES_SQL,
@@ -302,7 +336,8 @@ async fn every_read_uses_indexes_not_sequential_scans() {
             vec![user.into(), "21".into(), "NULL::timestamptz".into(), "NULL::uuid".into()],
         ),
         ("orders after a cursor", ORDERS_SQL, vec![user.into(), "21".into(), "now()".into(), order.clone()]),
-        ("order", ORDER_SQL, vec![order.clone()]),
+        ("stored order document", STORED_ORDER_SQL, vec![order.clone()]),
+        ("order document", ORDER_DOCUMENTS_SQL, vec![format!("ARRAY[{order}]")]),
         ("stock", STOCK_SQL, vec!["'SKU-42'".into()]),
     ];
     // The services run these as prepared statements, which PostgreSQL plans once for any

@@ -144,6 +144,17 @@ pub async fn drop_database(server: &str, database: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes `topic` (a tool's own, at the end of its run) from `brokers`.
+pub async fn delete_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = kafka_client(brokers)?.create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.delete_topics(&[topic], &options).await? {
+        result.map_err(|(topic, code)| anyhow::anyhow!("deleting topic {topic}: {code}"))?;
+    }
+    Ok(())
+}
+
 /// A running service process; stopped (SIGTERM, then killed) when dropped.
 pub struct Service {
     child: Option<Child>,
@@ -152,6 +163,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// A process started otherwise, stopped like a service.
+    pub fn spawned(child: Child, name: &'static str, base: String) -> Service {
+        Service { child: Some(child), name, base }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -6,6 +6,7 @@
 //! rebuild fills a new one next to it and switches.
 
 pub mod checkpoints;
+pub mod documents;
 
 use std::fmt;
 use std::time::Duration;

@@ -17,6 +17,14 @@ use crate::config::KafkaConfig;
 /// Settings every client of ours starts from: where the brokers are and how to reach them
 /// securely (security protocol, SASL, TLS files, then the operator's extra properties).
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    client_config_tuned(kafka, &[])
+}
+
+/// [`client_config`] with `tuning`: our defaults for settings that only trade speed or
+/// reaction time (`linger.ms`, backoffs), set before the operator's extra properties so that
+/// those override them. Settings a correctness rule depends on (`acks`, idempotence) are set by
+/// the caller after this, and no file overrides them.
+pub fn client_config_tuned(kafka: &KafkaConfig, tuning: &[(&str, &str)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &kafka.brokers)
@@ -24,6 +32,9 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("socket.keepalive.enable", "true")
         // librdkafka logs through the `log` crate; keep its noise for real problems.
         .set("log_level", "4");
+    for (key, value) in tuning {
+        config.set(*key, *value);
+    }
     let security = &kafka.security;
     config.set("security.protocol", security.protocol.as_str());
     if let Some(mechanism) = security.sasl_mechanism {

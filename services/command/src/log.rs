@@ -336,17 +336,22 @@ impl EventLog {
     }
 }
 
-/// An idempotent producer that waits for every in-sync replica (`acks=all`).
+/// An idempotent producer that waits for every in-sync replica (`acks=all`). `linger.ms` and the
+/// reconnect backoff are tuning (`KAFKA_CLIENT_PROPERTIES` may change them); durability and the
+/// append timeout are not.
 fn new_producer(kafka: &KafkaConfig, append_timeout_ms: u64) -> Result<FutureProducer, KafkaError> {
-    eventline_runtime::kafka::client_config(kafka)
+    let tuning = [
+        // A group's events leave together; waiting a little longer only adds latency.
+        ("linger.ms", "2"),
+        // librdkafka notices message timeouts when the broker thread wakes, and while the broker
+        // is down it sleeps for the reconnect backoff (up to 10 s by default): keep that short so
+        // a dead broker is reported within the append timeout.
+        ("reconnect.backoff.max.ms", "500"),
+    ];
+    eventline_runtime::kafka::client_config_tuned(kafka, &tuning)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", append_timeout_ms.to_string())
-        .set("linger.ms", "2")
-        // librdkafka notices message timeouts when the broker thread wakes, and while the
-        // broker is down it sleeps for the reconnect backoff (up to 10 s by default): keep
-        // that short so a dead broker is reported within the append timeout.
-        .set("reconnect.backoff.max.ms", "500")
         .create()
 }
 

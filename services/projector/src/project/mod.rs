@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use tracing::Instrument as _;
 
 use eventline_events::{DecodeError, Envelope, Event, EventType};
-use eventline_read_models::{self as read_models, State, Version};
+use eventline_read_models::{self as read_models, State, Version, documents};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -298,10 +298,14 @@ async fn apply_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<
     let mut owners = orders::apply_placed(tx, &orders).await?;
     payments::apply_settled(tx, &payments).await?;
     inventory::apply_adjusted(tx, &adjustments).await?;
-    // Last: the figures of users created, ordering or paying in this batch, from its outcome.
+    // Last: the figures of users created, ordering or paying in this batch, then the documents
+    // of those users and orders, from the batch's outcome.
     owners.extend(users.iter().map(|(_, user)| user.user_id));
     let paid: Vec<Uuid> = payments.iter().map(|(_, payment)| payment.order_id).collect();
-    users::refresh_figures(tx, &owners, &paid).await
+    users::refresh_figures(tx, &owners, &paid).await?;
+    let changed_orders: Vec<Uuid> =
+        orders.iter().map(|(_, order)| order.order_id).chain(paid.iter().copied()).collect();
+    documents::refresh(tx, &owners, &changed_orders).instrument(db::span("UPDATE", "documents")).await
 }
 
 /// The last event per key, for upserts that may touch a row only once per statement; `events`

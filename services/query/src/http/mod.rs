@@ -17,8 +17,8 @@ use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service, 
 use eventline_runtime::problem::{Problem, types};
 
 use crate::problems;
+use eventline_read_models::documents::{self, Tagged};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use tracing::Instrument as _;
 use utoipa::OpenApi;
@@ -30,8 +30,10 @@ use crate::log_watch::LogWatch;
 /// The statement behind each read, for checking their plans.
 pub mod statements {
     pub use super::inventory::STOCK_SQL;
-    pub use super::orders::ORDER_SQL;
-    pub use super::users::{ORDERS_SQL, USER_EXISTS_SQL, USER_SQL};
+    pub use super::users::{ORDERS_SQL, USER_EXISTS_SQL};
+    pub use eventline_read_models::documents::{
+        ORDERS_SQL as ORDER_DOCUMENTS_SQL, STORED_ORDER_SQL, STORED_USER_SQL, USERS_SQL as USER_DOCUMENTS_SQL,
+    };
 }
 
 #[derive(Clone)]
@@ -158,8 +160,7 @@ fn not_ready() -> Problem {
 /// A JSON `200` with a strong ETag, or `304` when the client's `If-None-Match` already has it.
 fn with_etag(headers: &HeaderMap, body: &impl Serialize) -> Result<Response, Problem> {
     let bytes = serialize(body)?;
-    let digest = Sha256::digest(&bytes);
-    let etag = format!("\"{}\"", digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let etag = documents::digest_etag(&bytes);
     respond_tagged(headers, bytes, etag)
 }
 
@@ -168,6 +169,15 @@ fn with_etag(headers: &HeaderMap, body: &impl Serialize) -> Result<Response, Pro
 /// exactly when their aggregate gets an event.
 fn with_version_etag(headers: &HeaderMap, body: &impl Serialize, version: i64) -> Result<Response, Problem> {
     respond_tagged(headers, serialize(body)?, format!("\"{version}\""))
+}
+
+/// Answers with a document, stored or just assembled, under its own ETag.
+fn with_document(headers: &HeaderMap, document: serde_json::Result<Tagged>) -> Result<Response, Problem> {
+    let Tagged { body, etag } = document.map_err(|error| {
+        tracing::error!(%error, "Serializing a read model failed");
+        Problem::internal()
+    })?;
+    respond_tagged(headers, body.into_bytes(), etag)
 }
 
 fn serialize(body: &impl Serialize) -> Result<Vec<u8>, Problem> {

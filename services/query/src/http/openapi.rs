@@ -65,21 +65,3 @@ pub struct ConsistencyTokenHeader {
     )]
     consistency_token: Option<String>,
 }
-
-/// Where an order is: `awaiting_payment` until a payment for it is settled, then `paid`. Rows hold
-/// the text (the read model's CHECK constraint keeps it to these values); this names them for clients.
-#[derive(utoipa::ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum OrderStatus {
-    AwaitingPayment,
-    Paid,
-}
-
-/// The state of a settled payment; `completed` is the only one the event log records today.
-#[derive(utoipa::ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum PaymentStatus {
-    Completed,
-}

@@ -2,13 +2,15 @@
 //! whole history, keyset-paginated).
 
 use eventline_runtime::db;
-use std::collections::BTreeMap;
 use tracing::Instrument as _;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use eventline_read_models::documents::{
+    self, OrderSummary, STORED_ORDERS_LIMIT, STORED_USER_SQL, Stored, User,
+};
 use eventline_runtime::problem::{ApiQuery, Problem};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -16,21 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{AppState, database_problem, in_range, parse_id, read_your_writes, with_etag};
-
-/// User `$1` with order count and paid totals (primary key, `orders_by_user`).
-/// The user row (with the figures the projector keeps in it) and, in the same round trip, their
-/// most recent orders through `orders_by_user`.
-pub const USER_SQL: &str = "SELECT u.user_id, u.email, u.first_name, u.last_name, u.created_at, u.updated_at,
-                u.order_count, u.total_spent,
-                COALESCE((SELECT jsonb_agg(jsonb_build_object('orderId', o.order_id,
-                                                              'totalAmount', o.total_amount::text,
-                                                              'currency', o.currency, 'status', o.status,
-                                                              'placedAt', o.placed_at)
-                                           ORDER BY o.placed_at DESC, o.order_id DESC)
-                            FROM (SELECT * FROM orders WHERE user_id = u.user_id
-                                   ORDER BY placed_at DESC, order_id DESC LIMIT $2) o), '[]'::jsonb) AS orders
-         FROM users u WHERE u.user_id = $1";
+use super::{AppState, database_problem, in_range, parse_id, read_your_writes, with_document, with_etag};
 
 pub const USER_EXISTS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)";
 
@@ -44,43 +32,6 @@ pub const ORDERS_SQL: &str =
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_user)).routes(routes!(list_orders))
-}
-
-/// A user, with order statistics and their most recent orders.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct User {
-    pub user_id: Uuid,
-    pub email: String,
-    pub first_name: String,
-    pub last_name: String,
-    #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
-    pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
-    pub updated_at: DateTime<Utc>,
-    /// All the user's orders, paid or not.
-    pub order_count: i64,
-    /// Sum of the user's paid orders per currency, as decimal strings (`{"USD": "320.99"}`).
-    pub total_spent: BTreeMap<String, String>,
-    /// The most recent orders first (`ordersLimit`, default 5).
-    pub orders: Vec<OrderSummary>,
-    /// The number of the user's own events (a user is created once, so 1). The ETag here tags the
-    /// whole body, orders included, and is not a version.
-    pub version: i64,
-}
-
-/// An order in a user's list.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderSummary {
-    pub order_id: Uuid,
-    /// Decimal string.
-    pub total_amount: String,
-    pub currency: String,
-    #[schema(value_type = super::openapi::OrderStatus)]
-    pub status: String,
-    #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
-    pub placed_at: DateTime<Utc>,
 }
 
 /// A page of a user's orders.
@@ -116,19 +67,6 @@ pub struct OrdersParams {
     cursor: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    user_id: Uuid,
-    email: String,
-    first_name: String,
-    last_name: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    order_count: i64,
-    total_spent: sqlx::types::Json<BTreeMap<String, String>>,
-    orders: sqlx::types::Json<Vec<OrderSummary>>,
-}
-
 /// Get a user with their most recent orders
 #[utoipa::path(
     get, path = "/users/{id}", tag = "users",
@@ -146,29 +84,29 @@ pub async fn get_user(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let user_id = parse_id(&id, "user")?;
-    let orders_limit = in_range(params.orders_limit, 5, 0, 100, "ordersLimit")?;
+    let orders_limit = in_range(params.orders_limit, STORED_ORDERS_LIMIT, 0, 100, "ordersLimit")?;
     let db = read_your_writes(&state, &headers).await?;
-    let row: Option<UserRow> = sqlx::query_as(USER_SQL)
-        .bind(user_id)
-        .bind(orders_limit)
-        .fetch_optional(&db)
+    if orders_limit == STORED_ORDERS_LIMIT {
+        // The document the projector stored: one primary-key read.
+        let stored: Option<Stored> = sqlx::query_as(STORED_USER_SQL)
+            .bind(user_id)
+            .fetch_optional(&db)
+            .instrument(db::span("SELECT", "users"))
+            .await
+            .map_err(database_problem)?;
+        let stored = stored.ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))?;
+        if let Some(ready) = stored.ready() {
+            return with_document(&headers, Ok(ready));
+        }
+    }
+    // Another number of orders, or a row stored before documents were: assembled here.
+    let assembled = documents::assemble_users(&db, &[user_id], orders_limit)
         .instrument(db::span("SELECT", "users"))
         .await
         .map_err(database_problem)?;
-    let row = row.ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))?;
-    let user = User {
-        user_id: row.user_id,
-        email: row.email,
-        first_name: row.first_name,
-        last_name: row.last_name,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-        order_count: row.order_count,
-        total_spent: row.total_spent.0,
-        orders: row.orders.0,
-        version: 1,
-    };
-    with_etag(&headers, &user)
+    let user =
+        assembled.into_iter().next().ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))?;
+    with_document(&headers, user.tagged())
 }
 
 /// List a user's orders, most recent first

@@ -10,6 +10,7 @@
 //! 3. commands: single and batched, then freshness (accepted → visible) at half the ingest rate.
 #![allow(clippy::print_stdout)]
 
+mod ceiling;
 mod cpu;
 mod data;
 mod load;
@@ -46,6 +47,13 @@ const FRESHNESS_SWEEP: [(f64, &str, &str, &str); 3] = [
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Some(port) = argument("--serve-constant") {
+        let files: Vec<String> = std::env::args().skip_while(|a| a != "--serve-constant").skip(2).collect();
+        let [user, order] = files.as_slice() else {
+            anyhow::bail!("--serve-constant PORT USER_FILE ORDER_FILE")
+        };
+        return ceiling::serve(port.parse()?, user.as_ref(), order.as_ref()).await;
+    }
     let quick = std::env::args().any(|a| a == "--quick") || std::env::var("QUICK").is_ok_and(|v| v == "1");
     let scale = if quick {
         Scale { log_events: 50_000, naive_sample: 2_000, run: Duration::from_secs(3) }
@@ -68,6 +76,9 @@ async fn main() -> anyhow::Result<()> {
     // Leave nothing behind, whatever happened.
     let _ = stack::drop_database(&setup.postgres, &setup.database).await;
     let _ = stack::drop_database(&setup.postgres, &format!("{}_naive", setup.database)).await;
+    if let Err(error) = stack::delete_topic(&setup.brokers, &setup.topic).await {
+        println!("could not delete the bench topic: {error:#}");
+    }
     outcome?;
     results.set_seconds(started.elapsed().as_secs_f64());
     let json_path = out_dir.join(format!("results-{label}.json"));
@@ -165,8 +176,8 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     let raw = raw_select(&setup.database_url(), ids.clone(), scale.run).await?;
     results.context("raw_select_per_s", raw);
     println!("   raw primary-key SELECT: {raw:.0}/s");
-    let get = {
-        let (http, base, ids) = (http.clone(), query.base.clone(), ids.clone());
+    let get = |base: String| {
+        let (http, ids) = (http.clone(), ids.clone());
         move |i: u64| {
             let http = http.clone();
             let url = match read(&ids, i) {
@@ -176,9 +187,26 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
             async move { expect_status(http.get(url).send().await?, 200).await }
         }
     };
+    // The HTTP ceiling serves documents as large as the query service's first user and order.
+    let sample = |i: u64| {
+        let url = match read(&ids, i) {
+            Read::User(id) => query.url(&format!("/users/{id}")),
+            Read::Order(id) => query.url(&format!("/orders/{id}")),
+        };
+        let http = http.clone();
+        async move { anyhow::Ok(http.get(url).send().await?.error_for_status()?.bytes().await?) }
+    };
+    let ceiling = ceiling::start(PORTS.2 + 1, &setup.log_dir, &sample(0).await?, &sample(1).await?)?;
+    ceiling.ready(&http).await?;
+    let http_ceiling = closed_loop(32, scale.run, get(ceiling.base.clone())).await;
+    ceiling.stop();
+    results.context("http_ceiling_per_s", http_ceiling.per_s);
+    println!("   HTTP ceiling (constant documents): {:.0}/s", http_ceiling.per_s);
+    let get = get(query.base.clone());
     let max = closed_loop(32, scale.run, get.clone()).await;
     results.key("query_max_rps", max.per_s);
     results.key("query_vs_ceiling", max.per_s / raw);
+    results.key("query_vs_http_ceiling", max.per_s / http_ceiling.per_s);
     results.detail("query_max", &max);
     println!("   query max: {:.0}/s (p99 {:.2} ms, {} errors)", max.per_s, max.p99_ms, max.errors);
     let half = open_loop(max.per_s / 2.0, scale.run, get).await;
