@@ -295,8 +295,8 @@ async fn a_read_with_a_token_waits_for_a_late_projector_and_gives_up_with_503() 
 /// enough for the planner to care.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_uses_indexes_not_sequential_scans() {
-    use eventline_projector::project::statements::REFRESH_FIGURES_SQL;
     use eventline_query::http::statements::*;
+    use eventline_read_models::documents::{STORE_ORDERS_SQL, STORE_USERS_SQL};
     let env = TestEnv::new().await;
     let seed = [
         "INSERT INTO users SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid,
@@ -321,13 +321,24 @@ async fn every_read_uses_indexes_not_sequential_scans() {
         sqlx::query_scalar("SELECT order_id::text FROM orders LIMIT 1").fetch_one(&env.pool).await.unwrap();
     let order = format!("'{order}'::uuid");
     // Each statement with its arguments ($1, $2, … in order).
-    let plans: [(&str, &str, Vec<String>); 9] = [
+    let plans: [(&str, &str, Vec<String>); 10] = [
         ("stored user document", STORED_USER_SQL, vec![user.into()]),
         ("user document", USER_DOCUMENTS_SQL, vec![format!("ARRAY[{user}]"), "5".into()]),
         (
-            "the projector's refresh of user figures",
-            REFRESH_FIGURES_SQL,
-            vec![format!("ARRAY[{user}]"), format!("ARRAY[{order}]")],
+            "the projector's store of user documents",
+            STORE_USERS_SQL,
+            vec![
+                format!("ARRAY[{user}]"),
+                "ARRAY['{}']".into(),
+                "ARRAY['\"e\"']".into(),
+                "ARRAY[1::bigint]".into(),
+                "ARRAY['{}'::jsonb]".into(),
+            ],
+        ),
+        (
+            "the projector's store of order documents",
+            STORE_ORDERS_SQL,
+            vec![format!("ARRAY[{order}]"), "ARRAY['{}']".into(), "ARRAY['\"e\"']".into()],
         ),
         ("user exists", USER_EXISTS_SQL, vec![user.into()]),
         (

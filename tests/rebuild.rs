@@ -233,6 +233,16 @@ async fn a_rebuild_under_traffic_switches_without_a_failed_read_and_rollback_res
     let switched = rebuild::rebuild(&config, Progress::Log, 200).await.unwrap();
     assert_eq!((switched.live, switched.previous), (Version(2), Version(1)));
     assert!(switched.events >= 600 * 3, "{switched:?}");
+    // The new version's tables are the live one's, storage parameters (fill factor) included.
+    for table in ["users", "orders"] {
+        let options: Option<Vec<String>> =
+            sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = $1::regclass")
+                .bind(format!("read_model_v2.{table}"))
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        assert_eq!(options, Some(vec!["fillfactor=70".to_owned()]), "{table}");
+    }
     // Traffic goes on after the switch: the live projector now writes version 2.
     traffic.reads_more(100).await;
     let (reads, failures) = traffic.stop().await;

@@ -95,6 +95,17 @@ pub(crate) async fn create(public: &PgPool, state: State) -> anyhow::Result<Vers
         sqlx::query(&format!("CREATE TABLE {to}.{table} (LIKE {from}.{table} INCLUDING ALL)"))
             .execute(&mut *tx)
             .await?;
+        // LIKE copies no storage parameters (the fill factor of migration 0009).
+        let options: Option<Vec<String>> =
+            sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = $1::regclass")
+                .bind(format!("{from}.{table}"))
+                .fetch_one(&mut *tx)
+                .await?;
+        if let Some(options) = options.filter(|o| !o.is_empty()) {
+            sqlx::query(&format!("ALTER TABLE {to}.{table} SET ({})", options.join(", ")))
+                .execute(&mut *tx)
+                .await?;
+        }
     }
     sqlx::query(&format!("INSERT INTO {to}.projection_identity DEFAULT VALUES")).execute(&mut *tx).await?;
     sqlx::query("INSERT INTO read_model_versions (version, state) VALUES ($1, $2)")

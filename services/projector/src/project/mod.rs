@@ -7,11 +7,6 @@ mod orders;
 mod payments;
 mod users;
 
-/// The statements whose plans the plan test checks.
-pub mod statements {
-    pub use super::users::REFRESH_FIGURES_SQL;
-}
-
 use eventline_runtime::db;
 use std::collections::{BTreeMap, HashSet};
 use tracing::Instrument as _;
@@ -298,13 +293,14 @@ async fn apply_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<
     let mut owners = orders::apply_placed(tx, &orders).await?;
     payments::apply_settled(tx, &payments).await?;
     inventory::apply_adjusted(tx, &adjustments).await?;
-    // Last: the figures of users created, ordering or paying in this batch, then the documents
-    // of those users and orders, from the batch's outcome.
+    // Last, from the batch's outcome: the documents (and figures) of the users created, ordering
+    // or paying in this batch, and of the orders placed or paid.
     owners.extend(users.iter().map(|(_, user)| user.user_id));
-    let paid: Vec<Uuid> = payments.iter().map(|(_, payment)| payment.order_id).collect();
-    users::refresh_figures(tx, &owners, &paid).await?;
-    let changed_orders: Vec<Uuid> =
-        orders.iter().map(|(_, order)| order.order_id).chain(paid.iter().copied()).collect();
+    let changed_orders: Vec<Uuid> = orders
+        .iter()
+        .map(|(_, order)| order.order_id)
+        .chain(payments.iter().map(|(_, payment)| payment.order_id))
+        .collect();
     documents::refresh(tx, &owners, &changed_orders).instrument(db::span("UPDATE", "documents")).await
 }
 
