@@ -171,6 +171,25 @@ fn with_version_etag(headers: &HeaderMap, body: &impl Serialize, version: i64) -
     respond_tagged(headers, serialize(body)?, format!("\"{version}\""))
 }
 
+/// The document the projector stored for `id` (`sql`: one primary-key read of `table`), `None`
+/// when the row has none yet (stored before documents were), or `404` when there is no row.
+async fn stored_document(
+    db: &PgPool,
+    sql: &str,
+    table: &'static str,
+    id: uuid::Uuid,
+) -> Result<Option<Tagged>, Problem> {
+    let stored: Option<documents::Stored> = sqlx::query_as(sql)
+        .bind(id)
+        .fetch_optional(db)
+        .instrument(eventline_runtime::db::span("SELECT", table))
+        .await
+        .map_err(database_problem)?;
+    // `No user <id>.`, `No order <id>.`
+    let missing = || Problem::not_found(format!("No {} {id}.", table.trim_end_matches('s')));
+    Ok(stored.ok_or_else(missing)?.ready())
+}
+
 /// Answers with a document, stored or just assembled, under its own ETag.
 fn with_document(headers: &HeaderMap, document: serde_json::Result<Tagged>) -> Result<Response, Problem> {
     let Tagged { body, etag } = document.map_err(|error| {

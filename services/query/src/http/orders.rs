@@ -3,14 +3,14 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use eventline_read_models::documents::{self, Order, STORED_ORDER_SQL, Stored};
+use eventline_read_models::documents::{self, Order, STORED_ORDER_SQL};
 use eventline_runtime::db;
 use eventline_runtime::problem::Problem;
 use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, database_problem, parse_id, read_your_writes, with_document};
+use super::{AppState, database_problem, parse_id, read_your_writes, stored_document, with_document};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_order))
@@ -33,15 +33,7 @@ pub async fn get_order(
 ) -> Result<Response, Problem> {
     let order_id = parse_id(&id, "order")?;
     let db = read_your_writes(&state, &headers).await?;
-    // The document the projector stored: one primary-key read.
-    let stored: Option<Stored> = sqlx::query_as(STORED_ORDER_SQL)
-        .bind(order_id)
-        .fetch_optional(&db)
-        .instrument(db::span("SELECT", "orders"))
-        .await
-        .map_err(database_problem)?;
-    let stored = stored.ok_or_else(|| Problem::not_found(format!("No order {order_id}.")))?;
-    if let Some(ready) = stored.ready() {
+    if let Some(ready) = stored_document(&db, STORED_ORDER_SQL, "orders", order_id).await? {
         return with_document(&headers, Ok(ready));
     }
     // A row stored before documents were: assembled here.

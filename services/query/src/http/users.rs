@@ -8,9 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use eventline_read_models::documents::{
-    self, OrderSummary, STORED_ORDERS_LIMIT, STORED_USER_SQL, Stored, User,
-};
+use eventline_read_models::documents::{self, OrderSummary, STORED_ORDERS_LIMIT, STORED_USER_SQL, User};
 use eventline_runtime::problem::{ApiQuery, Problem};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -18,7 +16,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{AppState, database_problem, in_range, parse_id, read_your_writes, with_document, with_etag};
+use super::{
+    AppState, database_problem, in_range, parse_id, read_your_writes, stored_document, with_document,
+    with_etag,
+};
 
 pub const USER_EXISTS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)";
 
@@ -86,18 +87,10 @@ pub async fn get_user(
     let user_id = parse_id(&id, "user")?;
     let orders_limit = in_range(params.orders_limit, STORED_ORDERS_LIMIT, 0, 100, "ordersLimit")?;
     let db = read_your_writes(&state, &headers).await?;
-    if orders_limit == STORED_ORDERS_LIMIT {
-        // The document the projector stored: one primary-key read.
-        let stored: Option<Stored> = sqlx::query_as(STORED_USER_SQL)
-            .bind(user_id)
-            .fetch_optional(&db)
-            .instrument(db::span("SELECT", "users"))
-            .await
-            .map_err(database_problem)?;
-        let stored = stored.ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))?;
-        if let Some(ready) = stored.ready() {
-            return with_document(&headers, Ok(ready));
-        }
+    if orders_limit == STORED_ORDERS_LIMIT
+        && let Some(ready) = stored_document(&db, STORED_USER_SQL, "users", user_id).await?
+    {
+        return with_document(&headers, Ok(ready));
     }
     // Another number of orders, or a row stored before documents were: assembled here.
     let assembled = documents::assemble_users(&db, &[user_id], orders_limit)
