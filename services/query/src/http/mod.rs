@@ -192,18 +192,18 @@ async fn stored_document(
 
 /// Answers with a document, stored or just assembled, under its own ETag.
 fn with_document(headers: &HeaderMap, document: serde_json::Result<Tagged>) -> Result<Response, Problem> {
-    let Tagged { body, etag } = document.map_err(|error| {
-        tracing::error!(%error, "Serializing a read model failed");
-        Problem::internal()
-    })?;
+    let Tagged { body, etag } = document.map_err(unserializable)?;
     respond_tagged(headers, body.into_bytes(), etag)
 }
 
 fn serialize(body: &impl Serialize) -> Result<Vec<u8>, Problem> {
-    serde_json::to_vec(body).map_err(|error| {
-        tracing::error!(%error, "Serializing a read model failed");
-        Problem::internal()
-    })
+    serde_json::to_vec(body).map_err(unserializable)
+}
+
+/// A read model that cannot be serialized: logged here, a plain 500 for the client.
+fn unserializable(error: serde_json::Error) -> Problem {
+    tracing::error!(%error, "Serializing a read model failed");
+    Problem::internal()
 }
 
 fn respond_tagged(headers: &HeaderMap, bytes: Vec<u8>, etag: String) -> Result<Response, Problem> {

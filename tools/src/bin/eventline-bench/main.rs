@@ -179,22 +179,14 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     let get = |base: String| {
         let (http, ids) = (http.clone(), ids.clone());
         move |i: u64| {
-            let http = http.clone();
-            let url = match read(&ids, i) {
-                Read::User(id) => format!("{base}/users/{id}"),
-                Read::Order(id) => format!("{base}/orders/{id}"),
-            };
-            async move { expect_status(http.get(url).send().await?, 200).await }
+            let request = http.get(read_url(&base, &ids, i));
+            async move { expect_status(request.send().await?, 200).await }
         }
     };
     // The HTTP ceiling serves documents as large as the query service's first user and order.
     let sample = |i: u64| {
-        let url = match read(&ids, i) {
-            Read::User(id) => query.url(&format!("/users/{id}")),
-            Read::Order(id) => query.url(&format!("/orders/{id}")),
-        };
-        let http = http.clone();
-        async move { anyhow::Ok(http.get(url).send().await?.error_for_status()?.bytes().await?) }
+        let request = http.get(read_url(&query.base, &ids, i));
+        async move { anyhow::Ok(request.send().await?.error_for_status()?.bytes().await?) }
     };
     let ceiling = ceiling::start(PORTS.2 + 1, &setup.log_dir, &sample(0).await?, &sample(1).await?)?;
     ceiling.ready(&http).await?;
@@ -549,6 +541,14 @@ fn read(ids: &(Vec<uuid::Uuid>, Vec<uuid::Uuid>), i: u64) -> Read {
         Read::User(ids.0[index % ids.0.len().max(1)])
     } else {
         Read::Order(ids.1[index % ids.1.len().max(1)])
+    }
+}
+
+/// The URL of the `i`-th read of a query run on the service at `base`.
+fn read_url(base: &str, ids: &(Vec<uuid::Uuid>, Vec<uuid::Uuid>), i: u64) -> String {
+    match read(ids, i) {
+        Read::User(id) => format!("{base}/users/{id}"),
+        Read::Order(id) => format!("{base}/orders/{id}"),
     }
 }
 
