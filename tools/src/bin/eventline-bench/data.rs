@@ -224,3 +224,55 @@ pub async fn naive_projector(
     }
     Ok(records.len() as f64 / started.elapsed().as_secs_f64())
 }
+
+/// What a single owner of the log would pay to append: transactions of `per_transaction` events
+/// (the mix of [`prefill`]), one after the other from one transactional producer, as a single
+/// decider fenced by its producer epoch would commit its groups. Each "request" of the returned
+/// run is one transaction; its latency is begin → commit acknowledged.
+pub async fn transactional_produce(
+    brokers: &str,
+    topic: &str,
+    per_transaction: usize,
+    run: Duration,
+) -> anyhow::Result<crate::load::Measured> {
+    use rdkafka::producer::Producer;
+    use std::sync::Arc;
+
+    let producer: FutureProducer = eventline_tools::stack::kafka_client(brokers)?
+        .set("transactional.id", format!("{topic}.bench-transactional"))
+        .set("linger.ms", "0")
+        .create()
+        .context("creating a transactional Kafka producer")?;
+    let producer = Arc::new(producer);
+    let init = producer.clone();
+    tokio::task::spawn_blocking(move || init.init_transactions(Duration::from_secs(30)))
+        .await?
+        .context("initialising transactions (a producer epoch)")?;
+    let (user, order) = (Uuid::now_v7(), Uuid::now_v7());
+    let encoded = (0..per_transaction as u64)
+        .map(|i| {
+            let envelope = Envelope::new(event(i, user, order)?);
+            Ok((envelope.aggregate_id(), envelope.encode()))
+        })
+        .collect::<anyhow::Result<Vec<(String, Vec<u8>)>>>()?;
+    let (encoded, topic) = (Arc::new(encoded), topic.to_owned());
+    let measured = crate::load::closed_loop(1, run, move |_| {
+        let (producer, encoded, topic) = (producer.clone(), encoded.clone(), topic.clone());
+        async move {
+            producer.begin_transaction()?;
+            let sends = encoded.iter().map(|(key, payload)| {
+                producer.send(FutureRecord::to(&topic).key(key).payload(payload), Duration::from_secs(30))
+            });
+            for sent in futures::future::join_all(sends).await {
+                sent.map_err(|(error, _)| error)?;
+            }
+            // Every message is delivered before the commit: rust-rdkafka's flush inside
+            // commit_transaction otherwise polls in steps that last 100 ms each.
+            tokio::task::spawn_blocking(move || producer.commit_transaction(Duration::from_secs(30)))
+                .await??;
+            Ok(())
+        }
+    })
+    .await;
+    Ok(measured)
+}

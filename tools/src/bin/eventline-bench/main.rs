@@ -327,6 +327,26 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     for service in [command, query, projector] {
         service.stop();
     }
+
+    // --- 4. What a single owner of the log would pay to append (the write path's next step):
+    // transactions one after the other, at a single command run's group size and at ten times it.
+    const TRANSACTIONAL: [(usize, &str, &str, &str); 2] = [
+        (20, "transactional_events_per_s_20", "transactional_commit_p99_ms_20", "transactional_20"),
+        (200, "transactional_events_per_s_200", "transactional_commit_p99_ms_200", "transactional_200"),
+    ];
+    for (per_transaction, rate_key, p99_key, detail_key) in TRANSACTIONAL {
+        let run =
+            data::transactional_produce(&setup.brokers, &setup.topic, per_transaction, scale.run).await?;
+        let events_per_s = run.per_s * per_transaction as f64;
+        results.context(rate_key, events_per_s);
+        results.context(p99_key, run.p99_ms);
+        results.detail(detail_key, &run);
+        println!(
+            "   transactional append, {per_transaction} events each: {events_per_s:.0} events/s, \
+             commit p50 {:.2} ms, p99 {:.2} ms",
+            run.p50_ms, run.p99_ms
+        );
+    }
     Ok(())
 }
 
