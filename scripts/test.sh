@@ -13,9 +13,11 @@ promtool_install=$!
 ensure_postgres
 ensure_redis
 ensure_broker
-# The HTML API reference is checked in a real headless browser.
+# The HTML API reference and the operator console are checked in a real headless browser (the
+# console is driven over WebDriver, through chromedriver).
 command -v chromium >/dev/null || apt_install chromium
-export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
+command -v chromedriver >/dev/null || apt_install chromium-driver
+export CHROMIUM="${CHROMIUM:-$(command -v chromium)}" CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
 # docker-compose.yml is validated by a real Compose parser (no Docker engine needed for that).
 command -v docker-compose >/dev/null || apt_install docker-compose
 # Some tests run a Kafka broker of their own (through scripts/kafka.sh), to stop it under load.

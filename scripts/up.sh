@@ -29,6 +29,18 @@ if [[ -z ${EVENTLINE_API_TOKENS:-} ]]; then
   export EVENTLINE_ALLOW_UNAUTHENTICATED="${EVENTLINE_ALLOW_UNAUTHENTICATED:-true}"
 fi
 
+# The operator console (/console on the projector's admin port, loopback only): a local operator
+# token, made once and kept in the state directory, unless EVENTLINE_CONSOLE_TOKENS names others.
+CONSOLE_TOKEN_FILE="$STATE_DIR/console-token"
+if [[ -z ${EVENTLINE_CONSOLE_TOKENS:-} ]]; then
+  mkdir -p "$STATE_DIR"
+  [[ -s $CONSOLE_TOKEN_FILE ]] || (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$CONSOLE_TOKEN_FILE")
+  export EVENTLINE_CONSOLE_TOKENS="local:operator:$(cat "$CONSOLE_TOKEN_FILE")"
+  console_token="the token in $CONSOLE_TOKEN_FILE"
+else
+  console_token="a token of EVENTLINE_CONSOLE_TOKENS"
+fi
+
 start_service() {
   local name=$1
   if running "$name"; then return; fi
@@ -84,6 +96,7 @@ eventline is up (state, logs and pids in $STATE_DIR)
   command API     http://$(addr_of command)       POST /users /orders /orders/{id}/payments /inventory/{sku}/adjustments /commands/batch (reference: /docs)
   query API       http://$(addr_of query)       GET /users/{id} /users/{id}/orders /orders/{id} /inventory/{sku} (reference: /docs)
   projector admin http://$(addr_of projector)       /projections /readyz /metrics
+  console         http://$(addr_of projector)/console   (sign in with $console_token)
   operator        make projector ARGS="status"   (also: dlq list, rebuild, rollback, verify; ARGS=--help)
   Kafka           $KAFKA_BROKERS (topic ${EVENTLINE_TOPIC:-eventline.events}; Apache Kafka $KAFKA_VERSION, log in $KAFKA_DATA_DIR)
   PostgreSQL      $(echo "$DATABASE_URL" | sed -E 's#//[^@]*@#//#')

@@ -105,6 +105,7 @@ fn log(history: &[Envelope]) -> BTreeMap<i32, Vec<Record>> {
             key: Some(envelope.aggregate_id().into_bytes()),
             payload: envelope.encode(),
             headers: BTreeMap::new(),
+            appended_at_ms: None,
         });
     }
     partitions

@@ -80,6 +80,9 @@ pub async fn command(env: &TestEnv) -> Running {
     command_with(command_config(env)).await
 }
 
+/// The console tokens every test projector accepts: an operator and a viewer.
+pub const CONSOLE_TOKENS: &str = "olga:operator:operator-token-0123456789,vic:viewer:viewer-token-0123456789";
+
 pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Config {
     eventline_projector::Config {
         listen: any_port(),
@@ -88,6 +91,10 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         batch_size: 500,
         unconsumed_partition_secs: 30,
         fetch_wait_ms: 500,
+        console_tokens: CONSOLE_TOKENS.parse().unwrap(),
+        console_read_only: false,
+        stall_secs: 30,
+        jaeger_url: "http://127.0.0.1:16686".into(),
         kafka: env.kafka.clone(),
         database: env.database.clone(),
         redis: env.redis.clone(),

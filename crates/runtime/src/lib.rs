@@ -16,5 +16,6 @@ pub mod openapi;
 pub mod problem;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use eventline_runtime::problem::Problem;
 
 use crate::problems;
-use sha2::{Digest, Sha256};
+use eventline_runtime::secrets::{SecretDigests, bearer};
 
 /// The bearer tokens clients must present, as configured (comma-separated). Shown redacted.
 #[derive(Clone, Default)]
@@ -58,9 +58,7 @@ pub struct RateLimit {
 
 /// The guard's state.
 pub struct Access {
-    /// SHA-256 of each token: compared digest to digest, so the comparison's time depends on
-    /// neither the token's length nor where it differs.
-    digests: Vec<[u8; 32]>,
+    digests: SecretDigests,
     limit: RateLimit,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
@@ -75,7 +73,7 @@ const MAX_CLIENTS: usize = 10_000;
 
 impl Access {
     pub fn new(tokens: &ApiTokens, limit: RateLimit) -> Arc<Access> {
-        let digests = tokens.0.iter().map(|t| Sha256::digest(t.as_bytes()).into()).collect();
+        let digests = SecretDigests::new(tokens.0.iter().map(String::as_str));
         Arc::new(Access { digests, limit, buckets: Mutex::new(HashMap::new()) })
     }
 
@@ -85,20 +83,9 @@ impl Access {
         if self.digests.is_empty() {
             return Ok(None);
         }
-        let presented = header
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-            .map(str::trim)
-            .ok_or_else(|| unauthorized("Send `Authorization: Bearer <token>`."))?;
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        // Every token is compared, whatever matched, with no early exit.
-        let mut found = None;
-        for (i, known) in self.digests.iter().enumerate() {
-            let difference = known.iter().zip(digest.iter()).fold(0_u8, |acc, (a, b)| acc | (a ^ b));
-            if difference == 0 {
-                found = Some(i);
-            }
-        }
-        match found {
+        let presented =
+            bearer(header).ok_or_else(|| unauthorized("Send `Authorization: Bearer <token>`."))?;
+        match self.digests.position(presented) {
             Some(i) => Ok(Some(format!("token-{i}"))),
             None => Err(unauthorized("The bearer token is not valid.")),
         }

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use clap::Args;
 use eventline_runtime::config::{DatabaseConfig, KafkaConfig, RedisConfig};
 
+pub use crate::console::access::ConsoleTokens;
+
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address of the admin API (health, readiness, metrics, status).
@@ -30,6 +32,21 @@ pub struct Config {
     /// this instance reports not ready, in seconds (a rebalance takes a few).
     #[arg(long, env = "EVENTLINE_UNCONSUMED_PARTITION_SECS", default_value_t = 30)]
     pub unconsumed_partition_secs: u64,
+    /// Who may use the console (`/console` on the admin port): comma-separated
+    /// `<name>:<role>:<token>` entries, role `viewer` or `operator`, tokens of 16 characters or
+    /// more. The name is what the audit records. None configured: the console refuses everyone.
+    #[arg(long, env = "EVENTLINE_CONSOLE_TOKENS", default_value = "", hide_default_value = true)]
+    pub console_tokens: ConsoleTokens,
+    /// Refuse every console action (redrive, discard, rebuild…) with 403, whatever the role.
+    #[arg(long, env = "EVENTLINE_CONSOLE_READ_ONLY", default_value_t = false)]
+    pub console_read_only: bool,
+    /// A partition with events to apply whose checkpoint has not moved for this long is shown
+    /// as stalled by the console, in seconds.
+    #[arg(long, env = "EVENTLINE_STALL_SECS", default_value_t = 30)]
+    pub stall_secs: u64,
+    /// Where the console links a dead letter's trace: Jaeger's address (its UI and API).
+    #[arg(long, env = "EVENTLINE_JAEGER_URL", default_value = "http://127.0.0.1:16686")]
+    pub jaeger_url: String,
     #[command(flatten)]
     pub kafka: KafkaConfig,
     #[command(flatten)]

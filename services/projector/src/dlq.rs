@@ -69,6 +69,7 @@ impl DeadLetter {
             key: self.message_key.clone(),
             payload: self.payload.clone(),
             headers: self.headers.0.clone(),
+            appended_at_ms: None,
         }
     }
 }
@@ -82,6 +83,32 @@ pub async fn list(pool: &PgPool, topic: &str) -> sqlx::Result<Vec<DeadLetter>> {
         .bind(topic)
         .fetch_all(pool)
         .await
+}
+
+/// The entries of `topic` with one of `ids`, `error_code` and the `event-type` header
+/// `event_type` (each when given), oldest first, at most `limit`.
+pub async fn select(
+    pool: &PgPool,
+    topic: &str,
+    ids: Option<&[i64]>,
+    error_code: Option<&str>,
+    event_type: Option<&str>,
+    limit: Option<i64>,
+) -> sqlx::Result<Vec<DeadLetter>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM dead_letters
+         WHERE topic = $1 AND ($2::bigint[] IS NULL OR dead_letter_id = ANY($2))
+           AND ($3::text IS NULL OR error_code = $3) AND ($4::text IS NULL OR headers->>$5 = $4)
+         ORDER BY dead_letter_id LIMIT $6"
+    ))
+    .bind(topic)
+    .bind(ids)
+    .bind(error_code)
+    .bind(event_type)
+    .bind(eventline_events::HEADER_EVENT_TYPE)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<DeadLetter>> {

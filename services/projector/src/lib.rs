@@ -7,6 +7,8 @@
 //!   that reads and applies with retries, the Redis fast path, traces, the admin API;
 //! - `operations`: what operators run against it: `rebuild`, `rollback`, `verify`, and the
 //!   command line with progress reporting (`status` reads `live::status`);
+//! - `console`: the operator console on the admin port (the page and its JSON endpoints), fed
+//!   by the live part's observer and acting through `dlq`;
 //! - shared by both: `dlq` (the dead-letter queue, written by the projection, worked by
 //!   operators) and `log_check` (whether the read models belong to the log the broker serves).
 //!
@@ -15,6 +17,7 @@
 //! `live::status`; the live part never reaches into operations.
 
 pub mod config;
+pub mod console;
 pub mod dlq;
 mod live;
 pub mod log_check;

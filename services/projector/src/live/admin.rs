@@ -1,5 +1,5 @@
-//! The projector's admin API: `/healthz`, `/readyz`, `/metrics` and `/status` (checkpoints and
-//! assignment), on 127.0.0.1:8083 by default.
+//! The projector's admin API: `/healthz`, `/readyz`, `/metrics`, `/status` (checkpoints and
+//! assignment) and the operator console (`/console`), on 127.0.0.1:8083 by default.
 
 use eventline_runtime::config::KafkaConfig;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ pub struct AdminState {
     pub coverage: Arc<Coverage>,
 }
 
-pub fn router(state: AdminState) -> Router {
+pub fn router(state: AdminState, console: crate::console::ConsoleState) -> Router {
     let ready_state = state.clone();
     let readiness = Readiness::new(move || {
         let state = ready_state.clone();
@@ -52,7 +52,7 @@ pub fn router(state: AdminState) -> Router {
     });
     let api =
         Router::new().route("/projections", get(status)).route("/status", get(status)).with_state(state);
-    traced(with_problem_fallbacks(api.merge(ops_router(readiness))))
+    traced(with_problem_fallbacks(api.merge(ops_router(readiness)).merge(crate::console::router(console))))
 }
 
 #[derive(Serialize)]

@@ -121,6 +121,17 @@ pub async fn is_reachable(consumer: &Arc<LogConsumer>) -> bool {
         .unwrap_or(false)
 }
 
+/// This process as a member of the group: `eventline-projector@<host>/<pid>`.
+pub fn instance_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("eventline-projector@{host}/{}", std::process::id())
+}
+
 /// Joins the group and subscribes to the topic.
 pub fn subscribe(
     config: &Config,
@@ -131,6 +142,8 @@ pub fn subscribe(
     let (tx, rx) = unbounded_channel();
     let consumer: LogConsumer = eventline_runtime::kafka::client_config(kafka)
         .set("group.id", group_id)
+        // Names this instance in the group's description (the console's partition owners).
+        .set("client.id", instance_name())
         // Positions come from PostgreSQL; Kafka's committed offsets are advisory (lag monitoring).
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

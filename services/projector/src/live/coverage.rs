@@ -7,7 +7,7 @@
 //! partitions that have events to apply but belong to no member. Past a bound, the instance stops
 //! being ready, so an orchestrator or operator acts.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,20 @@ use crate::live::consumer::LogConsumer;
 #[derive(Debug)]
 pub struct Coverage {
     since: Mutex<HashMap<i32, Instant>>,
+    /// Which member owned each partition at the last stable description of the group.
+    owners: Mutex<BTreeMap<i32, String>>,
     /// How long a partition may stay unconsumed before the instance reports not ready.
     bound: Duration,
 }
 
 impl Coverage {
     pub fn new(bound: Duration) -> Coverage {
-        Coverage { since: Mutex::new(HashMap::new()), bound }
+        Coverage { since: Mutex::new(HashMap::new()), owners: Mutex::new(BTreeMap::new()), bound }
+    }
+
+    /// Partition → the member that owns it (its client id), as last described.
+    pub fn owners(&self) -> BTreeMap<i32, String> {
+        self.owners.lock().map(|o| o.clone()).unwrap_or_default()
     }
 
     /// Partitions with lag that no group member owns now.
@@ -57,10 +64,13 @@ impl Coverage {
                 .ok()
                 .flatten();
         let Some(owned) = owned else { return };
+        if let Ok(mut owners) = self.owners.lock() {
+            owners.clone_from(&owned);
+        }
         let Ok(mut since) = self.since.lock() else { return };
         let now = Instant::now();
         let unconsumed: BTreeSet<i32> =
-            lag.iter().filter(|(p, lag)| *lag > 0 && !owned.contains(p)).map(|(p, _)| *p).collect();
+            lag.iter().filter(|(p, lag)| *lag > 0 && !owned.contains_key(p)).map(|(p, _)| *p).collect();
         since.retain(|p, _| unconsumed.contains(p));
         for partition in unconsumed {
             since.entry(partition).or_insert_with(|| {
@@ -76,18 +86,22 @@ impl Coverage {
     }
 }
 
-/// The partitions of `topic` assigned to the group's members, from the broker's description of
-/// the group; `None` while it rebalances or when the broker does not describe it (blocking).
-fn owned_partitions(consumer: &LogConsumer, group: &str, topic: &str) -> Option<BTreeSet<i32>> {
+/// The partitions of `topic` assigned to the group's members, each with its member (its client id,
+/// `eventline-projector@<host>/<pid>`), from the broker's description of the group; `None` while it rebalances or when the
+/// broker does not describe it (blocking).
+fn owned_partitions(consumer: &LogConsumer, group: &str, topic: &str) -> Option<BTreeMap<i32, String>> {
     let groups = consumer.fetch_group_list(Some(group), Duration::from_secs(3)).ok()?;
     let description = groups.groups().iter().find(|g| g.name() == group)?;
     if description.state() != "Stable" {
         return None;
     }
-    let mut owned = BTreeSet::new();
+    let mut owned = BTreeMap::new();
     for member in description.members() {
+        let who = member.client_id().to_owned();
         // A member given nothing (more members than partitions) may carry no assignment at all.
-        owned.extend(assigned_partitions(member.assignment().unwrap_or_default(), topic)?);
+        for partition in assigned_partitions(member.assignment().unwrap_or_default(), topic)? {
+            owned.insert(partition, who.clone());
+        }
     }
     Some(owned)
 }

@@ -1,5 +1,5 @@
-//! The projector's background watch, every five seconds, one concern per step: the projection's
-//! status as metrics and the partitions nobody consumes (PostgreSQL and Kafka watermarks, then the
+//! The projector's background watch, every few seconds, one concern per step: the projection's
+//! status as metrics, for the console, and the partitions nobody consumes (PostgreSQL and Kafka watermarks, then the
 //! group's description), the dead-letter mirror in Redis, and whether the broker still serves the
 //! log the read models were built from.
 
@@ -29,6 +29,8 @@ pub(crate) struct Observer {
     pub consumer: Arc<LogConsumer>,
     pub group_id: String,
     pub coverage: Arc<Coverage>,
+    /// The console's view, fed with every round's status.
+    pub projection: Arc<crate::console::projection::Projection>,
 }
 
 /// Watches until `shutdown`, or until the broker turns out to serve another log (then `refuse`
@@ -60,6 +62,7 @@ impl Observer {
         let lag: Vec<(i32, i64)> =
             current.partitions.iter().filter_map(|p| Some((p.partition, p.lag?))).collect();
         self.coverage.observe(&self.consumer, &self.group_id, &self.kafka.topic, &lag).await;
+        self.projection.record(&current, &self.coverage.owners(), &self.coverage.unconsumed());
         if self.mirror.len().await.is_ok_and(|len| len != current.dead_letters) {
             self.status.mirror_dirty.store(true, Ordering::Relaxed);
         }

@@ -9,6 +9,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::console::ConsoleState;
+use crate::console::access::Access;
+use crate::console::projection::Projection;
 use crate::dlq::Mirror;
 use crate::live::admin;
 use crate::live::consumer::{self, Assignment};
@@ -23,6 +26,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 pub struct Application {
     listener: TcpListener,
+    access: Arc<Access>,
     runner: Runner,
     assignments: UnboundedReceiver<Assignment>,
     config: Config,
@@ -34,6 +38,11 @@ impl Application {
     /// version, and follows it when a rebuild or rollback switches.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         eventline_runtime::metrics::install(crate::metrics::describe);
+        let access = Access::new(&config.console_tokens, config.console_read_only)
+            .map_err(|why| anyhow::anyhow!("EVENTLINE_CONSOLE_TOKENS: {why}"))?;
+        if !access.configured() {
+            tracing::info!("No console tokens (EVENTLINE_CONSOLE_TOKENS): the console refuses everyone");
+        }
         let public = prepare(&config).await?;
         let live = read_models::live(&public).await.context("finding the live read-model version")?;
         // Never project one log into read models built from another.
@@ -52,7 +61,7 @@ impl Application {
             runner(&config, public, target, Role::Live, &config.group_id, config.batch_size)?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        Ok(Application { listener, runner, assignments, config })
+        Ok(Application { listener, access: Arc::new(access), runner, assignments, config })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -64,6 +73,20 @@ impl Application {
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let coverage =
             Arc::new(Coverage::new(std::time::Duration::from_secs(self.config.unconsumed_partition_secs)));
+        let projection = Projection::new(
+            std::time::Duration::from_secs(self.config.stall_secs),
+            consumer::instance_name(),
+            self.config.console_read_only,
+        );
+        let console = ConsoleState {
+            access: self.access.clone(),
+            projection: projection.clone(),
+            writing: self.runner.writing.clone(),
+            public: self.runner.public.clone(),
+            kafka: self.config.kafka.clone(),
+            status: self.runner.status.clone(),
+            jaeger_url: self.config.jaeger_url.clone(),
+        };
         let admin_state = admin::AdminState {
             coverage: coverage.clone(),
             writing: self.runner.writing.clone(),
@@ -75,7 +98,7 @@ impl Application {
         let admin_shutdown = shutdown.child_token();
         let admin = tokio::spawn(eventline_runtime::http::serve(
             self.listener,
-            admin::router(admin_state),
+            admin::router(admin_state, console),
             admin_shutdown.clone(),
         ));
         // Stopped by a shutdown, or by the observer when the broker turns out to serve another log.
@@ -91,6 +114,7 @@ impl Application {
                 consumer: self.runner.consumer.clone(),
                 group_id: self.config.group_id.clone(),
                 coverage,
+                projection,
             },
             admin_shutdown.clone(),
         ));

@@ -2,14 +2,16 @@
 //! them; and the dead-letter queue's depth. Shown by `status` and `GET /projections`.
 
 use eventline_runtime::config::KafkaConfig;
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::dlq;
-use crate::project::checkpoint;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -31,13 +33,15 @@ pub struct PartitionStatus {
     pub high_watermark: Option<i64>,
     /// Events in the log not yet applied (never shown negative).
     pub lag: Option<i64>,
+    /// When the newest applied event of the partition was appended to the log.
+    pub last_appended_at: Option<DateTime<Utc>>,
 }
 
 /// Collects the status from PostgreSQL and the broker (partitions the broker does not answer for
 /// show no watermark).
 pub async fn collect(pool: &PgPool, kafka: &KafkaConfig) -> anyhow::Result<ProjectionStatus> {
     let topic = kafka.topic.as_str();
-    let checkpoints = checkpoint::load(pool, topic).await?;
+    let checkpoints = checkpoints(pool, topic).await?;
     let dead_letters = dlq::depth(pool, topic).await?;
     let kafka_owned = kafka.clone();
     let watermarks =
@@ -46,23 +50,44 @@ pub async fn collect(pool: &PgPool, kafka: &KafkaConfig) -> anyhow::Result<Proje
     let mut partitions: Vec<PartitionStatus> = watermarks
         .into_iter()
         .map(|(partition, high_watermark)| {
-            let next_offset = checkpoints.get(&partition).copied().unwrap_or(0);
+            let (next_offset, last_appended_at) = checkpoints.get(&partition).copied().unwrap_or((0, None));
             PartitionStatus {
                 partition,
                 next_offset,
                 high_watermark,
                 lag: high_watermark.map(|h| (h - next_offset).max(0)),
+                last_appended_at,
             }
         })
         .collect();
-    for (&partition, &next_offset) in &checkpoints {
+    for (&partition, &(next_offset, last_appended_at)) in &checkpoints {
         if !partitions.iter().any(|p| p.partition == partition) {
-            partitions.push(PartitionStatus { partition, next_offset, high_watermark: None, lag: None });
+            partitions.push(PartitionStatus {
+                partition,
+                next_offset,
+                high_watermark: None,
+                lag: None,
+                last_appended_at,
+            });
         }
     }
     partitions.sort_by_key(|p| p.partition);
     let lag = partitions.iter().filter_map(|p| p.lag).sum();
     Ok(ProjectionStatus { topic: topic.to_owned(), partitions, lag, dead_letters })
+}
+
+/// Per partition of `topic`: the next offset to apply and when the newest applied event was appended.
+async fn checkpoints(
+    pool: &PgPool,
+    topic: &str,
+) -> sqlx::Result<BTreeMap<i32, (i64, Option<DateTime<Utc>>)>> {
+    let rows: Vec<(i32, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT partition, next_offset, last_appended_at FROM projection_checkpoints WHERE topic = $1",
+    )
+    .bind(topic)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(partition, next, at)| (partition, (next, at))).collect())
 }
 
 /// Publishes the status as metrics (lag per partition, DLQ depth).

@@ -28,26 +28,32 @@ pub async fn applied_at(
     .await
 }
 
-/// Advances checkpoints; never moves one backwards (a stale instance finishing a batch after a
-/// rebalance must not rewind the new owner's progress).
+/// Advances checkpoints, with when the newest applied event of each partition was appended
+/// (`appended_ms`, milliseconds since the epoch, where the broker said); never moves either
+/// backwards (a stale instance finishing a batch after a rebalance must not rewind the new
+/// owner's progress).
 pub async fn advance(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
     next_offsets: &BTreeMap<i32, i64>,
+    appended_ms: &BTreeMap<i32, i64>,
 ) -> sqlx::Result<()> {
     if next_offsets.is_empty() {
         return Ok(());
     }
     let partitions: Vec<i32> = next_offsets.keys().copied().collect();
     let offsets: Vec<i64> = next_offsets.values().copied().collect();
+    let appended: Vec<Option<i64>> = partitions.iter().map(|p| appended_ms.get(p).copied()).collect();
     // Announced when the transaction commits, with the positions reached: a query service waiting
     // for them (read-your-writes) wakes without another query (payload: `checkpoints::CHANNEL`).
     sqlx::query(
         "WITH advanced AS (
-             INSERT INTO projection_checkpoints (topic, partition, next_offset, updated_at)
-             SELECT $1, p, o, now() FROM UNNEST($2::int[], $3::bigint[]) AS t(p, o)
+             INSERT INTO projection_checkpoints (topic, partition, next_offset, updated_at, last_appended_at)
+             SELECT $1, p, o, now(), to_timestamp(a / 1000.0)
+             FROM UNNEST($2::int[], $3::bigint[], $5::bigint[]) AS t(p, o, a)
              ON CONFLICT (topic, partition) DO UPDATE
              SET next_offset = GREATEST(projection_checkpoints.next_offset, EXCLUDED.next_offset),
+                 last_appended_at = GREATEST(projection_checkpoints.last_appended_at, EXCLUDED.last_appended_at),
                  updated_at = now()
              RETURNING partition, next_offset)
          SELECT pg_notify($4, current_schema() || ' ' || $1 || ' ' || string_agg(partition || ':' || next_offset, ','))
@@ -57,6 +63,7 @@ pub async fn advance(
     .bind(&partitions)
     .bind(&offsets)
     .bind(eventline_read_models::checkpoints::CHANNEL)
+    .bind(&appended)
     .execute(&mut **tx)
     .instrument(db::span("INSERT", "projection_checkpoints"))
     .await?;

@@ -26,6 +26,8 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: BTreeMap<String, String>,
+    /// When the broker says the message was appended (milliseconds since the epoch), if it says.
+    pub appended_at_ms: Option<i64>,
 }
 
 impl Record {
@@ -45,6 +47,7 @@ impl Record {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             headers: headers.unwrap_or_default(),
+            appended_at_ms: message.timestamp().to_millis(),
         }
     }
 
@@ -222,11 +225,16 @@ pub async fn apply_in(
     };
 
     let mut next_offsets = BTreeMap::new();
+    let mut appended = BTreeMap::new();
     for record in records {
         let next = next_offsets.entry(record.partition).or_insert(0);
         *next = (*next).max(record.offset + 1);
+        if let Some(at) = record.appended_at_ms {
+            let newest = appended.entry(record.partition).or_insert(at);
+            *newest = (*newest).max(at);
+        }
     }
-    checkpoint::advance(tx, topic, &next_offsets).await?;
+    checkpoint::advance(tx, topic, &next_offsets, &appended).await?;
 
     let mut applied_by_type = BTreeMap::new();
     for event in &to_apply {

@@ -1,0 +1,62 @@
+//! The audit: every action taken through the console, in `public.console_audit` (who, when,
+//! what, with which parameters, and what came of it), written after the action whatever its
+//! outcome, and shown in the console.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::access::{Caller, role_name};
+
+/// One recorded action.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub audit_id: i64,
+    pub at: DateTime<Utc>,
+    /// The name of the token that acted.
+    pub actor: String,
+    pub role: String,
+    /// e.g. `dead-letters.redrive`.
+    pub action: String,
+    #[schema(value_type = Object)]
+    pub parameters: sqlx::types::Json<serde_json::Value>,
+    pub succeeded: bool,
+    #[schema(value_type = Object)]
+    pub result: sqlx::types::Json<serde_json::Value>,
+}
+
+/// Records what `caller` did.
+pub async fn record(
+    public: &PgPool,
+    caller: &Caller,
+    action: &str,
+    parameters: &serde_json::Value,
+    succeeded: bool,
+    result: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO public.console_audit (actor, role, action, parameters, succeeded, result)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&caller.principal.name)
+    .bind(role_name(caller.principal.role))
+    .bind(action)
+    .bind(sqlx::types::Json(parameters))
+    .bind(succeeded)
+    .bind(sqlx::types::Json(result))
+    .execute(public)
+    .await
+    .map(|_| ())
+}
+
+/// The newest `limit` entries, newest first.
+pub async fn recent(public: &PgPool, limit: i64) -> sqlx::Result<Vec<AuditEntry>> {
+    sqlx::query_as(
+        "SELECT audit_id, at, actor, role, action, parameters, succeeded, result
+         FROM public.console_audit ORDER BY audit_id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(public)
+    .await
+}

@@ -1,0 +1,432 @@
+//! The operator console on the projector's admin port. Its API enforces who may do what (roles,
+//! CSRF, read-only) whatever a page shows; and in a real browser (Chromium, driven over WebDriver
+//! by chromedriver) an operator watches the projection move while events are produced, finds poison
+//! messages as dead letters, redrives them behind a dry run and a typed confirmation, and finds
+//! each action in the audit.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use eventline_events::{Envelope, Event, UserCreated};
+use eventline_testkit::{TestEnv, eventually};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const OPERATOR: &str = "operator-token-0123456789";
+const VIEWER: &str = "viewer-token-0123456789";
+
+fn user_created(n: usize) -> Envelope {
+    Envelope::new(Event::UserCreated(UserCreated {
+        user_id: Uuid::now_v7(),
+        email: format!("console{n}.{}@example.com", Uuid::new_v4().simple()),
+        first_name: format!("First{n}"),
+        last_name: format!("Last{n}"),
+    }))
+}
+
+/// Two poison messages (JSON that is not an event) on the log; returns their keys.
+async fn poison(env: &TestEnv) -> [String; 2] {
+    let producer = env.producer();
+    let keys = [format!("poison-a-{}", env.id), format!("poison-b-{}", env.id)];
+    for key in &keys {
+        env.produce_raw(&producer, key, br#"{"eventType": "UserCreated", "data": 42}"#, None).await;
+    }
+    keys
+}
+
+async fn dead_letter_count(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&env.pool).await.unwrap()
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_api_enforces_roles_csrf_and_read_only_and_audits_every_action() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let projector = support::projector(&env).await;
+    let http = eventline_testkit::http();
+    let url = |path: &str| projector.url(path);
+
+    // Nobody gets in without a token; a wrong token is told so.
+    let (status, problem) = send(http.get(url("/console/api/projection"))).await;
+    assert_eq!(status, 401, "{problem}");
+    assert_eq!(problem["type"], "https://eventline.dev/problems/console-unauthorized");
+    let (status, _) =
+        send(http.get(url("/console/api/projection")).bearer_auth("not-a-console-token-at-all")).await;
+    assert_eq!(status, 401);
+
+    poison(&env).await;
+    eventually(Duration::from_secs(30), "two dead letters", || async {
+        (dead_letter_count(&env).await == 2).then_some(())
+    })
+    .await;
+
+    // A viewer sees the projection and the dead letters, payloads masked, and may count.
+    let overview = eventually(Duration::from_secs(15), "an observed projection", || async {
+        let (status, body) = send(http.get(url("/console/api/projection")).bearer_auth(VIEWER)).await;
+        (status == 200 && body["deadLetters"] == 2).then_some(body)
+    })
+    .await;
+    assert_eq!(overview["partitions"].as_array().unwrap().len(), 3, "{overview}");
+    let (status, listed) = send(http.get(url("/console/api/dead-letters")).bearer_auth(VIEWER)).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["total"], 2, "{listed}");
+    assert_eq!(listed["groups"][0]["count"], 2, "one group: same error, no event type");
+    let id = listed["entries"][0]["id"].as_i64().unwrap();
+    let (_, detail) =
+        send(http.get(url(&format!("/console/api/dead-letters/{id}"))).bearer_auth(VIEWER)).await;
+    assert_eq!(detail["payloadMasked"], true);
+    assert_eq!(detail["payload"], Value::Null);
+    let (_, detail) =
+        send(http.get(url(&format!("/console/api/dead-letters/{id}"))).bearer_auth(OPERATOR)).await;
+    assert_eq!(detail["payloadMasked"], false);
+    assert!(detail["payload"].as_str().unwrap().contains("42"));
+
+    let all = json!({ "selection": { "all": true } });
+    let (status, dry) =
+        send(http.post(url("/console/api/dead-letters/redrive")).bearer_auth(VIEWER).json(&all)).await;
+    assert_eq!(
+        (status, dry["matching"].clone(), dry["confirmation"].clone()),
+        (200, json!(2), json!("redrive 2"))
+    );
+    // …but not act: a 403 from the server, whatever the page shows.
+    let act = json!({ "selection": { "all": true }, "dryRun": false, "confirm": "redrive 2" });
+    let (status, problem) =
+        send(http.post(url("/console/api/dead-letters/redrive")).bearer_auth(VIEWER).json(&act)).await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("operator role"));
+
+    // An operator acting on more than one entry must type the dry run's confirmation.
+    let unconfirmed = json!({ "selection": { "all": true }, "dryRun": false });
+    let (status, problem) =
+        send(http.post(url("/console/api/dead-letters/redrive")).bearer_auth(OPERATOR).json(&unconfirmed))
+            .await;
+    assert_eq!(status, 409, "{problem}");
+    let stale = json!({ "selection": { "all": true }, "dryRun": false, "confirm": "redrive 3" });
+    let (status, _) =
+        send(http.post(url("/console/api/dead-letters/redrive")).bearer_auth(OPERATOR).json(&stale)).await;
+    assert_eq!(status, 409, "a confirmation for another count is stale");
+    let (status, none) = send(
+        http.post(url("/console/api/dead-letters/discard"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({ "selection": {} })),
+    )
+    .await;
+    assert_eq!(status, 400, "an empty selection is refused: {none}");
+    let no_reason = json!({ "selection": { "ids": [id] }, "dryRun": false });
+    let (status, _) =
+        send(http.post(url("/console/api/dead-letters/discard")).bearer_auth(OPERATOR).json(&no_reason))
+            .await;
+    assert_eq!(status, 400, "a discard needs a reason");
+
+    // The page's way in: a session cookie, and the CSRF token on every action.
+    let (status, session) = {
+        let response =
+            http.post(url("/console/api/session")).json(&json!({ "token": OPERATOR })).send().await.unwrap();
+        let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        let status = response.status().as_u16();
+        let mut body: Value = response.json().await.unwrap();
+        body["cookie"] = json!(cookie.split(';').next().unwrap());
+        (status, body)
+    };
+    assert_eq!(status, 200);
+    let cookie = session["cookie"].as_str().unwrap();
+    let with_cookie = |path: &str| http.post(url(path)).header("cookie", cookie);
+    let (status, problem) = send(with_cookie("/console/api/dead-letters/redrive").json(&act)).await;
+    assert_eq!(status, 403, "no CSRF token: {problem}");
+    let csrf = session["csrfToken"].as_str().unwrap();
+    let (status, done) =
+        send(with_cookie("/console/api/dead-letters/redrive").header("x-csrf-token", csrf).json(&act)).await;
+    assert_eq!(status, 200, "{done}");
+    let outcomes: Vec<&str> =
+        done["outcomes"].as_array().unwrap().iter().map(|o| o["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["failedAgain", "failedAgain"], "still poison");
+
+    // A read-only console refuses even an operator.
+    let read_only = support::projector_with(eventline_projector::Config {
+        console_read_only: true,
+        ..support::projector_config(&env, "projector")
+    })
+    .await;
+    let (status, problem) = send(
+        eventline_testkit::http()
+            .post(read_only.url("/console/api/dead-letters/discard"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({ "selection": { "ids": [id] }, "dryRun": false, "reason": "cleanup" })),
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("read-only"));
+    read_only.stop().await.unwrap();
+
+    // Every action (not the dry runs, not the refusals) is in the audit, with who did it.
+    let (_, audit) = send(http.get(url("/console/api/audit")).bearer_auth(VIEWER)).await;
+    let audit = audit.as_array().unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (audit[0]["actor"].as_str(), audit[0]["action"].as_str()),
+        (Some("olga"), Some("dead-letters.redrive"))
+    );
+    assert_eq!(audit[0]["parameters"]["confirm"], "redrive 2");
+
+    // The console's API is described, like the other APIs.
+    let (_, document) = send(http.get(url("/console/api/openapi.json"))).await;
+    for path in ["/console/api/projection", "/console/api/dead-letters/redrive", "/console/api/audit"] {
+        assert!(document["paths"][path].is_object(), "{path} is described");
+    }
+    projector.stop().await.unwrap();
+}
+
+/// A headless Chromium driven by a chromedriver of its own (`make test` installs both; `CHROMIUM`
+/// and `CHROMEDRIVER` name others).
+struct Browser {
+    driver: Child,
+    client: Client,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let chromedriver =
+            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("running {chromedriver} (run the tests through `make test`, which installs it): {e}")
+            });
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": chromium, "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"] }),
+        );
+        let webdriver = format!("http://127.0.0.1:{port}");
+        let client = eventually(Duration::from_secs(20), "chromedriver to start a session", || async {
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&webdriver)
+                .await
+                .ok()
+        })
+        .await;
+        Browser { driver, client }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+    }
+
+    async fn click(&self, css: &str) {
+        self.client.wait().for_element(Locator::Css(css)).await.unwrap().click().await.unwrap();
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let field = self.client.wait().for_element(Locator::Css(css)).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    /// Waits until the text of `css` satisfies `check`.
+    async fn until_text(&self, css: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+        eventually(Duration::from_secs(30), what, || async {
+            let element = self.client.find(Locator::Css(css)).await.ok()?;
+            let text = element.text().await.ok()?;
+            check(&text).then_some(text)
+        })
+        .await
+    }
+
+    async fn sign_in(&self, console: &str, token: &str) {
+        self.client.goto(console).await.unwrap();
+        self.type_into("#login-token", token).await;
+        self.click("#login-submit").await;
+        self.until_text("#whoami", "signed in", |t| !t.is_empty()).await;
+    }
+
+    /// What the page's own fetch gets for an action, as the page would send it (session cookie
+    /// and CSRF token): the server's refusal, not a hidden button.
+    async fn act_from_page(&self, path: &str, body: Value) -> u64 {
+        let script = "const [path, body, done] = arguments; \
+            call('POST', path, body).then(() => done(200), (e) => done(e.status));";
+        self.client.execute_async(script, vec![json!(path), body]).await.unwrap().as_u64().unwrap()
+    }
+
+    /// Saves what the page shows, for the eye (target/console-screenshots).
+    async fn screenshot(&self, name: &str) {
+        let directory =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+        std::fs::create_dir_all(&directory).unwrap();
+        std::fs::write(directory.join(format!("{name}.png")), self.client.screenshot().await.unwrap())
+            .unwrap();
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The sum of the checkpoints the page's partition table shows (read in one script: the live
+/// page may redraw the table between two WebDriver calls).
+async fn checkpoints_shown(browser: &Browser) -> i64 {
+    let script = "return [...document.querySelectorAll('#partitions tbody td:nth-child(2)')]\
+        .reduce((sum, cell) => sum + (Number(cell.textContent.replace(/,/g, '')) || 0), 0);";
+    browser.client.execute(script, vec![]).await.unwrap().as_i64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_the_projection_and_redrives_dead_letters_in_a_browser() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let projector = support::projector(&env).await;
+    let console = projector.url("/console");
+    // One page that loads nothing from elsewhere (the SVG namespace is a name, not a fetch).
+    let page = reqwest::get(&console).await.unwrap().text().await.unwrap();
+    let page = page.replace("http://www.w3.org/2000/svg", "");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "the page references no external resource"
+    );
+    let browser = Browser::start().await;
+
+    // Signed in, the projection is shown: a row per partition.
+    browser.sign_in(&console, OPERATOR).await;
+    assert!(browser.text("#whoami").await.contains("olga (operator)"));
+    let badge = browser.client.find(Locator::Css("#read-only")).await.unwrap();
+    assert!(!badge.is_displayed().await.unwrap(), "this console is not read-only");
+    eventually(Duration::from_secs(20), "the partitions shown", || async {
+        let rows = browser.client.find_all(Locator::Css("#partitions tbody tr")).await.ok()?;
+        (rows.len() == 3).then_some(())
+    })
+    .await;
+    let before = checkpoints_shown(&browser).await;
+
+    // The view follows the log live (Server-Sent Events) while events are produced.
+    let producer = env.producer();
+    for n in 0..30 {
+        env.produce_event(&producer, &user_created(n)).await;
+    }
+    eventually(Duration::from_secs(30), "the page to show the new checkpoints", || async {
+        (checkpoints_shown(&browser).await >= before + 30).then_some(())
+    })
+    .await;
+    browser.until_text("#total-lag", "lag back to 0", |t| t == "0").await;
+    browser.screenshot("projection").await;
+
+    // Poison messages become dead letters, grouped and listed.
+    poison(&env).await;
+    browser.until_text("#dead-letter-count", "two dead letters counted", |t| t == "2").await;
+    browser.click("#tab-dead-letters").await;
+    eventually(Duration::from_secs(10), "two entries listed", || async {
+        let rows = browser.client.find_all(Locator::Css("#dl-entries tbody tr")).await.ok()?;
+        (rows.len() == 2).then_some(())
+    })
+    .await;
+    browser.click("#dl-entries tbody tr").await;
+    browser.until_text("#dl-detail-payload", "the payload shown", |t| t.contains("42")).await;
+    browser.screenshot("dead-letters").await;
+
+    // The fix: here the messages are corrected (as a producer fix would have sent them).
+    let fixed: Vec<Envelope> = (100..102).map(user_created).collect();
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT dead_letter_id FROM dead_letters ORDER BY dead_letter_id")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    for (id, envelope) in ids.iter().zip(&fixed) {
+        sqlx::query("UPDATE dead_letters SET payload = $2 WHERE dead_letter_id = $1")
+            .bind(id)
+            .bind(envelope.encode())
+            .execute(&env.pool)
+            .await
+            .unwrap();
+    }
+
+    // Redrive: a dry run counts, then the typed confirmation redrives them.
+    browser.click("#dl-redrive").await;
+    browser
+        .until_text("#confirm-count", "the dry run's count", |t| t.contains("2 entries would be redriven"))
+        .await;
+    assert_eq!(browser.text("#confirm-expected").await, "redrive 2");
+    browser.screenshot("confirm").await;
+    browser.click("#confirm-go").await;
+    browser
+        .until_text("#confirm-error", "a refusal without the confirmation", |t| t.contains("confirm"))
+        .await;
+    browser.type_into("#confirm-input", "redrive 2").await;
+    browser.click("#confirm-go").await;
+    browser.until_text("#action-result", "both applied", |t| t.contains("2 applied")).await;
+    assert_eq!(dead_letter_count(&env).await, 0);
+    for envelope in &fixed {
+        let Event::UserCreated(user) = &envelope.event else { unreachable!() };
+        let found: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE user_id = $1")
+            .bind(user.user_id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        assert_eq!(found, 1, "the redriven event is in the read model");
+    }
+
+    // The audit records it, with who and what was confirmed.
+    browser.click("#tab-audit").await;
+    let row = browser
+        .until_text("#audit-log tbody tr", "the redrive in the audit", |t| t.contains("dead-letters.redrive"))
+        .await;
+    assert!(
+        row.contains("olga (operator)") && row.contains("redrive 2") && row.contains("2 applied"),
+        "{row}"
+    );
+    browser.screenshot("audit").await;
+
+    // A viewer's page cannot act: the button is off, and the server refuses the request anyway.
+    browser.click("#logout").await;
+    browser.sign_in(&console, VIEWER).await;
+    assert_eq!(
+        browser
+            .client
+            .find(Locator::Css("#dl-redrive"))
+            .await
+            .unwrap()
+            .attr("disabled")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true")
+    );
+    let status = browser
+        .act_from_page("/dead-letters/redrive", json!({ "selection": { "all": true }, "dryRun": false }))
+        .await;
+    assert_eq!(status, 403);
+
+    // A read-only console refuses every action, for an operator too.
+    let read_only = support::projector_with(eventline_projector::Config {
+        console_read_only: true,
+        ..support::projector_config(&env, "projector")
+    })
+    .await;
+    browser.sign_in(&read_only.url("/console"), OPERATOR).await;
+    assert!(browser.client.find(Locator::Css("#read-only")).await.unwrap().is_displayed().await.unwrap());
+    let status = browser
+        .act_from_page(
+            "/dead-letters/discard",
+            json!({ "selection": { "all": true }, "dryRun": false, "reason": "x" }),
+        )
+        .await;
+    assert_eq!(status, 403);
+    browser.close().await;
+    read_only.stop().await.unwrap();
+    projector.stop().await.unwrap();
+}
