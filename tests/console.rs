@@ -179,6 +179,34 @@ async fn the_console_api_enforces_roles_csrf_and_read_only_and_audits_every_acti
     );
     assert_eq!(audit[0]["parameters"]["confirm"], "redrive 2");
 
+    // Find by key: the partition the producer chose, the row, the events (payloads for operators).
+    let user = user_created(7);
+    let Event::UserCreated(created) = &user.event else { unreachable!() };
+    let (partition, offset) = env.produce_event(&env.producer(), &user).await;
+    let key = created.user_id.to_string();
+    let found = eventually(Duration::from_secs(20), "the user found with its row", || async {
+        let (status, body) =
+            send(http.get(url("/console/api/find")).query(&[("key", key.as_str())]).bearer_auth(VIEWER))
+                .await;
+        (status == 200 && body["kind"] == "user").then_some(body)
+    })
+    .await;
+    assert_eq!(found["partition"], partition, "{found}");
+    assert_eq!(found["row"]["email"], created.email.as_str());
+    assert_eq!(found["events"][0]["offset"], offset);
+    assert_eq!(found["events"][0]["eventType"], "UserCreated");
+    assert_eq!(found["events"][0]["payload"], Value::Null, "masked for a viewer");
+
+    // Rebuild and rollback switch what readers see: operators only, and typed.
+    let (status, versions) = send(http.get(url("/console/api/versions")).bearer_auth(VIEWER)).await;
+    assert_eq!((status, versions["versions"][0]["state"].as_str()), (200, Some("live")), "{versions}");
+    let typed = json!({ "confirm": "rebuild" });
+    let (status, _) = send(http.post(url("/console/api/rebuild")).bearer_auth(VIEWER).json(&typed)).await;
+    assert_eq!(status, 403);
+    let (status, _) =
+        send(http.post(url("/console/api/rebuild")).bearer_auth(OPERATOR).json(&json!({}))).await;
+    assert_eq!(status, 409, "not confirmed");
+
     // The console's API is described, like the other APIs.
     let (_, document) = send(http.get(url("/console/api/openapi.json"))).await;
     for path in ["/console/api/projection", "/console/api/dead-letters/redrive", "/console/api/audit"] {
@@ -317,8 +345,9 @@ async fn an_operator_watches_the_projection_and_redrives_dead_letters_in_a_brows
 
     // The view follows the log live (Server-Sent Events) while events are produced.
     let producer = env.producer();
-    for n in 0..30 {
-        env.produce_event(&producer, &user_created(n)).await;
+    let produced: Vec<Envelope> = (0..30).map(user_created).collect();
+    for envelope in &produced {
+        env.produce_event(&producer, envelope).await;
     }
     eventually(Duration::from_secs(30), "the page to show the new checkpoints", || async {
         (checkpoints_shown(&browser).await >= before + 30).then_some(())
@@ -390,6 +419,34 @@ async fn an_operator_watches_the_projection_and_redrives_dead_letters_in_a_brows
         "{row}"
     );
     browser.screenshot("audit").await;
+
+    // A rebuild started from the page shows its progress and switches; verify then finds the
+    // new version equal to the log.
+    browser.click("#tab-versions").await;
+    browser.click("#job-rebuild").await;
+    browser.type_into("#confirm-input", "rebuild").await;
+    browser.click("#confirm-go").await;
+    browser.until_text("#job-state", "the rebuild to succeed", |t| t == "succeeded").await;
+    let switched = browser.text("#job-switched").await;
+    assert!(switched.contains("v2 is live"), "{switched}");
+    assert_eq!(browser.text("#job-phase").await, "switched");
+    browser.screenshot("rebuild").await;
+    browser.click("#job-verify").await;
+    browser.until_text("#job-kind", "the verify", |t| t == "verify").await;
+    browser.until_text("#job-state", "the verify to succeed", |t| t == "succeeded").await;
+    let report = browser.text("#verify-report").await;
+    assert!(report.contains("users") && !report.contains("DIFFERS"), "{report}");
+    browser.screenshot("verify").await;
+
+    // Find: one of the users produced above, its partition, row and event.
+    let Event::UserCreated(first) = &produced[0].event else { unreachable!() };
+    browser.click("#tab-find").await;
+    browser.type_into("#find-key", &first.user_id.to_string()).await;
+    browser.click("#find-go").await;
+    browser.until_text("#find-kind", "the user found", |t| t.starts_with("user")).await;
+    let events = browser.text("#find-events").await;
+    assert!(events.contains("UserCreated") && events.contains(&produced[0].event_id.to_string()), "{events}");
+    browser.screenshot("find").await;
 
     // A viewer's page cannot act: the button is off, and the server refuses the request anyway.
     browser.click("#logout").await;

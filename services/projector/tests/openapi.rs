@@ -22,10 +22,15 @@ fn every_console_endpoint_is_described() {
             "/console/api/dead-letters/discard",
             "/console/api/dead-letters/redrive",
             "/console/api/dead-letters/{id}",
+            "/console/api/find",
             "/console/api/projection",
             "/console/api/projection/trend",
+            "/console/api/rebuild",
+            "/console/api/rollback",
             "/console/api/session",
             "/console/api/stream",
+            "/console/api/verify",
+            "/console/api/versions",
         ]
     );
 }

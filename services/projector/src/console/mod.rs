@@ -6,12 +6,16 @@
 //! - `projection`: partitions, lag in events and time, owners, stalls, ETA and the hour's trend,
 //!   fed by the observer's rounds;
 //! - `dead_letters`: grouped, opened, redriven or discarded behind a dry run and a confirmation;
+//! - `operations`: rebuild, rollback and verify run as a job, watched while they run;
+//! - `find`: where a user, order or sku lives, its row and its events;
 //! - `audit`: every action, in PostgreSQL;
 //! - `page.html`: the page.
 
 pub mod access;
 mod audit;
 mod dead_letters;
+mod find;
+pub mod operations;
 pub mod projection;
 
 use std::convert::Infallible;
@@ -50,6 +54,9 @@ pub struct ConsoleState {
     pub kafka: KafkaConfig,
     pub status: Arc<RunnerStatus>,
     pub jaeger_url: String,
+    /// What a rebuild, rollback or verify started here needs (the CLI's configuration).
+    pub config: Arc<crate::Config>,
+    pub jobs: Arc<operations::Jobs>,
 }
 
 #[derive(OpenApi)]
@@ -58,8 +65,9 @@ pub struct ConsoleState {
         title = "eventline operator console API",
         description = "What the projector's console shows and does, for programs too: the projection \
             (per partition lag in events and time, owners, stalls, ETA, an hour's trend), dead letters \
-            (grouped, opened, redriven or discarded behind a dry run and a typed confirmation) and the \
-            audit of every action.\n\nSend `Authorization: Bearer <token>` (EVENTLINE_CONSOLE_TOKENS); \
+            (grouped, opened, redriven or discarded behind a dry run and a typed confirmation), the \
+            read-model versions with rebuild, rollback and verify, finding an aggregate by key, and \
+            the audit of every action.\n\nSend `Authorization: Bearer <token>` (EVENTLINE_CONSOLE_TOKENS); \
             the page signs in once and uses a session cookie, with `X-CSRF-Token` on every action. \
             Acting takes the operator role, and a read-only console refuses every action.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
@@ -70,6 +78,8 @@ pub struct ConsoleState {
         (name = "session", description = "Signing in and out"),
         (name = "projection", description = "How far the projection is"),
         (name = "dead letters", description = "Messages the projector could not apply"),
+        (name = "versions", description = "Read-model versions: rebuild, rollback, verify"),
+        (name = "find", description = "Where a user, order or sku lives"),
         (name = "audit", description = "Every action taken"),
     ),
     components(schemas(Problem))
@@ -87,6 +97,11 @@ fn api_routes() -> OpenApiRouter<ConsoleState> {
         .routes(routes!(dead_letters::redrive))
         .routes(routes!(dead_letters::discard))
         .routes(routes!(audit_log))
+        .routes(routes!(operations::versions))
+        .routes(routes!(operations::start_rebuild))
+        .routes(routes!(operations::start_rollback))
+        .routes(routes!(operations::start_verify))
+        .routes(routes!(find::find))
 }
 
 /// The console's OpenAPI document.

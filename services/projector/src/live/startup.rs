@@ -86,6 +86,8 @@ impl Application {
             kafka: self.config.kafka.clone(),
             status: self.runner.status.clone(),
             jaeger_url: self.config.jaeger_url.clone(),
+            config: Arc::new(self.config.clone()),
+            jobs: Arc::default(),
         };
         let admin_state = admin::AdminState {
             coverage: coverage.clone(),

@@ -1,0 +1,180 @@
+//! Find by key: where a user, an order or a sku lives — its partition, its read-model row, and
+//! its events, read from that partition of the log.
+//!
+//! The partition is the producer's: librdkafka's default partitioner (`consistent_random`) puts
+//! a keyed message in CRC-32(key) mod the partition count, and every event's key is its
+//! aggregate's id. The events are found by reading the newest [`SCANNED`] messages of that
+//! partition (an index of events by aggregate is the next issue's history); the answer says how
+//! much was read.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use chrono::{DateTime, Utc};
+use eventline_events::{HEADER_EVENT_ID, HEADER_EVENT_TYPE};
+use eventline_runtime::problem::{Problem, types};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::ConsoleState;
+use super::access::{Caller, Role};
+use crate::live::consumer::RangeReader;
+
+/// Messages of the partition read at most, newest first.
+const SCANNED: i64 = 100_000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct Key {
+    /// A user id, an order id or a sku.
+    key: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Found {
+    pub key: String,
+    /// `user`, `order` or `sku`, from the read model that has a row for it; absent when none has.
+    pub kind: Option<String>,
+    /// The partition holding the key's events.
+    pub partition: i32,
+    /// The read-model row (without the stored document).
+    #[schema(value_type = Option<Object>)]
+    pub row: Option<serde_json::Value>,
+    /// The key's events among those read, in log order.
+    pub events: Vec<FoundEvent>,
+    /// The offsets read: `[fromOffset, toOffset)` of the partition.
+    pub from_offset: i64,
+    pub to_offset: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FoundEvent {
+    pub offset: i64,
+    pub event_type: Option<String>,
+    pub event_id: Option<String>,
+    pub appended_at: Option<DateTime<Utc>>,
+    /// The message; absent for the viewer role.
+    pub payload: Option<String>,
+}
+
+/// The partition librdkafka's default partitioner gives a message keyed `key`.
+pub fn partition_of(key: &str, partitions: i32) -> i32 {
+    let hash = crc32fast::hash(key.as_bytes());
+    i32::try_from(hash % u32::try_from(partitions.max(1)).unwrap_or(1)).unwrap_or(0)
+}
+
+/// Find a user, order or sku: partition, row and events
+#[utoipa::path(get, path = "/console/api/find", tag = "find", params(Key),
+    responses((status = 200, body = Found), (status = 400, description = "No key")))]
+pub async fn find(
+    caller: Caller,
+    State(state): State<ConsoleState>,
+    Query(Key { key }): Query<Key>,
+) -> Result<Json<Found>, Problem> {
+    let key = key.trim().to_owned();
+    if key.is_empty() || key.len() > 200 {
+        return Err(Problem::new(
+            types::BAD_REQUEST,
+            "Give a user id, an order id or a sku (1 to 200 characters).",
+        ));
+    }
+    let pool = state.writing.current().pool.clone();
+    let (kind, row) = row(&pool, &key).await.map_err(|error| {
+        tracing::warn!(%error, "Reading a read-model row failed");
+        Problem::new(types::DATABASE_UNAVAILABLE, "The read models cannot be read now.").retry_after(1)
+    })?;
+    let kafka = state.kafka.clone();
+    let ends = tokio::task::spawn_blocking(move || crate::live::status::high_watermarks(&kafka))
+        .await
+        .unwrap_or_default();
+    let partitions = i32::try_from(ends.len()).unwrap_or(0);
+    if partitions == 0 {
+        return Err(Problem::new(
+            types::DATABASE_UNAVAILABLE,
+            "The broker does not answer for the topic now.",
+        )
+        .retry_after(1));
+    }
+    let partition = partition_of(&key, partitions);
+    let end = ends.iter().find(|(p, _)| *p == partition).and_then(|(_, end)| *end).unwrap_or(0);
+    let from = (end - SCANNED).max(0);
+    let (kafka, wanted) = (state.kafka.clone(), key.clone().into_bytes());
+    let records =
+        tokio::task::spawn_blocking(move || -> rdkafka::error::KafkaResult<Vec<crate::project::Record>> {
+            let mut reader = RangeReader::open(&kafka, &BTreeMap::from([(partition, (from, end))]))?;
+            let mut found = Vec::new();
+            while !reader.is_done() {
+                found.extend(
+                    reader
+                        .next_chunk(10_000)?
+                        .into_iter()
+                        .filter(|r| r.key.as_deref() == Some(wanted.as_slice())),
+                );
+            }
+            Ok(found)
+        })
+        .await
+        .map_err(|_| Problem::internal())?
+        .map_err(|error| {
+            tracing::warn!(%error, "Reading the partition failed");
+            Problem::new(types::DATABASE_UNAVAILABLE, "The log cannot be read now.").retry_after(1)
+        })?;
+    let operator = caller.principal.role == Role::Operator;
+    let events = records
+        .into_iter()
+        .map(|r| FoundEvent {
+            offset: r.offset,
+            event_type: r.headers.get(HEADER_EVENT_TYPE).cloned(),
+            event_id: r.headers.get(HEADER_EVENT_ID).cloned(),
+            appended_at: r.appended_at_ms.and_then(DateTime::from_timestamp_millis),
+            payload: operator.then(|| String::from_utf8_lossy(&r.payload).into_owned()),
+        })
+        .collect();
+    Ok(Json(Found { key, kind, partition, row, events, from_offset: from, to_offset: end }))
+}
+
+/// The read-model row of `key`, and which kind of aggregate it is.
+async fn row(pool: &sqlx::PgPool, key: &str) -> sqlx::Result<(Option<String>, Option<serde_json::Value>)> {
+    let by_id = [
+        (
+            "user",
+            "SELECT to_jsonb(t) - 'document' - 'document_etag' FROM users t WHERE user_id = $1::text::uuid",
+        ),
+        (
+            "order",
+            "SELECT to_jsonb(t) - 'document' - 'document_etag' FROM orders t WHERE order_id = $1::text::uuid",
+        ),
+    ];
+    if uuid::Uuid::try_parse(key).is_ok() {
+        for (kind, sql) in by_id {
+            if let Some(row) =
+                sqlx::query_scalar::<_, serde_json::Value>(sql).bind(key).fetch_optional(pool).await?
+            {
+                return Ok((Some(kind.to_owned()), Some(row)));
+            }
+        }
+        return Ok((None, None));
+    }
+    let row: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT to_jsonb(t) FROM inventory t WHERE sku = $1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?;
+    Ok((row.as_ref().map(|_| "sku".to_owned()), row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partition_is_crc32_of_the_key_modulo_the_partitions() {
+        // CRC-32 (IEEE) of "123456789" is 0xCBF43926, the standard check value.
+        assert_eq!(partition_of("123456789", 7), (0xCBF4_3926_u32 % 7) as i32);
+        assert_eq!(partition_of("anything", 1), 0);
+    }
+}
