@@ -215,6 +215,54 @@ async fn the_console_api_enforces_roles_csrf_and_read_only_and_audits_every_acti
     projector.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_checkpoint_stops_moving_is_shown_stalled_and_lag_in_time_grows() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let projector = support::projector_with(eventline_projector::Config {
+        stall_secs: 2,
+        ..support::projector_config(&env, "projector")
+    })
+    .await;
+    let http = eventline_testkit::http();
+    let overview = || async {
+        let (status, body) =
+            send(http.get(projector.url("/console/api/projection")).bearer_auth(VIEWER)).await;
+        (status == 200).then_some(body)
+    };
+    eventually(Duration::from_secs(15), "a first observation", overview).await;
+
+    // The projector cannot write (the users table is locked by another session), so a user
+    // created now waits: lag in events and in time, the checkpoint does not move.
+    let mut blocker = env.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").execute(&mut *blocker).await.unwrap();
+    let (partition, _) = env.produce_event(&env.producer(), &user_created(1)).await;
+    let stalled = eventually(Duration::from_secs(30), "a stalled alert", || async {
+        let body = overview().await?;
+        let alert = body["alerts"]
+            .as_array()?
+            .iter()
+            .find(|a| a["kind"] == "stalled" && a["partition"] == partition)?;
+        let row = body["partitions"].as_array()?.iter().find(|p| p["partition"] == partition)?.clone();
+        Some((alert.clone(), row))
+    })
+    .await;
+    let (alert, row) = stalled;
+    assert!(alert["message"].as_str().unwrap().contains("not moved"), "{alert}");
+    assert_eq!(row["lag"], 1);
+    assert!(row["stalledSeconds"].as_f64().unwrap() >= 2.0, "{row}");
+    assert!(row["lagSeconds"].is_null() || row["lagSeconds"].as_f64().unwrap() >= 0.0, "{row}");
+
+    // Released, the partition drains and the alert goes.
+    blocker.rollback().await.unwrap();
+    eventually(Duration::from_secs(30), "the alert to clear", || async {
+        let body = overview().await?;
+        (body["lag"] == 0 && body["alerts"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    projector.stop().await.unwrap();
+}
+
 /// A headless Chromium driven by a chromedriver of its own (`make test` installs both; `CHROMIUM`
 /// and `CHROMEDRIVER` name others).
 struct Browser {
