@@ -25,7 +25,7 @@ use super::ConsoleState;
 use super::access::Caller;
 use super::audit;
 use crate::Config;
-use crate::operations::progress::Progress;
+use crate::operations::progress::{Problems, Progress};
 use crate::operations::{rebuild, verify};
 use crate::project::checkpoint::load_version;
 
@@ -276,26 +276,35 @@ async fn begin(
 /// Runs the job, watching it meanwhile, and records how it ended.
 async fn run(state: ConsoleState, caller: Caller, kind: Kind) {
     let config: Arc<Config> = state.config.clone();
+    // The errors the operation meets and retries, shown with the job as they happen.
+    let problems = Arc::new(Problems::default());
+    let progress = Progress::Watched(problems.clone());
     let work = async move {
         match kind {
-            Kind::Rebuild => rebuild::rebuild(&config, Progress::Log, BATCH_SIZE).await.and_then(to_value),
-            Kind::Rollback => rebuild::rollback(&config, Progress::Log, BATCH_SIZE).await.and_then(to_value),
-            Kind::Verify => {
-                verify::verify(&config, Progress::Log, BATCH_SIZE, SAMPLE).await.and_then(to_value)
-            }
+            Kind::Rebuild => rebuild::rebuild(&config, progress, BATCH_SIZE).await.and_then(to_value),
+            Kind::Rollback => rebuild::rollback(&config, progress, BATCH_SIZE).await.and_then(to_value),
+            Kind::Verify => verify::verify(&config, progress, BATCH_SIZE, SAMPLE).await.and_then(to_value),
         }
     };
     tokio::pin!(work);
     let mut rates = VecDeque::new();
     // The first look comes soon, so that even a short job shows its version.
     let mut next_look = Duration::from_millis(250);
+    let report_problems = || {
+        let met = problems.take();
+        state
+            .jobs
+            .update(|job| job.errors.extend(met.into_iter().map(|(at, message)| JobError { at, message })));
+    };
     let outcome = loop {
         tokio::select! {
             outcome = &mut work => break outcome,
             _ = tokio::time::sleep(next_look) => watch(&state, kind, &mut rates).await,
         }
+        report_problems();
         next_look = SAMPLE_EVERY;
     };
+    report_problems();
     if let Ok(result) = &outcome {
         finished_progress(&state, kind, result).await;
     }

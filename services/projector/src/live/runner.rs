@@ -47,6 +47,8 @@ pub struct RunnerStatus {
     pub assigned: Mutex<Vec<i32>>,
     /// The Redis mirror of the dead letters may miss entries; reconcile it when Redis answers.
     pub mirror_dirty: AtomicBool,
+    /// Errors met and retried, for an operation watching this runner (a rebuild's catch-up).
+    pub retried: crate::operations::progress::Problems,
 }
 
 /// Where a partition's reading stands.
@@ -182,6 +184,7 @@ impl Runner {
                             Ok(m) => m,
                             Err(error) => {
                                 tracing::warn!(%error, "Reading from the log failed; retrying");
+                                self.status.retried.push(format!("reading from the log failed: {error}"));
                                 tokio::time::sleep(Duration::from_millis(200)).await;
                                 break;
                             }
@@ -331,6 +334,7 @@ impl Runner {
                 Err(error) => {
                     self.status.database_ok.store(false, Ordering::Relaxed);
                     tracing::warn!(%error, "Loading checkpoints failed; retrying");
+                    self.status.retried.push(format!("loading checkpoints failed: {error}"));
                     tokio::time::sleep(RETRY.delay(attempt)).await;
                     attempt += 1;
                 }
@@ -456,6 +460,10 @@ impl Runner {
                     self.status.database_ok.store(false, Ordering::Relaxed);
                     crate::metrics::batch_retried();
                     tracing::warn!(%error, attempt, records = batch.len(), "Applying a batch failed; retrying");
+                    self.status.retried.push(format!(
+                        "applying a batch of {} failed (attempt {attempt}): {error}",
+                        batch.len()
+                    ));
                     tokio::select! {
                         _ = shutdown.cancelled(), if attempt > 0 => {
                             tracing::warn!(records = batch.len(), "Stopping with an unapplied batch; it will be read again");

@@ -1,18 +1,46 @@
 //! Progress of long operator commands (rebuild, rollback, verify): a bar on a terminal, a log line
-//! every few seconds otherwise.
+//! every few seconds otherwise, or — for the console, which measures progress itself — only the
+//! errors met on the way, as they happen.
 
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Progress {
     /// A progress bar (events done/total, events/s, ETA), for a terminal.
     Bar,
     /// A log line every few seconds.
     Log,
+    /// The errors met (each retried), handed to whoever watches (the console).
+    Watched(Arc<Problems>),
+}
+
+/// Errors met by a running operation, newest last (at most [`Problems::KEPT`]).
+#[derive(Debug, Default)]
+pub struct Problems(Mutex<Vec<(DateTime<Utc>, String)>>);
+
+impl Problems {
+    const KEPT: usize = 50;
+
+    pub fn push(&self, message: String) {
+        if let Ok(mut problems) = self.0.lock() {
+            if problems.len() >= Self::KEPT {
+                problems.remove(0);
+            }
+            problems.push((Utc::now(), message));
+        }
+    }
+
+    /// The errors met since the last call.
+    pub fn take(&self) -> Vec<(DateTime<Utc>, String)> {
+        self.0.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+    }
 }
 
 impl Progress {
@@ -26,6 +54,7 @@ impl Progress {
 pub(crate) enum Reporter {
     Bar(ProgressBar),
     Log { label: String, last: Instant, started: Instant, first: Option<i64> },
+    Watched(Arc<Problems>),
 }
 
 impl Reporter {
@@ -45,6 +74,16 @@ impl Reporter {
             Progress::Log => {
                 Reporter::Log { label, last: Instant::now(), started: Instant::now(), first: None }
             }
+            Progress::Watched(problems) => Reporter::Watched(problems),
+        }
+    }
+
+    /// An error met and retried (already logged where it happened).
+    pub(crate) fn problem(&self, message: String) {
+        match self {
+            Reporter::Bar(bar) => bar.println(format!("retrying: {message}")),
+            Reporter::Log { .. } => {}
+            Reporter::Watched(problems) => problems.push(message),
         }
     }
 
@@ -65,6 +104,7 @@ impl Reporter {
                 let eta = if rate > 0.0 { (total - done).max(0) as f64 / rate } else { f64::NAN };
                 tracing::info!(done, total, events_per_s = rate.round(), eta_s = eta.round(), "{label}");
             }
+            Reporter::Watched(_) => {}
         }
     }
 
@@ -73,5 +113,27 @@ impl Reporter {
         if let Reporter::Bar(bar) = self {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watched_operation_hands_over_its_errors_once_and_keeps_the_newest() {
+        let problems = Arc::new(Problems::default());
+        let reporter = Reporter::new(Progress::Watched(problems.clone()), "catching up v2".into());
+        reporter.problem("applying a batch failed".into());
+        let met = problems.take();
+        assert_eq!(met.len(), 1);
+        assert_eq!(met[0].1, "applying a batch failed");
+        assert!(problems.take().is_empty(), "handed over once");
+        for n in 0..Problems::KEPT + 5 {
+            reporter.problem(format!("error {n}"));
+        }
+        let kept = problems.take();
+        assert_eq!(kept.len(), Problems::KEPT);
+        assert_eq!(kept[0].1, "error 5", "the oldest are dropped");
     }
 }

@@ -132,6 +132,7 @@ async fn catch_up_and_switch(
     let (runner, assignments) =
         runner(config, public.clone(), target, Role::CatchUp(state), &group, batch_size)?;
     let stop = CancellationToken::new();
+    let replaying = runner.status.clone();
     let mut replay = tokio::spawn(runner.run(assignments, stop.clone()));
     // Whichever way this returns, the replay stops with it.
     let _stop_replay = stop.clone().drop_guard();
@@ -150,6 +151,9 @@ async fn catch_up_and_switch(
             }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
+        for (_, problem) in replaying.retried.take() {
+            reporter.problem(problem);
+        }
         if ends_read.is_none_or(|at: Instant| at.elapsed() > Duration::from_secs(2)) {
             ends = log_ends(config).await;
             ends_read = Some(Instant::now());
@@ -162,6 +166,7 @@ async fn catch_up_and_switch(
             }
             Err(error) if failing_since.get_or_insert_with(Instant::now).elapsed() < GIVE_UP_AFTER => {
                 tracing::warn!(error = format!("{error:#}"), "Reading the positions failed; retrying");
+                reporter.problem(format!("reading the positions failed: {error:#}"));
                 continue;
             }
             Err(error) => {
