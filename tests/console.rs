@@ -263,6 +263,67 @@ async fn a_partition_whose_checkpoint_stops_moving_is_shown_stalled_and_lag_in_t
     projector.stop().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_started_from_the_console_reports_its_progress_while_it_runs() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    // A log long enough for the replay to take a few observations.
+    let producer = env.producer();
+    let sends = (0..50_000).map(|n| {
+        let envelope = user_created(n);
+        let (producer, env) = (&producer, &env);
+        async move { env.produce_event(producer, &envelope).await }
+    });
+    futures::future::join_all(sends).await;
+    let projector = support::projector(&env).await;
+    env.wait_for_checkpoints(50_000, Duration::from_secs(180)).await;
+    let http = eventline_testkit::http();
+    let url = |path: &str| projector.url(path);
+
+    let (status, job) = send(
+        http.post(url("/console/api/rebuild")).bearer_auth(OPERATOR).json(&json!({ "confirm": "rebuild" })),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let (status, _) =
+        send(http.post(url("/console/api/verify")).bearer_auth(OPERATOR).json(&json!({}))).await;
+    assert_eq!(status, 409, "one operation at a time");
+
+    // While it runs: its version, a phase, per-partition progress short of the goal, a rate.
+    let running = eventually(Duration::from_secs(60), "a running job with progress", || async {
+        let (_, versions) = send(http.get(url("/console/api/versions")).bearer_auth(VIEWER)).await;
+        let job = versions["job"].clone();
+        let under_way = job["state"] == "running"
+            && job["version"] == 2
+            && job["done"].as_i64()? > 0
+            && job["done"].as_i64()? < job["goal"].as_i64()?
+            && job["eventsPerSecond"].as_f64()? > 0.0;
+        under_way.then_some(job)
+    })
+    .await;
+    assert!(["replaying", "catching up"].contains(&running["phase"].as_str().unwrap()), "{running}");
+    assert_eq!(running["partitions"].as_array().unwrap().len(), 3);
+    let finished = eventually(Duration::from_secs(120), "the rebuild to end", || async {
+        let (_, versions) = send(http.get(url("/console/api/versions")).bearer_auth(VIEWER)).await;
+        (versions["job"]["state"] != "running").then_some(versions)
+    })
+    .await;
+    assert_eq!(finished["job"]["state"], "succeeded", "{finished}");
+    assert_eq!(finished["job"]["done"], 50_000);
+    assert_eq!(finished["versions"][1]["state"], "live");
+
+    // Both ends are audited, with who started it.
+    let (_, audit) = send(http.get(url("/console/api/audit")).bearer_auth(VIEWER)).await;
+    let actions: Vec<(&str, bool)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["succeeded"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(actions, [("versions.rebuild", true), ("versions.rebuild", true)], "{audit}");
+    projector.stop().await.unwrap();
+}
+
 /// A headless Chromium driven by a chromedriver of its own (`make test` installs both; `CHROMIUM`
 /// and `CHROMEDRIVER` name others).
 struct Browser {

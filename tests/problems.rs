@@ -1,6 +1,6 @@
-//! The problem catalogue in code and docs/problems.md are the same table: every slug the APIs can
-//! answer with is documented with its title and status, and nothing documented is unknown to the
-//! code. Needs no running service.
+//! The problem catalogue in code and docs/problems.md are the same table: every slug the APIs and
+//! the operator console can answer with is documented with its title and status, and nothing
+//! documented is unknown to the code. Needs no running service.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 /// `slug → (title, status)` from the catalogue in code.
 fn in_code() -> BTreeMap<String, (String, u16)> {
     let mut catalogue = BTreeMap::new();
-    for kind in eventline_command::problems::all().chain(eventline_query::problems::all()) {
+    let all = eventline_command::problems::all()
+        .chain(eventline_query::problems::all())
+        .chain(eventline_projector::console::problems());
+    for kind in all {
         let entry = (kind.title.to_owned(), kind.status.as_u16());
         if let Some(other) = catalogue.insert(kind.slug.to_owned(), entry.clone()) {
             assert_eq!(other, entry, "{} is defined twice, differently", kind.slug);

@@ -43,6 +43,13 @@ use crate::live::target::Writing;
 
 const PAGE: &str = include_str!("page.html");
 
+/// The problem types the console answers with beyond the shared ones; docs/problems.md lists the
+/// same (tests/problems.rs checks).
+pub fn problems() -> impl Iterator<Item = eventline_runtime::problem::ProblemType> {
+    [access::UNAUTHORIZED, access::FORBIDDEN, dead_letters::CONFIRMATION_REQUIRED, operations::JOB_RUNNING]
+        .into_iter()
+}
+
 /// What the console's handlers share.
 #[derive(Clone)]
 pub struct ConsoleState {

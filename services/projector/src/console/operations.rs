@@ -2,7 +2,7 @@
 //! (`operations::{rebuild, verify}`, so the same rules: one at a time across every process, by
 //! the advisory lock; a rebuild resumes an interrupted one), run here as a job of this process.
 //!
-//! While a job runs, a watcher samples the version it fills every two seconds: per partition how
+//! While a job runs, a watcher samples the version it fills twice a second: per partition how
 //! far it is against its goal (the log's end, and never behind the live version), the phase
 //! (replaying, then catching up, then switched), events per second over the last samples and an
 //! ETA. Errors met while watching, and the job's own, are kept with the job and shown as they
@@ -36,8 +36,8 @@ pub const JOB_RUNNING: ProblemType =
 const BATCH_SIZE: usize = 5000;
 /// Differing rows shown per table and side by a verify.
 const SAMPLE: usize = 5;
-/// How often a running job's version is sampled.
-const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// How often a running job's version is sampled (three small queries).
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
 /// What the console can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
