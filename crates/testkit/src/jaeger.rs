@@ -54,7 +54,15 @@ pub struct Jaeger {
     pub otlp_endpoint: String,
     /// `http://127.0.0.1:<port>`: the query API.
     pub query_url: String,
+    health_url: String,
     log: PathBuf,
+}
+
+/// How a start ended.
+enum Ready {
+    Serving,
+    /// It exited: one of the ports picked for it was taken by the time it bound it.
+    PortTaken,
 }
 
 /// The launcher: `$EVENTLINE_ROOT/scripts/jaeger.sh`, else the one of the checkout this crate was
@@ -68,8 +76,20 @@ fn launcher() -> PathBuf {
 
 impl Jaeger {
     /// Starts Jaeger (building it first if the cache has none) and waits until it serves its
-    /// query API and receives OTLP.
+    /// query API and receives OTLP. A Jaeger that exits because one of its ports was taken
+    /// meanwhile (the ports are picked before it binds them) is started again on other ports.
     pub async fn start() -> anyhow::Result<Jaeger> {
+        for _ in 0..3 {
+            let mut jaeger = Jaeger::spawn()?;
+            match jaeger.ready().await? {
+                Ready::Serving => return Ok(jaeger),
+                Ready::PortTaken => eprintln!("A port picked for Jaeger was taken; starting it on others"),
+            }
+        }
+        anyhow::bail!("Jaeger found one of its ports taken three times in a row")
+    }
+
+    fn spawn() -> anyhow::Result<Jaeger> {
         let log =
             std::env::temp_dir().join(format!("eventline-jaeger-{}.log", uuid::Uuid::new_v4().simple()));
         let ports = [
@@ -88,24 +108,36 @@ impl Jaeger {
             .stderr(file)
             .stdin(Stdio::null())
             .spawn()?;
-        let jaeger = Jaeger {
+        Ok(Jaeger {
             child,
             otlp_endpoint: format!("http://127.0.0.1:{}", ports[0].1),
             query_url: format!("http://127.0.0.1:{}", ports[2].1),
+            health_url: format!("http://127.0.0.1:{}/status", ports[4].1),
             log,
-        };
-        let health = format!("http://127.0.0.1:{}/status", ports[4].1);
+        })
+    }
+
+    /// Waits until Jaeger serves, or has exited (never for longer than a first build takes).
+    async fn ready(&mut self) -> anyhow::Result<Ready> {
         // The first start on a machine builds Jaeger (minutes); later ones take a second.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1200);
         loop {
-            let healthy = crate::http().get(&health).send().await.is_ok_and(|r| r.status().is_success());
-            if healthy && tokio::net::TcpStream::connect(&jaeger.otlp_endpoint[7..]).await.is_ok() {
-                return Ok(jaeger);
+            let healthy =
+                crate::http().get(&self.health_url).send().await.is_ok_and(|r| r.status().is_success());
+            if healthy && tokio::net::TcpStream::connect(&self.otlp_endpoint[7..]).await.is_ok() {
+                return Ok(Ready::Serving);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                let output = self.output();
+                if output.contains("address already in use") {
+                    return Ok(Ready::PortTaken);
+                }
+                anyhow::bail!("Jaeger exited ({status}) before serving; its log:\n{output}");
             }
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
                 "Jaeger did not start in 20 minutes; its log:\n{}",
-                jaeger.output()
+                self.output()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

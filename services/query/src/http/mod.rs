@@ -185,9 +185,7 @@ async fn stored_document(
         .instrument(eventline_runtime::db::span("SELECT", table))
         .await
         .map_err(database_problem)?;
-    // `No user <id>.`, `No order <id>.`
-    let missing = || Problem::not_found(format!("No {} {id}.", table.trim_end_matches('s')));
-    Ok(stored.ok_or_else(missing)?.ready())
+    Ok(stored.ok_or_else(|| no_such(table.trim_end_matches('s'), id))?.ready())
 }
 
 /// Answers with a document, stored or just assembled, under its own ETag.
@@ -220,6 +218,11 @@ fn respond_tagged(headers: &HeaderMap, bytes: Vec<u8>, etag: String) -> Result<R
         bytes,
     )
         .into_response())
+}
+
+/// The 404 of a user or order that is not in the read models: `No user <id>.`
+fn no_such(what: &str, id: uuid::Uuid) -> Problem {
+    Problem::not_found(format!("No {what} {id}."))
 }
 
 /// A database failure, logged here and reported to the client without internals.

@@ -10,7 +10,9 @@ use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, database_problem, parse_id, read_your_writes, stored_document, with_document};
+use super::{
+    AppState, database_problem, no_such, parse_id, read_your_writes, stored_document, with_document,
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_order))
@@ -41,7 +43,6 @@ pub async fn get_order(
         .instrument(db::span("SELECT", "orders"))
         .await
         .map_err(database_problem)?;
-    let order =
-        assembled.into_iter().next().ok_or_else(|| Problem::not_found(format!("No order {order_id}.")))?;
+    let order = assembled.into_iter().next().ok_or_else(|| no_such("order", order_id))?;
     with_document(&headers, order.tagged())
 }

@@ -17,8 +17,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{
-    AppState, database_problem, in_range, parse_id, read_your_writes, stored_document, with_document,
-    with_etag,
+    AppState, database_problem, in_range, no_such, parse_id, read_your_writes, stored_document,
+    with_document, with_etag,
 };
 
 pub const USER_EXISTS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)";
@@ -97,8 +97,7 @@ pub async fn get_user(
         .instrument(db::span("SELECT", "users"))
         .await
         .map_err(database_problem)?;
-    let user =
-        assembled.into_iter().next().ok_or_else(|| Problem::not_found(format!("No user {user_id}.")))?;
+    let user = assembled.into_iter().next().ok_or_else(|| no_such("user", user_id))?;
     with_document(&headers, user.tagged())
 }
 
@@ -129,7 +128,7 @@ pub async fn list_orders(
         .await
         .map_err(database_problem)?;
     if !exists {
-        return Err(Problem::not_found(format!("No user {user_id}.")));
+        return Err(no_such("user", user_id));
     }
     let mut orders = recent_orders(&db, user_id, limit + 1, after).await?;
     let next_cursor = if orders.len() as i64 > limit {
