@@ -95,12 +95,16 @@ fn docs_router() -> Router {
 /// serialized once), the `/docs` reference, the operational routes, problem+json fallbacks and
 /// request tracing.
 pub fn api_service(api: Router, document: &impl serde::Serialize, readiness: Readiness) -> Router {
-    let document = axum::body::Bytes::from(serde_json::to_vec(document).unwrap_or_default());
-    let api = api.route(
-        "/openapi.json",
-        get(move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], document.clone()))),
-    );
+    let api = api.route("/openapi.json", json_document(document));
     traced(with_problem_fallbacks(api.merge(ops_router(readiness)).merge(docs_router())))
+}
+
+/// A `GET` route answering `document` as JSON, serialized once (an OpenAPI document).
+pub fn json_document<S: Clone + Send + Sync + 'static>(
+    document: &impl serde::Serialize,
+) -> axum::routing::MethodRouter<S> {
+    let document = axum::body::Bytes::from(serde_json::to_vec(document).unwrap_or_default());
+    get(move || std::future::ready(([(header::CONTENT_TYPE, "application/json")], document.clone())))
 }
 
 /// Wraps every request of `router` in a server span (OpenTelemetry HTTP semantic conventions),

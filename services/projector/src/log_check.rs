@@ -101,9 +101,7 @@ async fn positions_past_the_end(
     if checkpoints.values().all(|&next| next == 0) {
         return Ok(None);
     }
-    let kafka_owned = kafka.clone();
-    let ends =
-        tokio::task::spawn_blocking(move || crate::live::status::high_watermarks(&kafka_owned)).await?;
+    let ends = crate::live::status::high_watermarks(kafka).await?;
     Ok(checkpoints.iter().find_map(|(&partition, &next)| {
         let end = ends.iter().find(|(p, _)| *p == partition).and_then(|(_, end)| *end);
         match end {

@@ -26,7 +26,8 @@ pub struct AuditEntry {
     pub result: sqlx::types::Json<serde_json::Value>,
 }
 
-/// Records what `caller` did.
+/// Records what `caller` did. The action has happened whatever becomes of its record, so a
+/// failure to write it is logged here, not answered.
 pub async fn record(
     public: &PgPool,
     caller: &Caller,
@@ -34,8 +35,8 @@ pub async fn record(
     parameters: &serde_json::Value,
     succeeded: bool,
     result: &serde_json::Value,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) {
+    let written = sqlx::query(
         "INSERT INTO public.console_audit (actor, role, action, parameters, succeeded, result)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -46,8 +47,10 @@ pub async fn record(
     .bind(succeeded)
     .bind(sqlx::types::Json(result))
     .execute(public)
-    .await
-    .map(|_| ())
+    .await;
+    if let Err(error) = written {
+        tracing::error!(%error, action, "Recording a console action in the audit failed");
+    }
 }
 
 /// The newest `limit` entries, newest first.

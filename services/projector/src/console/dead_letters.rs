@@ -161,7 +161,7 @@ pub async fn list(
     .bind(&filter.event_type)
     .fetch_all(&pool)
     .await
-    .map_err(unavailable)?;
+    .map_err(|e| super::cannot_read("The dead letters", e))?;
     let selection =
         Selection { error_code: filter.error_code, event_type: filter.event_type, ..Selection::default() };
     let entries = matching(&state, &selection, Some(LISTED)).await?;
@@ -184,7 +184,7 @@ pub async fn show(
     let pool = state.writing.current().pool.clone();
     let entry = dlq::get(&pool, id)
         .await
-        .map_err(unavailable)?
+        .map_err(|e| super::cannot_read("The dead letters", e))?
         .ok_or_else(|| Problem::not_found(format!("No dead letter {id}.")))?;
     let shown = entry.shown();
     let operator = caller.principal.role == super::access::Role::Operator;
@@ -287,18 +287,8 @@ async fn act(
     };
     let parameters =
         serde_json::json!({ "selection": selection, "confirm": request.confirm, "reason": reason });
-    if let Err(error) = audit::record(
-        &state.public,
-        &caller,
-        &format!("dead-letters.{action}"),
-        &parameters,
-        succeeded,
-        &result,
-    )
-    .await
-    {
-        tracing::error!(%error, action, "Recording a console action in the audit failed");
-    }
+    audit::record(&state.public, &caller, &format!("dead-letters.{action}"), &parameters, succeeded, &result)
+        .await;
     let outcomes = outcomes.map_err(|error| {
         Problem::new(
             types::DATABASE_UNAVAILABLE,
@@ -365,7 +355,7 @@ async fn matching(
         limit,
     )
     .await
-    .map_err(unavailable)
+    .map_err(|e| super::cannot_read("The dead letters", e))
 }
 
 fn summary(entry: &DeadLetter) -> Summary {
@@ -380,9 +370,4 @@ fn summary(entry: &DeadLetter) -> Summary {
         dead_at: entry.dead_at,
         trace_id: entry.trace_id.clone(),
     }
-}
-
-fn unavailable(error: sqlx::Error) -> Problem {
-    tracing::warn!(%error, "Reading the dead letters failed");
-    Problem::new(types::DATABASE_UNAVAILABLE, "The dead letters cannot be read now.").retry_after(1)
 }

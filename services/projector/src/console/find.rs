@@ -83,14 +83,8 @@ pub async fn find(
         ));
     }
     let pool = state.writing.current().pool.clone();
-    let (kind, row) = row(&pool, &key).await.map_err(|error| {
-        tracing::warn!(%error, "Reading a read-model row failed");
-        Problem::new(types::DATABASE_UNAVAILABLE, "The read models cannot be read now.").retry_after(1)
-    })?;
-    let kafka = state.kafka.clone();
-    let ends = tokio::task::spawn_blocking(move || crate::live::status::high_watermarks(&kafka))
-        .await
-        .unwrap_or_default();
+    let (kind, row) = row(&pool, &key).await.map_err(|e| super::cannot_read("The read models", e))?;
+    let ends = crate::live::status::high_watermarks(&state.kafka).await.unwrap_or_default();
     let partitions = i32::try_from(ends.len()).unwrap_or(0);
     if partitions == 0 {
         return Err(Problem::new(
@@ -119,10 +113,7 @@ pub async fn find(
         })
         .await
         .map_err(|_| Problem::internal())?
-        .map_err(|error| {
-            tracing::warn!(%error, "Reading the partition failed");
-            Problem::new(types::DATABASE_UNAVAILABLE, "The log cannot be read now.").retry_after(1)
-        })?;
+        .map_err(|e| super::cannot_read("The log", e))?;
     let operator = caller.principal.role == Role::Operator;
     let events = records
         .into_iter()

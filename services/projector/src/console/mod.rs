@@ -119,16 +119,10 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// The console's routes, to merge into the admin API.
 pub fn router(state: ConsoleState) -> Router {
     let (api, document) = api_routes().split_for_parts();
-    let document = axum::body::Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
-    api.route(
-        "/console/api/openapi.json",
-        axum::routing::get(move || {
-            std::future::ready(([(header::CONTENT_TYPE, "application/json")], document.clone()))
-        }),
-    )
-    .route("/console", axum::routing::get(page))
-    .layer(axum::middleware::from_fn(no_store))
-    .with_state(state)
+    api.route("/console/api/openapi.json", eventline_runtime::http::json_document(&document))
+        .route("/console", axum::routing::get(page))
+        .layer(axum::middleware::from_fn(no_store))
+        .with_state(state)
 }
 
 async fn page() -> Response {
@@ -249,11 +243,15 @@ async fn audit_log(
     _caller: Caller,
     State(state): State<ConsoleState>,
 ) -> Result<Json<Vec<audit::AuditEntry>>, Problem> {
-    let entries = audit::recent(&state.public, 200).await.map_err(|error| {
-        tracing::warn!(%error, "Reading the console audit failed");
-        Problem::new(types::DATABASE_UNAVAILABLE, "The audit cannot be read now.").retry_after(1)
-    })?;
+    let entries = audit::recent(&state.public, 200).await.map_err(|e| cannot_read("The audit", e))?;
     Ok(Json(entries))
+}
+
+/// `what` (e.g. "The dead letters") cannot be read now: the cause logged here, a 503 with
+/// `Retry-After` for the caller.
+fn cannot_read(what: &str, error: impl std::fmt::Display) -> Problem {
+    tracing::warn!(error = %error, "{what} cannot be read");
+    Problem::new(types::DATABASE_UNAVAILABLE, format!("{what} cannot be read now.")).retry_after(1)
 }
 
 fn not_observed_yet() -> Problem {

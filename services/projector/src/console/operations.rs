@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use eventline_read_models::{self as read_models, Version};
-use eventline_runtime::problem::{Problem, ProblemType, types};
+use eventline_runtime::problem::{Problem, ProblemType};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -75,8 +75,7 @@ pub struct Job {
     pub started_by: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// `running`, `succeeded` or `failed`.
-    pub state: String,
+    pub state: JobState,
     /// `replaying` (behind the live version), `catching up` (following the log's end to switch),
     /// `switched`; for a verify `folding`, then `compared`.
     pub phase: String,
@@ -92,6 +91,14 @@ pub struct Job {
     /// The outcome: the switch (rebuild, rollback) or the report (verify).
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -153,13 +160,11 @@ impl Jobs {
 #[utoipa::path(get, path = "/console/api/versions", tag = "versions",
     responses((status = 200, body = Versions)))]
 pub async fn versions(_caller: Caller, State(state): State<ConsoleState>) -> Result<Json<Versions>, Problem> {
-    let versions = rebuild::versions(&state.public, &state.kafka.topic).await.map_err(|error| {
-        tracing::warn!(error = format!("{error:#}"), "Reading the read-model versions failed");
-        Problem::new(types::DATABASE_UNAVAILABLE, "The read-model versions cannot be read now.")
-            .retry_after(1)
-    })?;
+    let versions = rebuild::versions(&state.public, &state.kafka.topic)
+        .await
+        .map_err(|e| super::cannot_read("The read-model versions", format!("{e:#}")))?;
     let job = state.jobs.snapshot();
-    let running = job.as_ref().is_some_and(|j| j.state == "running");
+    let running = job.as_ref().is_some_and(|j| j.state == JobState::Running);
     let interrupted =
         versions.iter().find(|v| v.state == "building" || v.state == "verifying").filter(|_| !running).map(
             |v| {
@@ -230,7 +235,7 @@ async fn begin(
     }
     let job = {
         let mut current = state.jobs.current.lock().map_err(|_| Problem::internal())?;
-        if current.as_ref().is_some_and(|j| j.state == "running") {
+        if current.as_ref().is_some_and(|j| j.state == JobState::Running) {
             return Err(Problem::new(
                 JOB_RUNNING,
                 "An operation started here is still running; wait for it to end.",
@@ -241,7 +246,7 @@ async fn begin(
             started_by: caller.principal.name.clone(),
             started_at: Utc::now(),
             finished_at: None,
-            state: "running".into(),
+            state: JobState::Running,
             phase: "starting".into(),
             version: None,
             partitions: Vec::new(),
@@ -257,7 +262,7 @@ async fn begin(
     };
     let action = format!("versions.{}", kind.name());
     let parameters = serde_json::json!({ "confirm": start.confirm });
-    if let Err(error) = audit::record(
+    audit::record(
         &state.public,
         &caller,
         &action,
@@ -265,10 +270,7 @@ async fn begin(
         true,
         &serde_json::json!({ "started": true }),
     )
-    .await
-    {
-        tracing::error!(%error, "Recording a console action in the audit failed");
-    }
+    .await;
     tokio::spawn(run(state, caller, kind));
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
@@ -314,7 +316,7 @@ async fn run(state: ConsoleState, caller: Caller, kind: Kind) {
     };
     state.jobs.update(|job| {
         job.finished_at = Some(Utc::now());
-        job.state = if succeeded { "succeeded" } else { "failed" }.into();
+        job.state = if succeeded { JobState::Succeeded } else { JobState::Failed };
         if succeeded {
             job.phase = if kind == Kind::Verify { "compared" } else { "switched" }.into();
             job.eta_seconds = Some(0.0);
@@ -324,18 +326,8 @@ async fn run(state: ConsoleState, caller: Caller, kind: Kind) {
         job.result = Some(result.clone());
     });
     let action = format!("versions.{}", kind.name());
-    if let Err(error) = audit::record(
-        &state.public,
-        &caller,
-        &action,
-        &serde_json::json!({ "finished": true }),
-        succeeded,
-        &result,
-    )
-    .await
-    {
-        tracing::error!(%error, "Recording a console action in the audit failed");
-    }
+    let finished = serde_json::json!({ "finished": true });
+    audit::record(&state.public, &caller, &action, &finished, succeeded, &result).await;
 }
 
 /// The progress of a job that succeeded: the version it filled, complete at the positions it

@@ -43,9 +43,7 @@ pub async fn collect(pool: &PgPool, kafka: &KafkaConfig) -> anyhow::Result<Proje
     let topic = kafka.topic.as_str();
     let checkpoints = checkpoints(pool, topic).await?;
     let dead_letters = dlq::depth(pool, topic).await?;
-    let kafka_owned = kafka.clone();
-    let watermarks =
-        tokio::task::spawn_blocking(move || high_watermarks(&kafka_owned)).await.unwrap_or_default();
+    let watermarks = high_watermarks(kafka).await.unwrap_or_default();
 
     let mut partitions: Vec<PartitionStatus> = watermarks
         .into_iter()
@@ -100,8 +98,14 @@ pub fn record_metrics(status: &ProjectionStatus) {
     crate::metrics::dead_letters(status.dead_letters);
 }
 
-/// Each partition's high watermark, `None` where the broker did not answer (blocking).
-pub fn high_watermarks(kafka: &KafkaConfig) -> Vec<(i32, Option<i64>)> {
+/// Each partition's high watermark, `None` where the broker did not answer. The client's calls
+/// block, so they run off the async threads.
+pub async fn high_watermarks(kafka: &KafkaConfig) -> Result<Vec<(i32, Option<i64>)>, tokio::task::JoinError> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || blocking_high_watermarks(&kafka)).await
+}
+
+fn blocking_high_watermarks(kafka: &KafkaConfig) -> Vec<(i32, Option<i64>)> {
     let topic = kafka.topic.as_str();
     let Ok(consumer) = eventline_runtime::kafka::client_config(kafka).create::<BaseConsumer>() else {
         return Vec::new();

@@ -284,8 +284,7 @@ pub(crate) async fn prune(public: &PgPool) -> anyhow::Result<()> {
 
 /// The log's end per partition, as far as the broker answers.
 async fn log_ends(config: &Config) -> BTreeMap<i32, i64> {
-    let kafka = config.kafka.clone();
-    tokio::task::spawn_blocking(move || crate::live::status::high_watermarks(&kafka))
+    crate::live::status::high_watermarks(&config.kafka)
         .await
         .unwrap_or_default()
         .into_iter()
