@@ -314,6 +314,10 @@ async fn run(state: ConsoleState, caller: Caller, kind: Kind) {
         Ok(result) => (true, result),
         Err(error) => (false, serde_json::json!({ "error": format!("{error:#}") })),
     };
+    // Audited before the job shows as ended, so whoever sees it ended finds it in the audit.
+    let action = format!("versions.{}", kind.name());
+    let finished = serde_json::json!({ "finished": true });
+    audit::record(&state.public, &caller, &action, &finished, succeeded, &result).await;
     state.jobs.update(|job| {
         job.finished_at = Some(Utc::now());
         job.state = if succeeded { JobState::Succeeded } else { JobState::Failed };
@@ -323,11 +327,8 @@ async fn run(state: ConsoleState, caller: Caller, kind: Kind) {
         } else if let Some(error) = result["error"].as_str() {
             job.errors.push(JobError { at: Utc::now(), message: error.to_owned() });
         }
-        job.result = Some(result.clone());
+        job.result = Some(result);
     });
-    let action = format!("versions.{}", kind.name());
-    let finished = serde_json::json!({ "finished": true });
-    audit::record(&state.public, &caller, &action, &finished, succeeded, &result).await;
 }
 
 /// The progress of a job that succeeded: the version it filled, complete at the positions it
