@@ -142,7 +142,7 @@ async fn snapshot(env: &TestEnv) -> Vec<String> {
 
 async fn reset(env: &TestEnv) {
     sqlx::query(
-        "TRUNCATE users, orders, order_items, payments, inventory, processed_events, projection_checkpoints, dead_letters",
+        "TRUNCATE users, orders, order_items, payments, inventory, event_index, processed_events, projection_checkpoints, dead_letters",
     )
     .execute(&env.pool)
     .await

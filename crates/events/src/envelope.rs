@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::types::{Event, InventoryAdjusted, OrderPlaced, PaymentSettled, UserCreated};
+use crate::types::Event;
 use crate::upcast;
 
 /// Kafka header names carried by every event message.
@@ -200,21 +200,7 @@ impl Envelope {
         })?;
         let event_type: EventType = wire.event_type.parse()?;
         let data = upcast::to_current(event_type, wire.schema_version, wire.data)?;
-        let invalid = |e: serde_json::Error| DecodeError::InvalidData { event_type, reason: e.to_string() };
-        let event = match event_type {
-            EventType::UserCreated => {
-                Event::UserCreated(serde_json::from_value::<UserCreated>(data).map_err(invalid)?)
-            }
-            EventType::OrderPlaced => {
-                Event::OrderPlaced(serde_json::from_value::<OrderPlaced>(data).map_err(invalid)?)
-            }
-            EventType::PaymentSettled => {
-                Event::PaymentSettled(serde_json::from_value::<PaymentSettled>(data).map_err(invalid)?)
-            }
-            EventType::InventoryAdjusted => {
-                Event::InventoryAdjusted(serde_json::from_value::<InventoryAdjusted>(data).map_err(invalid)?)
-            }
-        };
+        let event = Event::from_data(event_type, data)?;
         event.check_invariants().map_err(|reason| DecodeError::InvalidData { event_type, reason })?;
         if event.aggregate_id() != wire.aggregate_id {
             return Err(DecodeError::AggregateMismatch {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Amount, Currency, EventType};
+use crate::{Amount, Currency, DecodeError, EventType};
 
 /// A user signed up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +123,43 @@ impl Event {
             Event::PaymentSettled(e) => e.order_id.to_string(),
             Event::InventoryAdjusted(e) => e.sku.clone(),
         }
+    }
+
+    /// The kind of aggregate the event belongs to (`aggregate_id` names which one): `user`,
+    /// `order` (its placement and its payment) or `inventory` (a sku).
+    pub fn aggregate_type(&self) -> &'static str {
+        match self {
+            Event::UserCreated(_) => "user",
+            Event::OrderPlaced(_) | Event::PaymentSettled(_) => "order",
+            Event::InventoryAdjusted(_) => "inventory",
+        }
+    }
+
+    /// The event's `data` object, as the log carries it at the current schema version.
+    pub fn data(&self) -> serde_json::Value {
+        let data = match self {
+            Event::UserCreated(e) => serde_json::to_value(e),
+            Event::OrderPlaced(e) => serde_json::to_value(e),
+            Event::PaymentSettled(e) => serde_json::to_value(e),
+            Event::InventoryAdjusted(e) => serde_json::to_value(e),
+        };
+        // These plain structs have string keys only: serializing them cannot fail.
+        data.unwrap_or_default()
+    }
+
+    /// The event of `event_type` whose `data` object (at the current schema version) is `data`.
+    pub fn from_data(event_type: EventType, data: serde_json::Value) -> Result<Event, DecodeError> {
+        let invalid = |e: serde_json::Error| DecodeError::InvalidData { event_type, reason: e.to_string() };
+        Ok(match event_type {
+            EventType::UserCreated => Event::UserCreated(serde_json::from_value(data).map_err(invalid)?),
+            EventType::OrderPlaced => Event::OrderPlaced(serde_json::from_value(data).map_err(invalid)?),
+            EventType::PaymentSettled => {
+                Event::PaymentSettled(serde_json::from_value(data).map_err(invalid)?)
+            }
+            EventType::InventoryAdjusted => {
+                Event::InventoryAdjusted(serde_json::from_value(data).map_err(invalid)?)
+            }
+        })
     }
 
     /// Every free-text field of the event.

@@ -117,7 +117,7 @@ pub struct OrderSummary {
 }
 
 /// An order with its items and payment.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     pub order_id: Uuid,
@@ -140,7 +140,7 @@ pub struct Order {
 }
 
 /// One line of an order.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Item {
     pub sku: String,
@@ -150,7 +150,7 @@ pub struct Item {
 }
 
 /// A settled payment.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Payment {
     pub payment_id: Uuid,
@@ -162,6 +162,18 @@ pub struct Payment {
     pub status: String,
     #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
     pub settled_at: DateTime<Utc>,
+}
+
+/// The stock of a sku after every adjustment so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stock {
+    pub sku: String,
+    pub quantity: i64,
+    /// The number of adjustments so far; also the ETag, for `If-Match` on the next adjustment.
+    pub version: i64,
+    #[serde(serialize_with = "eventline_events::serialize_rfc3339")]
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Where an order is: `awaiting_payment` until a payment for it is settled, then `paid`. Rows hold

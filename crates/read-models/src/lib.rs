@@ -7,6 +7,8 @@
 
 pub mod checkpoints;
 pub mod documents;
+pub mod fold;
+pub mod history;
 
 use std::fmt;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use eventline_runtime::log_identity::LogIdentity;
 pub const CHANNEL: &str = "eventline_read_model_versions";
 
 /// The read models of one version: what the query API serves, and what `verify` compares.
-pub const READ_MODELS: [&str; 5] = ["users", "orders", "order_items", "payments", "inventory"];
+pub const READ_MODELS: [&str; 6] = ["users", "orders", "order_items", "payments", "inventory", "event_index"];
 
 /// The tables that make a version a projection of the log on its own: the dedup records, the
 /// checkpoints and its identity.

@@ -28,11 +28,22 @@ pub struct Config {
     /// 503, in milliseconds.
     #[arg(long, env = "EVENTLINE_CONSISTENCY_WAIT_MS", default_value_t = 2000)]
     pub consistency_wait_ms: u64,
+    /// Changes a live stream may fall behind by (a client not reading) before it is sent `reset`
+    /// and the current state instead.
+    #[arg(long, env = "EVENTLINE_LIVE_BUFFER", default_value_t = 256)]
+    pub live_buffer: usize,
+    /// Seconds between the comments that keep an idle live stream open through proxies.
+    #[arg(long, env = "EVENTLINE_LIVE_HEARTBEAT_SECS", default_value_t = 15)]
+    pub live_heartbeat_secs: u64,
 }
 
 impl Config {
     pub fn consistency_wait(&self) -> Duration {
         Duration::from_millis(self.consistency_wait_ms)
+    }
+
+    pub fn live_heartbeat(&self) -> Duration {
+        Duration::from_secs(self.live_heartbeat_secs.max(1))
     }
 }
 

@@ -60,6 +60,11 @@ impl LiveReadModels {
         LiveReadModels { latest: rx }
     }
 
+    /// Every change of the live read models from now on (the live streams' feed follows them).
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Snapshot>>> {
+        self.latest.clone()
+    }
+
     /// Whether the live version and its checkpoints are known (the service can answer reads).
     pub fn known(&self) -> bool {
         self.latest.borrow().is_some()

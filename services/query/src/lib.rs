@@ -4,6 +4,7 @@
 pub mod config;
 pub mod consistency;
 pub mod http;
+pub mod live;
 pub mod log_watch;
 pub mod metrics;
 pub mod problems;

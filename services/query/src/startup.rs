@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::consistency::LiveReadModels;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Live};
 use crate::log_watch::LogWatch;
 
 pub struct Application {
@@ -51,7 +51,10 @@ impl Application {
             pool.clone(),
             follower.clone(),
         );
-        let state = AppState { pool, read_models, log, consistency_wait: config.consistency_wait() };
+        let changes = crate::live::Changes::new(config.live_buffer);
+        tokio::spawn(crate::live::feed::run(read_models.clone(), changes.clone(), follower.clone()));
+        let live = Live { changes, stopping: CancellationToken::new(), heartbeat: config.live_heartbeat() };
+        let state = AppState { pool, read_models, log, consistency_wait: config.consistency_wait(), live };
         Ok(Application { listener, state, follower })
     }
 
@@ -60,6 +63,14 @@ impl Application {
     }
 
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // Live streams never end by themselves: they are ended as the shutdown begins, so that the
+        // graceful shutdown (which waits for responses under way) can finish.
+        let streams = self.state.live.stopping.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            streams.cancel();
+        });
         let served = eventline_runtime::http::serve(self.listener, http::router(self.state), shutdown).await;
         self.follower.cancel();
         served.context("serving HTTP")?;

@@ -18,15 +18,42 @@ fn every_read_documents_its_answers() {
     let paths = document["paths"].as_object().unwrap();
     let mut documented: Vec<&str> = paths.keys().map(String::as_str).collect();
     documented.sort_unstable();
-    assert_eq!(documented, ["/inventory/{sku}", "/orders/{id}", "/users/{id}", "/users/{id}/orders"]);
+    assert_eq!(
+        documented,
+        [
+            "/inventory/{sku}",
+            "/inventory/{sku}/history",
+            "/inventory/{sku}/live",
+            "/orders/{id}",
+            "/orders/{id}/history",
+            "/orders/{id}/live",
+            "/users/{id}",
+            "/users/{id}/history",
+            "/users/{id}/live",
+            "/users/{id}/orders"
+        ]
+    );
     for (path, operations) in paths {
         let get = &operations["get"];
         let responses = get["responses"].as_object().unwrap();
-        for status in ["200", "304", "400", "404", "503"] {
-            assert!(responses.contains_key(status), "{path} does not document {status}");
+        // A live stream is one long answer: no ETag, no 304.
+        let live = path.ends_with("/live");
+        let statuses: &[&str] =
+            if live { &["200", "400", "404", "503"] } else { &["200", "304", "400", "404", "503"] };
+        for status in statuses {
+            assert!(responses.contains_key(*status), "{path} does not document {status}");
         }
         assert!(responses["404"]["content"]["application/problem+json"].is_object(), "{path}");
-        assert!(responses["200"]["headers"]["ETag"].is_object(), "{path}");
+        if live {
+            let stream = &responses["200"]["content"]["text/event-stream"]["schema"];
+            assert!(stream["$ref"].as_str().unwrap().contains("LiveEvents"), "{path}: {stream}");
+            assert!(
+                get["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "Last-Event-ID"),
+                "{path}"
+            );
+        } else {
+            assert!(responses["200"]["headers"]["ETag"].is_object(), "{path}");
+        }
         let params = get["parameters"].as_array().unwrap();
         assert!(params.iter().any(|p| p["name"] == "Consistency-Token" && p["in"] == "header"), "{path}");
     }
@@ -36,7 +63,10 @@ fn every_read_documents_its_answers() {
 fn every_sku_carries_the_one_sku_pattern() {
     let document = serde_json::to_value(eventline_query::http::openapi_document()).unwrap();
     assert!(
-        eventline_testkit::assert_sku_patterns(&document, &["Stock", "Item"]) > 0,
+        eventline_testkit::assert_sku_patterns(
+            &document,
+            &["Stock", "Item", "LiveState_Stock", "LiveChange_Stock"]
+        ) > 0,
         "no sku in the document"
     );
 }

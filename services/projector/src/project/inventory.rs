@@ -32,14 +32,9 @@ fn fold<'a>(events: &[(&'a Envelope, &'a InventoryAdjusted)]) -> HashMap<&'a str
             at: envelope.occurred_at,
             event_id: envelope.event_id,
         });
-        match adjustment.adjustment_type {
-            AdjustmentType::Set => {
-                entry.absolute = true;
-                entry.quantity = adjustment.quantity;
-            }
-            AdjustmentType::Add => entry.quantity = entry.quantity.saturating_add(adjustment.quantity),
-            AdjustmentType::Remove => entry.quantity = entry.quantity.saturating_sub(adjustment.quantity),
-        }
+        // After a set the quantity is the stock; before one, a delta: the same step serves both.
+        entry.absolute |= adjustment.adjustment_type == AdjustmentType::Set;
+        entry.quantity = eventline_read_models::fold::adjust(entry.quantity, adjustment);
         entry.count += 1;
         entry.at = envelope.occurred_at;
         entry.event_id = envelope.event_id;

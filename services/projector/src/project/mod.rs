@@ -2,6 +2,7 @@
 //! dedup by event id, the set-based upserts, the dead letters and the checkpoint.
 
 pub mod checkpoint;
+mod index;
 mod inventory;
 mod orders;
 mod payments;
@@ -209,6 +210,7 @@ pub async fn apply_in(
         .filter(|e| fresh.contains(&e.envelope.event_id) && seen.insert(e.envelope.event_id))
         .collect();
     apply_events(tx, &to_apply).await?;
+    index::record(tx, &to_apply).await?;
     let new_dead_letters = match dead_letters {
         DeadLetters::Record => record_dead_letters(tx, topic, &dead.iter().collect::<Vec<_>>()).await?,
         // The live version's positions are read only for a batch that holds dead letters (few do).

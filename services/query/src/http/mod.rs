@@ -1,8 +1,10 @@
 //! The HTTP API of the query service: one module per resource, each with its `router()`, and
 //! what they share — read-your-writes, ETags, problems.
 
+mod history;
 mod inventory;
 mod links;
+mod live;
 pub mod openapi;
 mod orders;
 mod users;
@@ -45,6 +47,17 @@ pub struct AppState {
     pub log: LogWatch,
     /// Longest wait for a Consistency-Token.
     pub consistency_wait: Duration,
+    pub live: Live,
+}
+
+/// What the live streams share.
+#[derive(Clone)]
+pub struct Live {
+    pub changes: crate::live::Changes,
+    /// Cancelled when the service stops: every stream ends, so the graceful shutdown can finish.
+    pub stopping: tokio_util::sync::CancellationToken,
+    /// How often an idle stream gets a comment, so that proxies keep it open.
+    pub heartbeat: Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -73,6 +86,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(orders::router())
         .merge(inventory::router())
+        .merge(history::router())
+        .merge(live::router())
 }
 
 /// The OpenAPI document of the query API.
@@ -94,14 +109,31 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPoo
         )
         .retry_after(30));
     }
-    let Some(value) = headers.get(CONSISTENCY_TOKEN).filter(|v| !is_empty_field(v)) else {
+    read_reaching(
+        state,
+        headers.get(CONSISTENCY_TOKEN).filter(|v| !is_empty_field(v)),
+        CONSISTENCY_TOKEN.as_str(),
+    )
+    .await
+}
+
+/// The pool to answer from once the live read models have applied the consistency token `value`
+/// (from header `header`), or at once without one.
+async fn read_reaching(
+    state: &AppState,
+    value: Option<&HeaderValue>,
+    header: &str,
+) -> Result<PgPool, Problem> {
+    let Some(value) = value else {
         let snapshot = state.read_models.current(state.consistency_wait).await;
         return snapshot.map(|s| s.pool.clone()).map_err(|_| not_ready());
     };
     let token: ConsistencyToken = value.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
         Problem::new(
             problems::INVALID_CONSISTENCY_TOKEN,
-            "Pass the Consistency-Token header exactly as the command API returned it (e.g. \"0:15,3:7\").",
+            format!(
+                "Pass the {header} header exactly as it was given (a consistency token, e.g. \"0:15,3:7\")."
+            ),
         )
     })?;
     if let Some(problem) = impossible(&token, state.log.partitions()) {

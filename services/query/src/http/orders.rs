@@ -5,11 +5,12 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use eventline_read_models::documents::{self, Order, STORED_ORDER_SQL};
 use eventline_runtime::db;
-use eventline_runtime::problem::Problem;
+use eventline_runtime::problem::{ApiQuery, Problem};
 use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::history::{self, AsOfParams};
 use super::{
     AppState, database_problem, no_such, parse_id, read_your_writes, stored_document, with_document,
 };
@@ -18,10 +19,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_order))
 }
 
-/// Get an order with its items and payment
+/// Get an order with its items and payment (now, or as of a version or a time)
 #[utoipa::path(
     get, path = "/orders/{id}", tag = "orders",
-    params(("id" = Uuid, Path, description = "The order id"), super::openapi::ConsistencyTokenHeader),
+    params(("id" = Uuid, Path, description = "The order id"), AsOfParams, super::openapi::ConsistencyTokenHeader),
     responses(
         (status = 200, description = "The order", body = Order, headers(("ETag" = String, description = "The order's version in double quotes (e.g. \"1\"): send it as If-Match to pay only if nothing changed since"))),
         (status = 304, description = "Not modified since the `If-None-Match` ETag"),
@@ -31,10 +32,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ApiQuery(as_of): ApiQuery<AsOfParams>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let order_id = parse_id(&id, "order")?;
+    let until = as_of.until()?;
     let db = read_your_writes(&state, &headers).await?;
+    if let Some(until) = until {
+        return with_document(&headers, history::order_as_of(&db, order_id, until).await?.tagged());
+    }
     if let Some(ready) = stored_document(&db, STORED_ORDER_SQL, "orders", order_id).await? {
         return with_document(&headers, Ok(ready));
     }
