@@ -4,6 +4,7 @@
 pub mod log;
 pub mod openapi;
 pub mod processes;
+pub mod sse;
 pub mod tools;
 
 use std::future::Future;
@@ -118,6 +119,8 @@ pub fn query_config(env: &TestEnv) -> eventline_query::Config {
         brokers: env.kafka.brokers.clone(),
         kafka_security: env.kafka.security.clone(),
         consistency_wait_ms: 2000,
+        live_buffer: 1024,
+        live_heartbeat_secs: 15,
     }
 }
 

@@ -75,6 +75,14 @@ impl Process {
         format!("{}{path}", self.base_url)
     }
 
+    /// Resident memory of the process now, in bytes (Linux).
+    pub fn resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn ready(&self) {
         let url = self.url("/readyz");

@@ -287,16 +287,18 @@ pub async fn after_token<'e>(
             .fetch_all(db)
             .await
         }
-        _ => sqlx::query_as(&format!(
+        _ => {
+            sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM event_index WHERE aggregate_type = $4 AND aggregate_id = $1 AND {unseen}
                  ORDER BY version"
         ))
-        .bind(aggregate.id())
-        .bind(partitions)
-        .bind(offsets)
-        .bind(aggregate.kind())
-        .fetch_all(db)
-        .await,
+            .bind(aggregate.id())
+            .bind(partitions)
+            .bind(offsets)
+            .bind(aggregate.kind())
+            .fetch_all(db)
+            .await
+        }
     }
 }
 

@@ -30,7 +30,7 @@ pub struct Config {
     pub consistency_wait_ms: u64,
     /// Changes a live stream may fall behind by (a client not reading) before it is sent `reset`
     /// and the current state instead.
-    #[arg(long, env = "EVENTLINE_LIVE_BUFFER", default_value_t = 256)]
+    #[arg(long, env = "EVENTLINE_LIVE_BUFFER", default_value_t = 1024)]
     pub live_buffer: usize,
     /// Seconds between the comments that keep an idle live stream open through proxies.
     #[arg(long, env = "EVENTLINE_LIVE_HEARTBEAT_SECS", default_value_t = 15)]
