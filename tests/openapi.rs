@@ -67,8 +67,9 @@ fn every_link_names_an_operation_and_its_parameters() {
             }
         }
     }
-    // command: 2, query: 4, combined: those 6 and 4 from commands to reads.
-    assert_eq!(checked, 16);
+    // command: 2, query: 10 (4, and each resource to its history and each history to its next
+    // page), combined: those 12 and 4 from commands to reads.
+    assert_eq!(checked, 28);
 }
 
 #[test]

@@ -31,4 +31,22 @@ pub fn declare(document: &mut OpenApi) {
     let user =
         link("get_user", "The user who placed the order.", &[("path.id", "$response.body#/userId")], None);
     add_link(document, "get_order", "200", "GetUser", user);
+
+    // Each resource to its history, and each history page to the next.
+    for (read, history, parameter, id) in [
+        ("get_user", "user_history", "path.id", "$response.body#/userId"),
+        ("get_order", "order_history", "path.id", "$response.body#/orderId"),
+        ("get_stock", "sku_history", "path.sku", "$response.body#/sku"),
+    ] {
+        let events = link(history, "Its events, a page at a time.", &[(parameter, id)], None);
+        add_link(document, read, "200", "GetHistory", events);
+        let request = format!("$request.{parameter}");
+        let next_page = link(
+            history,
+            "The next page (forwards), while `nextCursor` is not null.",
+            &[(parameter, request.as_str()), ("query.cursor", "$response.body#/nextCursor")],
+            None,
+        );
+        add_link(document, history, "200", "NextPage", next_page);
+    }
 }
