@@ -127,9 +127,11 @@ async fn an_order_s_history_holds_its_placement_and_payment_at_their_positions()
     let (status, before) =
         get(query.url(&format!("/orders/{order_id}?asOfTime=2000-01-01T00:00:00Z")), &paid_at).await;
     assert_eq!(status, 404, "{before}");
-    let (status, both) =
-        get(query.url(&format!("/orders/{order_id}?asOf=1&asOfTime=2000-01-01T00:00:00Z")), "").await;
-    assert_eq!(status, 400, "{both}");
+    // Both bounds: the earlier wins.
+    let (_, both) = get(query.url(&format!("/orders/{order_id}?asOf=2&asOfTime={at_placement}")), "").await;
+    assert_eq!(both, first);
+    let (status, empty) = get(query.url(&format!("/orders/{order_id}?asOfTime=")), "").await;
+    assert_eq!(status, 400, "an empty asOfTime is not a time: {empty}");
 
     // The user's history: their creation, their order and its payment.
     let (status, page) = get(query.url(&format!("/users/{user_id}/history")), &paid_at).await;

@@ -155,13 +155,22 @@ pub async fn current_version<'e>(
         .await
 }
 
-/// How far into an aggregate's history to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Until {
+/// How far into an aggregate's history to read: up to a version, up to a time, or both (the
+/// earlier bound wins). [`Until::ALL`] reads all of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Until {
     /// Up to and including this version.
-    Version(i64),
+    pub version: Option<i64>,
     /// Every event that occurred at or before this time.
-    Time(DateTime<Utc>),
+    pub time: Option<DateTime<Utc>>,
+}
+
+impl Until {
+    pub const ALL: Until = Until { version: None, time: None };
+
+    pub fn version(version: i64) -> Until {
+        Until { version: Some(version), time: None }
+    }
 }
 
 /// An aggregate's events in order, up to `until`.
@@ -170,18 +179,16 @@ pub async fn up_to<'e>(
     aggregate: &Aggregate,
     until: Until,
 ) -> sqlx::Result<Vec<HistoryEvent>> {
-    let (bound, version, time) = match until {
-        Until::Version(version) => ("version <= $3", Some(version), None),
-        Until::Time(time) => ("occurred_at <= $4", None, Some(time)),
-    };
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM event_index
-         WHERE aggregate_type = $1 AND aggregate_id = $2 AND {bound} ORDER BY version"
+         WHERE aggregate_type = $1 AND aggregate_id = $2
+           AND ($3::bigint IS NULL OR version <= $3) AND ($4::timestamptz IS NULL OR occurred_at <= $4)
+         ORDER BY version"
     ))
     .bind(aggregate.kind())
     .bind(aggregate.id())
-    .bind(version)
-    .bind(time)
+    .bind(until.version)
+    .bind(until.time)
     .fetch_all(db)
     .await
 }

@@ -237,23 +237,25 @@ pub struct AsOfParams {
     /// version is a `404` naming the current one.
     #[param(minimum = 1)]
     as_of: Option<i64>,
-    /// The state after every event that occurred at or before this time (RFC 3339).
+    /// The state after every event that occurred at or before this time (RFC 3339). With `asOf`
+    /// too, the earlier of the two bounds.
     #[param(value_type = Option<String>, format = DateTime)]
     as_of_time: Option<DateTime<Utc>>,
 }
 
 impl AsOfParams {
-    /// What to fold up to, if the request asks for a past state.
-    pub(super) fn until(&self) -> Result<Option<Until>, Problem> {
-        match (self.as_of, self.as_of_time) {
-            (Some(_), Some(_)) => Err(Problem::new(types::INVALID_QUERY, "Give asOf or asOfTime, not both.")),
-            (Some(version), None) if version < 1 => {
-                Err(Problem::new(types::INVALID_QUERY, "asOf is a version: 1 or more."))
-            }
-            (Some(version), None) => Ok(Some(Until::Version(version))),
-            (None, Some(time)) => Ok(Some(Until::Time(time))),
-            (None, None) => Ok(None),
+    /// What to fold up to, if the request asks for a past state (with both, the earlier bound
+    /// wins). `raw_query` is the request's query string: an empty `asOfTime=` is not a time (the
+    /// document says `date-time`), unlike other parameters, where empty reads as absent.
+    pub(super) fn until(&self, raw_query: Option<&str>) -> Result<Option<Until>, Problem> {
+        if raw_query.unwrap_or_default().split('&').any(|pair| pair == "asOfTime=") {
+            return Err(Problem::new(types::INVALID_QUERY, "asOfTime is empty: give an RFC 3339 time."));
         }
+        if self.as_of.is_some_and(|version| version < 1) {
+            return Err(Problem::new(types::INVALID_QUERY, "asOf is a version: 1 or more."));
+        }
+        let until = Until { version: self.as_of, time: self.as_of_time };
+        Ok((until != Until::ALL).then_some(until))
     }
 }
 
@@ -286,19 +288,26 @@ async fn past(db: &PgPool, aggregate: &Aggregate, until: Until) -> Result<Vec<Hi
         .instrument(db::span("SELECT", "event_index"))
         .await
         .map_err(database_problem)?;
-    if let Until::Version(version) = until {
-        let current = events.last().map_or(0, |e| e.version);
-        if current < version {
-            if current == 0 {
-                return Err(no_aggregate(aggregate));
+    if let Some(version) = until.version
+        && events.last().is_none_or(|e| e.version < version)
+    {
+        let current = history::current_version(db, aggregate)
+            .instrument(db::span("SELECT", "event_index"))
+            .await
+            .map_err(database_problem)?;
+        match current {
+            None => return Err(no_aggregate(aggregate)),
+            Some(current) if current < version => {
+                let mut problem = Problem::not_found(format!(
+                    "The {} {} is at version {current}; version {version} does not exist yet.",
+                    kind_name(aggregate),
+                    aggregate.id()
+                ));
+                problem.current_version = Some(current);
+                return Err(problem);
             }
-            let mut problem = Problem::not_found(format!(
-                "The {} {} is at version {current}; version {version} does not exist yet.",
-                kind_name(aggregate),
-                aggregate.id()
-            ));
-            problem.current_version = Some(current);
-            return Err(problem);
+            // The version exists, but the time bound ends before it.
+            Some(_) => {}
         }
     }
     Ok(events)
@@ -306,19 +315,12 @@ async fn past(db: &PgPool, aggregate: &Aggregate, until: Until) -> Result<Vec<Hi
 
 /// The 404 of an aggregate that did not exist yet at `until`.
 fn not_yet(aggregate: &Aggregate, until: Until) -> Problem {
-    match until {
-        Until::Time(time) => Problem::not_found(format!(
-            "The {} {} did not exist at {}.",
-            kind_name(aggregate),
-            aggregate.id(),
-            time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-        )),
-        Until::Version(version) => Problem::not_found(format!(
-            "The {} {} did not exist at version {version}.",
-            kind_name(aggregate),
-            aggregate.id()
-        )),
-    }
+    let at = match (until.version, until.time) {
+        (_, Some(time)) => time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        (Some(version), None) => format!("version {version}"),
+        (None, None) => "any point".to_owned(),
+    };
+    Problem::not_found(format!("The {} {} did not exist at {at}.", kind_name(aggregate), aggregate.id()))
 }
 
 fn kind_name(aggregate: &Aggregate) -> &'static str {

@@ -1,6 +1,6 @@
 //! `GET /inventory/{sku}`: the stock of a sku.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use eventline_read_models::documents::Stock;
@@ -43,10 +43,11 @@ pub async fn get_stock(
     State(state): State<AppState>,
     Path(sku): Path<String>,
     ApiQuery(as_of): ApiQuery<AsOfParams>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let sku = valid_sku(sku)?;
-    let until = as_of.until()?;
+    let until = as_of.until(raw_query.as_deref())?;
     let db = read_your_writes(&state, &headers).await?;
     if let Some(until) = until {
         let stock = history::stock_as_of(&db, sku, until).await?;

@@ -1,6 +1,6 @@
 //! `GET /orders/{id}`: an order with its items and payment.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use eventline_read_models::documents::{self, Order, STORED_ORDER_SQL};
@@ -33,10 +33,11 @@ pub async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(as_of): ApiQuery<AsOfParams>,
+    RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let order_id = parse_id(&id, "order")?;
-    let until = as_of.until()?;
+    let until = as_of.until(raw_query.as_deref())?;
     let db = read_your_writes(&state, &headers).await?;
     if let Some(until) = until {
         return with_document(&headers, history::order_as_of(&db, order_id, until).await?.tagged());

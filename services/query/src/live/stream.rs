@@ -153,7 +153,7 @@ impl Stream {
     async fn current(&mut self) -> Result<(), Ended> {
         let mut tx = self.db.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-        self.view = Some(read_view(&mut tx, &self.subject, Until::Version(i64::MAX)).await?);
+        self.view = Some(read_view(&mut tx, &self.subject, Until::ALL).await?);
         self.token = history::token_of(&mut *tx, &self.subject).await?;
         tx.commit().await?;
         let data = self.state_data();
@@ -168,9 +168,9 @@ impl Stream {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
         let missed = history::after_token(&mut *tx, &self.subject, &token).await?;
         // The fold starts from the state the token describes: every event it covers.
-        let covered = missed.first().map_or(Until::Version(i64::MAX), |e| Until::Version(e.version - 1));
+        let covered = missed.first().map_or(Until::ALL, |e| Until::version(e.version - 1));
         let until = match self.subject {
-            Aggregate::User(_) => Until::Version(i64::MAX),
+            Aggregate::User(_) => Until::ALL,
             _ => covered,
         };
         self.view = Some(read_view(&mut tx, &self.subject, until).await?);
@@ -190,7 +190,7 @@ impl Stream {
             Some(View::Order(fold)) => fold.apply(&decoded, indexed.occurred_at),
             Some(View::User(_)) | None => {
                 let mut conn = self.db.acquire().await?;
-                self.view = Some(read_view(&mut conn, &self.subject, Until::Version(i64::MAX)).await?);
+                self.view = Some(read_view(&mut conn, &self.subject, Until::ALL).await?);
             }
         }
         self.token.include(indexed.position());
@@ -241,7 +241,7 @@ impl Stream {
 /// user's document.
 async fn read_view(conn: &mut PgConnection, subject: &Aggregate, until: Until) -> sqlx::Result<View> {
     match subject {
-        Aggregate::Inventory(sku) if until == Until::Version(i64::MAX) => {
+        Aggregate::Inventory(sku) if until == Until::ALL => {
             let stock: Option<Stock> = sqlx::query_as(crate::http::statements::STOCK_SQL)
                 .bind(sku)
                 .fetch_optional(&mut *conn)

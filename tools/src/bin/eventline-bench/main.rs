@@ -144,6 +144,8 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
         projected_at.duration_since(started_at).as_secs_f64()
     );
 
+    index_cost(&pool, results).await?;
+
     let rebuild = setup.projector_command(&["rebuild"])?;
     let per_million = rebuild.as_secs_f64() * 1_000_000.0 / scale.log_events as f64;
     results.key("rebuild_1m_s", per_million);
@@ -604,5 +606,31 @@ async fn expect_status(response: reqwest::Response, status: u16) -> anyhow::Resu
     let got = response.status().as_u16();
     let _ = response.bytes().await?;
     anyhow::ensure!(got == status, "answered {got}, expected {status}");
+    Ok(())
+}
+
+/// What the event index (histories, as-of reads, live streams) costs in storage: its bytes per
+/// event, indexes and TOAST included, next to those of the other read models.
+async fn index_cost(pool: &sqlx::PgPool, results: &mut Results) -> anyhow::Result<()> {
+    let live = eventline_read_models::live(pool).await?;
+    let size = |table: &str| format!("pg_total_relation_size('{}.{table}')", live.schema());
+    let others: Vec<String> =
+        eventline_read_models::READ_MODELS.iter().filter(|t| **t != "event_index").map(|t| size(t)).collect();
+    let (index_bytes, other_bytes, events): (i64, i64, i64) = sqlx::query_as(&format!(
+        "SELECT {}, {}, (SELECT count(*) FROM {}.event_index)",
+        size("event_index"),
+        others.join(" + "),
+        live.schema()
+    ))
+    .fetch_one(pool)
+    .await?;
+    let per_event = |bytes: i64| bytes as f64 / events.max(1) as f64;
+    results.key("event_index_bytes_per_event", per_event(index_bytes));
+    results.context("other_read_models_bytes_per_event", per_event(other_bytes));
+    println!(
+        "   event index: {:.0} bytes per event (the other read models: {:.0})",
+        per_event(index_bytes),
+        per_event(other_bytes)
+    );
     Ok(())
 }

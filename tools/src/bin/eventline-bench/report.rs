@@ -24,7 +24,7 @@ enum Goal {
 }
 
 /// The headline keys, in the order, with their goals and units.
-const KEYS: [(&str, Goal, &str, &str); 18] = [
+const KEYS: [(&str, Goal, &str, &str); 19] = [
     (
         "command_single_per_s",
         Goal::AtLeast(10_000.0),
@@ -73,6 +73,12 @@ const KEYS: [(&str, Goal, &str, &str); 18] = [
         Goal::AtMost(30.0),
         "s per 1M",
         "eventline-projector rebuild over the log, scaled to 1M events",
+    ),
+    (
+        "event_index_bytes_per_event",
+        Goal::Report,
+        "bytes",
+        "the event index (histories, as-of reads, live streams) per event, its indexes and TOAST included",
     ),
     ("query_max_rps", Goal::AtLeast(8_000.0), "GETs/s", "mixed /users/{id} and /orders/{id}, 32 connections"),
     ("query_p99_ms_at_half", Goal::AtMost(3.0), "ms", "p99 at half that rate (open loop)"),
