@@ -196,7 +196,8 @@ async fn the_console_api_enforces_roles_csrf_and_read_only_and_audits_every_acti
     assert_eq!(found["row"]["email"], created.email.as_str());
     assert_eq!(found["events"][0]["offset"], offset);
     assert_eq!(found["events"][0]["eventType"], "UserCreated");
-    assert_eq!(found["events"][0]["payload"], Value::Null, "masked for a viewer");
+    assert_eq!(found["events"][0]["version"], 1);
+    assert_eq!(found["events"][0]["data"], Value::Null, "masked for a viewer");
 
     // Rebuild and rollback switch what readers see: operators only, and typed.
     let (status, versions) = send(http.get(url("/console/api/versions")).bearer_auth(VIEWER)).await;

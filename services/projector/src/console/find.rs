@@ -1,28 +1,19 @@
 //! Find by key: where a user, an order or a sku lives — its partition, its read-model row, and
-//! its events, read from that partition of the log.
+//! its events, from the event index (every event of the aggregate, at its position).
 //!
 //! The partition is the producer's: librdkafka's default partitioner (`consistent_random`) puts
 //! a keyed message in CRC-32(key) mod the partition count, and every event's key is its
-//! aggregate's id. The events are found by reading the newest [`SCANNED`] messages of that
-//! partition (an index of events by aggregate is the next issue's history); the answer says how
-//! much was read.
-
-use std::collections::BTreeMap;
+//! aggregate's id; it is shown even for a key with no event yet, as where its first would go.
 
 use axum::Json;
 use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
-use eventline_events::{HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 use eventline_runtime::problem::{Problem, types};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::ConsoleState;
 use super::access::{Caller, Role};
-use crate::live::consumer::RangeReader;
-
-/// Messages of the partition read at most, newest first.
-const SCANNED: i64 = 100_000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -43,22 +34,23 @@ pub struct Found {
     /// The read-model row (without the stored document).
     #[schema(value_type = Option<Object>)]
     pub row: Option<serde_json::Value>,
-    /// The key's events among those read, in log order.
+    /// The key's events, in log order.
     pub events: Vec<FoundEvent>,
-    /// The offsets read: `[fromOffset, toOffset)` of the partition.
-    pub from_offset: i64,
-    pub to_offset: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FoundEvent {
+    /// The event's number within its aggregate.
+    pub version: i64,
+    pub partition: i32,
     pub offset: i64,
-    pub event_type: Option<String>,
-    pub event_id: Option<String>,
+    pub event_type: String,
+    pub event_id: uuid::Uuid,
     pub appended_at: Option<DateTime<Utc>>,
-    /// The message; absent for the viewer role.
-    pub payload: Option<String>,
+    /// The event's data; absent for the viewer role.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
 }
 
 /// The partition librdkafka's default partitioner gives a message keyed `key`.
@@ -94,38 +86,41 @@ pub async fn find(
         .retry_after(1));
     }
     let partition = partition_of(&key, partitions);
-    let end = ends.iter().find(|(p, _)| *p == partition).and_then(|(_, end)| *end).unwrap_or(0);
-    let from = (end - SCANNED).max(0);
-    let (kafka, wanted) = (state.kafka.clone(), key.clone().into_bytes());
-    let records =
-        tokio::task::spawn_blocking(move || -> rdkafka::error::KafkaResult<Vec<crate::project::Record>> {
-            let mut reader = RangeReader::open(&kafka, &BTreeMap::from([(partition, (from, end))]))?;
-            let mut found = Vec::new();
-            while !reader.is_done() {
-                found.extend(
-                    reader
-                        .next_chunk(10_000)?
-                        .into_iter()
-                        .filter(|r| r.key.as_deref() == Some(wanted.as_slice())),
-                );
-            }
-            Ok(found)
-        })
-        .await
-        .map_err(|_| Problem::internal())?
-        .map_err(|e| super::cannot_read("The log", e))?;
+    let indexed = events(&pool, &key).await.map_err(|e| super::cannot_read("The event index", e))?;
     let operator = caller.principal.role == Role::Operator;
-    let events = records
+    let events = indexed
         .into_iter()
-        .map(|r| FoundEvent {
-            offset: r.offset,
-            event_type: r.headers.get(HEADER_EVENT_TYPE).cloned(),
-            event_id: r.headers.get(HEADER_EVENT_ID).cloned(),
-            appended_at: r.appended_at_ms.and_then(DateTime::from_timestamp_millis),
-            payload: operator.then(|| String::from_utf8_lossy(&r.payload).into_owned()),
+        .map(|e| FoundEvent {
+            version: e.version,
+            partition: e.partition,
+            offset: e.offset,
+            event_type: e.event_type,
+            event_id: e.event_id,
+            appended_at: e.appended_at,
+            data: operator.then_some(e.data),
         })
         .collect();
-    Ok(Json(Found { key, kind, partition, row, events, from_offset: from, to_offset: end }))
+    Ok(Json(Found { key, kind, partition, row, events }))
+}
+
+/// The indexed events of every aggregate whose id is `key` (a user, an order or a sku).
+async fn events(
+    pool: &sqlx::PgPool,
+    key: &str,
+) -> sqlx::Result<Vec<eventline_read_models::history::HistoryEvent>> {
+    use eventline_read_models::history::Aggregate;
+    let mut found = Vec::new();
+    let aggregates = match uuid::Uuid::try_parse(key) {
+        Ok(id) => vec![Aggregate::User(id), Aggregate::Order(id)],
+        Err(_) => vec![Aggregate::Inventory(key.to_owned())],
+    };
+    for aggregate in aggregates {
+        found.extend(
+            eventline_read_models::history::up_to(pool, &aggregate, eventline_read_models::history::Until::ALL)
+                .await?,
+        );
+    }
+    Ok(found)
 }
 
 /// The read-model row of `key`, and which kind of aggregate it is.
