@@ -30,9 +30,17 @@ from eventline_command_client.models import (
 )
 from eventline_query_client import Client as QueryClient
 from eventline_query_client.api.inventory import get_stock
-from eventline_query_client.api.orders import get_order
+from eventline_query_client.api.orders import get_order, order_history
 from eventline_query_client.api.users import get_user
-from eventline_query_client.models import Order, OrderStatus, PaymentStatus, Stock, User
+from eventline_query_client.models import (
+    HistoryPage,
+    Order,
+    OrderStatus,
+    OrderHistoryDirection,
+    PaymentStatus,
+    Stock,
+    User,
+)
 
 
 def expect_equal(what, actual, expected):
@@ -108,6 +116,15 @@ expect_equal("order items", [(i.sku, i.quantity, i.price) for i in read_order.it
 payment = read_order.payment
 expect_equal("payment", (payment.payment_id, payment.amount, payment.payment_method, payment.status),
              (payment_id, "12.60", "bank_transfer", PaymentStatus.COMPLETED))
+
+# Its history, newest first, and the order as it was before the payment.
+history = accepted("GET /orders/{id}/history", order_history.sync_detailed(
+    order.order_id, client=queries, direction=OrderHistoryDirection.BACKWARDS, consistency_token=token), HistoryPage)
+expect_equal("order history", [(e.to_dict()["type"], e.version) for e in history.events],
+             [("PaymentSettled", 2), ("OrderPlaced", 1)])
+placed_then = accepted("GET /orders/{id}?asOf=1", get_order.sync_detailed(
+    order.order_id, client=queries, as_of=1, consistency_token=token), Order)
+expect_equal("order as of version 1", placed_then.status, OrderStatus.AWAITING_PAYMENT)
 
 user = accepted("GET /users/{id}", get_user.sync_detailed(user_id, client=queries,
                                                           consistency_token=token), User)

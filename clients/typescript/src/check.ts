@@ -76,6 +76,20 @@ expectEqual("payment", [payment?.paymentId, payment?.amount, payment?.paymentMet
   "completed",
 ]);
 
+// Its history, newest first, and the order as it was before the payment.
+const readHistory = await queries.GET("/orders/{id}/history", {
+  params: { path: { id: orderId }, query: { direction: "backwards" }, header: { "Consistency-Token": token } },
+});
+const history = accepted("GET /orders/{id}/history", readHistory);
+expectEqual("order history", history.events.map((e) => [e.type, e.version]), [
+  ["PaymentSettled", 2],
+  ["OrderPlaced", 1],
+]);
+const readPlaced = await queries.GET("/orders/{id}", {
+  params: { path: { id: orderId }, query: { asOf: 1 }, header: { "Consistency-Token": token } },
+});
+expectEqual("order as of version 1", accepted("GET /orders/{id}?asOf=1", readPlaced).status, "awaiting_payment");
+
 const readUser = await queries.GET("/users/{id}", {
   params: { path: { id: userId }, header: { "Consistency-Token": token } },
 });

@@ -116,8 +116,12 @@ async fn events(
     };
     for aggregate in aggregates {
         found.extend(
-            eventline_read_models::history::up_to(pool, &aggregate, eventline_read_models::history::Until::ALL)
-                .await?,
+            eventline_read_models::history::up_to(
+                pool,
+                &aggregate,
+                eventline_read_models::history::Until::ALL,
+            )
+            .await?,
         );
     }
     Ok(found)

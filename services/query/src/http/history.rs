@@ -65,6 +65,7 @@ impl From<PageDirection> for Direction {
 #[into_params(parameter_in = Query)]
 pub struct AggregateHistoryParams {
     /// `forwards` (oldest first, the default) or `backwards` (newest first).
+    #[param(inline)]
     direction: Option<PageDirection>,
     /// Page size (default 20).
     #[param(minimum = 1, maximum = 100)]
@@ -79,6 +80,7 @@ pub struct AggregateHistoryParams {
 #[into_params(parameter_in = Query)]
 pub struct UserHistoryParams {
     /// `forwards` (oldest first, the default) or `backwards` (newest first).
+    #[param(inline)]
     direction: Option<PageDirection>,
     /// Page size (default 20).
     #[param(minimum = 1, maximum = 100)]
