@@ -3,9 +3,9 @@
 //! operation on its own service, and links from each command to the read that shows it). Every
 //! check (`--checks all`), every phase (examples, coverage, fuzzing, and the stateful phase that
 //! follows the links: create a user → read it, place an order → pay it → read it, with the answer's
-//! Consistency-Token), schemathesis' default number of examples, a fixed seed. Excluded: the live streams
-//! (`…/live`), whose answer never ends (schemathesis reads a whole body, and would wait out its
-//! timeout on every case); tests/history.rs tests them with an SSE client.
+//! Consistency-Token), schemathesis' default number of examples, a fixed seed. Excluded: the live
+//! streams (`…/live`), whose answer never ends (schemathesis reads a whole body, and would wait out
+//! its timeout on every case); tests/history.rs tests them with an SSE client.
 //!
 //! Two answers to schema-valid requests need declaring, because they depend on earlier requests
 //! rather than on the request itself: an `Idempotency-Key` reused for a different request is

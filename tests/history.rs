@@ -180,8 +180,10 @@ async fn as_of_every_version_of_a_sku_is_the_fold_of_the_log_up_to_it() {
 
     // Random adjustment sequences (some removes are refused for want of stock: the log holds only
     // what was accepted, and the fold below reads the log).
-    let seed: u64 = rand::random();
-    println!("seed {seed}");
+    // A new sequence every run; `EVENTLINE_HISTORY_SEED` replays one.
+    let seed: u64 =
+        std::env::var("EVENTLINE_HISTORY_SEED").map_or_else(|_| rand::random(), |s| s.parse().unwrap());
+    eprintln!("adjustment sequences from seed {seed} (EVENTLINE_HISTORY_SEED)");
     let mut rng = StdRng::seed_from_u64(seed);
     let skus: Vec<String> = (0..3).map(|i| format!("ASOF-{i}-{}", env.id)).collect();
     let mut last_token = String::new();
@@ -469,7 +471,7 @@ async fn a_client_that_stops_reading_is_reset_and_holds_no_memory() {
     // What the changes never sent would take at the least: their reasons alone.
     let unsent_bytes = (40_000 - changes_sent) * reason.len();
     let growth = after.saturating_sub(before);
-    println!(
+    eprintln!(
         "resident {before} -> {after} bytes (+{growth}); {resets} resets; {changes_sent} changes sent; \
          the rest would be over {unsent_bytes} bytes"
     );

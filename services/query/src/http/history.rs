@@ -175,7 +175,7 @@ async fn aggregate_history(
 ) -> Result<Response, Problem> {
     let limit = in_range(params.limit, 20, 1, 100, "limit")?;
     let cursor = match params.cursor.as_deref() {
-        Some(cursor) => Some(cursor.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| invalid_cursor())?),
+        Some(cursor) => Some(cursor.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(invalid_cursor)?),
         None => None,
     };
     let direction = params.direction.unwrap_or_default().into();
