@@ -117,6 +117,16 @@ pub enum Direction {
     Backwards,
 }
 
+impl Direction {
+    /// How a keyset page compares with its cursor, and its sort order.
+    fn sql(self) -> (&'static str, &'static str) {
+        match self {
+            Direction::Forwards => (">", "ASC"),
+            Direction::Backwards => ("<", "DESC"),
+        }
+    }
+}
+
 /// A page of one order's or sku's events, by version: after `after` (forwards) or before it
 /// (backwards), `limit` at most. Without `after`, from the first event or the latest.
 pub async fn aggregate_page<'e>(
@@ -126,10 +136,7 @@ pub async fn aggregate_page<'e>(
     direction: Direction,
     limit: i64,
 ) -> sqlx::Result<Vec<HistoryEvent>> {
-    let (comparison, order) = match direction {
-        Direction::Forwards => (">", "ASC"),
-        Direction::Backwards => ("<", "DESC"),
-    };
+    let (comparison, order) = direction.sql();
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM event_index
          WHERE aggregate_type = $1 AND aggregate_id = $2 AND ($3::bigint IS NULL OR version {comparison} $3)
@@ -227,10 +234,7 @@ pub async fn user_page<'e>(
     direction: Direction,
     limit: i64,
 ) -> sqlx::Result<Vec<HistoryEvent>> {
-    let (comparison, order) = match direction {
-        Direction::Forwards => (">", "ASC"),
-        Direction::Backwards => ("<", "DESC"),
-    };
+    let (comparison, order) = direction.sql();
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM event_index WHERE ({USER_EVENTS})
            AND ($2::timestamptz IS NULL OR (occurred_at, partition, log_offset) {comparison} ($2, $3, $4))
