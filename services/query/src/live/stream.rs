@@ -92,13 +92,28 @@ pub async fn run(
     resume: Option<ConsistencyToken>,
     out: Out,
 ) {
-    crate::metrics::live_streams(1.0);
+    let _open = Open::count();
     let subscription = changes.subscribe(subject.clone());
     let mut stream = Stream { db, subject, out, token: ConsistencyToken::new(), view: None };
     if let Err(Ended::Failed(error)) = stream.serve(subscription, resume).await {
         tracing::warn!(%error, "A live stream ended: the read models cannot be read");
     }
-    crate::metrics::live_streams(-1.0);
+}
+
+/// Counts a stream as open while it lives, however it ends (the service stopping drops it).
+struct Open;
+
+impl Open {
+    fn count() -> Open {
+        crate::metrics::live_streams(1.0);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        crate::metrics::live_streams(-1.0);
+    }
 }
 
 struct Stream {

@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     // Leave nothing behind, whatever happened.
     let _ = stack::drop_database(&setup.postgres, &setup.database).await;
     let _ = stack::drop_database(&setup.postgres, &format!("{}_naive", setup.database)).await;
+    let _ = stack::drop_database(&setup.postgres, &format!("{}_noindex", setup.database)).await;
     if let Err(error) = stack::delete_topic(&setup.brokers, &setup.topic).await {
         println!("could not delete the bench topic: {error:#}");
     }
@@ -119,31 +120,19 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
     // 3 s) are timed apart from the projection rate, which runs from the first applied batch.
     let started_at = Instant::now();
     let projector = setup.start("eventline-projector", PORTS.2)?;
-    let target = i64::try_from(scale.log_events)?;
-    let (first, projected_at) = loop {
-        anyhow::ensure!(started_at.elapsed() < Duration::from_secs(120), "nothing projected in 120 s");
-        let done = applied(&pool, &setup.topic).await.unwrap_or(0);
-        if done > 0 {
-            break (done, Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    results.context("projector_start_s", started_at.elapsed().as_secs_f64());
-    while applied(&pool, &setup.topic).await.unwrap_or(0) < target {
-        anyhow::ensure!(
-            projected_at.elapsed() < Duration::from_secs(600),
-            "projection did not finish in 600 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let projector_per_s = (target - first) as f64 / projected_at.elapsed().as_secs_f64();
+    let (projector_per_s, startup) =
+        projection_rate(&pool, &setup.topic, scale.log_events, started_at).await?;
+    results.context("projector_start_s", startup);
     results.key("projector_events_per_s", projector_per_s);
     results.key("projector_vs_consume_ceiling", projector_per_s / consume);
+    println!("   projector: {projector_per_s:.0} events/s after a start-up and group join of {startup:.1} s");
+    let without = projector_without_index(setup, scale.log_events).await?;
+    results.context("projector_events_per_s_without_index", without);
+    results.key("event_index_projector_cost", 1.0 - projector_per_s / without);
     println!(
-        "   projector: {projector_per_s:.0} events/s after a start-up and group join of {:.1} s",
-        projected_at.duration_since(started_at).as_secs_f64()
+        "   projector without writing the event index: {without:.0} events/s ({:.0} % more)",
+        (without / projector_per_s - 1.0) * 100.0
     );
-
     index_cost(&pool, results).await?;
 
     let rebuild = setup.projector_command(&["rebuild"])?;
@@ -633,4 +622,57 @@ async fn index_cost(pool: &sqlx::PgPool, results: &mut Results) -> anyhow::Resul
         per_event(other_bytes)
     );
     Ok(())
+}
+
+/// Waits until `events` are applied in `pool`'s read models, from a projector started at
+/// `started_at`: the rate from its first applied batch, and how long that first batch took.
+async fn projection_rate(
+    pool: &sqlx::PgPool,
+    topic: &str,
+    events: u64,
+    started_at: Instant,
+) -> anyhow::Result<(f64, f64)> {
+    let target = i64::try_from(events)?;
+    let (first, projected_at) = loop {
+        anyhow::ensure!(started_at.elapsed() < Duration::from_secs(120), "nothing projected in 120 s");
+        let done = applied(pool, topic).await.unwrap_or(0);
+        if done > 0 {
+            break (done, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    while applied(pool, topic).await.unwrap_or(0) < target {
+        anyhow::ensure!(
+            projected_at.elapsed() < Duration::from_secs(600),
+            "projection did not finish in 600 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rate = (target - first) as f64 / projected_at.elapsed().as_secs_f64();
+    Ok((rate, projected_at.duration_since(started_at).as_secs_f64()))
+}
+
+/// The same projection into a database of its own whose event index drops every insert (a
+/// rule `DO INSTEAD NOTHING`): the same binary and work, but for writing the index. The
+/// difference from the projector's own rate is what the index costs, measured on the same log,
+/// minutes apart (back-to-back full runs differ by more than it on this machine).
+async fn projector_without_index(setup: &Setup, events: u64) -> anyhow::Result<f64> {
+    let bare = Setup { database: format!("{}_noindex", setup.database), ..setup.clone() };
+    bare.fresh_database().await?;
+    let pool = sqlx::PgPool::connect(&bare.database_url()).await?;
+    let live = eventline_read_models::live(&pool).await?;
+    sqlx::query(&format!(
+        "CREATE RULE bench_skip_event_index AS ON INSERT TO {}.event_index DO INSTEAD NOTHING",
+        live.schema()
+    ))
+    .execute(&pool)
+    .await?;
+    let started_at = Instant::now();
+    let group = ("EVENTLINE_PROJECTOR_GROUP", format!("{}.projector-without-index", setup.topic));
+    let projector = bare.start_with("eventline-projector", PORTS.2 + 10, &[group])?;
+    let (rate, _) = projection_rate(&pool, &setup.topic, events, started_at).await?;
+    projector.stop();
+    pool.close().await;
+    stack::drop_database(&setup.postgres, &bare.database).await?;
+    Ok(rate)
 }

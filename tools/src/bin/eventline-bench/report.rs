@@ -24,7 +24,7 @@ enum Goal {
 }
 
 /// The headline keys, in the order, with their goals and units.
-const KEYS: [(&str, Goal, &str, &str); 19] = [
+const KEYS: [(&str, Goal, &str, &str); 20] = [
     (
         "command_single_per_s",
         Goal::AtLeast(10_000.0),
@@ -73,6 +73,12 @@ const KEYS: [(&str, Goal, &str, &str); 19] = [
         Goal::AtMost(30.0),
         "s per 1M",
         "eventline-projector rebuild over the log, scaled to 1M events",
+    ),
+    (
+        "event_index_projector_cost",
+        Goal::Report,
+        "×",
+        "the projector's rate lost to writing the event index (1 − with ÷ without, same log and run)",
     ),
     (
         "event_index_bytes_per_event",
