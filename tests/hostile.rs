@@ -183,3 +183,62 @@ async fn hostile_reads_get_a_4xx_problem() {
     }
     query.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_request_does_not_hold_a_stopping_service() {
+    use std::time::{Duration, Instant};
+    use support::processes::Process;
+    use tokio::io::AsyncWriteExt;
+
+    let env = TestEnv::new().await;
+    let console = format!("olga:operator:{OPERATOR_TOKEN}");
+    let settings = [
+        ("EVENTLINE_DRAIN_SECS", "2"),
+        ("EVENTLINE_ALLOW_UNAUTHENTICATED", "true"),
+        ("EVENTLINE_CONSOLE_TOKENS", console.as_str()),
+    ];
+    // Each service gets a request that it has started to handle and that never ends: a body
+    // promised and not sent (the handler waits for it), or a head never finished.
+    let hung = [
+        (
+            "eventline-command",
+            "POST /users HTTP/1.1\r\nHost: eventline\r\nContent-Type: application/json\r\n\
+             Content-Length: 1000\r\n\r\n{\"email\":"
+                .to_owned(),
+        ),
+        (
+            "eventline-projector",
+            format!(
+                "POST /console/api/dead-letters/redrive HTTP/1.1\r\nHost: eventline\r\n\
+                 Authorization: Bearer {OPERATOR_TOKEN}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 1000\r\n\r\n{{\"selection\":"
+            ),
+        ),
+        (
+            "eventline-query",
+            "GET /users/550e8400-e29b-41d4-a716-446655440000 HTTP/1.1\r\nHost: eventl".to_owned(),
+        ),
+    ];
+    for (name, request) in hung {
+        let service = Process::start(&env, name, &settings);
+        service.ready().await;
+        let address: std::net::SocketAddr = service.base_url.trim_start_matches("http://").parse().unwrap();
+        let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+        connection.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await; // the request is under way
+        let stopping = Instant::now();
+        let stopped = tokio::task::spawn_blocking(move || {
+            let mut service = service;
+            service.terminate(); // SIGTERM; asserts a clean exit
+        });
+        tokio::time::timeout(Duration::from_secs(30), stopped)
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not stop within 30 s with a request hanging"))
+            .unwrap();
+        let took = stopping.elapsed();
+        assert!(took < Duration::from_secs(8), "{name} took {took:?} to stop (drain bound 2 s)");
+        drop(connection);
+    }
+}
+
+const OPERATOR_TOKEN: &str = "operator-token-0123456789";

@@ -60,6 +60,7 @@ pub fn command_config(env: &TestEnv) -> eventline_command::Config {
         allow_unauthenticated: true,
         rate_limit_per_s: 0.0,
         rate_limit_burst: 1.0,
+        drain: Default::default(),
     }
 }
 
@@ -99,6 +100,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         kafka: env.kafka.clone(),
         database: env.database.clone(),
         redis: env.redis.clone(),
+        drain: Default::default(),
     }
 }
 
@@ -121,6 +123,7 @@ pub fn query_config(env: &TestEnv) -> eventline_query::Config {
         consistency_wait_ms: 2000,
         live_buffer: 1024,
         live_heartbeat_secs: 15,
+        drain: Default::default(),
     }
 }
 

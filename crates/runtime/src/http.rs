@@ -202,13 +202,30 @@ async fn plain_errors_as_problems(request: axum::extract::Request, next: axum::m
     problem::Problem { status: status.as_u16(), ..problem::Problem::new(kind, detail) }.into_response()
 }
 
-/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish.
+/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish for at most
+/// `drain`; connections still open then are left to close with the process (a client that never
+/// finishes its request must not hold a rolling update).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
+    drain: std::time::Duration,
 ) -> std::io::Result<()> {
     // Handlers may see the peer's address (per-client rate limits).
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let graceful = axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let bound = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        served = std::future::IntoFuture::into_future(graceful) => served,
+        () = bound => {
+            tracing::warn!(
+                drain_secs = drain.as_secs_f64(),
+                "Requests still under way after the drain bound; stopping without them"
+            );
+            Ok(())
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
-use eventline_runtime::config::{DatabaseConfig, KafkaConfig, RedisConfig};
+use eventline_runtime::config::{DatabaseConfig, DrainConfig, KafkaConfig, RedisConfig};
 
 use crate::access::{ApiTokens, RateLimit};
 
@@ -52,6 +52,8 @@ pub struct Config {
     /// Where the decision state is kept (schema `command_state`, beside the read models).
     #[command(flatten)]
     pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub drain: DrainConfig,
     /// Deciders working at once; each decides every command waiting, in one transaction.
     #[arg(long, env = "EVENTLINE_DECIDERS", default_value_t = 2)]
     pub deciders: usize,

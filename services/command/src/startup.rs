@@ -17,6 +17,8 @@ use crate::state::WriteModel;
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Longest wait for requests under way once stopping.
+    drain: std::time::Duration,
 }
 
 impl Application {
@@ -47,7 +49,7 @@ impl Application {
         let write_model = write_model(&config, log.clone())?;
         eventline_runtime::db::check_access(write_model.pool()).await?;
         let state = AppState { log, write_model, idempotency: Arc::new(idempotency), access };
-        Ok(Application { listener, state })
+        Ok(Application { listener, state, drain: config.drain.bound() })
     }
 
     /// The decision state, for the `state` subcommands.
@@ -63,7 +65,9 @@ impl Application {
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let router = http::router(self.state.clone());
         let guard = tokio::spawn(self.state.write_model.clone().guard(shutdown.clone()));
-        eventline_runtime::http::serve(self.listener, router, shutdown).await.context("serving HTTP")?;
+        eventline_runtime::http::serve(self.listener, router, shutdown, self.drain)
+            .await
+            .context("serving HTTP")?;
         guard.abort();
         self.state.log.flush().await;
         tracing::info!("Command service stopped");

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Args;
-use eventline_runtime::config::{DatabaseConfig, KafkaConfig, RedisConfig};
+use eventline_runtime::config::{DatabaseConfig, DrainConfig, KafkaConfig, RedisConfig};
 
 pub use crate::console::access::ConsoleTokens;
 
@@ -53,4 +53,6 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub redis: RedisConfig,
+    #[command(flatten)]
+    pub drain: DrainConfig,
 }

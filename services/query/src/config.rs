@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use eventline_runtime::config::{DatabaseConfig, KafkaSecurity};
+use eventline_runtime::config::{DatabaseConfig, DrainConfig, KafkaSecurity};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "eventline-query", version, about = "eventline query service")]
@@ -14,6 +14,8 @@ pub struct Config {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub drain: DrainConfig,
     /// The event topic whose projection consistency tokens refer to.
     #[arg(long = "topic", env = "EVENTLINE_TOPIC", default_value = "eventline.events")]
     pub topic: String,

@@ -21,6 +21,9 @@ pub fn describe() {
         Unit::Count,
         "Live streams whose client fell further behind than its buffer, sent `reset` and the current state"
     );
+    // Exported from the start, so that a dashboard shows 0 rather than no data.
+    gauge!(LIVE_STREAMS).set(0.0);
+    counter!(LIVE_RESETS_TOTAL).absolute(0);
     describe_histogram!(
         CONSISTENCY_WAIT_SECONDS,
         Unit::Seconds,

@@ -16,6 +16,8 @@ pub struct Application {
     state: AppState,
     /// Stops the projection follower when the service stops.
     follower: CancellationToken,
+    /// Longest wait for requests under way once stopping.
+    drain: std::time::Duration,
 }
 
 impl Application {
@@ -55,7 +57,7 @@ impl Application {
         tokio::spawn(crate::live::feed::run(read_models.clone(), changes.clone(), follower.clone()));
         let live = Live { changes, stopping: CancellationToken::new(), heartbeat: config.live_heartbeat() };
         let state = AppState { pool, read_models, log, consistency_wait: config.consistency_wait(), live };
-        Ok(Application { listener, state, follower })
+        Ok(Application { listener, state, follower, drain: config.drain.bound() })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -71,7 +73,9 @@ impl Application {
             stopping.cancelled().await;
             streams.cancel();
         });
-        let served = eventline_runtime::http::serve(self.listener, http::router(self.state), shutdown).await;
+        let served =
+            eventline_runtime::http::serve(self.listener, http::router(self.state), shutdown, self.drain)
+                .await;
         self.follower.cancel();
         served.context("serving HTTP")?;
         tracing::info!("Query service stopped");

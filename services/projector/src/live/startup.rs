@@ -102,6 +102,7 @@ impl Application {
             self.listener,
             admin::router(admin_state, console),
             admin_shutdown.clone(),
+            self.config.drain.bound(),
         ));
         // Stopped by a shutdown, or by the observer when the broker turns out to serve another log.
         let stop = shutdown.child_token();
