@@ -6,6 +6,9 @@
 //! - the `Dockerfile` through hadolint (its Dockerfile parser and lint rules, with the exceptions in
 //!   `.hadolint.yaml`), plus its stages and `COPY` sources.
 //!
+//! Also: the README's configuration table against each binary's `--help` (every setting listed,
+//! with the default the binary has).
+//!
 //! Not verified here, because no Docker engine runs: that the image builds, that the containers
 //! start and become healthy, and that the stack works end to end in containers. `make up` runs the
 //! same binaries natively, and `.ci/run` walks one user through that.
@@ -13,7 +16,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
@@ -206,4 +209,88 @@ fn the_dockerfile_copies_what_exists_and_runs_as_a_non_root_user() {
     for needed in ["migrations", "Cargo.lock", "services", "crates"] {
         assert!(!ignored.lines().any(|l| l.trim_matches('/') == needed), ".dockerignore excludes {needed}");
     }
+}
+
+/// Every `[env: …]` setting of `binary`'s `--help` (and its subcommands') with its `[default: …]`,
+/// read from the help the binary prints with an empty environment (so no value of ours shows).
+fn help_settings(binary: &str, path: &mut Vec<String>, found: &mut BTreeMap<String, Option<String>>) {
+    let output = Command::new(support::processes::binary(binary))
+        .args(path.iter())
+        .arg("--help")
+        .env_clear()
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    let between = |text: &str, open: &str| -> Option<String> {
+        let start = text.find(open)? + open.len();
+        let rest = &text[start..];
+        Some(rest[..rest.find(']')?].to_owned())
+    };
+    // An option's block runs from its `--flag` line to the next one.
+    let mut blocks: Vec<String> = Vec::new();
+    for line in help.lines() {
+        let flag = line.trim_start().starts_with('-') && line.len() - line.trim_start().len() <= 6;
+        if flag || blocks.is_empty() {
+            blocks.push(String::new());
+        }
+        blocks.last_mut().unwrap().push_str(line);
+        blocks.last_mut().unwrap().push(' ');
+    }
+    for block in &blocks {
+        if let Some(env) = between(block, "[env: ") {
+            let name = env.split('=').next().unwrap().to_owned();
+            // A switch (no `<VALUE>`) is off unless given; clap prints an empty default as `""`.
+            let switch = !block.split("  ").find(|s| !s.trim().is_empty()).unwrap_or_default().contains('<');
+            let default = between(block, "[default: ").filter(|d| d != "\"\"");
+            found.insert(name, if switch { Some("false".to_owned()) } else { default });
+        }
+    }
+    let commands = help.split("Commands:").nth(1).map(|s| s.split("\n\n").next().unwrap_or_default());
+    for line in commands.unwrap_or_default().lines() {
+        let Some(command) = line.split_whitespace().next().filter(|c| *c != "help") else { continue };
+        path.push(command.to_owned());
+        help_settings(binary, path, found);
+        path.pop();
+    }
+}
+
+/// The code spans (`…`) of a Markdown table cell, in order.
+fn code_spans(cell: &str) -> Vec<String> {
+    cell.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+}
+
+#[test]
+fn the_readme_configuration_table_is_what_the_binaries_say() {
+    let mut settings = BTreeMap::new();
+    for binary in ["eventline-command", "eventline-projector", "eventline-query"] {
+        help_settings(binary, &mut Vec::new(), &mut settings);
+    }
+    assert!(settings.len() > 30, "{settings:?}");
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    let table = readme.split("## Configuration").nth(1).unwrap().split("\n## ").next().unwrap();
+    let mut documented = BTreeMap::new();
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (names, default) = (code_spans(cells[1]), cells[2]);
+        let defaults = code_spans(default);
+        for (i, name) in names.iter().enumerate() {
+            // `A` / `B` with `1` / `2`: one default each; a shared description otherwise.
+            let value =
+                if names.len() > 1 && default.contains(" / ") { defaults.get(i) } else { defaults.first() };
+            let unset = default.starts_with("unset") || defaults.is_empty();
+            documented.insert(name.clone(), if unset { None } else { value.cloned() });
+        }
+    }
+    let mut wrong = Vec::new();
+    for (name, default) in &settings {
+        let default = default.clone().filter(|d| !d.is_empty());
+        match documented.get(name) {
+            None => wrong.push(format!("{name}: not in the README's table")),
+            Some(said) if *said != default => {
+                wrong.push(format!("{name}: the README says {said:?}, --help says {default:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(wrong.is_empty(), "README.md's configuration table:\n{}", wrong.join("\n"));
 }
