@@ -1,8 +1,7 @@
 //! The HTML API reference at `/docs` renders in a real headless browser with no network beyond
 //! the service itself: no CDN, no external fonts or scripts.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

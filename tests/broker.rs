@@ -2,9 +2,8 @@
 //! broker restart and every service recovers by itself; a frozen broker costs a few `503`s, never
 //! a command service that stays broken; read models built from another log are refused, never
 //! served as current.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

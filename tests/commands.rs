@@ -1,9 +1,8 @@
 //! The command service against real Kafka and Redis: every command lands on the topic with the
 //! right key, headers and envelope; invalid input is refused and appends nothing; idempotency keys
 //! replay, refuse reuse and serialise concurrent requests; a stopped broker means 503, never 2xx.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -14,17 +14,16 @@
 //! generates short keys and small versions that repeat). `schemathesis/` holds the declaration:
 //! `positive_data_acceptance` also expects 412 and 422, and a check of ours fails any 412 or 422
 //! to a schema-valid request that is not exactly one of those two.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 
+use crate::support::{openapi, tools};
 use axum::Router;
 use axum::routing::get;
 use eventline_testkit::TestEnv;
 use serde_json::Value;
-use support::{openapi, tools};
 use tokio::process::Command;
 
 /// The seed; `EVENTLINE_SCHEMATHESIS_SEED` picks another for a longer hunt (as do

@@ -3,9 +3,8 @@
 //! by chromedriver) an operator watches the projection move while events are produced, finds poison
 //! messages as dead letters, redrives them behind a dry run and a typed confirmation, and finds
 //! each action in the audit.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};

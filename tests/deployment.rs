@@ -12,16 +12,15 @@
 //! Not verified here, because no Docker engine runs: that the image builds, that the containers
 //! start and become healthy, and that the stack works end to end in containers. `make up` runs the
 //! same binaries natively, and `.ci/run` walks one user through that.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::tools::{python_venv, repository, yaml_documents};
 use serde_json::Value;
-use support::tools::{python_venv, repository, yaml_documents};
 
 /// Runs `docker-compose` with `args` on the repository's compose file; returns stdout.
 fn compose(args: &[&str]) -> String {

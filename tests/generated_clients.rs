@@ -2,12 +2,11 @@
 //! openapi-typescript + openapi-fetch, Python with openapi-python-client) talk to the real
 //! services: each program in clients/ writes a user, an order and its payment through the command
 //! API and reads them back through the query API with the consistency tokens.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
+use crate::support::tools;
 use eventline_testkit::TestEnv;
-use support::tools;
 use tokio::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,19 +1,18 @@
 //! Histories, reads as of a version or a time, and live streams, over HTTP against the real stack
 //! (issue 33). Every expectation comes from the log itself, read back independently of the
 //! projector and the query service.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::sse;
 use chrono::{DateTime, Utc};
 use eventline_events::{AdjustmentType, Envelope, Event};
 use eventline_testkit::{TestEnv, http};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::sse;
 
 async fn post(url: String, body: Value) -> Option<(Value, String)> {
     let response = http().post(url).json(&body).send().await.unwrap();

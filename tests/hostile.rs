@@ -2,9 +2,8 @@
 //! wrongly typed and injection-looking requests always get a 4xx problem+json — never a 5xx, never
 //! a crash, never an event in the log — and text that is valid, however odd, is stored and served
 //! back verbatim.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use eventline_testkit::{TestEnv, http};
 use reqwest::Response;

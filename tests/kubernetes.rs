@@ -7,15 +7,12 @@
 //!
 //! Not verified here, because no cluster runs: that the pods schedule, start and become ready,
 //! and that the network policies admit exactly the traffic they mean to.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::support::tools::{python_venv, repository, yaml_documents};
 use serde_json::Value;
-use support::tools::{python_venv, repository, yaml_documents};
 
 /// Kubernetes version the objects are validated against.
 const KUBERNETES: &str = "1.35.0";

@@ -10,17 +10,16 @@
 //!   change in a way docs/events.md calls compatible (a new optional field) against the schema
 //!   frozen when that version was published (crates/events/schemas/), and every version that
 //!   ever existed keeps a golden fixture that must decode forever (crates/events/tests/golden.rs).
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::support::tools::{python_venv, repository};
 use eventline_events::{EventType, schema};
 use serde_json::{Map, Value, json};
-use support::tools::{python_venv, repository};
 
 fn asyncapi_path() -> PathBuf {
     repository().join("docs/asyncapi.yaml")
@@ -37,7 +36,7 @@ fn the_committed_asyncapi_document_is_the_generated_one() {
     assert!(
         committed == generated,
         "docs/asyncapi.yaml is out of date; regenerate it with \
-         `UPDATE_ASYNCAPI=1 cargo test -p eventline-e2e --test log_contract` and review the diff"
+         `UPDATE_ASYNCAPI=1 cargo test -p eventline-e2e --test e2e log_contract::` and review the diff"
     );
 }
 
@@ -246,7 +245,7 @@ fn event_schemas_only_change_compatibly_and_every_version_keeps_a_fixture() {
             serde_json::from_str(&std::fs::read_to_string(&frozen_path).unwrap_or_else(|_| {
                 panic!(
                     "{} is missing: a new schema version is frozen with \
-                 `UPDATE_EVENT_SCHEMAS=1 cargo test -p eventline-e2e --test log_contract`",
+                 `UPDATE_EVENT_SCHEMAS=1 cargo test -p eventline-e2e --test e2e log_contract::`",
                     frozen_path.display()
                 )
             }))

@@ -2,17 +2,14 @@
 //! never personal data from a command or an event (emails, names), whether the request succeeds,
 //! fails validation, is refused, or its event is poison and dead-lettered; JSON lines written in a
 //! traced request carry its trace id. Configuration errors name the variable, not its value.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::processes::{Process, binary};
 use eventline_testkit::jaeger::Jaeger;
 use eventline_testkit::{TestEnv, eventually, http};
 use serde_json::{Value, json};
-use support::processes::{Process, binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_carry_no_secrets_and_no_personal_data() {

@@ -4,7 +4,6 @@
 //! exist, this test makes a second version there, runs the rest, and requires both versions to end
 //! with the same tables and columns. A new migration that alters only one version fails here; the
 //! pattern to follow is in docs/architecture.md ("Add a read model or change its schema").
-#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 

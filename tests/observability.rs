@@ -9,18 +9,15 @@
 //!   status users expect, and each answer's `traceresponse` names a trace Jaeger has;
 //! - every metric the Grafana dashboard, the alerting rules and the docs name is exported, and
 //!   every exported metric is described and documented.
-#![allow(clippy::unwrap_used)]
-
-mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::processes::Process;
 use eventline_testkit::jaeger::{Jaeger, TraceSpan, kind, status};
 use eventline_testkit::{TestEnv, eventually, http};
 use serde_json::{Value, json};
-use support::processes::Process;
 
 fn random_hex(len: usize) -> String {
     uuid::Uuid::new_v4().simple().to_string()[..len].to_owned()

@@ -1,13 +1,10 @@
 //! The combined OpenAPI document (`docs/openapi/eventline.json`) is the two services' documents
 //! put together with the links between them; and every link, in it and in the services' own
 //! documents, leads somewhere real. Regenerate the committed copy after changing either API with
-//! `UPDATE_OPENAPI=1 cargo test -p eventline-e2e --test openapi`.
-#![allow(clippy::unwrap_used)]
+//! `UPDATE_OPENAPI=1 cargo test -p eventline-e2e --test e2e openapi::`.
 
-mod support;
-
+use crate::support::openapi;
 use serde_json::Value;
-use support::openapi;
 
 fn command() -> Value {
     serde_json::to_value(eventline_command::http::openapi_document()).unwrap()
@@ -26,7 +23,11 @@ fn combined() -> Value {
 
 #[test]
 fn the_committed_combined_document_matches_the_services() {
-    eventline_testkit::assert_openapi_committed(&combined(), "eventline", "eventline-e2e");
+    eventline_testkit::assert_openapi_committed(
+        &combined(),
+        "eventline",
+        "-p eventline-e2e --test e2e openapi::",
+    );
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! The problem catalogue in code and docs/problems.md are the same table: every slug the APIs and
 //! the operator console can answer with is documented with its title and status, and nothing
 //! documented is unknown to the code. Needs no running service.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 

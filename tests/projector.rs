@@ -1,8 +1,7 @@
 //! The projector against real Kafka and PostgreSQL: exactly-once effect under redelivery, resuming
 //! from the PostgreSQL checkpoint, refusing a log that does not match, dead-lettering poison.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -463,6 +462,38 @@ async fn the_database_going_away_and_coming_back_loses_and_doubles_nothing() {
     readyz_becomes(&projector, 200).await;
     projector.stop().await.unwrap();
     assert_eq!(stock(&env, &sku).await, 20, "every adjustment applied exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_during_a_database_outage_ends_within_the_drain_bound() {
+    let (env, producer) = log().await;
+    // The projector process reaches PostgreSQL through a proxy this test can cut.
+    let server = env.database.url.split('@').nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let proxy = eventline_testkit::TcpProxy::start(&server).await;
+    let through_proxy = env.database.url.replace(&server, &proxy.address.to_string());
+    let mut first = support::processes::Process::start(
+        &env,
+        "eventline-projector",
+        &[("DATABASE_URL", &through_proxy), ("EVENTLINE_DRAIN_SECS", "2")],
+    );
+    first.ready().await;
+    env.produce_event(&producer, &adjustment(&format!("SKU-{}", env.id), 1)).await;
+    wait_for_checkpoints(&env, 1).await;
+
+    // The database goes away for the first projector only; a second member joins its group, so
+    // partitions move and the first must read checkpoints it cannot reach: it gives up inside the
+    // rebalance (five attempts, each up to the pool's 3 s acquire timeout) and then waits the
+    // outage out, retrying.
+    proxy.set_enabled(false);
+    let _second = support::projector_with(support::projector_config(&env, "processes")).await;
+    eventually(Duration::from_secs(60), "the first projector retrying its checkpoints", || async {
+        let output = first.output();
+        output.contains("A database read failed; retrying").then_some(())
+    })
+    .await;
+
+    let took = first.terminate_within(Duration::from_secs(5)).await;
+    eprintln!("stopped {took:?} after SIGTERM, with a drain bound of 2 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

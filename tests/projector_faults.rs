@@ -2,9 +2,8 @@
 //! exactly: the broker going down mid-stream and coming back, and fetch, offset and group requests
 //! failing with transient errors. PostgreSQL and Redis are real. Whatever the fault, every event
 //! must be applied exactly once.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

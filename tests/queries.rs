@@ -1,8 +1,7 @@
 //! The query API against the real stack: every field and status, ETags, pagination, and
 //! read-your-writes with a projector that is late or stopped.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,6 @@
 //! The read models are a function of the log: any cross-partition interleaving of the same events,
 //! cut into any batches, with redeliveries in one batch and across batches, gives the same rows —
 //! and the rows a plain fold of the events predicts.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 

@@ -3,9 +3,8 @@
 //! killed half-way leaves the live version untouched and resumes, and one whose database goes
 //! away for a while carries on. `verify` finds no difference under traffic and names the rows
 //! that drifted.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

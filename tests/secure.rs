@@ -4,9 +4,8 @@
 //! Redis that speaks only TLS (`rediss://`). A user, an order and a payment go from POST to GET
 //! through them; a wrong password and an untrusted certificate are start-up errors that name the
 //! dependency within seconds.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,8 +1,7 @@
 //! One user through the whole system: POST /users on the command service, through the log and the
 //! projector, to GET /users/{id} on the query service.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,16 +3,15 @@
 //! (a retry that gets its original answer is in commands.rs); `If-Match` guards against a moved aggregate; concurrent
 //! commands on one sku from two instances never oversell; a lost decision state is folded again
 //! from the log before anything is decided.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::log::{events, stock_levels};
 use eventline_testkit::{TestEnv, eventually, http};
 use reqwest::Response;
 use serde_json::{Value, json};
-use support::log::{events, stock_levels};
 use uuid::Uuid;
 
 async fn post(url: String, body: &Value, headers: &[(&str, &str)]) -> Response {

@@ -2,19 +2,18 @@
 //! SIGKILL under load, a process that dies between committing a decision and appending it, and
 //! PostgreSQL going away under load. Nothing is oversold, nothing decided is lost, and a client
 //! that retries with its Idempotency-Key always ends with a definitive answer.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::support::log::{events, stock_levels};
+use crate::support::processes::{Process, binary};
 use eventline_testkit::{TcpProxy, TestEnv, eventually, http};
 use serde_json::{Value, json};
-use support::log::{events, stock_levels};
-use support::processes::{Process, binary};
 use tokio::sync::RwLock;
 
 fn adjust(kind: &str, quantity: i64) -> Value {

@@ -1,5 +1,4 @@
 //! The test topic read back as events, independently of the projector.
-#![allow(dead_code, clippy::unwrap_used)]
 
 use eventline_events::{AdjustmentType, Envelope, Event};
 use eventline_testkit::TestEnv;

@@ -1,5 +1,5 @@
-//! Starting the services in-process, each on a free port, against one `TestEnv`.
-#![allow(dead_code, clippy::unwrap_used)]
+//! Helpers the end-to-end tests share: starting the services in-process, each on a free port,
+//! against one `TestEnv`.
 
 pub mod log;
 pub mod openapi;

@@ -1,6 +1,5 @@
 //! The services as separate processes (the binaries `cargo test --workspace` builds), for tests of
 //! what only a whole process shows: exporting traces, flushing them on exit, its log output.
-#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -102,6 +101,19 @@ impl Process {
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let status = self.child.wait().unwrap();
         assert!(status.success(), "{} exited with {status}; see {}", self.name, self.log.display());
+    }
+
+    /// Sends SIGTERM and waits up to `bound` for a clean exit; returns how long it took.
+    pub async fn terminate_within(&mut self, bound: Duration) -> Duration {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let started = std::time::Instant::now();
+        let status = eventline_testkit::eventually(bound, &format!("{} to exit", self.name), || {
+            std::future::ready(self.child.try_wait().unwrap())
+        })
+        .await;
+        assert!(status.success(), "{} exited with {status}; see {}", self.name, self.log.display());
+        started.elapsed()
     }
 
     /// What the process wrote so far.

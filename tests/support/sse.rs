@@ -1,6 +1,5 @@
 //! A Server-Sent Events client for the live streams: reads `event`, `id` and `data` fields as the
 //! EventSource specification frames them, skipping comments (heartbeats).
-#![allow(dead_code, clippy::unwrap_used)]
 
 use std::time::Duration;
 

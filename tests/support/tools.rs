@@ -1,6 +1,5 @@
 //! The external programs some tests run: the generated clients of `make clients` and the Python
 //! tools of `make test` (see scripts/clients.sh and scripts/common.sh).
-#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::Output;

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -65,52 +65,39 @@ impl ProblemType {
     }
 }
 
+/// Declares problem types once each: a constant per type, and `ALL`, every one of them in order.
+/// Each service's `problems` module declares its own this way.
+#[macro_export]
+macro_rules! problem_types {
+    ($($(#[$attr:meta])* $name:ident = ($status:ident, $slug:literal, $title:literal);)*) => {
+        $($(#[$attr])*
+        pub const $name: $crate::problem::ProblemType =
+            $crate::problem::ProblemType::new($crate::problem::StatusCode::$status, $slug, $title);)*
+
+        /// Every problem type declared here, in order.
+        pub const ALL: &[$crate::problem::ProblemType] = &[$($name),*];
+    };
+}
+
+#[doc(hidden)]
+pub use axum::http::StatusCode;
+
 /// The problem types of the HTTP plumbing every service shares.
 pub mod types {
-    use super::ProblemType;
-    use axum::http::StatusCode;
-
-    pub const VALIDATION_ERROR: ProblemType =
-        ProblemType::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-error", "Validation failed");
-    pub const BAD_REQUEST: ProblemType =
-        ProblemType::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request");
-    pub const MALFORMED_JSON: ProblemType =
-        ProblemType::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON");
-    pub const UNSUPPORTED_MEDIA_TYPE: ProblemType = ProblemType::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported-media-type",
-        "Unsupported media type",
-    );
-    pub const AMBIGUOUS_CONTENT_TYPE: ProblemType =
-        ProblemType::new(StatusCode::BAD_REQUEST, "ambiguous-content-type", "Ambiguous Content-Type");
-    pub const PAYLOAD_TOO_LARGE: ProblemType =
-        ProblemType::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large");
-    pub const UNREADABLE_BODY: ProblemType =
-        ProblemType::new(StatusCode::BAD_REQUEST, "unreadable-body", "Unreadable body");
-    pub const INVALID_QUERY: ProblemType =
-        ProblemType::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query string");
-    pub const NOT_FOUND: ProblemType = ProblemType::new(StatusCode::NOT_FOUND, "not-found", "Not found");
-    pub const METHOD_NOT_ALLOWED: ProblemType =
-        ProblemType::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed");
-    pub const DATABASE_UNAVAILABLE: ProblemType =
-        ProblemType::new(StatusCode::SERVICE_UNAVAILABLE, "database-unavailable", "Database unavailable");
-    pub const INTERNAL_ERROR: ProblemType =
-        ProblemType::new(StatusCode::INTERNAL_SERVER_ERROR, "internal-error", "Internal error");
-
-    pub const ALL: &[ProblemType] = &[
-        VALIDATION_ERROR,
-        BAD_REQUEST,
-        MALFORMED_JSON,
-        UNSUPPORTED_MEDIA_TYPE,
-        AMBIGUOUS_CONTENT_TYPE,
-        PAYLOAD_TOO_LARGE,
-        UNREADABLE_BODY,
-        INVALID_QUERY,
-        NOT_FOUND,
-        METHOD_NOT_ALLOWED,
-        DATABASE_UNAVAILABLE,
-        INTERNAL_ERROR,
-    ];
+    crate::problem_types! {
+        VALIDATION_ERROR = (UNPROCESSABLE_ENTITY, "validation-error", "Validation failed");
+        BAD_REQUEST = (BAD_REQUEST, "bad-request", "Bad request");
+        MALFORMED_JSON = (BAD_REQUEST, "malformed-json", "Malformed JSON");
+        UNSUPPORTED_MEDIA_TYPE = (UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type");
+        AMBIGUOUS_CONTENT_TYPE = (BAD_REQUEST, "ambiguous-content-type", "Ambiguous Content-Type");
+        PAYLOAD_TOO_LARGE = (PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large");
+        UNREADABLE_BODY = (BAD_REQUEST, "unreadable-body", "Unreadable body");
+        INVALID_QUERY = (BAD_REQUEST, "invalid-query", "Invalid query string");
+        NOT_FOUND = (NOT_FOUND, "not-found", "Not found");
+        METHOD_NOT_ALLOWED = (METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed");
+        DATABASE_UNAVAILABLE = (SERVICE_UNAVAILABLE, "database-unavailable", "Database unavailable");
+        INTERNAL_ERROR = (INTERNAL_SERVER_ERROR, "internal-error", "Internal error");
+    }
 }
 
 /// The slug of a problem response, left in the response's extensions for metrics.

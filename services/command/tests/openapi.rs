@@ -7,7 +7,7 @@ use serde_json::Value;
 #[test]
 fn the_committed_document_matches_the_router() {
     let document = serde_json::to_value(eventline_command::http::openapi_document()).unwrap();
-    eventline_testkit::assert_openapi_committed(&document, "command", "eventline-command");
+    eventline_testkit::assert_openapi_committed(&document, "command", "-p eventline-command --test openapi");
 }
 
 #[test]

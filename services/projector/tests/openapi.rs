@@ -6,7 +6,11 @@
 #[test]
 fn the_committed_console_document_matches_the_router() {
     let document = serde_json::to_value(eventline_projector::console::openapi_document()).unwrap();
-    eventline_testkit::assert_openapi_committed(&document, "console", "eventline-projector");
+    eventline_testkit::assert_openapi_committed(
+        &document,
+        "console",
+        "-p eventline-projector --test openapi",
+    );
 }
 
 #[test]

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use eventline_events::Envelope;
-use eventline_runtime::backoff::Backoff;
+use eventline_runtime::backoff::{Backoff, Stop};
 use eventline_runtime::config::KafkaConfig;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -76,24 +76,18 @@ impl WriteModel {
     /// folded from and appends any decision left pending by an interrupted append.
     pub async fn guard(self, shutdown: CancellationToken) {
         let retry = Backoff::new(Duration::from_millis(200), GUARD_INTERVAL);
-        let mut failures = 0;
         loop {
             // A failed round leaves readiness as it was: an unreachable broker or database makes
             // commands fail on their own (503), and does not make the state wrong.
-            let outcome = self.check().await;
-            if let Err(error) = &outcome {
+            let checked = retry.retry(Stop::OnShutdown(&shutdown), || self.check(), |error: &anyhow::Error, _| {
                 tracing::warn!(error = %format!("{error:#}"), ready = self.is_ready(), "Checking the decision state failed");
+            });
+            if checked.await.is_err() {
+                return;
             }
-            let wait = if outcome.is_ok() {
-                failures = 0;
-                GUARD_INTERVAL
-            } else {
-                failures += 1;
-                retry.delay(failures - 1)
-            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(GUARD_INTERVAL) => {}
                 _ = self.lost() => {}
             }
         }

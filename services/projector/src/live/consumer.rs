@@ -15,7 +15,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::live::target::Writing;
 use crate::project::Record;
-use eventline_runtime::backoff::Backoff;
+use eventline_runtime::backoff::{Backoff, Stop};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// A change of the partitions this instance owns.
@@ -52,19 +52,14 @@ impl Positioner {
             return None;
         }
         tokio::task::block_in_place(|| {
-            handle.block_on(async {
-                for attempt in 0..5_u32 {
-                    let pool = self.writing.current().pool.clone();
-                    match eventline_read_models::checkpoints::load(&pool, &self.topic).await {
-                        Ok(checkpoints) => return Some(checkpoints),
-                        Err(error) => {
-                            tracing::warn!(%error, attempt, "Reading checkpoints for an assignment failed");
-                            tokio::time::sleep(CHECKPOINT_RETRY.delay(attempt)).await;
-                        }
-                    }
-                }
-                None
-            })
+            let load = || async {
+                let pool = self.writing.current().pool.clone();
+                eventline_read_models::checkpoints::load(&pool, &self.topic).await
+            };
+            let failed = |error: &sqlx::Error, attempt| {
+                tracing::warn!(%error, attempt, "Reading checkpoints for an assignment failed");
+            };
+            handle.block_on(CHECKPOINT_RETRY.retry(Stop::After(5), load, failed)).ok()
         })
     }
 }

@@ -1,7 +1,9 @@
 //! The running projector: reads the log, applies it batch by batch, and reports on itself.
 //!
 //! - `consumer`: the Kafka consumer, positioned from the checkpoints on every assignment;
-//! - `runner`: the loop: one batch applied while the next is read, retries with backoff;
+//! - `runner`: the loop: partitions positioned from the checkpoints, rebalances and version
+//!   switches followed, one batch applied while the next is read;
+//! - `batch`: applying one batch in one transaction, retried with backoff until it commits;
 //! - `dedup`: the Redis fast path that recognises redelivered events early;
 //! - `target`: which read-model version is written, following switches;
 //! - `coverage`: partitions with lag that no member of the group consumes;
@@ -14,6 +16,7 @@
 //! - `startup`: wires them together (`Application`).
 
 pub(crate) mod admin;
+pub(crate) mod batch;
 pub(crate) mod consumer;
 pub(crate) mod coverage;
 pub(crate) mod dedup;

@@ -1,0 +1,163 @@
+//! Applying one batch: in one transaction, retried with backoff until it commits (a shutdown
+//! stops the retries with nothing of the batch committed), then the Redis fast path, the dead
+//! letters' mirror, the metrics and Kafka's advisory commit.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use eventline_runtime::backoff::{Backoff, Stop};
+use rdkafka::Message;
+use rdkafka::message::BorrowedMessage;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::dlq;
+use crate::live::consumer;
+use crate::live::runner::Runner;
+use crate::live::spans::BatchSpans;
+use crate::project::{self, Decoded, Record};
+
+/// Records read for one transaction, and when the first of them was read.
+#[derive(Default)]
+pub(super) struct Batch {
+    pub(super) records: Vec<Record>,
+    first: Option<FirstRead>,
+}
+
+impl Batch {
+    pub(super) fn push(&mut self, record: Record, message: &BorrowedMessage<'_>) {
+        if self.first.is_none() {
+            let read_ms = chrono::Utc::now().timestamp_millis();
+            self.first = Some(FirstRead {
+                in_log: message
+                    .timestamp()
+                    .to_millis()
+                    .map(|appended| (read_ms - appended).max(0) as f64 / 1000.0),
+                read_at: std::time::Instant::now(),
+            });
+        }
+        self.records.push(record);
+    }
+}
+
+/// Where the oldest record of a batch spent its time before being applied, for the freshness
+/// profile (`eventline_projector_freshness_seconds`): appended to the log → read (the broker's
+/// fetch and the consumer's queue) → applying (waiting for the batch before to commit). The
+/// apply itself is `eventline_projector_batch_seconds`.
+struct FirstRead {
+    /// Seconds from the producer's timestamp to the read (wall clocks), when the message has one.
+    in_log: Option<f64>,
+    read_at: std::time::Instant,
+}
+
+impl FirstRead {
+    fn record(&self, applying_from: std::time::Instant) {
+        if let Some(in_log) = self.in_log {
+            crate::metrics::freshness("log", in_log);
+        }
+        crate::metrics::freshness("queued", applying_from.duration_since(self.read_at).as_secs_f64());
+    }
+}
+
+impl Runner {
+    /// Applies the batch, retrying transient failures with backoff until it commits. Only a
+    /// shutdown interrupts the retries, and then nothing of the batch is committed. `Superseded`
+    /// when this writer no longer writes its version (nothing committed).
+    pub(super) async fn flush(
+        &self,
+        batch: Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), project::Superseded> {
+        let Batch { records: batch, first } = batch;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        if let Some(first) = first {
+            first.record(started);
+        }
+        let target = self.writing.current();
+        let writer = self.role.writer(target.version);
+        let spans = BatchSpans::start(&self.topic, &self.group_id, &batch);
+        let decoded = Decoded::new(&batch);
+        let event_ids = decoded.event_ids();
+        // The Redis fast path only at the head of the log, where a redelivered copy may follow its
+        // original closely; a full batch means catching up, and PostgreSQL dedups on its own.
+        let use_fast_path = batch.len() < self.batch_size;
+        let known = if use_fast_path {
+            self.fast_path.known(target.projection_id, &event_ids).instrument(spans.batch.clone()).await
+        } else {
+            HashSet::new()
+        };
+        // A batch read before a shutdown still gets a second try after a failure.
+        let stop = if shutdown.is_cancelled() { Stop::After(2) } else { Stop::OnShutdown(shutdown) };
+        let applied = RETRY
+            .retry(
+                stop,
+                || project::apply(&target.pool, writer, &self.topic, &decoded, &known).instrument(spans.batch.clone()),
+                |error, attempt| {
+                    self.status.database_ok.store(false, Ordering::Relaxed);
+                    crate::metrics::batch_retried();
+                    tracing::warn!(%error, attempt, records = batch.len(), "Applying a batch failed; retrying");
+                    self.status.retried.push(format!(
+                        "applying a batch of {} failed (attempt {attempt}): {error}",
+                        batch.len()
+                    ));
+                },
+            )
+            .await;
+        let outcome = match applied {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(superseded)) => {
+                tracing::info!(version = %target.version, "This projector no longer writes its read-model version");
+                return Err(superseded);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    records = batch.len(),
+                    "Stopping with an unapplied batch; it will be read again"
+                );
+                return Ok(());
+            }
+        };
+        let applied_in = started.elapsed().as_secs_f64();
+        spans.applied(&outcome);
+        drop(decoded);
+        if use_fast_path {
+            // Best effort, and off the path of the next batch.
+            let (fast_path, projection_id) = (self.fast_path.clone(), target.projection_id);
+            tokio::spawn(
+                async move { fast_path.remember(projection_id, &event_ids).await }
+                    .instrument(spans.batch.clone()),
+            );
+        }
+        self.mirror_dead_letters(&outcome.new_dead_letters).await;
+        self.status.database_ok.store(true, Ordering::Relaxed);
+        crate::metrics::batch_applied(applied_in, batch.len(), &outcome);
+        tracing::debug!(?outcome, "Batch applied");
+        consumer::commit_advisory(&self.consumer, &self.topic, &outcome.next_offsets);
+        Ok(())
+    }
+
+    /// Copies new dead letters to the Redis stream operators watch. If Redis is down they are
+    /// safe in PostgreSQL, and the observer reconciles the stream once Redis answers again.
+    async fn mirror_dead_letters(&self, new: &[i64]) {
+        if new.is_empty() {
+            return;
+        }
+        let mut entries = Vec::with_capacity(new.len());
+        for &id in new {
+            if let Ok(Some(entry)) = dlq::get(&self.public, id).await {
+                entries.push(entry);
+            }
+        }
+        if let Err(error) = self.mirror.publish(&entries).await {
+            tracing::warn!(%error, "Dead letters are safe in PostgreSQL but not yet mirrored to Redis");
+            self.status.mirror_dirty.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Retries of a failed batch: 100 ms doubling up to 10 s.
+pub(super) const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
