@@ -137,11 +137,9 @@ impl Setup {
     }
 }
 
-/// Drops a database, disconnecting its sessions.
+/// Drops a database of the server at `server`, disconnecting its sessions.
 pub async fn drop_database(server: &str, database: &str) -> anyhow::Result<()> {
-    let admin = PgPool::connect(&format!("{server}/postgres")).await.context("connecting to PostgreSQL")?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).execute(&admin).await?;
-    Ok(())
+    eventline_runtime::db::drop_database(&format!("{server}/{database}")).await
 }
 
 /// Deletes `topic` (a tool's own, at the end of its run) from `brokers`.

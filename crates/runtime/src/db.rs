@@ -5,8 +5,9 @@ use std::time::Duration;
 use std::str::FromStr;
 
 use anyhow::Context;
-use sqlx::Connection;
+use sqlx::migrate::MigrateDatabase as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection as _, Postgres};
 
 use crate::config::DatabaseConfig;
 
@@ -84,53 +85,41 @@ pub async fn pending_migrations(pool: &PgPool) -> anyhow::Result<Vec<i64>> {
     Ok(MIGRATOR.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect())
 }
 
-/// Connects to the server's maintenance database, for creating or dropping the configured one.
-async fn maintenance_connection(url: &str) -> anyhow::Result<(PgConnection, String)> {
-    let options =
-        PgConnectOptions::from_str(url).with_context(|| format!("invalid DATABASE_URL {}", redact(url)))?;
-    let name = options.get_database().unwrap_or("postgres").to_owned();
-    let connection = PgConnection::connect_with(&options.database("postgres"))
-        .await
-        .with_context(|| format!("connecting to the PostgreSQL server of {}", redact(url)))?;
-    Ok((connection, name))
-}
-
-fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// Creates the database named in `url` if it does not exist.
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    let (mut connection, name) = maintenance_connection(url).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut connection)
-        .await?;
-    if !exists {
+    let exists = Postgres::database_exists(url)
+        .await
+        .with_context(|| format!("connecting to the PostgreSQL server of {}", redact(url)))?;
+    if exists {
+        return Ok(());
+    }
+    match Postgres::create_database(url).await {
+        Ok(()) => Ok(()),
         // A concurrent creator may win the race; that is fine.
-        if let Err(error) = sqlx::query(&format!("CREATE DATABASE {}", quote_identifier(&name)))
-            .execute(&mut connection)
-            .await
-        {
-            let duplicate = error
+        Err(error)
+            if error
                 .as_database_error()
                 .and_then(|e| e.code())
-                .is_some_and(|c| c == "42P04" || c == "23505");
-            if !duplicate {
-                return Err(error).context(format!("creating database {name}"));
-            }
+                .is_some_and(|c| c == "42P04" || c == "23505") =>
+        {
+            Ok(())
         }
+        Err(error) => Err(error).with_context(|| format!("creating the database of {}", redact(url))),
     }
-    Ok(())
 }
 
-/// Drops the database named in `url` (disconnecting its sessions) if it exists.
+/// Drops the database named in `url`, disconnecting its sessions, if it exists. Not sqlx's
+/// `force_drop_database`: it terminates the sessions and drops in two statements, so a pool that
+/// reconnects in between makes the drop fail; `DROP DATABASE … WITH (FORCE)` does both at once.
 pub async fn drop_database(url: &str) -> anyhow::Result<()> {
-    let (mut connection, name) = maintenance_connection(url).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_identifier(&name)))
-        .execute(&mut connection)
+    let options =
+        PgConnectOptions::from_str(url).with_context(|| format!("invalid DATABASE_URL {}", redact(url)))?;
+    let name = options.get_database().unwrap_or("postgres").replace('"', "\"\"");
+    let mut server = PgConnection::connect_with(&options.database("postgres"))
         .await
-        .with_context(|| format!("dropping database {name}"))?;
+        .with_context(|| format!("connecting to the PostgreSQL server of {}", redact(url)))?;
+    let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+    sqlx::raw_sql(&drop).execute(&mut server).await.with_context(|| format!("dropping database {name}"))?;
     Ok(())
 }
 

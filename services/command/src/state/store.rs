@@ -12,8 +12,8 @@ use eventline_events::LogPosition;
 use eventline_runtime::log_identity::LogIdentity;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::model::{Aggregates, OrderState, SkuState, UserState};
@@ -28,8 +28,9 @@ pub const STATE_LOCK: i64 = 7_245_830_441_003_152_114;
 pub async fn ensure_schema(conn: &mut PgConnection) -> sqlx::Result<()> {
     let mut tx = sqlx::Connection::begin(conn).await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SCHEMA_LOCK).execute(&mut *tx).await?;
-    // Every statement of the file, in one simple-protocol round trip.
-    sqlx::Executor::execute(&mut *tx, SCHEMA).await?;
+    // Every statement of the file, in one simple-protocol round trip. (Through `Executor`:
+    // `RawSql::execute`'s future is not `Send` for every lifetime, which a spawned task needs.)
+    sqlx::Executor::execute(&mut *tx, sqlx::raw_sql(SCHEMA)).await?;
     tx.commit().await
 }
 
@@ -255,15 +256,19 @@ pub struct RecordedLog {
 }
 
 pub async fn recorded_log(conn: &mut PgConnection) -> sqlx::Result<Option<RecordedLog>> {
-    let row =
-        sqlx::query("SELECT topic, cluster_id, topic_id FROM command_state.log").fetch_optional(conn).await?;
-    row.map(|row| {
-        Ok(RecordedLog {
-            topic: row.try_get(0)?,
-            identity: LogIdentity { cluster_id: row.try_get(1)?, topic_id: row.try_get(2)? },
-        })
-    })
-    .transpose()
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        topic: String,
+        cluster_id: String,
+        topic_id: uuid::Uuid,
+    }
+    let row: Option<Row> = sqlx::query_as("SELECT topic, cluster_id, topic_id FROM command_state.log")
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|row| RecordedLog {
+        topic: row.topic,
+        identity: LogIdentity { cluster_id: row.cluster_id, topic_id: row.topic_id },
+    }))
 }
 
 /// Everything the state holds, for verify.
