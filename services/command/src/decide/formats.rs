@@ -1,8 +1,8 @@
-//! The syntax of the command API's text fields, as patterns. The OpenAPI document publishes each
-//! pattern and the decisions check input against the very same one, so the document and the
-//! service cannot disagree on which strings are valid. Rules no pattern can state (an amount's
-//! fraction digits per currency) are checked in code and stated in the document otherwise
-//! (`http::openapi`).
+//! The syntax of the command API's text fields, as patterns. Each field type in
+//! [`super::fields`] checks its input against one of them and publishes the very same one in its
+//! OpenAPI schema, so the document and the service cannot disagree on which strings are valid.
+//! Rules no pattern can state (an amount's fraction digits per currency) are checked in code and
+//! stated in the document otherwise (`http::openapi`).
 
 use std::sync::LazyLock;
 
@@ -30,6 +30,10 @@ pub const PRICE_PATTERN: &str = r"^(?:(?:0|[1-9][0-9]{0,8})(?:\.[0-9]+)?|1000000
 pub const PAYMENT_PATTERN: &str =
     r"^(?:[1-9][0-9]{0,11}(?:\.[0-9]+)?|0\.[0-9]*[1-9][0-9]*|1000000000000(?:\.0+)?)$";
 
+/// How a payment was made (`credit_card`, `paypal`, `bank_transfer`): 1 to 32 lower-case letters,
+/// digits or `_`, starting with a letter.
+pub const PAYMENT_METHOD_PATTERN: &str = "^[a-z][a-z0-9_]{0,31}$";
+
 /// A decimal string: digits with an optional fraction, no sign, no leading zeros.
 const DECIMAL_PATTERN: &str = r"^(?:0|[1-9][0-9]*)(?:\.[0-9]+)?$";
 
@@ -42,6 +46,7 @@ static TEXT: LazyLock<Regex> = LazyLock::new(|| compiled(TEXT_PATTERN));
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| compiled(EMAIL_PATTERN));
 static PRICE: LazyLock<Regex> = LazyLock::new(|| compiled(PRICE_PATTERN));
 static PAYMENT: LazyLock<Regex> = LazyLock::new(|| compiled(PAYMENT_PATTERN));
+static PAYMENT_METHOD: LazyLock<Regex> = LazyLock::new(|| compiled(PAYMENT_METHOD_PATTERN));
 static DECIMAL: LazyLock<Regex> = LazyLock::new(|| compiled(DECIMAL_PATTERN));
 
 fn compiled(pattern: &str) -> Regex {
@@ -63,6 +68,10 @@ pub fn is_price(amount: &str) -> bool {
 
 pub fn is_payment(amount: &str) -> bool {
     PAYMENT.is_match(amount)
+}
+
+pub fn is_payment_method(method: &str) -> bool {
+    PAYMENT_METHOD.is_match(method)
 }
 
 pub fn is_decimal(amount: &str) -> bool {

@@ -6,7 +6,8 @@ use eventline_events::{AdjustmentType, Event, InventoryAdjusted};
 use eventline_runtime::problem::FieldError;
 use serde::Deserialize;
 
-use super::{Errors, check_sku, check_text};
+use super::Errors;
+use super::fields::{Field, Reason, Sku, Unchecked};
 
 /// Largest quantity one adjustment may add, remove or set.
 pub const MAX_STOCK_QUANTITY: i64 = 1_000_000_000;
@@ -37,8 +38,8 @@ pub struct AdjustInventory {
     /// `add`, `remove` or `set`.
     #[schema(pattern = "^(add|remove|set)$", example = "add")]
     pub adjustment_type: String,
-    #[schema(min_length = 1, max_length = 200)]
-    pub reason: String,
+    #[schema(value_type = Reason, inline)]
+    pub reason: Unchecked<Reason>,
 }
 
 pub fn adjust_inventory(
@@ -46,7 +47,8 @@ pub fn adjust_inventory(
     command: AdjustInventory,
     mut errors: Errors,
 ) -> Result<Event, Vec<FieldError>> {
-    check_sku(sku, "sku", &mut errors);
+    // The sku comes from the path, already text.
+    let sku = Sku::parse(sku).map_err(|message| errors.add("sku", message)).ok();
     let adjustment_type =
         ADJUSTMENT_TYPES.iter().find(|(name, _)| *name == command.adjustment_type).map(|(_, kind)| *kind);
     if adjustment_type.is_none() {
@@ -57,14 +59,16 @@ pub fn adjust_inventory(
     if !range.contains(&command.quantity) {
         errors.add("quantity", format!("must be {} to {}", range.start(), range.end()));
     }
-    check_text(&command.reason, "reason", MAX_REASON_CHARS, &mut errors);
-    let Some(adjustment_type) = adjustment_type else { return Err(errors.into_list()) };
+    let reason = command.reason.check("reason", &mut errors);
+    let (Some(sku), Some(adjustment_type), Some(reason)) = (sku, adjustment_type, reason) else {
+        return Err(errors.into_list());
+    };
     errors.finish(|| {
         Event::InventoryAdjusted(InventoryAdjusted {
-            sku: sku.to_owned(),
+            sku: sku.into_string(),
             quantity: command.quantity,
             adjustment_type,
-            reason: command.reason,
+            reason: reason.into_string(),
         })
     })
 }
@@ -124,7 +128,7 @@ mod properties {
             quantity in prop_oneof![any::<i64>(), -2_i64..=MAX_STOCK_QUANTITY + 2],
             reason in prop_oneof![any::<String>(), "\\PC{1,250}"],
         ) {
-            let command = AdjustInventory { quantity, adjustment_type: kind.clone(), reason: reason.clone() };
+            let command = AdjustInventory { quantity, adjustment_type: kind.clone(), reason: reason.as_str().into() };
             let minimum = if kind == "set" { 0 } else { 1 };
             let allowed = is_valid_sku(&sku)
                 && ["add", "remove", "set"].contains(&kind.as_str())

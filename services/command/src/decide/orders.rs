@@ -5,7 +5,8 @@ use eventline_runtime::problem::FieldError;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::{Errors, IdGen, Money, check_sku, currency, money, optional_id, required_id};
+use super::fields::{CurrencyCode, Price, Sku, Unchecked};
+use super::{Errors, IdGen, in_currency, optional_id, required_id};
 
 /// Most lines in one order.
 pub const MAX_ITEMS: usize = 100;
@@ -24,8 +25,8 @@ pub struct PlaceOrder {
     #[schema(value_type = uuid::Uuid)]
     pub user_id: String,
     /// ISO 4217 code (the document lists the accepted ones).
-    #[schema(example = "USD")]
-    pub currency: String,
+    #[schema(value_type = CurrencyCode)]
+    pub currency: Unchecked<CurrencyCode>,
     #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<OrderLine>,
 }
@@ -34,14 +35,13 @@ pub struct PlaceOrder {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderLine {
-    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "LAPTOP-001")]
-    pub sku: String,
+    #[schema(value_type = Sku, inline)]
+    pub sku: Unchecked<Sku>,
     #[schema(minimum = 1, maximum = 10000)]
     #[serde(deserialize_with = "super::whole_number")]
     pub quantity: i64,
-    /// Unit price: a decimal string, at most as many fraction digits as the currency has.
-    #[schema(example = "299.99")]
-    pub price: String,
+    #[schema(value_type = Price, inline)]
+    pub price: Unchecked<Price>,
 }
 
 pub fn place_order(
@@ -51,21 +51,24 @@ pub fn place_order(
 ) -> Result<Event, Vec<FieldError>> {
     let order_id = optional_id(command.order_id.as_deref(), "orderId", ids, &mut errors);
     let user_id = required_id(&command.user_id, "userId", &mut errors);
-    let currency = currency(&command.currency, "currency", &mut errors);
+    let currency = command.currency.check("currency", &mut errors).map(|CurrencyCode(currency)| currency);
     if command.items.is_empty() || command.items.len() > MAX_ITEMS {
         errors.add("items", format!("must hold 1 to {MAX_ITEMS} items"));
     }
     let mut items = Vec::with_capacity(command.items.len());
     let mut total = Decimal::ZERO;
     for (i, line) in command.items.into_iter().enumerate() {
-        check_sku(&line.sku, &format!("items[{i}].sku"), &mut errors);
+        let sku = line.sku.check(&format!("items[{i}].sku"), &mut errors);
         if !(1..=MAX_ITEM_QUANTITY).contains(&line.quantity) {
             errors.add(&format!("items[{i}].quantity"), format!("must be 1 to {MAX_ITEM_QUANTITY}"));
         }
-        let price = money(&line.price, currency, &format!("items[{i}].price"), Money::Price, &mut errors);
+        let field = format!("items[{i}].price");
+        let price = line.price.check(&field, &mut errors).map_or(Amount::ZERO, |Price(amount)| amount);
+        let price = in_currency(price, currency, &field, &mut errors);
         // Bounded above (10^4 × 10^9 × 100 lines), so this cannot overflow a Decimal.
         total += price.as_decimal() * Decimal::from(line.quantity.clamp(0, MAX_ITEM_QUANTITY));
-        items.push(OrderItem { sku: line.sku, quantity: u32::try_from(line.quantity).unwrap_or(0), price });
+        let sku = sku.map(Sku::into_string).unwrap_or_default();
+        items.push(OrderItem { sku, quantity: u32::try_from(line.quantity).unwrap_or(0), price });
     }
     // An unknown currency was reported as an error above.
     let Some(currency) = currency else { return Err(errors.into_list()) };
@@ -194,7 +197,7 @@ mod properties {
                 user_id: "550e8400-e29b-41d4-a716-446655440000".into(),
                 currency: currency.into(),
                 items: lines.iter().map(|(sku, quantity, price)| OrderLine {
-                    sku: sku.clone(), quantity: *quantity, price: price.to_string(),
+                    sku: sku.as_str().into(), quantity: *quantity, price: price.to_string().into(),
                 }).collect(),
             };
             let count_ok = (1..=MAX_ITEMS).contains(&lines.len());

@@ -1,10 +1,11 @@
 //! `SettlePayment` → `PaymentSettled`, keyed by its order so it follows the order's events.
 
-use eventline_events::{Event, PaymentSettled, PaymentStatus};
+use eventline_events::{Amount, Event, PaymentSettled, PaymentStatus};
 use eventline_runtime::problem::FieldError;
 use serde::Deserialize;
 
-use super::{Errors, IdGen, Money, currency, money, optional_id, required_id};
+use super::fields::{CurrencyCode, Payment, PaymentMethod, Unchecked};
+use super::{Errors, IdGen, in_currency, optional_id, required_id};
 
 /// Largest single payment (in currency units).
 pub const MAX_PAYMENT: i64 = 1_000_000_000_000;
@@ -16,15 +17,13 @@ pub struct SettlePayment {
     /// Generated (UUIDv7) when absent.
     #[schema(value_type = Option<uuid::Uuid>)]
     pub payment_id: Option<String>,
-    /// A decimal string greater than 0, at most as many fraction digits as the currency has.
-    #[schema(example = "299.99")]
-    pub amount: String,
+    #[schema(value_type = Payment, inline)]
+    pub amount: Unchecked<Payment>,
     /// ISO 4217 code (the document lists the accepted ones).
-    #[schema(example = "USD")]
-    pub currency: String,
-    /// e.g. `credit_card`, `paypal`, `bank_transfer`.
-    #[schema(pattern = "^[a-z][a-z0-9_]{0,31}$", example = "credit_card")]
-    pub payment_method: String,
+    #[schema(value_type = CurrencyCode)]
+    pub currency: Unchecked<CurrencyCode>,
+    #[schema(value_type = PaymentMethod, inline)]
+    pub payment_method: Unchecked<PaymentMethod>,
 }
 
 pub fn settle_payment(
@@ -35,29 +34,23 @@ pub fn settle_payment(
 ) -> Result<Event, Vec<FieldError>> {
     let order_id = required_id(order_id, "orderId", &mut errors);
     let payment_id = optional_id(command.payment_id.as_deref(), "paymentId", ids, &mut errors);
-    let currency = currency(&command.currency, "currency", &mut errors);
-    let amount = money(&command.amount, currency, "amount", Money::Payment, &mut errors);
-    if !is_method(&command.payment_method) {
-        errors.add("paymentMethod", "must be 1-32 lower-case letters, digits or '_', starting with a letter");
-    }
-    let Some(currency) = currency else { return Err(errors.into_list()) };
+    let currency = command.currency.check("currency", &mut errors).map(|CurrencyCode(currency)| currency);
+    let amount = command.amount.check("amount", &mut errors).map_or(Amount::ZERO, |Payment(amount)| amount);
+    let amount = in_currency(amount, currency, "amount", &mut errors);
+    let payment_method = command.payment_method.check("paymentMethod", &mut errors);
+    let (Some(currency), Some(payment_method)) = (currency, payment_method) else {
+        return Err(errors.into_list());
+    };
     errors.finish(|| {
         Event::PaymentSettled(PaymentSettled {
             payment_id,
             order_id,
             amount,
             currency,
-            payment_method: command.payment_method,
+            payment_method: payment_method.into_string(),
             status: PaymentStatus::Completed,
         })
     })
-}
-
-fn is_method(method: &str) -> bool {
-    let mut chars = method.chars();
-    method.len() <= 32
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 #[cfg(test)]
@@ -130,7 +123,7 @@ mod properties {
         ) {
             let amount = Decimal::new(mantissa, scale);
             let command = SettlePayment {
-                payment_id: None, amount: amount.to_string(), currency: "USD".into(), payment_method: method.clone(),
+                payment_id: None, amount: amount.to_string().into(), currency: "USD".into(), payment_method: method.as_str().into(),
             };
             let method_ok = method.len() <= 32
                 && method.starts_with(|c: char| c.is_ascii_lowercase())

@@ -4,7 +4,8 @@ use eventline_events::{Event, UserCreated};
 use eventline_runtime::problem::FieldError;
 use serde::Deserialize;
 
-use super::{Errors, IdGen, check_text, formats, optional_id};
+use super::fields::{Email, Name, Unchecked};
+use super::{Errors, IdGen, optional_id};
 
 /// Longest first or last name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -18,13 +19,12 @@ pub struct CreateUser {
     /// Generated (UUIDv7) when absent.
     #[schema(value_type = Option<uuid::Uuid>)]
     pub user_id: Option<String>,
-    /// An e-mail address (the document gives the exact pattern).
-    #[schema(max_length = 254, example = "ada@example.com")]
-    pub email: String,
-    #[schema(min_length = 1, max_length = 100)]
-    pub first_name: String,
-    #[schema(min_length = 1, max_length = 100)]
-    pub last_name: String,
+    #[schema(value_type = Email, inline)]
+    pub email: Unchecked<Email>,
+    #[schema(value_type = Name, inline)]
+    pub first_name: Unchecked<Name>,
+    #[schema(value_type = Name, inline)]
+    pub last_name: Unchecked<Name>,
 }
 
 pub fn create_user(
@@ -33,24 +33,20 @@ pub fn create_user(
     mut errors: Errors,
 ) -> Result<Event, Vec<FieldError>> {
     let user_id = optional_id(command.user_id.as_deref(), "userId", ids, &mut errors);
-    if !is_email(&command.email) {
-        errors.add("email", "must be an e-mail address like name@example.com");
-    }
-    check_text(&command.first_name, "firstName", MAX_NAME_CHARS, &mut errors);
-    check_text(&command.last_name, "lastName", MAX_NAME_CHARS, &mut errors);
+    let email = command.email.check("email", &mut errors);
+    let first_name = command.first_name.check("firstName", &mut errors);
+    let last_name = command.last_name.check("lastName", &mut errors);
+    let (Some(email), Some(first_name), Some(last_name)) = (email, first_name, last_name) else {
+        return Err(errors.into_list());
+    };
     errors.finish(|| {
         Event::UserCreated(UserCreated {
             user_id,
-            email: command.email,
-            first_name: command.first_name,
-            last_name: command.last_name,
+            email: email.into_string(),
+            first_name: first_name.into_string(),
+            last_name: last_name.into_string(),
         })
     })
-}
-
-/// `formats::EMAIL_PATTERN`, at most `MAX_EMAIL_CHARS` characters.
-fn is_email(email: &str) -> bool {
-    email.chars().count() <= MAX_EMAIL_CHARS && formats::is_email(email)
 }
 
 #[cfg(test)]
@@ -132,7 +128,7 @@ mod properties {
             first in text(),
             last in text(),
         ) {
-            let command = CreateUser { user_id: None, email: email.clone(), first_name: first.clone(), last_name: last.clone() };
+            let command = CreateUser { user_id: None, email: email.as_str().into(), first_name: first.as_str().into(), last_name: last.as_str().into() };
             match create_user(command, &mut IdGen::random(), Errors::default()) {
                 Ok(Event::UserCreated(user)) => {
                     prop_assert_eq!((user.email, user.first_name, user.last_name), (email, first.clone(), last.clone()));

@@ -168,10 +168,10 @@ pub fn finish(mut document: utoipa::openapi::OpenApi) -> Value {
 const ANSWERS: [&str; 5] = ["Accepted", "BatchAccepted", "Position", "Problem", "FieldError"];
 const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
 
-/// States what the decisions check (`decide::formats`, `decide::money`) in every request schema,
-/// by field name: the patterns of free text, e-mail addresses and amounts, the accepted
-/// currencies and, per currency, how many fraction digits its amounts may have (`if`/`then` on
-/// the currency, JSON Schema 2020-12); and that no id is the nil UUID.
+/// States what the decisions check beyond each field's own schema (which comes from its type,
+/// `decide::fields`): per currency, how many fraction digits its amounts may have (`if`/`then` on
+/// the currency, JSON Schema 2020-12), the accepted currencies (the one `Currency` schema the
+/// fields refer to), and that no id is the nil UUID.
 fn describe_formats(document: &mut Value) {
     let currencies: Vec<Currency> = Currency::all().collect();
     let mut digits: Vec<u32> = currencies.iter().map(Currency::fraction_digits).collect();
@@ -185,25 +185,7 @@ fn describe_formats(document: &mut Value) {
             let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
                 continue;
             };
-            for (field, property) in properties.iter_mut() {
-                let pattern = match field.as_str() {
-                    "firstName" | "lastName" | "reason" => Some(formats::TEXT_PATTERN),
-                    "email" => Some(formats::EMAIL_PATTERN),
-                    "price" => Some(formats::PRICE_PATTERN),
-                    "amount" => Some(formats::PAYMENT_PATTERN),
-                    _ => None,
-                };
-                if let Some(pattern) = pattern {
-                    property["pattern"] = pattern.into();
-                }
-                if field == "currency" {
-                    // One `Currency` schema, so that generated clients have one currency type.
-                    let description = property.get("description").cloned();
-                    *property = json!({ "$ref": "#/components/schemas/Currency" });
-                    if let Some(description) = description {
-                        property["description"] = description;
-                    }
-                }
+            for property in properties.values_mut() {
                 if property["format"] == "uuid" {
                     property["not"] = json!({ "const": NIL_UUID });
                 }
@@ -228,12 +210,6 @@ fn describe_formats(document: &mut Value) {
             schema["allOf"] = Value::Array(rules);
         }
     }
-    document["components"]["schemas"]["Currency"] = json!({
-        "description": "An ISO 4217 currency code that has a minor unit (no funds, metals or test codes).",
-        "type": "string",
-        "enum": currencies.iter().map(Currency::code).collect::<Vec<_>>(),
-        "example": "USD",
-    });
     for parameter in document["paths"].as_object_mut().into_iter().flat_map(|paths| paths.values_mut()) {
         for operation in parameter.as_object_mut().into_iter().flat_map(|item| item.values_mut()) {
             for parameter in operation["parameters"].as_array_mut().into_iter().flatten() {
@@ -357,19 +333,17 @@ fn batch_command(mut object: Object, kind: &str, path_field: Option<PathField>) 
     object.properties.insert("type".to_owned(), tag.into());
     object.required.insert(0, "type".to_owned());
     if let Some(field) = path_field {
-        let (name, schema) = match field {
+        let (name, schema): (_, RefOr<Schema>) = match field {
             PathField::OrderId => (
                 "orderId",
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                    .into(),
             ),
-            PathField::Sku => (
-                "sku",
-                ObjectBuilder::new().schema_type(Type::String).pattern(Some(eventline_events::SKU_PATTERN)),
-            ),
+            PathField::Sku => ("sku", <decide::fields::Sku as utoipa::PartialSchema>::schema()),
         };
-        object.properties.insert(name.to_owned(), schema.build().into());
+        object.properties.insert(name.to_owned(), schema);
         object.required.push(name.to_owned());
     }
     object.description = Some(format!("`{kind}`: {}", object.description.unwrap_or_default()));
