@@ -6,6 +6,42 @@
 
 use serde_json::{Map, Value, json};
 
+/// Adds to the command API's `Problem` schema the members only the query API sends; a member both
+/// send keeps both descriptions. Everything else of the two must be equal.
+fn merge_problem_members(command: &mut Value, query: &Value) {
+    let members = |schema: &Value| schema["properties"].as_object().expect("Problem properties").clone();
+    let (mut merged, theirs) = (members(command), members(query));
+    for (name, member) in theirs {
+        match merged.get_mut(&name) {
+            Some(ours) if ours != &member => {
+                let description = format!(
+                    "{} Query API: {}",
+                    ours["description"].as_str().unwrap_or(""),
+                    member["description"].as_str().unwrap_or("")
+                );
+                ours["description"] = description.trim().into();
+                let without = |m: &Value| {
+                    let mut m = m.clone();
+                    m.as_object_mut().expect("member").remove("description");
+                    m
+                };
+                assert_eq!(without(ours), without(&member), "the APIs describe Problem's {name} differently");
+            }
+            Some(_) => {}
+            None => {
+                merged.insert(name, member);
+            }
+        }
+    }
+    let rest = |schema: &Value| {
+        let mut schema = schema.clone();
+        schema.as_object_mut().expect("Problem").remove("properties");
+        schema
+    };
+    assert_eq!(rest(command), rest(query), "the APIs describe Problem differently");
+    command["properties"] = merged.into();
+}
+
 /// Combines the two services' documents; `command_url` and `query_url` are where they run.
 pub fn combined(command: &Value, query: &Value, command_url: &str, query_url: &str) -> Value {
     let mut paths = Map::new();
@@ -26,7 +62,9 @@ pub fn combined(command: &Value, query: &Value, command_url: &str, query_url: &s
     }
     let mut schemas = command["components"]["schemas"].as_object().expect("schemas").clone();
     for (name, schema) in query["components"]["schemas"].as_object().expect("schemas") {
-        match schemas.get(name) {
+        match schemas.get_mut(name) {
+            // Each API declares the problem members it sends (`ProblemMember`): the union of both.
+            Some(existing) if name == "Problem" => merge_problem_members(existing, schema),
             Some(existing) => assert_eq!(existing, schema, "the APIs describe {name} differently"),
             None => {
                 schemas.insert(name.clone(), schema.clone());

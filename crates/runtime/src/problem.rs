@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -104,6 +105,38 @@ pub mod types {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProblemSlug(pub &'static str);
 
+/// A member particular to some problem types (an RFC 9457 "extension member", an integer), e.g.
+/// `available` on `insufficient-stock`. The service that sends it declares it once, as a constant:
+/// the constant both sets it ([`Problem::with`]) and describes it in that service's OpenAPI
+/// document, so the shared `Problem` carries no service's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemMember {
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+impl ProblemMember {
+    /// Adds these members to the `Problem` schema of `document`. Panics when the document has no
+    /// `Problem` schema: members are declared at start-up from names in the code, and the OpenAPI
+    /// tests catch a missing one.
+    pub fn declare(document: &mut utoipa::openapi::OpenApi, members: &[ProblemMember]) {
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        use utoipa::openapi::{KnownFormat, RefOr, SchemaFormat};
+        let schema =
+            document.components.as_mut().and_then(|components| components.schemas.get_mut("Problem"));
+        let Some(RefOr::T(Schema::Object(problem))) = schema else {
+            panic!("the document has no Problem schema to declare members on");
+        };
+        for member in members {
+            let schema = ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .description(Some(member.description));
+            problem.properties.insert(member.name.to_owned(), schema.into());
+        }
+    }
+}
+
 /// A problem response (RFC 9457).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -117,12 +150,11 @@ pub struct Problem {
     /// The invalid fields, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
-    /// Units available, for `insufficient-stock`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub available: Option<i64>,
-    /// The aggregate's version now, for `version-mismatch`.
-    #[serde(rename = "currentVersion", skip_serializing_if = "Option::is_none")]
-    pub current_version: Option<i64>,
+    /// Members particular to some problem types (RFC 9457 §3.2), set with [`Problem::with`]. The
+    /// service that sends one declares it in its OpenAPI document ([`ProblemMember::declare`]).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub(crate) members: BTreeMap<&'static str, i64>,
     #[serde(skip)]
     pub retry_after_secs: Option<u32>,
 }
@@ -140,10 +172,15 @@ impl Problem {
             status: kind.status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
-            available: None,
-            current_version: None,
+            members: BTreeMap::new(),
             retry_after_secs: None,
         }
+    }
+
+    /// The same problem with `member` set to `value`.
+    pub fn with(mut self, member: ProblemMember, value: i64) -> Self {
+        self.members.insert(member.name, value);
+        self
     }
 
     /// The same problem with a `Retry-After` of `secs`: a dependency is down, the client may retry.

@@ -2,7 +2,7 @@
 //! business rule (`state::rules::Rejection`). docs/problems.md lists the same
 //! (tests/api_reference.rs checks).
 
-use eventline_runtime::problem::{ProblemType, types};
+use eventline_runtime::problem::{ProblemMember, ProblemType, types};
 
 eventline_runtime::problem_types! {
     UNAUTHORIZED = (UNAUTHORIZED, "unauthorized", "Unauthorized");
@@ -35,6 +35,15 @@ eventline_runtime::problem_types! {
     STOCK_LIMIT = (CONFLICT, "stock-limit", "Stock limit reached");
     VERSION_MISMATCH = (PRECONDITION_FAILED, "version-mismatch", "Version mismatch");
 }
+
+/// Units of the sku in stock, on `insufficient-stock`.
+pub const AVAILABLE: ProblemMember =
+    ProblemMember { name: "available", description: "Units of the sku in stock, on `insufficient-stock`." };
+/// The aggregate's version now, on `version-mismatch`.
+pub const CURRENT_VERSION: ProblemMember = ProblemMember {
+    name: "currentVersion",
+    description: "The aggregate's version now, on `version-mismatch`: read it again and decide anew.",
+};
 
 /// Every problem type of the command API: the shared ones, then its own.
 pub fn all() -> impl Iterator<Item = ProblemType> {

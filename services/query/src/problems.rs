@@ -1,7 +1,7 @@
 //! The problem types the query API answers with: the shared ones and its own. docs/problems.md
 //! lists the same (tests/api_reference.rs checks).
 
-use eventline_runtime::problem::{ProblemType, types};
+use eventline_runtime::problem::{ProblemMember, ProblemType, types};
 
 eventline_runtime::problem_types! {
     INVALID_ID = (BAD_REQUEST, "invalid-id", "Invalid id");
@@ -13,6 +13,12 @@ eventline_runtime::problem_types! {
     PROJECTION_BEHIND = (SERVICE_UNAVAILABLE, "projection-behind", "Projection behind");
     READ_MODELS_FROM_ANOTHER_LOG = (SERVICE_UNAVAILABLE, "read-models-from-another-log", "Read models from another log");
 }
+
+/// The aggregate's version now, on the `not-found` of a history read beyond it.
+pub const CURRENT_VERSION: ProblemMember = ProblemMember {
+    name: "currentVersion",
+    description: "The aggregate's version now, on the `not-found` of a history read asking for a later one.",
+};
 
 /// Every problem type of the query API: the shared ones, then its own.
 pub fn all() -> impl Iterator<Item = ProblemType> {

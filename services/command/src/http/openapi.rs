@@ -2,7 +2,7 @@
 //! (utoipa). `docs/openapi/command.json` is a committed copy, checked for drift by a test.
 
 use eventline_events::{AdjustmentType, Currency};
-use eventline_runtime::problem::Problem;
+use eventline_runtime::problem::{Problem, ProblemMember};
 use serde_json::{Value, json};
 use utoipa::Number;
 use utoipa::OpenApi;
@@ -11,6 +11,7 @@ use utoipa::openapi::{Components, KnownFormat, Ref, RefOr, SchemaFormat};
 
 use super::batch::{BATCH_COMMANDS, PathField};
 use crate::decide::{self, ADJUSTMENT_TYPES, formats};
+use crate::problems;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -156,6 +157,7 @@ pub fn finish(mut document: utoipa::openapi::OpenApi) -> Value {
     }
     describe_consistency_tokens(&mut document);
     super::links::declare(&mut document);
+    ProblemMember::declare(&mut document, &[problems::AVAILABLE, problems::CURRENT_VERSION]);
     let mut document = serde_json::to_value(document).unwrap_or_default();
     describe_formats(&mut document);
     // The batch body is parsed by hand (`batch::Batch`, which denies unknown fields), so its

@@ -48,14 +48,13 @@ fn rejected(rejections: Vec<(usize, Rejection)>, batch: bool) -> Problem {
         "{} of the batch's commands break a rule, so none was appended; each is listed by index.",
         rejections.len()
     );
-    Problem {
-        errors: rejections
-            .iter()
-            .map(|(i, r)| FieldError::rule(format!("commands[{i}]"), r.slug(), r.detail()))
-            .collect(),
-        status: status.as_u16(),
-        ..Problem::new(problems::BATCH_REJECTED, detail)
-    }
+    let mut problem = Problem::new(problems::BATCH_REJECTED, detail);
+    problem.errors = rejections
+        .iter()
+        .map(|(i, r)| FieldError::rule(format!("commands[{i}]"), r.slug(), r.detail()))
+        .collect();
+    problem.status = status.as_u16();
+    problem
 }
 
 pub(super) fn key_reused() -> Problem {

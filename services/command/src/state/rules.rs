@@ -153,14 +153,12 @@ impl Rejection {
     }
 
     pub fn problem(&self) -> Problem {
-        let mut problem = Problem::new(self.kind(), self.detail());
-        if let Rejection::InsufficientStock { available, .. } = self {
-            problem.available = Some(*available);
+        let problem = Problem::new(self.kind(), self.detail());
+        match self {
+            Rejection::InsufficientStock { available, .. } => problem.with(problems::AVAILABLE, *available),
+            Rejection::VersionMismatch { actual, .. } => problem.with(problems::CURRENT_VERSION, *actual),
+            _ => problem,
         }
-        if let Rejection::VersionMismatch { actual, .. } = self {
-            problem.current_version = Some(*actual);
-        }
-        problem
     }
 }
 
@@ -266,7 +264,8 @@ mod tests {
         let mut state = Aggregates::default();
         state.apply(&history[0]);
         let rejection = check(&state, &adjust("A", AdjustmentType::Remove, 4)).unwrap_err();
-        assert_eq!(rejection.problem().available, Some(3), "the problem says what is available");
+        let problem = serde_json::to_value(rejection.problem()).unwrap_or_default();
+        assert_eq!(problem["available"], 3, "the problem says what is available: {problem}");
     }
 
     #[test]

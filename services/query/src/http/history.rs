@@ -300,13 +300,12 @@ async fn past(db: &PgPool, aggregate: &Aggregate, until: Until) -> Result<Vec<Hi
         match current {
             None => return Err(no_aggregate(aggregate)),
             Some(current) if current < version => {
-                let mut problem = Problem::not_found(format!(
+                let detail = format!(
                     "The {} {} is at version {current}; version {version} does not exist yet.",
                     kind_name(aggregate),
                     aggregate.id()
-                ));
-                problem.current_version = Some(current);
-                return Err(problem);
+                );
+                return Err(Problem::not_found(detail).with(problems::CURRENT_VERSION, current));
             }
             // The version exists, but the time bound ends before it.
             Some(_) => {}

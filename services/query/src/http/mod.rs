@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eventline_events::ConsistencyToken;
 use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service, is_empty_field};
-use eventline_runtime::problem::{Problem, types};
+use eventline_runtime::problem::{Problem, ProblemMember, types};
 
 use crate::problems;
 use eventline_read_models::documents::{self, Tagged};
@@ -94,6 +94,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
     let mut document = api_routes().into_openapi();
     links::declare(&mut document);
+    ProblemMember::declare(&mut document, &[problems::CURRENT_VERSION]);
     document
 }
 
