@@ -5,14 +5,13 @@
 //! each action in the audit.
 
 use crate::support;
+use crate::support::browser::Browser;
 
-use std::os::unix::process::CommandExt as _;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use eventline_events::{Envelope, Event, UserCreated};
 use eventline_testkit::{TestEnv, eventually};
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -325,70 +324,7 @@ async fn a_rebuild_started_from_the_console_reports_its_progress_while_it_runs()
     projector.stop().await.unwrap();
 }
 
-/// A headless Chromium driven by a chromedriver of its own (`make test` installs both; `CHROMIUM`
-/// and `CHROMEDRIVER` name others).
-struct Browser {
-    driver: Child,
-    client: Client,
-}
-
 impl Browser {
-    async fn start() -> Browser {
-        let chromedriver =
-            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        // In a process group of its own, with the browsers it starts: a failed test kills them all.
-        let driver = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("running {chromedriver} (run the tests through `make test`, which installs it): {e}")
-            });
-        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({ "binary": chromium, "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"] }),
-        );
-        let webdriver = format!("http://127.0.0.1:{port}");
-        let client = eventually(Duration::from_secs(20), "chromedriver to start a session", || async {
-            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(capabilities.clone())
-                .connect(&webdriver)
-                .await
-                .ok()
-        })
-        .await;
-        Browser { driver, client }
-    }
-
-    async fn text(&self, css: &str) -> String {
-        self.client.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
-    }
-
-    async fn click(&self, css: &str) {
-        self.client.wait().for_element(Locator::Css(css)).await.unwrap().click().await.unwrap();
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let field = self.client.wait().for_element(Locator::Css(css)).await.unwrap();
-        field.clear().await.unwrap();
-        field.send_keys(text).await.unwrap();
-    }
-
-    /// Waits until the text of `css` satisfies `check`.
-    async fn until_text(&self, css: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
-        eventually(Duration::from_secs(30), what, || async {
-            let element = self.client.find(Locator::Css(css)).await.ok()?;
-            let text = element.text().await.ok()?;
-            check(&text).then_some(text)
-        })
-        .await
-    }
-
     async fn sign_in(&self, console: &str, token: &str) {
         self.client.goto(console).await.unwrap();
         self.type_into("#login-token", token).await;
@@ -411,19 +347,6 @@ impl Browser {
         std::fs::create_dir_all(&directory).unwrap();
         std::fs::write(directory.join(format!("{name}.png")), self.client.screenshot().await.unwrap())
             .unwrap();
-    }
-
-    async fn close(self) {
-        let _ = self.client.clone().close().await;
-    }
-}
-
-/// Also after a failed assertion: chromedriver and every browser it started go with the test.
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.driver.id());
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-        let _ = self.driver.wait();
     }
 }
 

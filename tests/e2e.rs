@@ -34,6 +34,7 @@ mod walking_skeleton;
 // Running it: faults, hostile input, security, telemetry, the console and the deployment files.
 mod broker;
 mod console;
+mod cors;
 mod deployment;
 mod hostile;
 mod kubernetes;

@@ -1,6 +1,7 @@
 //! Helpers the end-to-end tests share: starting the services in-process, each on a free port,
 //! against one `TestEnv`.
 
+pub mod browser;
 pub mod log;
 pub mod openapi;
 pub mod processes;
@@ -61,6 +62,7 @@ pub fn command_config(env: &TestEnv) -> eventline_command::Config {
         rate_limit_per_s: 0.0,
         rate_limit_burst: 1.0,
         drain: Default::default(),
+        cors: Default::default(),
     }
 }
 
@@ -124,6 +126,7 @@ pub fn query_config(env: &TestEnv) -> eventline_query::Config {
         live_buffer: 1024,
         live_heartbeat_secs: 15,
         drain: Default::default(),
+        cors: Default::default(),
     }
 }
 

@@ -92,11 +92,21 @@ fn docs_router() -> Router {
 }
 
 /// An API service's whole router: its routes plus `/openapi.json` (the document describing them,
-/// serialized once), the `/docs` reference, the operational routes, problem+json fallbacks and
-/// request tracing.
-pub fn api_service(api: Router, document: &impl serde::Serialize, readiness: Readiness) -> Router {
+/// serialized once), the `/docs` reference, the operational routes, problem+json fallbacks, CORS
+/// for the origins the operator allows (outside any token check, since preflights carry no token)
+/// and request tracing.
+pub fn api_service(
+    api: Router,
+    document: &impl serde::Serialize,
+    readiness: Readiness,
+    cors: Option<tower_http::cors::CorsLayer>,
+) -> Router {
     let api = api.route("/openapi.json", json_document(document));
-    traced(with_problem_fallbacks(api.merge(ops_router(readiness)).merge(docs_router())))
+    let router = with_problem_fallbacks(api.merge(ops_router(readiness)).merge(docs_router()));
+    traced(match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    })
 }
 
 /// A `GET` route answering `document` as JSON, serialized once (an OpenAPI document).

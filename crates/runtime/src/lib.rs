@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod cors;
 pub mod db;
 pub mod http;
 #[cfg(feature = "kafka")]

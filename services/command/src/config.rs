@@ -54,6 +54,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub drain: DrainConfig,
+    #[command(flatten)]
+    pub cors: eventline_runtime::cors::CorsConfig,
     /// Deciders working at once; each decides every command waiting, in one transaction.
     #[arg(long, env = "EVENTLINE_DECIDERS", default_value_t = 2)]
     pub deciders: usize,

@@ -19,6 +19,8 @@ pub struct Application {
     state: AppState,
     /// Longest wait for requests under way once stopping.
     drain: std::time::Duration,
+    /// Which browser origins may call the API.
+    cors: eventline_runtime::cors::CorsConfig,
 }
 
 impl Application {
@@ -49,7 +51,7 @@ impl Application {
         let write_model = write_model(&config, log.clone())?;
         eventline_runtime::db::check_access(write_model.pool()).await?;
         let state = AppState { log, write_model, idempotency: Arc::new(idempotency), access };
-        Ok(Application { listener, state, drain: config.drain.bound() })
+        Ok(Application { listener, state, drain: config.drain.bound(), cors: config.cors.clone() })
     }
 
     /// The decision state, for the `state` subcommands.
@@ -63,7 +65,7 @@ impl Application {
 
     /// Serves until `shutdown`, then flushes what the producer still holds.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let router = http::router(self.state.clone());
+        let router = http::router(self.state.clone(), &self.cors);
         let guard = tokio::spawn(self.state.write_model.clone().guard(shutdown.clone()));
         eventline_runtime::http::serve(self.listener, router, shutdown, self.drain)
             .await

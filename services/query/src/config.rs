@@ -16,6 +16,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[command(flatten)]
     pub drain: DrainConfig,
+    #[command(flatten)]
+    pub cors: eventline_runtime::cors::CorsConfig,
     /// The event topic whose projection consistency tokens refer to.
     #[arg(long = "topic", env = "EVENTLINE_TOPIC", default_value = "eventline.events")]
     pub topic: String,

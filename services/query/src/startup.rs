@@ -18,6 +18,8 @@ pub struct Application {
     follower: CancellationToken,
     /// Longest wait for requests under way once stopping.
     drain: std::time::Duration,
+    /// Which browser origins may call the API.
+    cors: eventline_runtime::cors::CorsConfig,
 }
 
 impl Application {
@@ -57,7 +59,7 @@ impl Application {
         tokio::spawn(crate::live::feed::run(read_models.clone(), changes.clone(), follower.clone()));
         let live = Live { changes, stopping: CancellationToken::new(), heartbeat: config.live_heartbeat() };
         let state = AppState { pool, read_models, log, consistency_wait: config.consistency_wait(), live };
-        Ok(Application { listener, state, follower, drain: config.drain.bound() })
+        Ok(Application { listener, state, follower, drain: config.drain.bound(), cors: config.cors.clone() })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -73,9 +75,13 @@ impl Application {
             stopping.cancelled().await;
             streams.cancel();
         });
-        let served =
-            eventline_runtime::http::serve(self.listener, http::router(self.state), shutdown, self.drain)
-                .await;
+        let served = eventline_runtime::http::serve(
+            self.listener,
+            http::router(self.state, &self.cors),
+            shutdown,
+            self.drain,
+        )
+        .await;
         self.follower.cancel();
         served.context("serving HTTP")?;
         tracing::info!("Query service stopped");

@@ -26,8 +26,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use eventline_runtime::cors::{ApiCors, CorsConfig};
 use eventline_runtime::http::{Check, Readiness, api_service};
 use eventline_runtime::problem::ProblemSlug;
 use utoipa::OpenApi;
@@ -53,7 +55,14 @@ pub struct AppState {
     pub access: Arc<Access>,
 }
 
-pub fn router(state: AppState) -> Router {
+/// What the command API serves and reads, for CORS.
+pub const CORS: ApiCors = ApiCors {
+    methods: &[Method::POST],
+    headers: &["authorization", "content-type", "idempotency-key", "if-match", "traceparent", "tracestate"],
+    exposed: &["consistency-token", "idempotent-replayed", "retry-after", "traceresponse"],
+};
+
+pub fn router(state: AppState, cors: &CorsConfig) -> Router {
     let checks = state.clone();
     let readiness = Readiness::new(move || {
         let state = checks.clone();
@@ -73,7 +82,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(middleware::from_fn_with_state(access, access::guard))
         .layer(middleware::from_fn(count_rejections));
-    api_service(api, &document, readiness)
+    api_service(api, &document, readiness, cors.layer(&CORS))
 }
 
 /// The command routes with their OpenAPI descriptions; the router serves them and the document

@@ -12,9 +12,10 @@ mod users;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eventline_events::ConsistencyToken;
+use eventline_runtime::cors::{ApiCors, CorsConfig};
 use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service, is_empty_field};
 use eventline_runtime::problem::{Problem, ProblemMember, types};
 
@@ -60,7 +61,21 @@ pub struct Live {
     pub heartbeat: Duration,
 }
 
-pub fn router(state: AppState) -> Router {
+/// What the query API serves and reads, for CORS.
+pub const CORS: ApiCors = ApiCors {
+    methods: &[Method::GET, Method::HEAD],
+    headers: &[
+        "authorization",
+        "consistency-token",
+        "if-none-match",
+        "last-event-id",
+        "traceparent",
+        "tracestate",
+    ],
+    exposed: &["etag", "retry-after", "traceresponse"],
+};
+
+pub fn router(state: AppState, cors: &CorsConfig) -> Router {
     let (pool, read_models, log) = (state.pool.clone(), state.read_models.clone(), state.log.clone());
     let readiness = Readiness::new(move || {
         let (pool, known, same_log) = (pool.clone(), read_models.known(), log.other_log().is_none());
@@ -76,7 +91,7 @@ pub fn router(state: AppState) -> Router {
     });
     let (api, mut document) = api_routes().split_for_parts();
     links::declare(&mut document);
-    api_service(api.with_state(state), &document, readiness)
+    api_service(api.with_state(state), &document, readiness, cors.layer(&CORS))
 }
 
 /// The query routes with their OpenAPI descriptions; the router serves them and the document
