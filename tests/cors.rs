@@ -88,7 +88,7 @@ async fn only_the_listed_origins_may_call_the_apis() {
 
     // Without configuration, no origin is allowed.
     let unconfigured = support::query(&env).await;
-    let read = http().get(unconfigured.url("/livez")).header("origin", app).send().await.unwrap();
+    let read = http().get(unconfigured.url("/healthz")).header("origin", app).send().await.unwrap();
     assert_eq!(header(&read, "access-control-allow-origin"), None);
     for running in [command, query, unconfigured] {
         running.stop().await.unwrap();

@@ -36,6 +36,7 @@ mod broker;
 mod console;
 mod cors;
 mod deployment;
+mod door;
 mod hostile;
 mod kubernetes;
 mod logs;

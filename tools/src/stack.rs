@@ -75,6 +75,7 @@ impl Setup {
             // One load generator is one client: no token, no per-client limit.
             ("EVENTLINE_ALLOW_UNAUTHENTICATED", "true".to_owned()),
             ("EVENTLINE_RATE_LIMIT_PER_S", "0".to_owned()),
+            ("EVENTLINE_READ_RATE_LIMIT_PER_S", "0".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
         ];
         environment.extend(self.extra_env.iter().cloned());

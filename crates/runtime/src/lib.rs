@@ -15,6 +15,7 @@ pub mod log_identity;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod secrets;

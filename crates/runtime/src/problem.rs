@@ -88,6 +88,7 @@ pub mod types {
     crate::problem_types! {
         VALIDATION_ERROR = (UNPROCESSABLE_ENTITY, "validation-error", "Validation failed");
         BAD_REQUEST = (BAD_REQUEST, "bad-request", "Bad request");
+        RATE_LIMITED = (TOO_MANY_REQUESTS, "rate-limited", "Too many requests");
         MALFORMED_JSON = (BAD_REQUEST, "malformed-json", "Malformed JSON");
         UNSUPPORTED_MEDIA_TYPE = (UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type");
         AMBIGUOUS_CONTENT_TYPE = (BAD_REQUEST, "ambiguous-content-type", "Ambiguous Content-Type");

@@ -2,16 +2,14 @@
 //! constant time) and a token bucket per client (429 with `Retry-After` when it is empty). A
 //! client is its token, or its address when tokens are off.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use eventline_runtime::problem::Problem;
+use eventline_runtime::rate_limit::{self, RateLimit, RateLimiter};
 
 use crate::problems;
 use eventline_runtime::secrets::{SecretDigests, bearer};
@@ -49,32 +47,16 @@ impl std::fmt::Debug for ApiTokens {
     }
 }
 
-/// Requests per second and burst of each client's bucket; 0 turns limiting off.
-#[derive(Debug, Clone, Copy)]
-pub struct RateLimit {
-    pub per_second: f64,
-    pub burst: f64,
-}
-
 /// The guard's state.
 pub struct Access {
     digests: SecretDigests,
-    limit: RateLimit,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    limiter: Arc<RateLimiter>,
 }
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Buckets kept before idle ones are forgotten.
-const MAX_CLIENTS: usize = 10_000;
 
 impl Access {
     pub fn new(tokens: &ApiTokens, limit: RateLimit) -> Arc<Access> {
         let digests = SecretDigests::new(tokens.0.iter().map(String::as_str));
-        Arc::new(Access { digests, limit, buckets: Mutex::new(HashMap::new()) })
+        Arc::new(Access { digests, limiter: RateLimiter::new(limit, "commands") })
     }
 
     /// Which client presented `header` (an `Authorization` value): `Ok(None)` when tokens are off,
@@ -90,30 +72,6 @@ impl Access {
             None => Err(unauthorized("The bearer token is not valid.")),
         }
     }
-
-    /// Takes one request from `client`'s bucket; how long to wait when it is empty.
-    fn admit(&self, client: &str) -> Result<(), f64> {
-        if self.limit.per_second <= 0.0 {
-            return Ok(());
-        }
-        let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
-        let now = Instant::now();
-        if buckets.len() >= MAX_CLIENTS {
-            let (rate, burst) = (self.limit.per_second, self.limit.burst);
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
-        }
-        let bucket =
-            buckets.entry(client.to_owned()).or_insert(Bucket { tokens: self.limit.burst.max(1.0), at: now });
-        let refill = now.duration_since(bucket.at).as_secs_f64() * self.limit.per_second;
-        bucket.tokens = (bucket.tokens + refill).min(self.limit.burst.max(1.0));
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err((1.0 - bucket.tokens) / self.limit.per_second)
-        }
-    }
 }
 
 fn unauthorized(detail: &'static str) -> Problem {
@@ -125,26 +83,15 @@ pub async fn guard(State(access): State<Arc<Access>>, request: Request, next: Ne
     let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let client = match access.authenticate(authorization) {
         Ok(Some(token)) => token,
-        Ok(None) => request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |ConnectInfo(address)| address.ip().to_string()),
+        Ok(None) => rate_limit::client_address(&request),
         Err(problem) => {
             let mut response = problem.into_response();
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return response;
         }
     };
-    if let Err(wait) = access.admit(&client) {
-        let seconds = wait.ceil().max(1.0) as u32;
-        let problem = Problem::new(
-            problems::RATE_LIMITED,
-            format!(
-                "This client may send {} commands per second (bursts of {}); retry after {seconds} s.",
-                access.limit.per_second, access.limit.burst
-            ),
-        );
-        return problem.retry_after(seconds).into_response();
+    if let Err(problem) = access.limiter.check(&client) {
+        return problem.into_response();
     }
     next.run(request).await
 }
@@ -183,16 +130,5 @@ mod tests {
         let error = tokens("ok-token-0123456789,short").check().err().unwrap_or_default();
         assert_eq!(error, "token 2 of the list is shorter than 16 characters");
         assert_eq!(format!("{:?}", tokens("a-secret-token-0123456789")), "ApiTokens(1 redacted)");
-    }
-
-    #[test]
-    fn a_bucket_admits_its_burst_then_asks_to_wait() {
-        let access = Access::new(&ApiTokens::default(), RateLimit { per_second: 10.0, burst: 3.0 });
-        for _ in 0..3 {
-            assert!(access.admit("a").is_ok());
-        }
-        let wait = access.admit("a").err().unwrap_or_default();
-        assert!(wait > 0.0 && wait <= 0.1, "{wait}");
-        assert!(access.admit("b").is_ok(), "clients have buckets of their own");
     }
 }

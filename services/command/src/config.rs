@@ -7,7 +7,8 @@ use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 use eventline_runtime::config::{DatabaseConfig, DrainConfig, KafkaConfig, RedisConfig};
 
-use crate::access::{ApiTokens, RateLimit};
+use crate::access::ApiTokens;
+use eventline_runtime::rate_limit::RateLimit;
 
 /// The command line: serve (the default), or operate the decision state.
 #[derive(Debug, Parser)]
@@ -95,7 +96,7 @@ impl Config {
     }
 
     pub fn rate_limit(&self) -> RateLimit {
-        RateLimit { per_second: self.rate_limit_per_s.max(0.0), burst: self.rate_limit_burst.max(1.0) }
+        RateLimit::new(self.rate_limit_per_s, self.rate_limit_burst)
     }
 }
 

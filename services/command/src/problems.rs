@@ -6,7 +6,6 @@ use eventline_runtime::problem::{ProblemMember, ProblemType, types};
 
 eventline_runtime::problem_types! {
     UNAUTHORIZED = (UNAUTHORIZED, "unauthorized", "Unauthorized");
-    RATE_LIMITED = (TOO_MANY_REQUESTS, "rate-limited", "Too many requests");
     INVALID_IDEMPOTENCY_KEY = (BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key");
     IDEMPOTENCY_KEY_REUSED = (UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused");
     IDEMPOTENCY_IN_PROGRESS = (CONFLICT, "idempotency-in-progress", "Request in progress");

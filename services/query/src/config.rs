@@ -18,6 +18,12 @@ pub struct Config {
     pub drain: DrainConfig,
     #[command(flatten)]
     pub cors: eventline_runtime::cors::CorsConfig,
+    /// Reads per second each client (address) may make; 0 turns rate limiting off.
+    #[arg(long, env = "EVENTLINE_READ_RATE_LIMIT_PER_S", default_value_t = 5000.0)]
+    pub read_rate_limit_per_s: f64,
+    /// How many reads a client may make at once above that rate.
+    #[arg(long, env = "EVENTLINE_READ_RATE_LIMIT_BURST", default_value_t = 10000.0)]
+    pub read_rate_limit_burst: f64,
     /// The event topic whose projection consistency tokens refer to.
     #[arg(long = "topic", env = "EVENTLINE_TOPIC", default_value = "eventline.events")]
     pub topic: String,
@@ -42,6 +48,10 @@ pub struct Config {
 }
 
 impl Config {
+    pub fn read_rate_limit(&self) -> eventline_runtime::rate_limit::RateLimit {
+        eventline_runtime::rate_limit::RateLimit::new(self.read_rate_limit_per_s, self.read_rate_limit_burst)
+    }
+
     pub fn consistency_wait(&self) -> Duration {
         Duration::from_millis(self.consistency_wait_ms)
     }

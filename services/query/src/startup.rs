@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use eventline_runtime::rate_limit::RateLimiter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +59,9 @@ impl Application {
         let changes = crate::live::Changes::new(config.live_buffer);
         tokio::spawn(crate::live::feed::run(read_models.clone(), changes.clone(), follower.clone()));
         let live = Live { changes, stopping: CancellationToken::new(), heartbeat: config.live_heartbeat() };
-        let state = AppState { pool, read_models, log, consistency_wait: config.consistency_wait(), live };
+        let reads = RateLimiter::new(config.read_rate_limit(), "reads");
+        let state =
+            AppState { pool, read_models, log, consistency_wait: config.consistency_wait(), live, reads };
         Ok(Application { listener, state, follower, drain: config.drain.bound(), cors: config.cors.clone() })
     }
 

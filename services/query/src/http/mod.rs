@@ -18,6 +18,7 @@ use eventline_events::ConsistencyToken;
 use eventline_runtime::cors::{ApiCors, CorsConfig};
 use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service, is_empty_field};
 use eventline_runtime::problem::{Problem, ProblemMember, types};
+use eventline_runtime::rate_limit::{self, RateLimiter};
 
 use crate::problems;
 use eventline_read_models::documents::{self, Tagged};
@@ -49,6 +50,8 @@ pub struct AppState {
     /// Longest wait for a Consistency-Token.
     pub consistency_wait: Duration,
     pub live: Live,
+    /// Each client's read rate.
+    pub reads: std::sync::Arc<RateLimiter>,
 }
 
 /// What the live streams share.
@@ -91,7 +94,10 @@ pub fn router(state: AppState, cors: &CorsConfig) -> Router {
     });
     let (api, mut document) = api_routes().split_for_parts();
     links::declare(&mut document);
-    api_service(api.with_state(state), &document, readiness, cors.layer(&CORS))
+    let reads = state.reads.clone();
+    let api =
+        api.with_state(state).layer(axum::middleware::from_fn_with_state(reads, rate_limit::by_address));
+    api_service(api, &document, readiness, cors.layer(&CORS))
 }
 
 /// The query routes with their OpenAPI descriptions; the router serves them and the document

@@ -14,7 +14,8 @@ use utoipa::OpenApi;
             waits until the read models reflect those writes (2 s at most by default), or is `503` with \
             `Retry-After`. Every `200` carries an `ETag`; send it back in `If-None-Match` for a `304`.\n\n\
             Money is a decimal string; times are RFC 3339 in UTC. Every error is \
-            `application/problem+json` (RFC 9457) with a stable `type`.",
+            `application/problem+json` (RFC 9457) with a stable `type`. Each client (address) has a rate \
+            limit; over it, reads are answered `429` with `Retry-After`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
         version = env!("CARGO_PKG_VERSION"),
     ),
@@ -43,6 +44,10 @@ pub enum ReadProblems {
     /// at once instead of waited for.
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(Problem),
+    /// This client (address) made more reads than its rate limit allows; `Retry-After` says
+    /// when to retry.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
     /// The projection has not reached the Consistency-Token within the bound
     /// (`projection-behind`), the database is unavailable, or the read models belong to another
     /// event log than the broker serves (`read-models-from-another-log`). `Retry-After` says when
