@@ -1,10 +1,16 @@
 //! Defences at the door: each client's reads are rate-limited as its commands are, and one client
-//! over its limit does not slow another.
+//! over its limit does not slow another; a flood of idle or slow connections is closed by the
+//! header read timeout and never keeps other clients out.
 
 use crate::support;
+use crate::support::sse;
+
+use std::time::{Duration, Instant};
 
 use eventline_testkit::{TestEnv, http};
-use serde_json::Value;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_over_its_read_rate_is_told_to_wait_and_others_are_not() {
@@ -32,4 +38,105 @@ async fn a_client_over_its_read_rate_is_told_to_wait_and_others_are_not() {
     assert_ne!(other.get(&user).send().await.unwrap().status(), 429);
     assert_eq!(http().get(query.url("/healthz")).send().await.unwrap().status(), 200);
     query.stop().await.unwrap();
+}
+
+/// Holds `idle` connections that send nothing and `slow` ones that send their headers a byte at a
+/// time, while a normal client keeps being answered within a second; then the service has closed
+/// them all (the header read timeout) and is healthy.
+async fn a_flood_of_idle_and_slow_connections(service: &support::Running) {
+    const IDLE: usize = 2000;
+    const SLOW: usize = 200;
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(TcpStream::connect(service.address).await.unwrap());
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut slow = Vec::with_capacity(SLOW);
+    for _ in 0..SLOW {
+        let mut stream = TcpStream::connect(service.address).await.unwrap();
+        let stop = stop.clone();
+        slow.push(tokio::spawn(async move {
+            // Headers that never end, a byte every 200 ms: closed by the server, or still open.
+            let request =
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a'));
+            for byte in request {
+                tokio::select! {
+                    () = stop.cancelled() => return false,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return true;
+                }
+            }
+            false
+        }));
+    }
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        let started = Instant::now();
+        let status = client.get(service.url("/healthz")).send().await.unwrap().status();
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_secs(1), "answered in {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The header read timeout (2 s here) has closed the idle ones: each reads the end of its stream.
+    // All read at once, under one deadline: without the timeout this fails in 5 s, not in hours.
+    let reads = idle.into_iter().map(|mut stream| {
+        tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            matches!(
+                tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await,
+                Ok(Ok(0) | Err(_))
+            )
+        })
+    });
+    let mut closed = 0;
+    for read in reads.collect::<Vec<_>>() {
+        closed += usize::from(read.await.unwrap());
+    }
+    assert_eq!(closed, IDLE, "idle connections the server closed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let mut slow_closed = 0;
+    for task in slow {
+        slow_closed += usize::from(task.await.unwrap());
+    }
+    assert_eq!(slow_closed, SLOW, "slow connections the server closed");
+    assert_eq!(client.get(service.url("/readyz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_do_not_keep_other_clients_out() {
+    let env = TestEnv::new().await;
+    let serving =
+        eventline_runtime::server::ServeConfig { header_read_timeout_secs: 2, ..Default::default() };
+    let mut config = support::command_config(&env);
+    config.serving = serving;
+    let command = support::command_with(config).await;
+    let projector = support::projector(&env).await;
+    let mut config = support::query_config(&env);
+    config.serving = serving;
+    let query = support::query_with(config).await;
+    a_flood_of_idle_and_slow_connections(&command).await;
+    a_flood_of_idle_and_slow_connections(&query).await;
+
+    // A live stream sends nothing to the server for longer than the header read timeout: it is
+    // a response under way, not an idle connection, and stays open.
+    let sku = format!("DOOR-{}", env.id);
+    let mut stream = sse::Stream::open(&query.url(&format!("/inventory/{sku}/live")), None).await;
+    assert_eq!(stream.next().await.event, "state");
+    assert_eq!(stream.next().await.event, "caught-up");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let adjust = json!({"quantity": 3, "adjustmentType": "add", "reason": "door"});
+    let accepted = http()
+        .post(command.url(&format!("/inventory/{sku}/adjustments")))
+        .json(&adjust)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    assert_eq!(stream.next().await.event, "change");
+    for running in [command, projector, query] {
+        running.stop().await.unwrap();
+    }
 }

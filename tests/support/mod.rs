@@ -61,7 +61,7 @@ pub fn command_config(env: &TestEnv) -> eventline_command::Config {
         allow_unauthenticated: true,
         rate_limit_per_s: 0.0,
         rate_limit_burst: 1.0,
-        drain: Default::default(),
+        serving: Default::default(),
         cors: Default::default(),
     }
 }
@@ -102,7 +102,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         kafka: env.kafka.clone(),
         database: env.database.clone(),
         redis: env.redis.clone(),
-        drain: Default::default(),
+        serving: Default::default(),
     }
 }
 
@@ -125,7 +125,7 @@ pub fn query_config(env: &TestEnv) -> eventline_query::Config {
         consistency_wait_ms: 2000,
         live_buffer: 1024,
         live_heartbeat_secs: 15,
-        drain: Default::default(),
+        serving: Default::default(),
         cors: Default::default(),
         read_rate_limit_per_s: 5000.0,
         read_rate_limit_burst: 10000.0,

@@ -229,28 +229,6 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
 }
 
-/// How long a stopping service waits for the requests under way.
-#[derive(Debug, Clone, Copy, Args)]
-pub struct DrainConfig {
-    /// Seconds a stopping service (SIGTERM) waits for requests under way before it closes their
-    /// connections: a client that never finishes its request, or a stream that never ends, must
-    /// not hold a rolling update.
-    #[arg(long = "drain-secs", env = "EVENTLINE_DRAIN_SECS", default_value_t = 10)]
-    pub drain_secs: u64,
-}
-
-impl DrainConfig {
-    pub fn bound(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.drain_secs)
-    }
-}
-
-impl Default for DrainConfig {
-    fn default() -> DrainConfig {
-        DrainConfig { drain_secs: 10 }
-    }
-}
-
 /// Where Redis is, and how to reach it over TLS (`rediss://`).
 #[derive(Debug, Clone, Args)]
 pub struct RedisConfig {

@@ -11,8 +11,6 @@ use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::problem;
 
@@ -210,32 +208,4 @@ async fn plain_errors_as_problems(request: axum::extract::Request, next: axum::m
     let detail = if text.trim().is_empty() { kind.title.to_owned() } else { text };
     // Any other client error keeps its status, described as a bad request.
     problem::Problem { status: status.as_u16(), ..problem::Problem::new(kind, detail) }.into_response()
-}
-
-/// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish for at most
-/// `drain`; connections still open then are left to close with the process (a client that never
-/// finishes its request must not hold a rolling update).
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-    drain: std::time::Duration,
-) -> std::io::Result<()> {
-    // Handlers may see the peer's address (per-client rate limits).
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let graceful = axum::serve(listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let bound = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(drain).await;
-    };
-    tokio::select! {
-        served = std::future::IntoFuture::into_future(graceful) => served,
-        () = bound => {
-            tracing::warn!(
-                drain_secs = drain.as_secs_f64(),
-                "Requests still under way after the drain bound; stopping without them"
-            );
-            Ok(())
-        }
-    }
 }

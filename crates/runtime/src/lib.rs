@@ -19,5 +19,6 @@ pub mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod secrets;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;

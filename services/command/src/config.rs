@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
-use eventline_runtime::config::{DatabaseConfig, DrainConfig, KafkaConfig, RedisConfig};
+use eventline_runtime::config::{DatabaseConfig, KafkaConfig, RedisConfig};
 
 use crate::access::ApiTokens;
 use eventline_runtime::rate_limit::RateLimit;
@@ -54,7 +54,7 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
     #[command(flatten)]
-    pub drain: DrainConfig,
+    pub serving: eventline_runtime::server::ServeConfig,
     #[command(flatten)]
     pub cors: eventline_runtime::cors::CorsConfig,
     /// Deciders working at once; each decides every command waiting, in one transaction.

@@ -17,8 +17,8 @@ use crate::state::WriteModel;
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    /// Longest wait for requests under way once stopping.
-    drain: std::time::Duration,
+    /// Limits at the door and the drain bound.
+    serving: eventline_runtime::server::ServeConfig,
     /// Which browser origins may call the API.
     cors: eventline_runtime::cors::CorsConfig,
 }
@@ -51,7 +51,7 @@ impl Application {
         let write_model = write_model(&config, log.clone())?;
         eventline_runtime::db::check_access(write_model.pool()).await?;
         let state = AppState { log, write_model, idempotency: Arc::new(idempotency), access };
-        Ok(Application { listener, state, drain: config.drain.bound(), cors: config.cors.clone() })
+        Ok(Application { listener, state, serving: config.serving, cors: config.cors.clone() })
     }
 
     /// The decision state, for the `state` subcommands.
@@ -67,7 +67,7 @@ impl Application {
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let router = http::router(self.state.clone(), &self.cors);
         let guard = tokio::spawn(self.state.write_model.clone().guard(shutdown.clone()));
-        eventline_runtime::http::serve(self.listener, router, shutdown, self.drain)
+        eventline_runtime::server::serve(self.listener, router, shutdown, self.serving)
             .await
             .context("serving HTTP")?;
         guard.abort();

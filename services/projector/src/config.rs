@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use clap::Args;
-use eventline_runtime::config::{DatabaseConfig, DrainConfig, KafkaConfig, RedisConfig};
+use eventline_runtime::config::{DatabaseConfig, KafkaConfig, RedisConfig};
 
 pub use crate::console::access::ConsoleTokens;
 
@@ -54,5 +54,5 @@ pub struct Config {
     #[command(flatten)]
     pub redis: RedisConfig,
     #[command(flatten)]
-    pub drain: DrainConfig,
+    pub serving: eventline_runtime::server::ServeConfig,
 }

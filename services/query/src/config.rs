@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use eventline_runtime::config::{DatabaseConfig, DrainConfig, KafkaSecurity};
+use eventline_runtime::config::{DatabaseConfig, KafkaSecurity};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "eventline-query", version, about = "eventline query service")]
@@ -15,7 +15,7 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
     #[command(flatten)]
-    pub drain: DrainConfig,
+    pub serving: eventline_runtime::server::ServeConfig,
     #[command(flatten)]
     pub cors: eventline_runtime::cors::CorsConfig,
     /// Reads per second each client (address) may make; 0 turns rate limiting off.

@@ -17,8 +17,8 @@ pub struct Application {
     state: AppState,
     /// Stops the projection follower when the service stops.
     follower: CancellationToken,
-    /// Longest wait for requests under way once stopping.
-    drain: std::time::Duration,
+    /// Limits at the door and the drain bound.
+    serving: eventline_runtime::server::ServeConfig,
     /// Which browser origins may call the API.
     cors: eventline_runtime::cors::CorsConfig,
 }
@@ -62,7 +62,7 @@ impl Application {
         let reads = RateLimiter::new(config.read_rate_limit(), "reads");
         let state =
             AppState { pool, read_models, log, consistency_wait: config.consistency_wait(), live, reads };
-        Ok(Application { listener, state, follower, drain: config.drain.bound(), cors: config.cors.clone() })
+        Ok(Application { listener, state, follower, serving: config.serving, cors: config.cors.clone() })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -78,11 +78,11 @@ impl Application {
             stopping.cancelled().await;
             streams.cancel();
         });
-        let served = eventline_runtime::http::serve(
+        let served = eventline_runtime::server::serve(
             self.listener,
             http::router(self.state, &self.cors),
             shutdown,
-            self.drain,
+            self.serving,
         )
         .await;
         self.follower.cancel();

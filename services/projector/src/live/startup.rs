@@ -98,11 +98,11 @@ impl Application {
             fast_path: self.runner.fast_path.clone(),
         };
         let admin_shutdown = shutdown.child_token();
-        let admin = tokio::spawn(eventline_runtime::http::serve(
+        let admin = tokio::spawn(eventline_runtime::server::serve(
             self.listener,
             admin::router(admin_state, console),
             admin_shutdown.clone(),
-            self.config.drain.bound(),
+            self.config.serving,
         ));
         // Stopped by a shutdown, or by the observer when the broker turns out to serve another log.
         let stop = shutdown.child_token();
