@@ -140,3 +140,35 @@ async fn idle_and_slow_connections_do_not_keep_other_clients_out() {
         running.stop().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_body_that_trickles_in_is_refused_in_time_and_does_nothing() {
+    let env = TestEnv::new().await;
+    let mut config = support::command_config(&env);
+    config.serving.body_read_timeout_secs = 1;
+    let command = support::command_with(config).await;
+    let mut stream = TcpStream::connect(command.address).await.unwrap();
+    let head =
+        "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(br#"{"email": "slow@example.com", "#).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("request-timeout") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 10 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    assert!(env.read_topic().await.is_empty(), "a command whose body never came reached the log");
+    command.stop().await.unwrap();
+}

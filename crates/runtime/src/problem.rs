@@ -7,6 +7,8 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use crate::server::BodyReadTimeout;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 
@@ -93,6 +95,7 @@ pub mod types {
         UNSUPPORTED_MEDIA_TYPE = (UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type");
         AMBIGUOUS_CONTENT_TYPE = (BAD_REQUEST, "ambiguous-content-type", "Ambiguous Content-Type");
         PAYLOAD_TOO_LARGE = (PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large");
+        REQUEST_TIMEOUT = (REQUEST_TIMEOUT, "request-timeout", "Request timeout");
         UNREADABLE_BODY = (BAD_REQUEST, "unreadable-body", "Unreadable body");
         INVALID_QUERY = (BAD_REQUEST, "invalid-query", "Invalid query string");
         NOT_FOUND = (NOT_FOUND, "not-found", "Not found");
@@ -233,6 +236,9 @@ impl IntoResponse for Problem {
 #[derive(Debug, Clone)]
 pub struct JsonBody(pub serde_json::Value);
 
+/// The body read deadline where the server did not set one (`server::ServeConfig`).
+const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = Problem;
 
@@ -250,7 +256,15 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "Send the body as JSON with `Content-Type: application/json`.",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        // A body that trickles in holds a connection and a handler: it gets a deadline.
+        let limit = req.extensions().get::<BodyReadTimeout>().map_or(DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
+        let read = tokio::time::timeout(limit, Bytes::from_request(req, state)).await.map_err(|_| {
+            Problem::new(
+                types::REQUEST_TIMEOUT,
+                format!("The request body did not arrive within {} s; nothing was done.", limit.as_secs()),
+            )
+        })?;
+        let bytes = read.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Problem::new(types::PAYLOAD_TOO_LARGE, "The request body is over this endpoint's size limit.")
             } else {

@@ -6,6 +6,8 @@
 //! - **Headers within `header_read_timeout`.** A connection that sends no request, or sends its
 //!   headers slowly (slowloris), or sits idle between requests that long, is closed; an idle or
 //!   slow flood thus costs little and never stops other clients from being answered.
+//! - **The body within `body_read_timeout`** once the headers are in (`408 request-timeout`), for
+//!   the routes that read one.
 //! - **A bounded drain.** On shutdown the server stops accepting, lets requests under way finish
 //!   for at most `drain_secs`, then stops without them (a client that never finishes its request
 //!   must not hold a rolling update).
@@ -53,11 +55,24 @@ pub struct ServeConfig {
         default_value_t = 10
     )]
     pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request's body once its headers are in; past it, `408`.
+    #[arg(long = "body-read-timeout-secs", env = "EVENTLINE_BODY_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_read_timeout_secs: u64,
 }
+
+/// How long the request's body may take to arrive, left in each request's extensions by the
+/// server for the extractors that read bodies (`problem::JsonBody`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub Duration);
 
 impl Default for ServeConfig {
     fn default() -> ServeConfig {
-        ServeConfig { drain_secs: 10, max_connections: 10_000, header_read_timeout_secs: 10 }
+        ServeConfig {
+            drain_secs: 10,
+            max_connections: 10_000,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+        }
     }
 }
 
@@ -106,9 +121,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let body_read_timeout = BodyReadTimeout(Duration::from_secs(config.body_read_timeout_secs.max(1)));
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(body_read_timeout);
             let mut router = router.clone();
             async move { Ok::<_, Infallible>(router.call(request).await.unwrap_or_else(|never| match never {})) }
         });

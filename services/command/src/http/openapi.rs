@@ -102,6 +102,9 @@ pub enum CommandProblems {
     /// `currentVersion`); read it again and decide anew.
     #[response(status = 412, content_type = "application/problem+json")]
     PreconditionFailed(Problem),
+    /// The body did not arrive in time after the headers (`request-timeout`); nothing was done.
+    #[response(status = 408, content_type = "application/problem+json")]
+    RequestTimeout(Problem),
     /// The body is over the endpoint's size limit (64 KiB; 4 MiB for a batch).
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(Problem),
