@@ -172,3 +172,38 @@ async fn a_command_body_that_trickles_in_is_refused_in_time_and_does_nothing() {
     assert!(env.read_topic().await.is_empty(), "a command whose body never came reached the log");
     command.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_held_by_a_lock_is_answered_503_in_time_and_the_service_goes_on() {
+    let env = TestEnv::new().await;
+    let _projector = support::projector(&env).await;
+    let mut config = support::query_config(&env);
+    config.read_timeout_secs = 1;
+    let query = support::query_with(config).await;
+    let user = query.url("/users/550e8400-e29b-41d4-a716-446655440000");
+    let status = eventline_testkit::eventually(Duration::from_secs(60), "the query API ready", || async {
+        let status = http().get(&user).send().await.ok()?.status();
+        (status == 404).then_some(status)
+    })
+    .await;
+    assert_eq!(status, 404);
+
+    // An operator's long transaction holds the live users table.
+    let version = eventline_read_models::live(&env.pool).await.unwrap();
+    let mut lock = env.pool.begin().await.unwrap();
+    sqlx::raw_sql(&format!("LOCK TABLE {}.users IN ACCESS EXCLUSIVE MODE", version.schema()))
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let held = http().get(&user).send().await.unwrap();
+    assert_eq!(held.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    assert_eq!(held.headers()["retry-after"], "1");
+    let problem: Value = held.json().await.unwrap();
+    assert_eq!(problem["type"], "https://eventline.dev/problems/read-timeout", "{problem}");
+
+    lock.rollback().await.unwrap();
+    assert_eq!(http().get(&user).send().await.unwrap().status(), 404, "reads go on once the lock is gone");
+    query.stop().await.unwrap();
+}

@@ -127,6 +127,7 @@ pub fn query_config(env: &TestEnv) -> eventline_query::Config {
         live_heartbeat_secs: 15,
         serving: Default::default(),
         cors: Default::default(),
+        read_timeout_secs: 10,
         read_rate_limit_per_s: 5000.0,
         read_rate_limit_burst: 10000.0,
     }

@@ -18,6 +18,9 @@ pub struct Config {
     pub serving: eventline_runtime::server::ServeConfig,
     #[command(flatten)]
     pub cors: eventline_runtime::cors::CorsConfig,
+    /// Seconds a read may take before it is answered 503 (live streams are not limited).
+    #[arg(long, env = "EVENTLINE_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub read_timeout_secs: u64,
     /// Reads per second each client (address) may make; 0 turns rate limiting off.
     #[arg(long, env = "EVENTLINE_READ_RATE_LIMIT_PER_S", default_value_t = 5000.0)]
     pub read_rate_limit_per_s: f64,
@@ -50,6 +53,10 @@ pub struct Config {
 impl Config {
     pub fn read_rate_limit(&self) -> eventline_runtime::rate_limit::RateLimit {
         eventline_runtime::rate_limit::RateLimit::new(self.read_rate_limit_per_s, self.read_rate_limit_burst)
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs(self.read_timeout_secs.max(1))
     }
 
     pub fn consistency_wait(&self) -> Duration {

@@ -11,6 +11,7 @@ eventline_runtime::problem_types! {
     /// API's rules, since the same token could be reached by another log or a longer one.
     IMPOSSIBLE_CONSISTENCY_TOKEN = (CONFLICT, "impossible-consistency-token", "Impossible Consistency-Token");
     PROJECTION_BEHIND = (SERVICE_UNAVAILABLE, "projection-behind", "Projection behind");
+    READ_TIMEOUT = (SERVICE_UNAVAILABLE, "read-timeout", "Read took too long");
     READ_MODELS_FROM_ANOTHER_LOG = (SERVICE_UNAVAILABLE, "read-models-from-another-log", "Read models from another log");
 }
 

@@ -60,8 +60,15 @@ impl Application {
         tokio::spawn(crate::live::feed::run(read_models.clone(), changes.clone(), follower.clone()));
         let live = Live { changes, stopping: CancellationToken::new(), heartbeat: config.live_heartbeat() };
         let reads = RateLimiter::new(config.read_rate_limit(), "reads");
-        let state =
-            AppState { pool, read_models, log, consistency_wait: config.consistency_wait(), live, reads };
+        let state = AppState {
+            pool,
+            read_models,
+            log,
+            consistency_wait: config.consistency_wait(),
+            live,
+            reads,
+            read_timeout: config.read_timeout(),
+        };
         Ok(Application { listener, state, follower, serving: config.serving, cors: config.cors.clone() })
     }
 

@@ -52,6 +52,8 @@ pub struct AppState {
     pub live: Live,
     /// Each client's read rate.
     pub reads: std::sync::Arc<RateLimiter>,
+    /// Longest time a read may take (live streams excepted).
+    pub read_timeout: Duration,
 }
 
 /// What the live streams share.
@@ -94,9 +96,11 @@ pub fn router(state: AppState, cors: &CorsConfig) -> Router {
     });
     let (api, mut document) = api_routes().split_for_parts();
     links::declare(&mut document);
-    let reads = state.reads.clone();
-    let api =
-        api.with_state(state).layer(axum::middleware::from_fn_with_state(reads, rate_limit::by_address));
+    let (reads, read_timeout) = (state.reads.clone(), state.read_timeout);
+    let api = api
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(read_timeout, time_limited))
+        .layer(axum::middleware::from_fn_with_state(reads, rate_limit::by_address));
     api_service(api, &document, readiness, cors.layer(&CORS))
 }
 
@@ -200,6 +204,27 @@ async fn read_reaching(
             ),
         )
         .retry_after(1)),
+    }
+}
+
+/// Answers `503 read-timeout` when a read takes longer than `limit` (a lock held on a read model,
+/// a database that stopped answering), so that it does not hold its client and connection for as
+/// long as the database does. Live streams last as long as their clients and are not limited.
+async fn time_limited(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path().ends_with("/live") {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_secs = limit.as_secs_f64(), "A read took longer than its limit");
+            let detail = format!("The read took longer than {} s; retry shortly.", limit.as_secs_f64());
+            Problem::new(problems::READ_TIMEOUT, detail).retry_after(1).into_response()
+        }
     }
 }
 

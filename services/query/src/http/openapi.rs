@@ -49,7 +49,8 @@ pub enum ReadProblems {
     #[response(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Problem),
     /// The projection has not reached the Consistency-Token within the bound
-    /// (`projection-behind`), the database is unavailable, or the read models belong to another
+    /// (`projection-behind`), the read took longer than its limit (`read-timeout`), the database
+    /// is unavailable, or the read models belong to another
     /// event log than the broker serves (`read-models-from-another-log`). `Retry-After` says when
     /// to retry.
     #[response(status = 503, content_type = "application/problem+json")]
