@@ -375,3 +375,12 @@ async fn every_read_uses_indexes_not_sequential_scans() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_serves_its_openapi_document() {
+    let env = TestEnv::new().await;
+    let query = support::query(&env).await;
+    let served: Value = http().get(query.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(served, serde_json::to_value(eventline_query::http::openapi_document()).unwrap());
+    query.stop().await.unwrap();
+}

@@ -94,8 +94,8 @@ pub fn router(state: AppState, cors: &CorsConfig) -> Router {
             ]
         }
     });
-    let (api, mut document) = api_routes().split_for_parts();
-    links::declare(&mut document);
+    let (api, document) = api_routes().split_for_parts();
+    let document = finish(document);
     let (reads, read_timeout) = (state.reads.clone(), state.read_timeout);
     let api = api
         .with_state(state)
@@ -117,7 +117,13 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the query API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let mut document = api_routes().into_openapi();
+    finish(api_routes().into_openapi())
+}
+
+/// Finishes the generated document with what the derives cannot say: the links between
+/// operations and the problem members this API sends. The served and the committed document both
+/// come through here.
+fn finish(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     links::declare(&mut document);
     ProblemMember::declare(&mut document, &[problems::CURRENT_VERSION]);
     document
