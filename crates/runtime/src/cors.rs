@@ -102,18 +102,17 @@ pub struct Origin(HeaderValue);
 
 impl Item for Origin {
     fn parse(text: &str) -> Result<Self, String> {
-        let bad = |why: &str| why.to_owned();
         if text == "*" {
-            return Err(bad("is a wildcard, which would allow every site; list the origins instead"));
+            return Err("is a wildcard, which would allow every site; list the origins instead".to_owned());
         }
-        let uri: axum::http::Uri = text.parse().map_err(|_| bad("is not a URL"))?;
+        let uri: axum::http::Uri = text.parse().map_err(|_| "is not a URL".to_owned())?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) {
-            return Err(bad("must start with http:// or https://"));
+            return Err("must start with http:// or https://".to_owned());
         }
         if uri.host().is_none_or(str::is_empty) || !matches!(uri.path(), "" | "/") || text.ends_with('/') {
-            return Err(bad("must be scheme://host[:port], with no path or trailing slash"));
+            return Err("must be scheme://host[:port], with no path or trailing slash".to_owned());
         }
-        HeaderValue::from_str(text).map(Origin).map_err(|_| bad("is not a valid header value"))
+        HeaderValue::from_str(text).map(Origin).map_err(|_| "is not a valid header value".to_owned())
     }
 }
 

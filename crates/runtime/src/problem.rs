@@ -7,10 +7,10 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-
-use crate::server::BodyReadTimeout;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
+
+use crate::server::BodyReadTimeout;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -236,9 +236,6 @@ impl IntoResponse for Problem {
 #[derive(Debug, Clone)]
 pub struct JsonBody(pub serde_json::Value);
 
-/// The body read deadline where the server did not set one (`server::ServeConfig`).
-const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = Problem;
 
@@ -257,7 +254,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             ));
         }
         // A body that trickles in holds a connection and a handler: it gets a deadline.
-        let limit = req.extensions().get::<BodyReadTimeout>().map_or(DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
+        let BodyReadTimeout(limit) = req.extensions().get().copied().unwrap_or_default();
         let read = tokio::time::timeout(limit, Bytes::from_request(req, state)).await.map_err(|_| {
             Problem::new(
                 types::REQUEST_TIMEOUT,

@@ -56,7 +56,11 @@ pub struct ServeConfig {
     )]
     pub header_read_timeout_secs: u64,
     /// Seconds a client has to send a request's body once its headers are in; past it, `408`.
-    #[arg(long = "body-read-timeout-secs", env = "EVENTLINE_BODY_READ_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(
+        long = "body-read-timeout-secs",
+        env = "EVENTLINE_BODY_READ_TIMEOUT_SECS",
+        default_value_t = BodyReadTimeout::DEFAULT_SECS
+    )]
     pub body_read_timeout_secs: u64,
 }
 
@@ -65,13 +69,24 @@ pub struct ServeConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct BodyReadTimeout(pub Duration);
 
+impl BodyReadTimeout {
+    /// The deadline unless configured, also where no server set one.
+    pub const DEFAULT_SECS: u64 = 10;
+}
+
+impl Default for BodyReadTimeout {
+    fn default() -> BodyReadTimeout {
+        BodyReadTimeout(Duration::from_secs(BodyReadTimeout::DEFAULT_SECS))
+    }
+}
+
 impl Default for ServeConfig {
     fn default() -> ServeConfig {
         ServeConfig {
             drain_secs: 10,
             max_connections: 10_000,
             header_read_timeout_secs: 10,
-            body_read_timeout_secs: 10,
+            body_read_timeout_secs: BodyReadTimeout::DEFAULT_SECS,
         }
     }
 }
@@ -83,6 +98,10 @@ impl ServeConfig {
 
     fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_secs.max(1))
+    }
+
+    fn body_read_timeout(&self) -> BodyReadTimeout {
+        BodyReadTimeout(Duration::from_secs(self.body_read_timeout_secs.max(1)))
     }
 }
 
@@ -97,6 +116,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout());
+    let body_read_timeout = config.body_read_timeout();
     let graceful = GracefulShutdown::new();
     loop {
         let slot = tokio::select! {
@@ -121,7 +141,6 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let body_read_timeout = BodyReadTimeout(Duration::from_secs(config.body_read_timeout_secs.max(1)));
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
