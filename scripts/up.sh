@@ -23,9 +23,10 @@ stop_service() {
   rm -f "$STATE_DIR/$1.pid"
 }
 
-# The local stack is for local use: without EVENTLINE_API_TOKENS it accepts commands without a token
-# (the command service logs a warning saying so). Set EVENTLINE_API_TOKENS to require one.
-if [[ -z ${EVENTLINE_API_TOKENS:-} ]]; then
+# The local stack is for local use: without EVENTLINE_API_TOKENS or an identity provider
+# (EVENTLINE_JWKS_URL) the command and query APIs let everyone in (each logs a warning saying so).
+# Set either to require tokens.
+if [[ -z ${EVENTLINE_API_TOKENS:-} && -z ${EVENTLINE_JWKS_URL:-} ]]; then
   export EVENTLINE_ALLOW_UNAUTHENTICATED="${EVENTLINE_ALLOW_UNAUTHENTICATED:-true}"
 fi
 

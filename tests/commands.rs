@@ -431,8 +431,8 @@ async fn the_service_serves_its_openapi_document() {
 async fn with_tokens_configured_commands_need_one_and_refused_ones_append_nothing() {
     let env = TestEnv::new().await;
     let mut config = support::command_config(&env);
-    config.api_tokens = "first-secret-token-0001,second-secret-token-0002".parse().unwrap();
-    config.allow_unauthenticated = false;
+    config.access.api_tokens = "first-secret-token-0001,second-secret-token-0002".parse().unwrap();
+    config.access.allow_unauthenticated = false;
     let command = support::command_with(config).await;
     let user = json!({"email": "token@example.com", "firstName": "To", "lastName": "Ken"});
 
@@ -476,7 +476,7 @@ async fn with_tokens_configured_commands_need_one_and_refused_ones_append_nothin
 async fn without_tokens_the_service_starts_only_when_told_to_accept_anyone() {
     let env = TestEnv::new().await;
     let mut config = support::command_config(&env);
-    config.allow_unauthenticated = false;
+    config.access.allow_unauthenticated = false;
     let refused = eventline_command::Application::build(config).await.err().expect("it must not start");
     let message = format!("{refused:#}");
     assert!(

@@ -18,8 +18,8 @@ fn header(response: &Response, name: &str) -> Option<String> {
 /// A command service that wants a token and lets `origins` call it.
 async fn command(env: &TestEnv, origins: &str) -> support::Running {
     let mut config = support::command_config(env);
-    config.api_tokens = TOKEN.parse().unwrap();
-    config.allow_unauthenticated = false;
+    config.access.api_tokens = TOKEN.parse().unwrap();
+    config.access.allow_unauthenticated = false;
     config.cors.allowed_origins = origins.parse().unwrap();
     support::command_with(config).await
 }

@@ -122,12 +122,25 @@ fn check(overlay: &str) -> Vec<Value> {
         migrate["spec"]["template"]["spec"]["containers"][0]["command"],
         serde_json::json!(["eventline-projector", "migrate"])
     );
-    // API tokens come from a Secret; nothing else holds them.
-    let command = &named(&objects, "Deployment", "eventline-command").unwrap()["spec"]["template"]["spec"]["containers"]
-        [0];
-    let token =
-        command["env"].as_array().unwrap().iter().find(|e| e["name"] == "EVENTLINE_API_TOKENS").unwrap();
-    assert!(token["valueFrom"]["secretKeyRef"]["name"].as_str().unwrap().starts_with("eventline-api-tokens"));
+    // API tokens come from a Secret; nothing else holds them. Both APIs take them.
+    for service in ["eventline-command", "eventline-query"] {
+        let container =
+            &named(&objects, "Deployment", service).unwrap()["spec"]["template"]["spec"]["containers"][0];
+        let token = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "EVENTLINE_API_TOKENS")
+            .unwrap();
+        let secret = token["valueFrom"]["secretKeyRef"]["name"].as_str().unwrap();
+        assert!(secret.starts_with("eventline-api-tokens"), "{overlay}/{service}");
+    }
+    // Production clients sign in with the identity provider the overlay names.
+    if overlay == "production" {
+        assert!(config(&objects, "EVENTLINE_JWKS_URL").starts_with("https://"), "{overlay}: JWKS URL");
+        assert!(!config(&objects, "EVENTLINE_JWT_ISSUER").is_empty(), "{overlay}: issuer");
+        assert!(!config(&objects, "EVENTLINE_JWT_AUDIENCE").is_empty(), "{overlay}: audience");
+    }
     assert!(!yaml.contains("EVENTLINE_ALLOW_UNAUTHENTICATED"), "{overlay} runs the API without tokens");
     assert!(
         objects.iter().filter(|o| o["kind"] == "NetworkPolicy").count() >= 4,

@@ -80,6 +80,7 @@ async fn logs_carry_no_secrets_and_no_personal_data() {
 
     let read = http()
         .get(query.url(&format!("/users/{user_id}")))
+        .bearer_auth(&token)
         .header("consistency-token", &consistency)
         .send()
         .await

@@ -57,8 +57,7 @@ pub fn command_config(env: &TestEnv) -> eventline_command::Config {
         deciders: 2,
         append_timeout_ms: 4000,
         idempotency_ttl_secs: 3600,
-        api_tokens: Default::default(),
-        allow_unauthenticated: true,
+        access: open_access(),
         rate_limit_per_s: 0.0,
         rate_limit_burst: 1.0,
         serving: Default::default(),
@@ -97,6 +96,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         fetch_wait_ms: 500,
         console_tokens: CONSOLE_TOKENS.parse().unwrap(),
         console_read_only: false,
+        jwt: Default::default(),
         stall_secs: 30,
         jaeger_url: "http://127.0.0.1:16686".into(),
         kafka: env.kafka.clone(),
@@ -130,7 +130,13 @@ pub fn query_config(env: &TestEnv) -> eventline_query::Config {
         read_timeout_secs: 10,
         read_rate_limit_per_s: 5000.0,
         read_rate_limit_burst: 10000.0,
+        access: open_access(),
     }
+}
+
+/// Unauthenticated local use, as `make up` runs: the tests of authentication set their own.
+pub fn open_access() -> eventline_runtime::auth::ApiAccess {
+    eventline_runtime::auth::ApiAccess { allow_unauthenticated: true, ..Default::default() }
 }
 
 pub async fn query_with(config: eventline_query::Config) -> Running {

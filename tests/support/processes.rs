@@ -35,6 +35,8 @@ impl Process {
             ("DATABASE_URL", env.database.url.clone()),
             ("REDIS_URL", env.redis.url.clone()),
             ("EVENTLINE_PROJECTOR_GROUP", format!("processes-{}", env.id)),
+            // Unauthenticated local use, as `make up` runs, unless a test configures tokens.
+            ("EVENTLINE_ALLOW_UNAUTHENTICATED", "true".to_owned()),
             (listen, address.clone()),
         ]
         .into_iter()

@@ -2,6 +2,7 @@
 //! The Kafka and Redis clients are behind the `kafka` and `redis` features, so a service links
 //! only what it uses.
 
+pub mod auth;
 pub mod backoff;
 pub mod config;
 pub mod cors;

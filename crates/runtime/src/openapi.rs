@@ -41,7 +41,8 @@ pub fn add_link(document: &mut OpenApi, from: &str, status: &str, name: &str, li
     response.links.insert(name.to_owned(), RefOr::T(link));
 }
 
-fn operations(document: &mut OpenApi) -> impl Iterator<Item = &mut Operation> {
+/// Every operation of `document`.
+pub fn operations(document: &mut OpenApi) -> impl Iterator<Item = &mut Operation> {
     document.paths.paths.values_mut().flat_map(|item| {
         [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
             .into_iter()

@@ -1,6 +1,6 @@
 //! A token bucket per client: over its rate a client is answered `429 rate-limited` with
-//! `Retry-After`, and other clients are not slowed. The command API keys clients by token (or
-//! address), the query API by address.
+//! `Retry-After`, and other clients are not slowed. Clients are keyed by who they are (the
+//! authenticated principal), or by address when the service lets everyone in.
 //!
 //! Our own rather than a crate's: it is twenty lines, keyed by strings the services choose, and
 //! bounded in memory (idle buckets are forgotten past `MAX_CLIENTS`).
@@ -14,6 +14,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::Principal;
 use crate::problem::{Problem, types};
 
 /// Requests per second and burst of each client's bucket; a rate of 0 turns limiting off.
@@ -95,9 +96,18 @@ pub fn client_address(request: &Request) -> String {
         .map_or_else(|| "unknown".to_owned(), |ConnectInfo(address)| address.ip().to_string())
 }
 
-/// Middleware limiting each client address.
-pub async fn by_address(State(limiter): State<Arc<RateLimiter>>, request: Request, next: Next) -> Response {
-    match limiter.check(&client_address(&request)) {
+/// The client a request is counted as: the authenticated caller (see `auth::require`, which runs
+/// first), or its address when the service lets everyone in.
+pub fn client(request: &Request) -> String {
+    match request.extensions().get::<Principal>() {
+        Some(principal) if principal.name != "anonymous" => format!("principal:{}", principal.name),
+        _ => client_address(request),
+    }
+}
+
+/// Middleware limiting each client.
+pub async fn by_client(State(limiter): State<Arc<RateLimiter>>, request: Request, next: Next) -> Response {
+    match limiter.check(&client(&request)) {
         Ok(()) => next.run(request).await,
         Err(problem) => problem.into_response(),
     }

@@ -3,11 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 use eventline_runtime::config::{DatabaseConfig, KafkaConfig, RedisConfig};
 
-use crate::access::ApiTokens;
+use eventline_runtime::auth::ApiAccess;
 use eventline_runtime::rate_limit::RateLimit;
 
 /// The command line: serve (the default), or operate the decision state.
@@ -68,19 +67,9 @@ pub struct Config {
     /// How long a completed request is remembered under its `Idempotency-Key`, in seconds.
     #[arg(long, env = "EVENTLINE_IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
     pub idempotency_ttl_secs: u64,
-    /// Bearer tokens clients must send (comma-separated, each at least 16 characters).
-    #[arg(long, env = "EVENTLINE_API_TOKENS", hide_env_values = true, default_value = "")]
-    pub api_tokens: ApiTokens,
-    /// Accept commands without a token when no tokens are configured: for local use only (a
-    /// warning is logged at start). Without tokens and without this, the service does not start.
-    #[arg(
-        long,
-        env = "EVENTLINE_ALLOW_UNAUTHENTICATED",
-        default_value_t = false,
-        value_parser = BoolishValueParser::new(),
-        action = clap::ArgAction::Set
-    )]
-    pub allow_unauthenticated: bool,
+    /// Who may send commands.
+    #[command(flatten)]
+    pub access: ApiAccess,
     /// Commands per second each client may send (its token, or its address without tokens);
     /// 0 turns rate limiting off.
     #[arg(long, env = "EVENTLINE_RATE_LIMIT_PER_S", default_value_t = 1000.0)]

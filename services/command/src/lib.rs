@@ -4,7 +4,6 @@
 //! the state of its aggregates by the business rules (`state`), appended to Kafka, and answered
 //! `202 Accepted` only once the broker has durably acknowledged the append.
 
-pub mod access;
 pub mod config;
 pub mod decide;
 pub mod http;

@@ -5,7 +5,6 @@
 use eventline_runtime::problem::{ProblemMember, ProblemType, types};
 
 eventline_runtime::problem_types! {
-    UNAUTHORIZED = (UNAUTHORIZED, "unauthorized", "Unauthorized");
     INVALID_IDEMPOTENCY_KEY = (BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key");
     IDEMPOTENCY_KEY_REUSED = (UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused");
     IDEMPOTENCY_IN_PROGRESS = (CONFLICT, "idempotency-in-progress", "Request in progress");
@@ -46,5 +45,5 @@ pub const CURRENT_VERSION: ProblemMember = ProblemMember {
 
 /// Every problem type of the command API: the shared ones, then its own.
 pub fn all() -> impl Iterator<Item = ProblemType> {
-    types::ALL.iter().chain(ALL).copied()
+    types::ALL.iter().chain(eventline_runtime::auth::ALL).chain(ALL).copied()
 }

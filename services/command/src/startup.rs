@@ -8,11 +8,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
-use crate::access::Access;
 use crate::http::{self, AppState};
 use crate::idempotency::IdempotencyStore;
 use crate::log::EventLog;
 use crate::state::WriteModel;
+use eventline_runtime::auth::Scope;
+use eventline_runtime::rate_limit::RateLimiter;
 
 pub struct Application {
     listener: TcpListener,
@@ -28,19 +29,8 @@ impl Application {
     /// free port; see `address`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         eventline_runtime::metrics::install(crate::metrics::describe);
-        config.api_tokens.check().map_err(|problem| anyhow::anyhow!("EVENTLINE_API_TOKENS: {problem}"))?;
-        if config.api_tokens.is_empty() {
-            if !config.allow_unauthenticated {
-                anyhow::bail!(
-                    "EVENTLINE_API_TOKENS is not set: set it to the bearer tokens clients must send \
-                     (comma-separated), or set EVENTLINE_ALLOW_UNAUTHENTICATED=true for local use"
-                );
-            }
-            tracing::warn!(
-                "Accepting commands without authentication (EVENTLINE_ALLOW_UNAUTHENTICATED): for local use only"
-            );
-        }
-        let access = Access::new(&config.api_tokens, config.rate_limit());
+        let guard = config.access.guard(Scope::Write).await?;
+        let commands = RateLimiter::new(config.rate_limit(), "commands");
         eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
         let log = EventLog::connect(&config.kafka, config.append_timeout_ms)
             .context("creating the Kafka producer")?;
@@ -50,7 +40,7 @@ impl Application {
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let write_model = write_model(&config, log.clone())?;
         eventline_runtime::db::check_access(write_model.pool()).await?;
-        let state = AppState { log, write_model, idempotency: Arc::new(idempotency), access };
+        let state = AppState { log, write_model, idempotency: Arc::new(idempotency), guard, commands };
         Ok(Application { listener, state, serving: config.serving, cors: config.cors.clone() })
     }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use clap::Args;
 use eventline_runtime::config::{DatabaseConfig, KafkaConfig, RedisConfig};
 
-pub use crate::console::access::ConsoleTokens;
+use eventline_runtime::auth::{JwtConfig, StaticTokens};
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -33,10 +33,15 @@ pub struct Config {
     #[arg(long, env = "EVENTLINE_UNCONSUMED_PARTITION_SECS", default_value_t = 30)]
     pub unconsumed_partition_secs: u64,
     /// Who may use the console (`/console` on the admin port): comma-separated
-    /// `<name>:<role>:<token>` entries, role `viewer` or `operator`, tokens of 16 characters or
-    /// more. The name is what the audit records. None configured: the console refuses everyone.
+    /// `<name>:<scopes>:<token>` entries, scopes `view` (look) and `operate` (act), joined by `+`
+    /// (the roles `viewer` and `operator` are kept as aliases), tokens of 16 characters or more.
+    /// The name is what the audit records. With neither these nor an identity provider the
+    /// console refuses everyone.
     #[arg(long, env = "EVENTLINE_CONSOLE_TOKENS", default_value = "", hide_default_value = true)]
-    pub console_tokens: ConsoleTokens,
+    pub console_tokens: StaticTokens,
+    /// The identity provider whose JWTs the console accepts.
+    #[command(flatten)]
+    pub jwt: JwtConfig,
     /// Refuse every console action (redrive, discard, rebuild…) with 403, whatever the role.
     #[arg(long, env = "EVENTLINE_CONSOLE_READ_ONLY", default_value_t = false)]
     pub console_read_only: bool,

@@ -18,10 +18,13 @@ pub struct Config {
     pub serving: eventline_runtime::server::ServeConfig,
     #[command(flatten)]
     pub cors: eventline_runtime::cors::CorsConfig,
+    /// Who may read.
+    #[command(flatten)]
+    pub access: eventline_runtime::auth::ApiAccess,
     /// Seconds a read may take before it is answered 503 (live streams are not limited).
     #[arg(long, env = "EVENTLINE_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub read_timeout_secs: u64,
-    /// Reads per second each client (address) may make; 0 turns rate limiting off.
+    /// Reads per second each client (its token's name, or its address) may make; 0 turns rate limiting off.
     #[arg(long, env = "EVENTLINE_READ_RATE_LIMIT_PER_S", default_value_t = 5000.0)]
     pub read_rate_limit_per_s: f64,
     /// How many reads a client may make at once above that rate.

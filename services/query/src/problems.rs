@@ -23,5 +23,5 @@ pub const CURRENT_VERSION: ProblemMember = ProblemMember {
 
 /// Every problem type of the query API: the shared ones, then its own.
 pub fn all() -> impl Iterator<Item = ProblemType> {
-    types::ALL.iter().chain(ALL).copied()
+    types::ALL.iter().chain(eventline_runtime::auth::ALL).chain(ALL).copied()
 }

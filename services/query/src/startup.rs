@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use eventline_runtime::auth::Scope;
 use eventline_runtime::rate_limit::RateLimiter;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -60,12 +61,14 @@ impl Application {
         tokio::spawn(crate::live::feed::run(read_models.clone(), changes.clone(), follower.clone()));
         let live = Live { changes, stopping: CancellationToken::new(), heartbeat: config.live_heartbeat() };
         let reads = RateLimiter::new(config.read_rate_limit(), "reads");
+        let guard = config.access.guard(Scope::Read).await?;
         let state = AppState {
             pool,
             read_models,
             log,
             consistency_wait: config.consistency_wait(),
             live,
+            guard,
             reads,
             read_timeout: config.read_timeout(),
         };

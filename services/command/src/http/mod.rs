@@ -29,13 +29,14 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use eventline_runtime::auth::{self, Guard};
 use eventline_runtime::cors::{ApiCors, CorsConfig};
 use eventline_runtime::http::{Check, Readiness, api_service};
 use eventline_runtime::problem::ProblemSlug;
+use eventline_runtime::rate_limit::RateLimiter;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::access::{self, Access};
 use crate::idempotency::IdempotencyStore;
 use crate::log::EventLog;
 use crate::state::WriteModel;
@@ -51,8 +52,10 @@ pub struct AppState {
     /// The decision state every command is decided against.
     pub write_model: WriteModel,
     pub idempotency: Arc<IdempotencyStore>,
-    /// Tokens and rate limits, checked before any command route.
-    pub access: Arc<Access>,
+    /// Who may send commands (the `write` scope), checked before any command route.
+    pub guard: Guard,
+    /// Each client's command rate.
+    pub commands: Arc<RateLimiter>,
 }
 
 /// What the command API serves and reads, for CORS.
@@ -77,11 +80,9 @@ pub fn router(state: AppState, cors: &CorsConfig) -> Router {
     });
     let (api, document) = api_routes().split_for_parts();
     let document = openapi::finish(document);
-    let access = state.access.clone();
-    let api = api
-        .with_state(state)
-        .layer(middleware::from_fn_with_state(access, access::guard))
-        .layer(middleware::from_fn(count_rejections));
+    let (guard, commands) = (state.guard.clone(), state.commands.clone());
+    let api =
+        auth::guarded(api.with_state(state), guard, commands).layer(middleware::from_fn(count_rejections));
     api_service(api, &document, readiness, cors.layer(&CORS))
 }
 

@@ -2,6 +2,7 @@
 //! (utoipa). `docs/openapi/command.json` is a committed copy, checked for drift by a test.
 
 use eventline_events::{AdjustmentType, Currency};
+use eventline_runtime::auth::{self, Scope};
 use eventline_runtime::problem::{Problem, ProblemMember};
 use serde_json::{Value, json};
 use utoipa::Number;
@@ -38,24 +39,8 @@ use crate::problems;
     // The 202 bodies: `CommandAccepted` and `BatchAccepted` reference them, and utoipa collects
     // schemas only from `body = …`.
     components(schemas(Problem, super::Accepted, super::BatchAccepted, super::Position)),
-    modifiers(&BearerAuth),
-    // A bearer token, unless the deployment accepts commands without one (local use).
-    security(("bearerAuth" = []), ())
 )]
 pub struct ApiDoc;
-
-/// The `bearerAuth` security scheme (`EVENTLINE_API_TOKENS`).
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-        let components = document.components.get_or_insert_with(Default::default);
-        let mut scheme = Http::new(HttpAuthScheme::Bearer);
-        scheme.description = Some("One of the tokens in `EVENTLINE_API_TOKENS`.".to_owned());
-        components.add_security_scheme("bearerAuth", SecurityScheme::Http(scheme));
-    }
-}
 
 /// The `202` of a single command.
 #[derive(utoipa::IntoResponses)]
@@ -84,9 +69,6 @@ pub enum CommandProblems {
     /// Malformed JSON, an unreadable body, or an invalid `Idempotency-Key` or `If-Match` header.
     #[response(status = 400, content_type = "application/problem+json")]
     BadRequest(Problem),
-    /// No bearer token, or not one of the configured tokens (when tokens are configured).
-    #[response(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Problem),
     /// `SettlePayment`: the order does not exist (`order-not-found`).
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
@@ -160,6 +142,8 @@ pub fn finish(mut document: utoipa::openapi::OpenApi) -> Value {
     }
     describe_consistency_tokens(&mut document);
     super::links::declare(&mut document);
+    // Every command takes the `write` scope.
+    auth::openapi::declare(&mut document, |_, _| Some(Scope::Write));
     ProblemMember::declare(&mut document, &[problems::AVAILABLE, problems::CURRENT_VERSION]);
     let mut document = serde_json::to_value(document).unwrap_or_default();
     describe_formats(&mut document);

@@ -1,10 +1,12 @@
 //! Who may use the console, and what they may do, enforced here on every endpoint (never only by
 //! hiding a button):
 //!
-//! - **Tokens** (`EVENTLINE_CONSOLE_TOKENS`, `<name>:<role>:<token>`) are kept as digests and
-//!   compared in constant time; a token is never logged or echoed, and the audit records the name.
-//! - **Roles**: a `viewer` sees everything, payloads masked; an `operator` may also act (redrive,
-//!   discard, rebuild…). `EVENTLINE_CONSOLE_READ_ONLY` refuses every action, whatever the role.
+//! - **Tokens**: the shared access model (`eventline_runtime::auth`). Static tokens
+//!   (`EVENTLINE_CONSOLE_TOKENS`, `<name>:<scopes>:<token>`) or the identity provider's JWTs; a
+//!   token is never logged or echoed, and the audit records the name (a JWT's subject).
+//! - **Roles** follow from scopes: `view` sees everything, payloads masked (the `viewer` role);
+//!   `operate` may also act (redrive, discard, rebuild…; the `operator` role).
+//!   `EVENTLINE_CONSOLE_READ_ONLY` refuses every action, whatever the role.
 //! - **Two ways in.** A program sends `Authorization: Bearer <token>`. The page logs in once
 //!   (`POST /console/api/session`) and then rides an HttpOnly, `SameSite=Strict` session cookie,
 //!   which an `EventSource` sends too. Because a cookie is sent by the browser on its own, every
@@ -18,10 +20,12 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use eventline_runtime::auth::{self, Authenticator, Refusal, Scope};
 use eventline_runtime::problem::{Problem, ProblemType};
 use eventline_runtime::secrets::{SecretDigests, bearer};
 use rand::Rng;
 use serde::Serialize;
+use std::sync::Arc;
 
 use super::ConsoleState;
 
@@ -49,27 +53,6 @@ pub enum Role {
     Operator,
 }
 
-/// The console's tokens as configured. Parsing never fails, so that an error can never echo a
-/// secret: [`ConsoleTokens::principals`] validates and names a bad entry by its place.
-#[derive(Clone, Default)]
-pub struct ConsoleTokens(Vec<String>);
-
-impl std::str::FromStr for ConsoleTokens {
-    type Err = std::convert::Infallible;
-
-    fn from_str(list: &str) -> Result<Self, Self::Err> {
-        Ok(ConsoleTokens(
-            list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect(),
-        ))
-    }
-}
-
-impl std::fmt::Debug for ConsoleTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ConsoleTokens({} redacted)", self.0.len())
-    }
-}
-
 /// Who a token or session belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -77,34 +60,20 @@ pub struct Principal {
     pub role: Role,
 }
 
-impl ConsoleTokens {
-    /// The principals and their tokens' digests, or why an entry is unusable.
-    pub fn principals(&self) -> Result<(Vec<Principal>, SecretDigests), String> {
-        let mut principals = Vec::new();
-        let mut secrets = Vec::new();
-        for (place, entry) in self.0.iter().enumerate() {
-            let bad = |why: &str| format!("console token entry {} {why}", place + 1);
-            let mut parts = entry.splitn(3, ':');
-            let (Some(name), Some(role), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(bad("is not <name>:<role>:<token>"));
-            };
-            let role = match role {
-                "viewer" => Role::Viewer,
-                "operator" => Role::Operator,
-                _ => return Err(bad("has a role other than viewer or operator")),
-            };
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
-                return Err(bad(
-                    "has an empty name or one with characters other than letters, digits and -_.@",
-                ));
-            }
-            if secret.len() < 16 {
-                return Err(bad("has a token shorter than 16 characters"));
-            }
-            principals.push(Principal { name: name.to_owned(), role });
-            secrets.push(secret);
-        }
-        Ok((principals, SecretDigests::new(secrets)))
+impl Principal {
+    /// The console principal of `caller`: its role from its scopes, or why it has none.
+    fn of(caller: auth::Principal) -> Result<Principal, Problem> {
+        let role = if caller.scopes.contains(Scope::Operate) {
+            Role::Operator
+        } else if caller.scopes.contains(Scope::View) {
+            Role::Viewer
+        } else {
+            return Err(Problem::new(
+                FORBIDDEN,
+                format!("The console takes the `view` or `operate` scope; the token has: {}.", caller.scopes),
+            ));
+        };
+        Ok(Principal { name: caller.name, role })
     }
 }
 
@@ -116,8 +85,7 @@ struct Session {
 
 /// Tokens, sessions and the read-only switch.
 pub struct Access {
-    principals: Vec<Principal>,
-    digests: SecretDigests,
+    authenticator: Arc<Authenticator>,
     sessions: Mutex<HashMap<String, Session>>,
     pub read_only: bool,
 }
@@ -145,23 +113,23 @@ pub struct NewSession {
 }
 
 impl Access {
-    pub fn new(tokens: &ConsoleTokens, read_only: bool) -> Result<Access, String> {
-        let (principals, digests) = tokens.principals()?;
-        Ok(Access { principals, digests, sessions: Mutex::new(HashMap::new()), read_only })
+    pub fn new(authenticator: Arc<Authenticator>, read_only: bool) -> Access {
+        Access { authenticator, sessions: Mutex::new(HashMap::new()), read_only }
     }
 
     /// Whether anyone can sign in at all.
     pub fn configured(&self) -> bool {
-        !self.digests.is_empty()
+        self.authenticator.configured()
     }
 
-    fn by_token(&self, token: &str) -> Option<Principal> {
-        self.digests.position(token).and_then(|i| self.principals.get(i).cloned())
+    async fn by_token(&self, token: &str) -> Result<Principal, Problem> {
+        let caller = self.authenticator.authenticate_token(token).await.map_err(refused)?;
+        Principal::of(caller)
     }
 
-    /// Signs in with a token: a new session, or `None` for an unknown token.
-    pub fn login(&self, token: &str) -> Option<NewSession> {
-        let principal = self.by_token(token)?;
+    /// Signs in with a token: a new session, or why not.
+    pub async fn login(&self, token: &str) -> Result<NewSession, Problem> {
+        let principal = self.by_token(token).await?;
         let (id, csrf) = (random_hex(), random_hex());
         let session = Session {
             principal: principal.clone(),
@@ -178,7 +146,7 @@ impl Access {
             }
             sessions.insert(id.clone(), session);
         }
-        Some(NewSession { principal, id, csrf })
+        Ok(NewSession { principal, id, csrf })
     }
 
     /// Ends the session of `headers`' cookie, if any.
@@ -189,18 +157,17 @@ impl Access {
     }
 
     /// Who sent `headers`: a bearer token first, else the session cookie.
-    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
+    pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
         if !self.configured() {
             return Err(Problem::new(
                 UNAUTHORIZED,
-                "No console tokens are configured: set EVENTLINE_CONSOLE_TOKENS (<name>:<role>:<token>,…) on the projector.",
+                "No console tokens are configured: set EVENTLINE_CONSOLE_TOKENS (<name>:<scopes>:<token>,…) \
+                 or an identity provider (EVENTLINE_JWKS_URL) on the projector.",
             ));
         }
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if let Some(token) = bearer(authorization) {
-            let principal = self
-                .by_token(token)
-                .ok_or_else(|| Problem::new(UNAUTHORIZED, "The bearer token is not valid."))?;
+            let principal = self.by_token(token).await?;
             return Ok(Caller { principal, session_csrf: None });
         }
         let id = session_cookie(headers).ok_or_else(|| {
@@ -280,6 +247,18 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
+/// A refusal of the shared model, as the console's problem: its own `401` type, the shared ones
+/// otherwise.
+fn refused(refusal: Refusal) -> Problem {
+    match refusal {
+        Refusal::Missing | Refusal::InvalidToken(_) => {
+            let shared = refusal.problem();
+            Problem::new(UNAUTHORIZED, shared.detail)
+        }
+        other => other.problem(),
+    }
+}
+
 fn random_hex() -> String {
     let bytes: [u8; 32] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -290,7 +269,7 @@ impl FromRequestParts<ConsoleState> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &ConsoleState) -> Result<Self, Self::Rejection> {
-        state.access.caller(&parts.headers)
+        state.access.caller(&parts.headers).await
     }
 }
 
@@ -298,12 +277,15 @@ impl FromRequestParts<ConsoleState> for Caller {
 mod tests {
     use super::*;
 
-    fn access(read_only: bool) -> Access {
-        let tokens: ConsoleTokens =
-            "olga:operator:operator-token-0123456789,vic:viewer:viewer-token-0123456789"
+    async fn access(read_only: bool) -> Access {
+        let tokens: auth::StaticTokens =
+            "olga:operator:operator-token-0123456789,vic:viewer:viewer-token-0123456789,rita:read:reader-token-0123456789"
                 .parse()
                 .unwrap_or_default();
-        Access::new(&tokens, read_only).unwrap_or_else(|e| panic!("{e}"))
+        let jwt = auth::JwtConfig::default();
+        let authenticator =
+            Authenticator::new(&tokens, "TOKENS", auth::Scopes::NONE, &jwt, auth::Unconfigured::Closed).await;
+        Access::new(authenticator.unwrap_or_else(|e| panic!("{e}")), read_only)
     }
 
     fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
@@ -315,34 +297,18 @@ mod tests {
         headers
     }
 
-    #[test]
-    fn a_bad_entry_is_named_by_its_place_never_by_its_token() {
-        for (list, why) in [
-            ("a:operator:tiny-secret", "shorter than 16"),
-            ("a:admin:long-enough-token-123", "role other than"),
-            ("no-colons-here-at-all", "is not <name>"),
-            ("a b:viewer:long-enough-token-123", "empty name or one"),
-        ] {
-            let tokens: ConsoleTokens = list.parse().unwrap_or_default();
-            let error = tokens.principals().err().unwrap_or_default();
-            assert!(error.contains("entry 1") && error.contains(why), "{error}");
-            assert!(!error.contains("token-123") && !error.contains("tiny-secret"), "{error}");
-        }
-        let tokens: ConsoleTokens = "a:viewer:secret-secret-secret".parse().unwrap_or_default();
-        assert_eq!(format!("{tokens:?}"), "ConsoleTokens(1 redacted)");
-    }
-
-    #[test]
-    fn a_viewer_may_look_and_only_an_operator_with_the_csrf_token_may_act() {
-        let access = access(false);
-        let viewer = access.caller(&headers(&[("authorization", "Bearer viewer-token-0123456789".into())]));
+    #[tokio::test]
+    async fn a_viewer_may_look_and_only_an_operator_with_the_csrf_token_may_act() {
+        let access = access(false).await;
+        let viewer =
+            access.caller(&headers(&[("authorization", "Bearer viewer-token-0123456789".into())])).await;
         let viewer = viewer.unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(viewer.principal.role, Role::Viewer);
         assert!(access.may_act(&viewer, &HeaderMap::new(), "redrive").is_err());
 
-        let session = access.login("operator-token-0123456789").unwrap_or_else(|| panic!("login"));
+        let session = access.login("operator-token-0123456789").await.unwrap_or_else(|p| panic!("{p:?}"));
         let cookie = headers(&[("cookie", format!("other=1; {COOKIE}={}", session.id))]);
-        let operator = access.caller(&cookie).unwrap_or_else(|p| panic!("{p:?}"));
+        let operator = access.caller(&cookie).await.unwrap_or_else(|p| panic!("{p:?}"));
         assert_eq!(operator.principal.name, "olga");
         assert!(access.may_act(&operator, &cookie, "redrive").is_err(), "no CSRF token");
         let with_csrf =
@@ -350,15 +316,22 @@ mod tests {
         assert!(access.may_act(&operator, &with_csrf, "redrive").is_ok());
 
         access.logout(&cookie);
-        assert!(access.caller(&cookie).is_err(), "the session ended");
-        assert!(access.login("operator-token-012345678").is_none());
+        assert!(access.caller(&cookie).await.is_err(), "the session ended");
+        assert!(access.login("operator-token-012345678").await.is_err());
     }
 
-    #[test]
-    fn read_only_refuses_even_an_operator() {
-        let access = access(true);
+    #[tokio::test]
+    async fn a_token_without_a_console_scope_is_forbidden() {
+        let access = access(false).await;
+        let reader = access.login("reader-token-0123456789").await.err().map(|p| p.status());
+        assert_eq!(reader, Some(StatusCode::FORBIDDEN));
+    }
+
+    #[tokio::test]
+    async fn read_only_refuses_even_an_operator() {
+        let access = access(true).await;
         let operator =
-            access.caller(&headers(&[("authorization", "Bearer operator-token-0123456789".into())]));
+            access.caller(&headers(&[("authorization", "Bearer operator-token-0123456789".into())])).await;
         let operator = operator.unwrap_or_else(|p| panic!("{p:?}"));
         assert!(access.may_act(&operator, &HeaderMap::new(), "redrive").is_err());
     }

@@ -40,14 +40,21 @@ use self::access::{Access, Caller, Role};
 use self::projection::{Overview, Projection, TrendPoint};
 use crate::live::runner::RunnerStatus;
 use crate::live::target::Writing;
+use eventline_runtime::auth::Scope;
 
 const PAGE: &str = include_str!("page.html");
 
 /// The problem types the console answers with beyond the shared ones; docs/problems.md lists the
 /// same (tests/problems.rs checks).
 pub fn problems() -> impl Iterator<Item = eventline_runtime::problem::ProblemType> {
-    [access::UNAUTHORIZED, access::FORBIDDEN, dead_letters::CONFIRMATION_REQUIRED, operations::JOB_RUNNING]
-        .into_iter()
+    [
+        access::UNAUTHORIZED,
+        access::FORBIDDEN,
+        eventline_runtime::auth::AUTHENTICATION_UNAVAILABLE,
+        dead_letters::CONFIRMATION_REQUIRED,
+        operations::JOB_RUNNING,
+    ]
+    .into_iter()
 }
 
 /// What the console's handlers share.
@@ -75,8 +82,9 @@ pub struct ConsoleState {
             (grouped, opened, redriven or discarded behind a dry run and a typed confirmation), the \
             read-model versions with rebuild, rollback and verify, finding an aggregate by key, and \
             the audit of every action.\n\nSend `Authorization: Bearer <token>` (EVENTLINE_CONSOLE_TOKENS); \
-            the page signs in once and uses a session cookie, with `X-CSRF-Token` on every action. \
-            Acting takes the operator role, and a read-only console refuses every action.",
+            or a JWT from the identity provider; the page signs in once and uses a session cookie, with \
+            `X-CSRF-Token` on every action. Looking takes the `view` scope, acting the `operate` scope, \
+            and a read-only console refuses every action.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
         version = env!("CARGO_PKG_VERSION"),
     ),
@@ -113,12 +121,24 @@ fn api_routes() -> OpenApiRouter<ConsoleState> {
 
 /// The console's OpenAPI document.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_routes().into_openapi()
+    finish(api_routes().into_openapi())
+}
+
+/// Declares the scope each operation takes: looking takes `view`, acting `operate`; the session
+/// endpoints are open (signing in is how a page gets a session).
+fn finish(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    eventline_runtime::auth::openapi::declare(&mut document, |path, method| match (path, method) {
+        ("/console/api/session", _) => None,
+        (_, "GET") => Some(Scope::View),
+        _ => Some(Scope::Operate),
+    });
+    document
 }
 
 /// The console's routes, to merge into the admin API.
 pub fn router(state: ConsoleState) -> Router {
     let (api, document) = api_routes().split_for_parts();
+    let document = finish(document);
     api.route("/console/api/openapi.json", eventline_runtime::http::json_document(&document))
         .route("/console", axum::routing::get(page))
         .layer(axum::middleware::from_fn(no_store))
@@ -160,10 +180,7 @@ struct Login {
 #[utoipa::path(post, path = "/console/api/session", tag = "session", request_body = Login,
     responses((status = 200, body = Whoami), (status = 401, description = "Unknown token")))]
 async fn login(State(state): State<ConsoleState>, Json(login): Json<Login>) -> Result<Response, Problem> {
-    let session = state
-        .access
-        .login(login.token.trim())
-        .ok_or_else(|| Problem::new(access::UNAUTHORIZED, "That token is not one of the console's."))?;
+    let session = state.access.login(login.token.trim()).await?;
     tracing::info!(name = %session.principal.name, "Console sign-in");
     let whoami = Whoami {
         name: session.principal.name,
@@ -178,7 +195,7 @@ async fn login(State(state): State<ConsoleState>, Json(login): Json<Login>) -> R
 #[utoipa::path(get, path = "/console/api/session", tag = "session",
     responses((status = 200, body = Whoami), (status = 401, description = "Not signed in")))]
 async fn session(State(state): State<ConsoleState>, headers: HeaderMap) -> Result<Json<Whoami>, Problem> {
-    let caller = state.access.caller(&headers)?;
+    let caller = state.access.caller(&headers).await?;
     Ok(Json(Whoami {
         name: caller.principal.name.clone(),
         role: caller.principal.role,

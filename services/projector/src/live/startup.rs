@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use eventline_runtime::auth::{Authenticator, Scopes, Unconfigured};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,8 +39,15 @@ impl Application {
     /// version, and follows it when a rebuild or rollback switches.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         eventline_runtime::metrics::install(crate::metrics::describe);
-        let access = Access::new(&config.console_tokens, config.console_read_only)
-            .map_err(|why| anyhow::anyhow!("EVENTLINE_CONSOLE_TOKENS: {why}"))?;
+        let authenticator = Authenticator::new(
+            &config.console_tokens,
+            "EVENTLINE_CONSOLE_TOKENS",
+            Scopes::NONE,
+            &config.jwt,
+            Unconfigured::Closed,
+        )
+        .await?;
+        let access = Access::new(authenticator, config.console_read_only);
         if !access.configured() {
             tracing::info!("No console tokens (EVENTLINE_CONSOLE_TOKENS): the console refuses everyone");
         }

@@ -15,10 +15,11 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eventline_events::ConsistencyToken;
+use eventline_runtime::auth::{self, Guard, Scope};
 use eventline_runtime::cors::{ApiCors, CorsConfig};
 use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service, is_empty_field};
 use eventline_runtime::problem::{Problem, ProblemMember, types};
-use eventline_runtime::rate_limit::{self, RateLimiter};
+use eventline_runtime::rate_limit::RateLimiter;
 
 use crate::problems;
 use eventline_read_models::documents::{self, Tagged};
@@ -50,6 +51,8 @@ pub struct AppState {
     /// Longest wait for a Consistency-Token.
     pub consistency_wait: Duration,
     pub live: Live,
+    /// Who may read (the `read` scope), checked before any read.
+    pub guard: Guard,
     /// Each client's read rate.
     pub reads: std::sync::Arc<RateLimiter>,
     /// Longest time a read may take (live streams excepted).
@@ -96,11 +99,9 @@ pub fn router(state: AppState, cors: &CorsConfig) -> Router {
     });
     let (api, document) = api_routes().split_for_parts();
     let document = finish(document);
-    let (reads, read_timeout) = (state.reads.clone(), state.read_timeout);
-    let api = api
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(read_timeout, time_limited))
-        .layer(axum::middleware::from_fn_with_state(reads, rate_limit::by_address));
+    let (guard, reads, read_timeout) = (state.guard.clone(), state.reads.clone(), state.read_timeout);
+    let api = api.with_state(state).layer(axum::middleware::from_fn_with_state(read_timeout, time_limited));
+    let api = auth::guarded(api, guard, reads);
     api_service(api, &document, readiness, cors.layer(&CORS))
 }
 
@@ -125,6 +126,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 /// come through here.
 fn finish(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     links::declare(&mut document);
+    // Every read, history and live stream included, takes the `read` scope.
+    auth::openapi::declare(&mut document, |_, _| Some(Scope::Read));
     ProblemMember::declare(&mut document, &[problems::CURRENT_VERSION]);
     document
 }
