@@ -32,6 +32,7 @@ mod queries;
 mod walking_skeleton;
 
 // Running it: faults, hostile input, security, telemetry, the console and the deployment files.
+mod auth;
 mod broker;
 mod console;
 mod cors;
