@@ -179,7 +179,10 @@ async fn identity_provider_tokens_are_checked_for_signature_issuer_audience_expi
 
     // Without a token: 401 and a challenge without an error code (RFC 6750 §3.1).
     let (status, kind, _, challenge) = refusal(read(&query, &path, None).await).await;
-    assert_eq!((status, kind.as_str(), challenge.as_str()), (401, "unauthorized", r#"Bearer realm="eventline""#));
+    assert_eq!(
+        (status, kind.as_str(), challenge.as_str()),
+        (401, "unauthorized", r#"Bearer realm="eventline""#)
+    );
 
     // Each bad token: 401 invalid_token, saying why.
     let now = chrono::Utc::now().timestamp();
@@ -251,7 +254,8 @@ async fn identity_provider_tokens_are_checked_for_signature_issuer_audience_expi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_key_is_picked_up_and_a_withdrawn_one_refused() {
     let env = TestEnv::new().await;
-    let (old, new) = (SigningKey::new("2026-11", Algorithm::RS256), SigningKey::new("2026-12", Algorithm::ES256));
+    let (old, new) =
+        (SigningKey::new("2026-11", Algorithm::RS256), SigningKey::new("2026-12", Algorithm::ES256));
     let provider = IdentityProvider::start(&[&old]).await;
     let mut config = support::query_config(&env);
     config.access = access(provider.jwt_config(), "");
@@ -297,7 +301,10 @@ async fn an_unreachable_identity_provider_is_a_503_until_it_answers_again() {
     let query = support::query_with(config).await;
     let path = "/users/550e8400-e29b-41d4-a716-446655440000";
     let response = read(&query, path, Some(&key.token(json!({})))).await;
-    assert_eq!(response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()).as_deref(), Some("5"));
+    assert_eq!(
+        response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned()).as_deref(),
+        Some("5")
+    );
     let (status, kind, _, _) = refusal(response).await;
     assert_eq!((status, kind.as_str()), (503, "authentication-unavailable"));
     // Static tokens do not depend on the provider.
@@ -341,9 +348,7 @@ async fn static_tokens_carry_scopes_across_the_services_and_the_console() {
     // The console takes the identity provider's tokens too: view looks, operate acts.
     let console = |token: String, action: bool| {
         let request = match action {
-            true => http()
-                .post(projector.url("/console/api/verify"))
-                .json(&json!({})),
+            true => http().post(projector.url("/console/api/verify")).json(&json!({})),
             false => http().get(projector.url("/console/api/dead-letters")),
         };
         async move { request.bearer_auth(token).send().await.unwrap().status().as_u16() }

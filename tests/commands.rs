@@ -442,7 +442,15 @@ async fn with_tokens_configured_commands_need_one_and_refused_ones_append_nothin
             request = request.header("authorization", value);
         }
         let response = request.send().await.unwrap();
-        assert_eq!(response.headers()["www-authenticate"], "Bearer", "{authorization:?}");
+        // RFC 6750: a challenge without an error code when no bearer token came, `invalid_token`
+        // for one that is not valid.
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        match authorization {
+            Some(bearer) if bearer.starts_with("Bearer") => {
+                assert!(challenge.contains(r#"error="invalid_token""#), "{challenge}")
+            }
+            _ => assert_eq!(challenge, r#"Bearer realm="eventline""#),
+        }
         let problem = expect_problem(response, 401).await;
         assert!(problem["type"].as_str().unwrap().ends_with("/unauthorized"), "{problem}");
     }

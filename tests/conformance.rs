@@ -29,13 +29,21 @@ use tokio::process::Command;
 /// The seed; `EVENTLINE_SCHEMATHESIS_SEED` picks another for a longer hunt (as do
 /// `EVENTLINE_SCHEMATHESIS_EXAMPLES`, over the default 100 per operation).
 const SEED: &str = "20261130";
+const TOKEN: &str = "schemathesis-token-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_apis_conform_to_their_openapi_documents() {
     let env = TestEnv::new().await;
-    let command = support::command(&env).await;
+    // Authentication on, as in production: schemathesis sends a token with both scopes, and its
+    // `ignored_auth` check sends requests without it, which must be refused.
+    let tokens = format!("schemathesis:read+write:{TOKEN}");
+    let mut config = support::command_config(&env);
+    config.access = support::token_access(&tokens);
+    let command = support::command_with(config).await;
     let _projector = support::projector(&env).await;
-    let query = support::query(&env).await;
+    let mut config = support::query_config(&env);
+    config.access = support::token_access(&tokens);
+    let query = support::query_with(config).await;
 
     // The documents the services serve, combined with the addresses they serve at here.
     let served = |url: String| async move { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap() };
@@ -64,6 +72,7 @@ async fn both_apis_conform_to_their_openapi_documents() {
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("PYTHONPATH", &declarations)
         .args(["--no-color", "run", &location, "--checks", "all", "--seed", &seed])
+        .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .args(["--workers", "1", "--request-timeout", "10", "--generation-database", "none"])
         .args(["--output-sanitize", "false", "--exclude-path-regex", "/live$"])
         .args(["--report", "junit,ndjson", "--report-dir"])

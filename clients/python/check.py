@@ -9,6 +9,7 @@ import os
 import sys
 import uuid
 
+from eventline_command_client import AuthenticatedClient as AuthenticatedCommandClient
 from eventline_command_client import Client as CommandClient
 from eventline_command_client.api.batch import batch
 from eventline_command_client.api.orders import place_order, settle_payment
@@ -28,6 +29,7 @@ from eventline_command_client.models import (
     PlaceOrder,
     SettlePayment,
 )
+from eventline_query_client import AuthenticatedClient as AuthenticatedQueryClient
 from eventline_query_client import Client as QueryClient
 from eventline_query_client.api.inventory import get_stock
 from eventline_query_client.api.orders import get_order, order_history
@@ -61,8 +63,17 @@ def token_of(response):
     return token
 
 
-commands = CommandClient(base_url=os.environ.get("COMMAND_URL", "http://127.0.0.1:8081"))
-queries = QueryClient(base_url=os.environ.get("QUERY_URL", "http://127.0.0.1:8082"))
+# API_TOKEN: a bearer token with the `write` and `read` scopes (a static token or a JWT); without it
+# the clients send none, as a stack with unauthenticated local use allows.
+API_TOKEN = os.environ.get("API_TOKEN")
+COMMAND_URL = os.environ.get("COMMAND_URL", "http://127.0.0.1:8081")
+QUERY_URL = os.environ.get("QUERY_URL", "http://127.0.0.1:8082")
+if API_TOKEN:
+    commands = AuthenticatedCommandClient(base_url=COMMAND_URL, token=API_TOKEN)
+    queries = AuthenticatedQueryClient(base_url=QUERY_URL, token=API_TOKEN)
+else:
+    commands = CommandClient(base_url=COMMAND_URL)
+    queries = QueryClient(base_url=QUERY_URL)
 
 email = f"py-{uuid.uuid4()}@example.com"
 created = create_user.sync_detailed(

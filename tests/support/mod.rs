@@ -134,6 +134,11 @@ pub fn query_config(env: &TestEnv) -> eventline_query::Config {
     }
 }
 
+/// Static `tokens` required, nothing else let in.
+pub fn token_access(tokens: &str) -> eventline_runtime::auth::ApiAccess {
+    eventline_runtime::auth::ApiAccess { api_tokens: tokens.parse().unwrap(), ..Default::default() }
+}
+
 /// Unauthenticated local use, as `make up` runs: the tests of authentication set their own.
 pub fn open_access() -> eventline_runtime::auth::ApiAccess {
     eventline_runtime::auth::ApiAccess { allow_unauthenticated: true, ..Default::default() }

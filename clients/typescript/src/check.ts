@@ -2,13 +2,17 @@
 // payment written through the command API, then read back through the query API with the
 // consistency tokens. Exits non-zero, saying what differed, if anything does not match.
 //
-//   COMMAND_URL=http://127.0.0.1:8081 QUERY_URL=http://127.0.0.1:8082 node dist/check.js
+//   COMMAND_URL=http://127.0.0.1:8081 QUERY_URL=http://127.0.0.1:8082 API_TOKEN=… node dist/check.js
+//
+// API_TOKEN is a bearer token with the `write` and `read` scopes (a static token or a JWT); without
+// it the clients send none, as a stack with unauthenticated local use allows.
 import createClient from "openapi-fetch";
 import type { paths as CommandPaths } from "./generated/command.js";
 import type { paths as QueryPaths } from "./generated/query.js";
 
-const commands = createClient<CommandPaths>({ baseUrl: process.env.COMMAND_URL ?? "http://127.0.0.1:8081" });
-const queries = createClient<QueryPaths>({ baseUrl: process.env.QUERY_URL ?? "http://127.0.0.1:8082" });
+const headers: Record<string, string> = process.env.API_TOKEN ? { Authorization: `Bearer ${process.env.API_TOKEN}` } : {};
+const commands = createClient<CommandPaths>({ baseUrl: process.env.COMMAND_URL ?? "http://127.0.0.1:8081", headers });
+const queries = createClient<QueryPaths>({ baseUrl: process.env.QUERY_URL ?? "http://127.0.0.1:8082", headers });
 
 function expectEqual(what: string, actual: unknown, expected: unknown): void {
   if (JSON.stringify(actual) !== JSON.stringify(expected)) {
