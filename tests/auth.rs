@@ -359,6 +359,78 @@ async fn static_tokens_carry_scopes_across_the_services_and_the_console() {
     assert_eq!(console(key.token(json!({"aud": "another"})), false).await, 401);
 }
 
+/// Serves `keys` as a JWKS over HTTPS, with the server certificate of `certificates` (signed by
+/// its test CA); returns the URL.
+async fn https_identity_provider(certificates: &crate::secure::Certificates, keys: &[&SigningKey]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read_pem = |name: &str| std::fs::read(certificates.path(name)).unwrap();
+    let chain =
+        rustls_pemfile::certs(&mut &read_pem("server.pem")[..]).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = rustls_pemfile::private_key(&mut &read_pem("server.key")[..]).unwrap().unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let body = serde_json::to_string(&JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() }).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}/jwks.json", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                // One request per connection, answered whatever it asks: enough for a JWKS fetch.
+                let Ok(mut stream) = acceptor.accept(connection).await else { return };
+                let mut request = [0_u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all((head + &body).as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_fetched_over_tls_trusting_the_configured_ca() {
+    let env = TestEnv::new().await;
+    let certificates =
+        crate::secure::Certificates::make(&std::env::temp_dir().join(format!("eventline-jwks-{}", env.id)));
+    let key = SigningKey::new("tls-1", Algorithm::ES256);
+    let url = https_identity_provider(&certificates, &[&key]).await;
+    let path = "/users/550e8400-e29b-41d4-a716-446655440000";
+    let jwt = JwtConfig {
+        jwks_url: url,
+        jwt_issuer: ISSUER.into(),
+        jwt_audience: AUDIENCE.into(),
+        ..Default::default()
+    };
+
+    // Trusting the provider's CA: the token is checked and let in (404: no such user).
+    let mut config = support::query_config(&env);
+    config.access = access(JwtConfig { jwks_ca_file: Some(certificates.path("ca.pem")), ..jwt.clone() }, "");
+    let query = support::query_with(config).await;
+    assert_eq!(read(&query, path, Some(&key.token(json!({})))).await.status(), 404);
+
+    // Trusting only the system's CAs, the provider's certificate is refused: no keys, 503.
+    let mut config = support::query_config(&env);
+    config.access = access(jwt.clone(), "");
+    let untrusting = support::query_with(config).await;
+    assert_eq!(read(&untrusting, path, Some(&key.token(json!({})))).await.status(), 503);
+
+    // Keys in the clear from another host are refused at start-up.
+    let mut config = support::query_config(&env);
+    config.access = access(JwtConfig { jwks_url: "http://login.example.com/jwks.json".into(), ..jwt }, "");
+    let error = eventline_query::Application::build(config).await.err().expect("refused").to_string();
+    assert!(error.contains("https://"), "{error}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_query_api_refuses_to_start_without_authentication_unless_asked() {
     let env = TestEnv::new().await;

@@ -22,12 +22,12 @@ const USER: &str = "eventline";
 const PASSWORD: &str = "correct-horse-battery-staple";
 
 /// A CA, and a certificate it signed for 127.0.0.1 and localhost, made with openssl.
-struct Certificates {
+pub(crate) struct Certificates {
     dir: PathBuf,
 }
 
 impl Certificates {
-    fn make(dir: &Path) -> Certificates {
+    pub(crate) fn make(dir: &Path) -> Certificates {
         std::fs::create_dir_all(dir).unwrap();
         let openssl = |args: &[&str]| {
             let output = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
@@ -86,7 +86,7 @@ impl Certificates {
         Certificates { dir: dir.to_owned() }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 

@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Unit, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency of every HTTP request but probes and scrapes, by method, route and status.
@@ -17,6 +17,12 @@ pub const HTTP_REQUEST_SECONDS: &str = "eventline_http_request_seconds";
 pub const READY: &str = "eventline_ready";
 /// Each readiness check's result (1 passes, 0 fails), by check; set at every scrape.
 pub const READY_CHECK: &str = "eventline_ready_check";
+
+/// Requests refused by the access model, by reason (`missing`, `invalid_token`,
+/// `insufficient_scope`, `keys_unavailable`).
+pub const AUTH_REFUSALS_TOTAL: &str = "eventline_auth_refusals_total";
+/// Loads of the identity provider's keys (JWKS), by outcome (`ok`, `failed`).
+pub const JWKS_LOADS_TOTAL: &str = "eventline_jwks_loads_total";
 
 /// Buckets of every `…_seconds` histogram (100 µs to 10 s), so latencies aggregate across
 /// instances (`histogram_quantile`); other histograms are summaries.
@@ -65,7 +71,27 @@ pub fn install(describe: fn()) {
         READY_CHECK,
         "Each readiness check's result (1 passes, 0 fails), by check; set at every scrape"
     );
+    describe_counter!(
+        AUTH_REFUSALS_TOTAL,
+        Unit::Count,
+        "Requests refused by the access model, by reason (missing, invalid_token, insufficient_scope, keys_unavailable)"
+    );
+    describe_counter!(
+        JWKS_LOADS_TOTAL,
+        Unit::Count,
+        "Loads of the identity provider's keys (JWKS), by outcome (ok, failed); failures keep the keys held"
+    );
     describe();
+}
+
+/// Records a refusal of the access model.
+pub fn auth_refusal(reason: &'static str) {
+    counter!(AUTH_REFUSALS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Records a load of the identity provider's keys.
+pub fn jwks_load(ok: bool) {
+    counter!(JWKS_LOADS_TOTAL, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
 }
 
 /// Records one answered HTTP request.

@@ -29,6 +29,10 @@ pub struct JwtConfig {
     /// The identity provider's JWKS as a file, instead of a URL (re-read on an unknown key id).
     #[arg(long, env = "EVENTLINE_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the JWKS URL besides the system's: a provider behind a
+    /// private CA.
+    #[arg(long, env = "EVENTLINE_JWKS_CA_FILE")]
+    pub jwks_ca_file: Option<PathBuf>,
     /// The issuer (`iss`) a token must name; required with JWTs.
     #[arg(long, env = "EVENTLINE_JWT_ISSUER", default_value = "")]
     pub jwt_issuer: String,
@@ -53,6 +57,7 @@ impl Default for JwtConfig {
         JwtConfig {
             jwks_url: String::new(),
             jwks_file: None,
+            jwks_ca_file: None,
             jwt_issuer: String::new(),
             jwt_audience: String::new(),
             jwt_scope_claim: "scope".into(),
@@ -116,9 +121,7 @@ impl JwtVerifier {
                 return Err("set EVENTLINE_JWKS_URL or EVENTLINE_JWKS_FILE, not both".into());
             }
             (Some(file), _) => KeySource::File(file.clone()),
-            (None, url) => KeySource::Url(
-                reqwest::Url::parse(url).map_err(|e| format!("EVENTLINE_JWKS_URL is not a URL: {e}"))?,
-            ),
+            (None, url) => KeySource::Url(keys_url(url)?),
         };
         if config.jwt_issuer.is_empty() || config.jwt_audience.is_empty() {
             return Err("JWTs need EVENTLINE_JWT_ISSUER and EVENTLINE_JWT_AUDIENCE: a token is accepted \
@@ -137,10 +140,7 @@ impl JwtVerifier {
                 (algorithm, validation)
             })
             .collect();
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .build()
-            .map_err(|e| format!("creating the JWKS client: {e}"))?;
+        let http = http_client(config.jwks_ca_file.as_deref())?;
         let verifier = Arc::new(JwtVerifier {
             source,
             http,
@@ -228,7 +228,9 @@ impl JwtVerifier {
         if let Ok(mut keys) = self.keys.write() {
             keys.tried_at = Some(Instant::now());
         }
-        match self.fetch().await {
+        let fetched = self.fetch().await;
+        crate::metrics::jwks_load(fetched.is_ok());
+        match fetched {
             Ok(set) => {
                 let by_id = usable_keys(&set);
                 tracing::info!(keys = by_id.len(), source = ?self.source, "Loaded the identity provider's keys");
@@ -256,6 +258,33 @@ impl JwtVerifier {
         };
         serde_json::from_slice(&bytes).map_err(|e| format!("not a JWKS: {e}"))
     }
+}
+
+/// The JWKS URL: `https://`, or `http://` to this host only (a key set fetched in the clear from
+/// elsewhere could be replaced on the way, and with it every token's signature).
+fn keys_url(url: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(url).map_err(|e| format!("EVENTLINE_JWKS_URL is not a URL: {e}"))?;
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err("EVENTLINE_JWKS_URL must be an https:// URL (http:// only to this host)".into()),
+    }
+}
+
+/// The client the keys are fetched with: the system's CAs, and those of `ca_file` if given.
+fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().timeout(FETCH_TIMEOUT);
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("EVENTLINE_JWKS_CA_FILE ({}): {e}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            format!("EVENTLINE_JWKS_CA_FILE ({}) is not PEM certificates: {e}", path.display())
+        })?;
+        builder = certificates.into_iter().fold(builder, reqwest::ClientBuilder::add_root_certificate);
+    }
+    builder.build().map_err(|e| format!("creating the JWKS client: {e}"))
 }
 
 /// Reloads the keys every `every` while the verifier lives.
@@ -310,5 +339,25 @@ fn rejection(kind: &ErrorKind) -> &'static str {
         ErrorKind::MissingRequiredClaim(_) => "The token lacks a required claim (exp, iss or aud).",
         ErrorKind::InvalidAlgorithm => "The token's algorithm does not match its key.",
         _ => "The token is malformed.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_fetched_over_https_or_from_this_host() {
+        for ok in [
+            "https://login.example.com/jwks.json",
+            "http://127.0.0.1:8080/jwks",
+            "http://[::1]/k",
+            "http://localhost/k",
+        ] {
+            assert!(keys_url(ok).is_ok(), "{ok}");
+        }
+        for refused in ["http://login.example.com/jwks.json", "ftp://127.0.0.1/k", "not a url"] {
+            assert!(keys_url(refused).is_err(), "{refused}");
+        }
     }
 }

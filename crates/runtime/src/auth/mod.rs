@@ -188,12 +188,17 @@ impl Authenticator {
 
     /// Who sent `headers`, if they may do what takes `scope`.
     pub async fn authorize(&self, headers: &HeaderMap, scope: Scope) -> Result<Principal, Refusal> {
-        let principal = self.authenticate(headers).await?;
-        if principal.scopes.contains(scope) {
-            Ok(principal)
-        } else {
-            Err(Refusal::InsufficientScope { needed: scope, held: principal.scopes })
+        let principal = self.authenticate(headers).await.and_then(|principal| {
+            if principal.scopes.contains(scope) {
+                Ok(principal)
+            } else {
+                Err(Refusal::InsufficientScope { needed: scope, held: principal.scopes })
+            }
+        });
+        if let Err(refusal) = &principal {
+            crate::metrics::auth_refusal(refusal.reason());
         }
+        principal
     }
 }
 
@@ -225,6 +230,16 @@ pub fn guarded(router: axum::Router, guard: Guard, limiter: Arc<RateLimiter>) ->
 }
 
 impl Refusal {
+    /// The refusal's name in metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::InvalidToken(_) => "invalid_token",
+            Refusal::InsufficientScope { .. } => "insufficient_scope",
+            Refusal::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
     /// The problem this refusal is answered with.
     pub fn problem(&self) -> Problem {
         match self {

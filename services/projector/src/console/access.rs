@@ -250,6 +250,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 /// A refusal of the shared model, as the console's problem: its own `401` type, the shared ones
 /// otherwise.
 fn refused(refusal: Refusal) -> Problem {
+    eventline_runtime::metrics::auth_refusal(refusal.reason());
     match refusal {
         Refusal::Missing | Refusal::InvalidToken(_) => {
             let shared = refusal.problem();
