@@ -81,6 +81,13 @@ pub fn install(describe: fn()) {
         Unit::Count,
         "Loads of the identity provider's keys (JWKS), by outcome (ok, failed); failures keep the keys held"
     );
+    // Exported from the start, so that a rate over them is 0 rather than no data.
+    for reason in ["missing", "invalid_token", "insufficient_scope", "keys_unavailable"] {
+        counter!(AUTH_REFUSALS_TOTAL, "reason" => reason).absolute(0);
+    }
+    for outcome in ["ok", "failed"] {
+        counter!(JWKS_LOADS_TOTAL, "outcome" => outcome).absolute(0);
+    }
     describe();
 }
 
