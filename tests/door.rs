@@ -176,6 +176,7 @@ async fn a_command_body_that_trickles_in_is_refused_in_time_and_does_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_held_by_a_lock_is_answered_503_in_time_and_the_service_goes_on() {
     let env = TestEnv::new().await;
+    let command = support::command(&env).await;
     let _projector = support::projector(&env).await;
     let mut config = support::query_config(&env);
     config.read_timeout_secs = 1;
@@ -187,6 +188,11 @@ async fn a_read_held_by_a_lock_is_answered_503_in_time_and_the_service_goes_on()
     })
     .await;
     assert_eq!(status, 404);
+    // A live stream opened before: it will outlast the read limit.
+    let sku = format!("LIMIT-{}", env.id);
+    let mut stream = sse::Stream::open(&query.url(&format!("/inventory/{sku}/live")), None).await;
+    assert_eq!(stream.next().await.event, "state");
+    assert_eq!(stream.next().await.event, "caught-up");
 
     // An operator's long transaction holds the live users table.
     let version = eventline_read_models::live(&env.pool).await.unwrap();
@@ -205,5 +211,16 @@ async fn a_read_held_by_a_lock_is_answered_503_in_time_and_the_service_goes_on()
 
     lock.rollback().await.unwrap();
     assert_eq!(http().get(&user).send().await.unwrap().status(), 404, "reads go on once the lock is gone");
+    // The stream opened before the lock has been open for longer than the limit, and still
+    // delivers: the limit bounds getting an answer, not sending it.
+    let adjust = json!({"quantity": 2, "adjustmentType": "add", "reason": "limit"});
+    let accepted = http()
+        .post(command.url(&format!("/inventory/{sku}/adjustments")))
+        .json(&adjust)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    assert_eq!(stream.next().await.event, "change");
     query.stop().await.unwrap();
 }
