@@ -123,18 +123,9 @@ async fn idle_and_slow_connections_do_not_keep_other_clients_out() {
     // A live stream sends nothing to the server for longer than the header read timeout: it is
     // a response under way, not an idle connection, and stays open.
     let sku = format!("DOOR-{}", env.id);
-    let mut stream = sse::Stream::open(&query.url(&format!("/inventory/{sku}/live")), None).await;
-    assert_eq!(stream.next().await.event, "state");
-    assert_eq!(stream.next().await.event, "caught-up");
+    let mut stream = stock_stream(&query, &sku).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let adjust = json!({"quantity": 3, "adjustmentType": "add", "reason": "door"});
-    let accepted = http()
-        .post(command.url(&format!("/inventory/{sku}/adjustments")))
-        .json(&adjust)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status(), 202);
+    restock(&command, &sku).await;
     assert_eq!(stream.next().await.event, "change");
     for running in [command, projector, query] {
         running.stop().await.unwrap();
@@ -190,9 +181,7 @@ async fn a_read_held_by_a_lock_is_answered_503_in_time_and_the_service_goes_on()
     assert_eq!(status, 404);
     // A live stream opened before: it will outlast the read limit.
     let sku = format!("LIMIT-{}", env.id);
-    let mut stream = sse::Stream::open(&query.url(&format!("/inventory/{sku}/live")), None).await;
-    assert_eq!(stream.next().await.event, "state");
-    assert_eq!(stream.next().await.event, "caught-up");
+    let mut stream = stock_stream(&query, &sku).await;
 
     // An operator's long transaction holds the live users table.
     let version = eventline_read_models::live(&env.pool).await.unwrap();
@@ -213,14 +202,22 @@ async fn a_read_held_by_a_lock_is_answered_503_in_time_and_the_service_goes_on()
     assert_eq!(http().get(&user).send().await.unwrap().status(), 404, "reads go on once the lock is gone");
     // The stream opened before the lock has been open for longer than the limit, and still
     // delivers: the limit bounds getting an answer, not sending it.
-    let adjust = json!({"quantity": 2, "adjustmentType": "add", "reason": "limit"});
-    let accepted = http()
-        .post(command.url(&format!("/inventory/{sku}/adjustments")))
-        .json(&adjust)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(accepted.status(), 202);
+    restock(&command, &sku).await;
     assert_eq!(stream.next().await.event, "change");
     query.stop().await.unwrap();
+}
+
+/// The live stream of `sku`'s stock, past its first state.
+async fn stock_stream(query: &support::Running, sku: &str) -> sse::Stream {
+    let mut stream = sse::Stream::open(&query.url(&format!("/inventory/{sku}/live")), None).await;
+    assert_eq!(stream.next().await.event, "state");
+    assert_eq!(stream.next().await.event, "caught-up");
+    stream
+}
+
+/// Adds a few units of `sku`: a change its live stream shows.
+async fn restock(command: &support::Running, sku: &str) {
+    let adjust = json!({"quantity": 3, "adjustmentType": "add", "reason": "door"});
+    let url = command.url(&format!("/inventory/{sku}/adjustments"));
+    assert_eq!(http().post(url).json(&adjust).send().await.unwrap().status(), 202);
 }
