@@ -289,6 +289,37 @@ async fn a_rotated_key_is_picked_up_and_a_withdrawn_one_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_a_file_are_read_again_when_a_token_names_a_new_one() {
+    let env = TestEnv::new().await;
+    let (first, second) =
+        (SigningKey::new("file-1", Algorithm::ES256), SigningKey::new("file-2", Algorithm::RS256));
+    let file = std::env::temp_dir().join(format!("eventline-jwks-{}.json", env.id));
+    let write = |keys: &[&SigningKey]| {
+        let set = JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() };
+        std::fs::write(&file, serde_json::to_vec(&set).unwrap()).unwrap();
+    };
+    write(&[&first]);
+    let jwt = JwtConfig {
+        jwks_file: Some(file.clone()),
+        jwt_issuer: ISSUER.into(),
+        jwt_audience: AUDIENCE.into(),
+        ..Default::default()
+    };
+    let mut config = support::query_config(&env);
+    config.access = access(jwt, "");
+    let query = support::query_with(config).await;
+    let path = "/users/550e8400-e29b-41d4-a716-446655440000";
+    assert_eq!(read(&query, path, Some(&first.token(json!({})))).await.status(), 404);
+    assert_eq!(read(&query, path, Some(&second.token(json!({})))).await.status(), 401);
+
+    // The operator (or a sidecar) replaces the file: the next token of the new key reads it again.
+    write(&[&first, &second]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(read(&query, path, Some(&second.token(json!({})))).await.status(), 404);
+    let _ = std::fs::remove_file(&file);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_identity_provider_is_a_503_until_it_answers_again() {
     let env = TestEnv::new().await;
     let key = SigningKey::new("k1", Algorithm::ES256);
