@@ -113,12 +113,16 @@ async fn idle_and_slow_connections_do_not_keep_other_clients_out() {
     let mut config = support::command_config(&env);
     config.serving = serving;
     let command = support::command_with(config).await;
-    let projector = support::projector(&env).await;
+    let mut config = support::projector_config(&env, "door");
+    config.serving = serving;
+    let projector = support::projector_with(config).await;
     let mut config = support::query_config(&env);
     config.serving = serving;
     let query = support::query_with(config).await;
     a_flood_of_idle_and_slow_connections(&command).await;
     a_flood_of_idle_and_slow_connections(&query).await;
+    // The projector's admin port (console, metrics, probes) too.
+    a_flood_of_idle_and_slow_connections(&projector).await;
 
     // A live stream sends nothing to the server for longer than the header read timeout: it is
     // a response under way, not an idle connection, and stays open.
