@@ -32,8 +32,8 @@ pub fn link(
 /// either is missing: links are declared once at start-up from names in the code, and a wrong name
 /// is a programming error the OpenAPI tests catch.
 pub fn add_link(document: &mut OpenApi, from: &str, status: &str, name: &str, link: Link) {
-    let operation = operations(document)
-        .find(|operation| operation.operation_id.as_deref() == Some(from))
+    let (_, _, operation) = operations(document)
+        .find(|(_, _, operation)| operation.operation_id.as_deref() == Some(from))
         .unwrap_or_else(|| panic!("no operation {from:?} to link from"));
     let Some(RefOr::T(response)) = operation.responses.responses.get_mut(status) else {
         panic!("operation {from:?} has no {status} answer to link from");
@@ -41,11 +41,17 @@ pub fn add_link(document: &mut OpenApi, from: &str, status: &str, name: &str, li
     response.links.insert(name.to_owned(), RefOr::T(link));
 }
 
-/// Every operation of `document`.
-pub fn operations(document: &mut OpenApi) -> impl Iterator<Item = &mut Operation> {
-    document.paths.paths.values_mut().flat_map(|item| {
-        [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
-            .into_iter()
-            .filter_map(Option::as_mut)
+/// Every operation of `document`, with its path and its method (upper case).
+pub fn operations(document: &mut OpenApi) -> impl Iterator<Item = (&str, &'static str, &mut Operation)> {
+    document.paths.paths.iter_mut().flat_map(|(path, item)| {
+        [
+            ("GET", &mut item.get),
+            ("PUT", &mut item.put),
+            ("POST", &mut item.post),
+            ("DELETE", &mut item.delete),
+            ("PATCH", &mut item.patch),
+        ]
+        .into_iter()
+        .filter_map(move |(method, operation)| Some((path.as_str(), method, operation.as_mut()?)))
     })
 }

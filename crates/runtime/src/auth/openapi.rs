@@ -22,18 +22,9 @@ pub fn declare(document: &mut OpenApi, scope_of: impl Fn(&str, &str) -> Option<S
             .to_owned(),
     );
     components.add_security_scheme(SCHEME, SecurityScheme::Http(scheme));
-    for (path, item) in document.paths.paths.iter_mut() {
-        let methods = [
-            ("GET", &mut item.get),
-            ("PUT", &mut item.put),
-            ("POST", &mut item.post),
-            ("DELETE", &mut item.delete),
-            ("PATCH", &mut item.patch),
-        ];
-        for (method, operation) in methods {
-            if let (Some(operation), Some(scope)) = (operation.as_mut(), scope_of(path, method)) {
-                guard(operation, scope);
-            }
+    for (path, method, operation) in crate::openapi::operations(document) {
+        if let Some(scope) = scope_of(path, method) {
+            guard(operation, scope);
         }
     }
 }
