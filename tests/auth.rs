@@ -354,10 +354,10 @@ async fn static_tokens_carry_scopes_across_the_services_and_the_console() {
     let tokens = "writer:write:writer-token-0123456789,reader:read:reader-token-0123456789,\
                   legacy-bare-token-0123456789";
     let mut config = support::command_config(&env);
-    config.access = access(JwtConfig::default(), tokens);
+    config.access = support::token_access(tokens);
     let command = support::command_with(config).await;
     let mut config = support::query_config(&env);
-    config.access = access(JwtConfig::default(), tokens);
+    config.access = support::token_access(tokens);
     let query = support::query_with(config).await;
     let key = SigningKey::new("console", Algorithm::ES256);
     let provider = IdentityProvider::start(&[&key]).await;

@@ -100,7 +100,7 @@ pub fn client_address(request: &Request) -> String {
 /// first), or its address when the service lets everyone in.
 pub fn client(request: &Request) -> String {
     match request.extensions().get::<Principal>() {
-        Some(principal) if principal.name != "anonymous" => format!("principal:{}", principal.name),
+        Some(principal) if !principal.is_anonymous() => format!("principal:{}", principal.name),
         _ => client_address(request),
     }
 }

@@ -19,7 +19,7 @@ mod tokens;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -82,9 +82,19 @@ impl ApiAccess {
 /// A caller that proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's name, or the JWT's subject; `anonymous` without authentication.
+    /// The token's name, or the JWT's subject; [`Principal::ANONYMOUS`] without authentication.
     pub name: String,
     pub scopes: Scopes,
+}
+
+impl Principal {
+    /// The name of every caller of a service that lets everyone in.
+    pub const ANONYMOUS: &str = "anonymous";
+
+    /// Whether this caller was let in without authenticating (it is nobody in particular).
+    pub fn is_anonymous(&self) -> bool {
+        self.name == Principal::ANONYMOUS
+    }
 }
 
 /// Why a caller was not let in.
@@ -177,7 +187,7 @@ impl Authenticator {
     /// service is open.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Refusal> {
         if self.open {
-            return Ok(Principal { name: "anonymous".into(), scopes: Scopes::EVERY });
+            return Ok(Principal { name: Principal::ANONYMOUS.into(), scopes: Scopes::EVERY });
         }
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         match bearer(authorization) {
@@ -271,30 +281,22 @@ impl Refusal {
         };
         HeaderValue::from_str(&value).ok()
     }
-
-    /// The answer with `problem` in place of the shared one (the console has its own types).
-    pub fn respond_with(&self, problem: Problem) -> Response {
-        let mut response = problem.into_response();
-        if let Some(challenge) = self.challenge() {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        response
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.problem().status()
-    }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        self.respond_with(self.problem())
+        let mut response = self.problem().into_response();
+        if let Some(challenge) = self.challenge() {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     fn config() -> JwtConfig {
         JwtConfig::default()
@@ -321,7 +323,7 @@ mod tests {
             refusal,
             Refusal::InsufficientScope { needed: Scope::Write, held: Scopes::of(&[Scope::Read]) }
         );
-        assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
+        assert_eq!(refusal.problem().status(), StatusCode::FORBIDDEN);
         let challenge = refusal.challenge().and_then(|v| v.to_str().ok().map(str::to_owned));
         assert_eq!(
             challenge.as_deref(),
