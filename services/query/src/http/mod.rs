@@ -55,7 +55,7 @@ pub struct AppState {
     pub guard: Guard,
     /// Each client's read rate.
     pub reads: std::sync::Arc<RateLimiter>,
-    /// Longest time a read may take to have its answer (a live stream's setup included).
+    /// Longest time a read may take to have its answer (a live stream answers at once).
     pub read_timeout: Duration,
 }
 
