@@ -19,7 +19,8 @@ use uuid::Uuid;
 /// Applies `records` as the live projector does (its writer, the version guard, one transaction).
 async fn apply_batch(env: &TestEnv, topic: &str, records: &[Record]) {
     let known = std::collections::HashSet::new();
-    project::apply(&env.pool, Writer::live(FIRST_VERSION), topic, &Decoded::new(records), &known)
+    let parking = project::Parking::REPLAY;
+    project::apply(&env.pool, Writer::live(FIRST_VERSION), topic, &Decoded::new(records), &known, parking)
         .await
         .unwrap()
         .expect("version 1 is live");

@@ -28,8 +28,10 @@ pub const CHANNEL: &str = "eventline_read_model_versions";
 pub const READ_MODELS: [&str; 6] = ["users", "orders", "order_items", "payments", "inventory", "event_index"];
 
 /// The tables that make a version a projection of the log on its own: the dedup records, the
-/// checkpoints and its identity.
-pub const BOOKKEEPING: [&str; 3] = ["processed_events", "projection_checkpoints", "projection_identity"];
+/// checkpoints, its identity, and the keys parked behind an event the database refused (with
+/// their events).
+pub const BOOKKEEPING: [&str; 5] =
+    ["processed_events", "projection_checkpoints", "projection_identity", "parked_keys", "parked_events"];
 
 /// Every table of one version: its read models and their bookkeeping.
 pub fn tables() -> impl Iterator<Item = &'static str> {

@@ -25,11 +25,24 @@ pub fn is_empty_field(value: &header::HeaderValue) -> bool {
     value.as_bytes().iter().all(u8::is_ascii_whitespace)
 }
 
-/// Whether one dependency is reachable.
+/// Whether one dependency is reachable (or one part of the service works), and why not.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub name: &'static str,
     pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Check {
+    pub fn new(name: &'static str, ok: bool) -> Check {
+        Check { name, ok, reason: None }
+    }
+
+    /// A check that fails for `reason`, or passes when there is none.
+    pub fn failing_because(name: &'static str, reason: Option<String>) -> Check {
+        Check { name, ok: reason.is_none(), reason }
+    }
 }
 
 type CheckFuture = Pin<Box<dyn Future<Output = Vec<Check>> + Send>>;

@@ -49,6 +49,11 @@ pub struct Config {
     /// as stalled by the console, in seconds.
     #[arg(long, env = "EVENTLINE_STALL_SECS", default_value_t = 30)]
     pub stall_secs: u64,
+    /// The breaker: most aggregate keys parked at once (behind an event the database refused).
+    /// A batch that would park more applies nothing and the projection halts, not ready, until
+    /// the cause is fixed (a bad deploy, a dropped column), then resumes by itself.
+    #[arg(long, env = "EVENTLINE_PARK_MAX_KEYS", default_value_t = 100)]
+    pub park_max_keys: usize,
     /// Where the console links a dead letter's trace: Jaeger's address (its UI and API).
     #[arg(long, env = "EVENTLINE_JAEGER_URL", default_value = "http://127.0.0.1:16686")]
     pub jaeger_url: String,

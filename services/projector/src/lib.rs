@@ -10,7 +10,8 @@
 //! - `console`: the operator console on the admin port (the page and its JSON endpoints), fed
 //!   by the live part's observer and acting through `dlq`;
 //! - shared by both: `dlq` (the dead-letter queue, written by the projection, worked by
-//!   operators) and `log_check` (whether the read models belong to the log the broker serves).
+//!   operators), `parked` (keys parked behind an event the database refused, worked by
+//!   operators the same way) and `log_check` (whether the read models belong to the log the broker serves).
 //!
 //! Operations reach the live part only through `live::startup::{prepare, runner}` (a runner in a
 //! catch-up role, `live::runner::Role`), `live::consumer::RangeReader`, `live::target::Target` and
@@ -23,6 +24,7 @@ mod live;
 pub mod log_check;
 pub mod metrics;
 pub mod operations;
+pub mod parked;
 pub mod project;
 
 pub use config::Config;

@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use eventline_projector::cli::{self, DlqCommand};
+use eventline_projector::cli::{self, DlqCommand, ParkedCommand};
 use eventline_projector::progress::Progress;
 use eventline_projector::rebuild;
 use eventline_projector::{Application, Config};
@@ -48,6 +48,9 @@ enum Command {
     /// Work the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Work the parked keys (events the database refused, with every later event of their key).
+    #[command(subcommand)]
+    Parked(ParkedCommand),
     /// Which log the live read models were built from, and which the broker serves now. With
     /// --check, exits 1 when they differ (the read models belong to another log).
     LogIdentity {
@@ -95,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             cli::verify(&cli.config, Progress::detect(), batch_size, sample, json).await
         }
         Command::Dlq(command) => cli::dlq(&cli.config, command).await,
+        Command::Parked(command) => cli::parked(&cli.config, command).await,
         Command::LogIdentity { check } => cli::log_identity(&cli.config, check).await,
         Command::Migrate { wait: false, .. } => migrate(&cli.config).await,
         Command::Migrate { wait: true, timeout_secs } => wait_for_migrations(&cli.config, timeout_secs).await,

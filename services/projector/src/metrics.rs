@@ -28,6 +28,14 @@ pub const FRESHNESS_SECONDS: &str = "eventline_projector_freshness_seconds";
 pub const FAST_PATH: &str = "eventline_projector_fast_path_total";
 /// Whether the Redis dedup fast path is available (1) or not (0).
 pub const FAST_PATH_AVAILABLE: &str = "eventline_projector_fast_path_available";
+/// Aggregate keys parked now (behind an event the database refused), in the live version.
+pub const PARKED_KEYS: &str = "eventline_projector_parked_keys";
+/// Events waiting behind parked keys, in the live version.
+pub const PARKED_EVENTS: &str = "eventline_projector_parked_events";
+/// Keys parked, counted as they are parked.
+pub const KEYS_PARKED: &str = "eventline_projector_keys_parked_total";
+/// Whether the breaker is open (1): too many keys would be parked, so the projection halts.
+pub const BREAKER_OPEN: &str = "eventline_projector_breaker_open";
 
 /// Describes the metrics and starts those that only move on rare events at zero, so a rule over
 /// them has a series from the start.
@@ -35,7 +43,7 @@ pub fn describe() {
     describe_counter!(
         EVENTS,
         Unit::Count,
-        "Events read from the log, by event type and outcome (applied, duplicate, dead_lettered)"
+        "Events read from the log, by event type and outcome (applied, duplicate, dead_lettered, parked)"
     );
     describe_histogram!(BATCH_SECONDS, Unit::Seconds, "Time to apply one batch (one PostgreSQL transaction)");
     describe_histogram!(BATCH_RECORDS, Unit::Count, "Records in one applied batch");
@@ -59,8 +67,19 @@ pub fn describe() {
         "Event ids looked up in the Redis dedup fast path, by outcome (hit, miss, unavailable)"
     );
     describe_gauge!(FAST_PATH_AVAILABLE, "Whether the Redis dedup fast path is available (1) or not (0)");
+    describe_gauge!(PARKED_KEYS, Unit::Count, "Aggregate keys parked behind an event the database refused");
+    describe_gauge!(PARKED_EVENTS, Unit::Count, "Events waiting behind parked keys");
+    describe_counter!(KEYS_PARKED, Unit::Count, "Keys parked, counted as they are parked");
+    describe_gauge!(
+        BREAKER_OPEN,
+        "Whether the breaker is open (1): too many keys would be parked, the projection halts"
+    );
     counter!(BATCH_RETRIES).absolute(0);
+    counter!(KEYS_PARKED).absolute(0);
     gauge!(UNCONSUMED_PARTITIONS).set(0.0);
+    gauge!(BREAKER_OPEN).set(0.0);
+    gauge!(PARKED_KEYS).set(0.0);
+    gauge!(PARKED_EVENTS).set(0.0);
 }
 
 /// Records one applied batch of `records` records and what it did.
@@ -73,6 +92,10 @@ pub fn batch_applied(seconds: f64, records: usize, outcome: &Outcome) {
     counter!(EVENTS, "type" => "any", "outcome" => "duplicate").increment(outcome.duplicates as u64);
     counter!(EVENTS, "type" => "unknown", "outcome" => "dead_lettered")
         .increment(outcome.dead_lettered as u64);
+    if outcome.parked > 0 {
+        counter!(EVENTS, "type" => "any", "outcome" => "parked").increment(outcome.parked as u64);
+        counter!(KEYS_PARKED).increment(outcome.parked_keys as u64);
+    }
     for (&partition, &next_offset) in &outcome.next_offsets {
         gauge!(CHECKPOINT, "partition" => partition.to_string()).set(next_offset as f64);
     }
@@ -84,6 +107,15 @@ pub fn batch_retried() {
 
 pub fn lag(partition: i32, events: i64) {
     gauge!(LAG, "partition" => partition.to_string()).set(events as f64);
+}
+
+pub fn breaker_open(open: bool) {
+    gauge!(BREAKER_OPEN).set(f64::from(u8::from(open)));
+}
+
+pub fn parked(keys: i64, events: i64) {
+    gauge!(PARKED_KEYS).set(keys as f64);
+    gauge!(PARKED_EVENTS).set(events as f64);
 }
 
 pub fn dead_letters(entries: i64) {

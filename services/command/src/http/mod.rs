@@ -73,8 +73,8 @@ pub fn router(state: AppState, cors: &CorsConfig) -> Router {
             // Redis is not a readiness condition: it only serves idempotency keys, and requests
             // without one work without it.
             vec![
-                Check { name: "kafka", ok: state.log.is_reachable().await },
-                Check { name: "decision-state", ok: state.write_model.is_ready() },
+                Check::new("kafka", state.log.is_reachable().await),
+                Check::new("decision-state", state.write_model.is_ready()),
             ]
         }
     });

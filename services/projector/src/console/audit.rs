@@ -36,12 +36,38 @@ pub async fn record(
     succeeded: bool,
     result: &serde_json::Value,
 ) {
+    let role = role_name(caller.principal.role);
+    record_as(public, &caller.principal.name, role, action, parameters, succeeded, result).await;
+}
+
+/// Records what an operator did from the command line (`actor` names them; the role is `cli`),
+/// in the same audit as the console's actions.
+pub async fn record_cli(
+    public: &PgPool,
+    action: &str,
+    parameters: &serde_json::Value,
+    succeeded: bool,
+    result: &serde_json::Value,
+) {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    record_as(public, &format!("cli:{user}"), "cli", action, parameters, succeeded, result).await;
+}
+
+async fn record_as(
+    public: &PgPool,
+    actor: &str,
+    role: &str,
+    action: &str,
+    parameters: &serde_json::Value,
+    succeeded: bool,
+    result: &serde_json::Value,
+) {
     let written = sqlx::query(
         "INSERT INTO public.console_audit (actor, role, action, parameters, succeeded, result)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(&caller.principal.name)
-    .bind(role_name(caller.principal.role))
+    .bind(actor)
+    .bind(role)
     .bind(action)
     .bind(sqlx::types::Json(parameters))
     .bind(succeeded)

@@ -6,16 +6,18 @@
 //! - `projection`: partitions, lag in events and time, owners, stalls, ETA and the hour's trend,
 //!   fed by the observer's rounds;
 //! - `dead_letters`: grouped, opened, redriven or discarded behind a dry run and a confirmation;
+//! - `parked`: keys parked behind an event the database refused, the same way;
 //! - `operations`: rebuild, rollback and verify run as a job, watched while they run;
 //! - `find`: where a user, order or sku lives, its row and its events;
 //! - `audit`: every action, in PostgreSQL;
 //! - `page.html`: the page.
 
 pub mod access;
-mod audit;
+pub mod audit;
 mod dead_letters;
 mod find;
 pub mod operations;
+mod parked;
 pub mod projection;
 
 use std::convert::Infallible;
@@ -93,6 +95,7 @@ pub struct ConsoleState {
         (name = "session", description = "Signing in and out"),
         (name = "projection", description = "How far the projection is"),
         (name = "dead letters", description = "Messages the projector could not apply"),
+        (name = "parked keys", description = "Keys waiting behind an event the database refused"),
         (name = "versions", description = "Read-model versions: rebuild, rollback, verify"),
         (name = "find", description = "Where a user, order or sku lives"),
         (name = "audit", description = "Every action taken"),
@@ -111,6 +114,10 @@ fn api_routes() -> OpenApiRouter<ConsoleState> {
         .routes(routes!(dead_letters::show))
         .routes(routes!(dead_letters::redrive))
         .routes(routes!(dead_letters::discard))
+        .routes(routes!(parked::list))
+        .routes(routes!(parked::show))
+        .routes(routes!(parked::redrive))
+        .routes(routes!(parked::discard))
         .routes(routes!(audit_log))
         .routes(routes!(operations::versions))
         .routes(routes!(operations::start_rebuild))

@@ -38,6 +38,11 @@ pub struct Overview {
     /// nothing waits, or when a partition with lag is not draining.
     pub eta_seconds: Option<f64>,
     pub dead_letters: i64,
+    /// Aggregate keys parked behind an event the database refused, and the events waiting.
+    pub parked_keys: i64,
+    pub parked_events: i64,
+    /// The batch being retried now, if one is: an outage, an unclassed error, or the breaker open.
+    pub failing_batch: Option<crate::live::runner::Failing>,
     pub alerts: Vec<Alert>,
     /// Whether the console refuses every action.
     pub read_only: bool,
@@ -131,9 +136,16 @@ impl Projection {
 
     /// Takes in one observation: the status, the owners from the group's description, and the
     /// partitions with lag that no member consumes.
-    pub fn record(&self, status: &ProjectionStatus, owners: &BTreeMap<i32, String>, unconsumed: &[i32]) {
+    pub fn record(
+        &self,
+        status: &ProjectionStatus,
+        owners: &BTreeMap<i32, String>,
+        unconsumed: &[i32],
+        failing: Option<crate::live::runner::Failing>,
+    ) {
         let Ok(mut history) = self.history.lock() else { return };
-        let overview = self.observe(&mut history, status, owners, unconsumed, Instant::now(), Utc::now());
+        let mut overview = self.observe(&mut history, status, owners, unconsumed, Instant::now(), Utc::now());
+        overview.failing_batch = failing;
         drop(history);
         self.latest.send_replace(Some(Arc::new(overview)));
     }
@@ -232,6 +244,9 @@ impl Projection {
             throughput,
             eta_seconds,
             dead_letters: status.dead_letters,
+            parked_keys: status.parked_keys,
+            parked_events: status.parked_events,
+            failing_batch: None,
             alerts,
             read_only: self.read_only,
         }
@@ -269,7 +284,14 @@ mod tests {
             })
             .collect();
         let lag = partitions.iter().filter_map(|p| p.lag).sum();
-        ProjectionStatus { topic: "events".into(), partitions, lag, dead_letters: 0 }
+        ProjectionStatus {
+            topic: "events".into(),
+            partitions,
+            lag,
+            dead_letters: 0,
+            parked_keys: 0,
+            parked_events: 0,
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct AdminState {
     pub fast_path: Arc<FastPath>,
     /// Partitions no member of the group consumes.
     pub coverage: Arc<Coverage>,
+    /// How long a batch may keep failing before the projection reports not ready.
+    pub stall: std::time::Duration,
 }
 
 pub fn router(state: AdminState, console: crate::console::ConsoleState) -> Router {
@@ -37,16 +39,17 @@ pub fn router(state: AdminState, console: crate::console::ConsoleState) -> Route
         async move {
             let database = eventline_runtime::db::ping(&state.writing.current().pool).await;
             let kafka = crate::live::consumer::is_reachable(&state.consumer).await;
-            let healthy = state.status.fatal.lock().map(|f| f.is_none()).unwrap_or(false);
+            // A fatal error, the breaker open, or a batch failing for longer than the stall bound.
+            let halted = state.status.not_ready_because(state.stall);
             let covered = state.coverage.stalled().is_empty();
             vec![
-                Check { name: "postgres", ok: database },
-                Check { name: "kafka", ok: kafka },
-                Check { name: "projection", ok: healthy },
+                Check::new("postgres", database),
+                Check::new("kafka", kafka),
+                Check::failing_because("projection", halted),
                 // Lag on partitions that no group member consumes, for longer than the bound.
-                Check { name: "every partition consumed", ok: covered },
+                Check::new("every partition consumed", covered),
                 // Projection goes on without Redis (PostgreSQL alone dedups), but degraded.
-                Check { name: "redis", ok: state.fast_path.ping().await },
+                Check::new("redis", state.fast_path.ping().await),
             ]
         }
     });
@@ -66,6 +69,8 @@ struct Status {
     unconsumed_partitions: Vec<i32>,
     database_ok: bool,
     fatal_error: Option<String>,
+    /// The batch being retried now, if one is (an outage, an unclassed error, the breaker open).
+    failing_batch: Option<crate::live::runner::Failing>,
 }
 
 /// `GET /projections` (and `/status`): the `status` subcommand's JSON, plus this instance's view.
@@ -81,5 +86,6 @@ async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem
         unconsumed_partitions: state.coverage.unconsumed(),
         database_ok: state.status.database_ok.load(Ordering::Relaxed),
         fatal_error: state.status.fatal.lock().ok().and_then(|f| f.clone()),
+        failing_batch: state.status.failing.lock().ok().and_then(|f| f.clone()),
     }))
 }

@@ -3,7 +3,7 @@
 //! letters' mirror, the metrics and Kafka's advisory commit.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use eventline_runtime::backoff::{Backoff, Stop};
@@ -14,9 +14,11 @@ use tracing::Instrument as _;
 
 use crate::dlq;
 use crate::live::consumer;
+use crate::live::runner::Failing;
 use crate::live::runner::Runner;
 use crate::live::spans::BatchSpans;
-use crate::project::{self, Decoded, Record};
+use crate::project::failure::{self, Cause};
+use crate::project::{self, ApplyError, Decoded, Parking, Record};
 
 /// Records read for one transaction, and when the first of them was read.
 #[derive(Default)]
@@ -92,22 +94,31 @@ impl Runner {
         };
         // A batch read before a shutdown still gets a second try after a failure.
         let stop = if shutdown.is_cancelled() { Stop::After(2) } else { Stop::OnShutdown(shutdown) };
+        let attempts = AtomicU32::new(0);
         let applied = RETRY
             .retry(
                 stop,
-                || project::apply(&target.pool, writer, &self.topic, &decoded, &known).instrument(spans.batch.clone()),
+                || {
+                    // An error neither a refusal of the data nor an outage counts as data (its
+                    // key is parked) once it has been retried a few times.
+                    let parking = Parking {
+                        max_keys: self.park_max_keys,
+                        unknown_is_data: attempts.load(Ordering::Relaxed) >= UNCLASSED_RETRIES,
+                    };
+                    project::apply(&target.pool, writer, &self.topic, &decoded, &known, parking)
+                        .instrument(spans.batch.clone())
+                },
                 |error, attempt| {
-                    self.status.database_ok.store(false, Ordering::Relaxed);
-                    crate::metrics::batch_retried();
-                    tracing::warn!(%error, attempt, records = batch.len(), "Applying a batch failed; retrying");
-                    self.status.retried.push(format!(
-                        "applying a batch of {} failed (attempt {attempt}): {error}",
-                        batch.len()
-                    ));
+                    attempts.store(attempt + 1, Ordering::Relaxed);
+                    self.batch_failed(error, attempt, batch.len());
                 },
             )
             .await;
-        let outcome = match applied {
+        if let Ok(mut failing) = self.status.failing.lock() {
+            *failing = None;
+        }
+        crate::metrics::breaker_open(false);
+        let mut outcome = match applied {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(superseded)) => {
                 tracing::info!(version = %target.version, "This projector no longer writes its read-model version");
@@ -127,8 +138,9 @@ impl Runner {
         if use_fast_path {
             // Best effort, and off the path of the next batch.
             let (fast_path, projection_id) = (self.fast_path.clone(), target.projection_id);
+            let settled = std::mem::take(&mut outcome.settled_ids);
             tokio::spawn(
-                async move { fast_path.remember(projection_id, &event_ids).await }
+                async move { fast_path.remember(projection_id, &settled).await }
                     .instrument(spans.batch.clone()),
             );
         }
@@ -138,6 +150,48 @@ impl Runner {
         tracing::debug!(?outcome, "Batch applied");
         consumer::commit_advisory(&self.consumer, &self.topic, &outcome.next_offsets);
         Ok(())
+    }
+
+    /// A failed try of a batch: counted, logged, and shown (the console, `status`, `/readyz`).
+    fn batch_failed(&self, error: &ApplyError, attempt: u32, records: usize) {
+        crate::metrics::batch_retried();
+        let kind = match error {
+            ApplyError::BreakerOpen { .. } => "breaker",
+            ApplyError::Database(error) if failure::classify(error) == Cause::Outage => "outage",
+            ApplyError::Database(_) => "unclassed",
+        };
+        if kind == "outage" {
+            self.status.database_ok.store(false, Ordering::Relaxed);
+        }
+        crate::metrics::breaker_open(kind == "breaker");
+        let sqlstate = error.sqlstate();
+        if kind == "breaker" {
+            // The breaker's message quotes the database's, which can quote a row: the log gets the
+            // SQLSTATE, the console and `status` the whole of it.
+            tracing::error!(
+                sqlstate = sqlstate.as_deref().unwrap_or("none"),
+                attempt,
+                records,
+                "The breaker is open: too many keys would be parked; the projection halts until the cause is fixed"
+            );
+        } else {
+            tracing::warn!(
+                kind,
+                sqlstate = sqlstate.as_deref().unwrap_or("none"),
+                attempt,
+                records,
+                "Applying a batch failed; retrying"
+            );
+        }
+        let message = error.to_string();
+        self.status
+            .retried
+            .push(format!("applying a batch of {records} failed (attempt {attempt}): {message}"));
+        if let Ok(mut failing) = self.status.failing.lock() {
+            let since = failing.as_ref().map_or_else(chrono::Utc::now, |f| f.since);
+            *failing =
+                Some(Failing { kind, sqlstate, error: message, since, attempts: attempt + 1, records });
+        }
     }
 
     /// Copies new dead letters to the Redis stream operators watch. If Redis is down they are
@@ -158,6 +212,9 @@ impl Runner {
         }
     }
 }
+
+/// Tries of a batch failing with an unclassed error before that error counts as data.
+const UNCLASSED_RETRIES: u32 = 3;
 
 /// Retries of a failed batch: 100 ms doubling up to 10 s.
 pub(super) const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));

@@ -62,7 +62,8 @@ impl Observer {
         let lag: Vec<(i32, i64)> =
             current.partitions.iter().filter_map(|p| Some((p.partition, p.lag?))).collect();
         self.coverage.observe(&self.consumer, &self.group_id, &self.kafka.topic, &lag).await;
-        self.projection.record(&current, &self.coverage.owners(), &self.coverage.unconsumed());
+        let failing = self.status.failing.lock().ok().and_then(|f| f.clone());
+        self.projection.record(&current, &self.coverage.owners(), &self.coverage.unconsumed(), failing);
         if self.mirror.len().await.is_ok_and(|len| len != current.dead_letters) {
             self.status.mirror_dirty.store(true, Ordering::Relaxed);
         }

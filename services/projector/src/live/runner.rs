@@ -49,6 +49,40 @@ pub struct RunnerStatus {
     pub mirror_dirty: AtomicBool,
     /// Errors met and retried, for an operation watching this runner (a rebuild's catch-up).
     pub retried: crate::operations::progress::Problems,
+    /// The batch being retried now, if one is: why, and since when.
+    pub failing: Mutex<Option<Failing>>,
+}
+
+/// A batch that keeps failing: what the console, `status` and `/readyz` say about it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Failing {
+    /// `outage` (the database is unavailable), `unclassed` (an error neither a data error nor an
+    /// outage, retried a few times before it counts as data) or `breaker` (the breaker is open:
+    /// too many keys would be parked).
+    pub kind: &'static str,
+    pub sqlstate: Option<String>,
+    pub error: String,
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub attempts: u32,
+    /// Records in the batch.
+    pub records: usize,
+}
+
+impl RunnerStatus {
+    /// Why the projection cannot do its job now, for `/readyz`: a fatal error, the breaker open,
+    /// or a batch failing for longer than `stall` (an outage shorter than that is ridden out).
+    pub fn not_ready_because(&self, stall: Duration) -> Option<String> {
+        if let Some(fatal) = self.fatal.lock().ok().and_then(|f| f.clone()) {
+            return Some(fatal);
+        }
+        let failing = self.failing.lock().ok().and_then(|f| f.clone())?;
+        let for_secs = (chrono::Utc::now() - failing.since).num_seconds();
+        let stalled = u64::try_from(for_secs).unwrap_or(0) >= stall.as_secs();
+        (failing.kind == "breaker" || stalled).then(|| {
+            format!("{} for {for_secs} s ({} attempts): {}", failing.kind, failing.attempts, failing.error)
+        })
+    }
 }
 
 /// Where a partition's reading stands.
@@ -96,6 +130,8 @@ pub struct Runner {
     pub mirror: Arc<Mirror>,
     /// Most records applied in one transaction (reached only when behind).
     pub batch_size: usize,
+    /// The breaker's limit: most keys parked at once.
+    pub park_max_keys: usize,
     pub status: Arc<RunnerStatus>,
 }
 

@@ -104,6 +104,7 @@ impl Application {
             kafka: self.config.kafka.clone(),
             status: self.runner.status.clone(),
             fast_path: self.runner.fast_path.clone(),
+            stall: std::time::Duration::from_secs(self.config.stall_secs),
         };
         let admin_shutdown = shutdown.child_token();
         let admin = tokio::spawn(eventline_runtime::server::serve(
@@ -176,6 +177,7 @@ pub(crate) fn runner(
         fast_path: Arc::new(FastPath::new(&config.redis).context(redis_url())?),
         mirror: Arc::new(Mirror::new(&config.redis, &config.kafka.topic).context(redis_url())?),
         batch_size: batch_size.max(1),
+        park_max_keys: config.park_max_keys,
         // Reconcile the dead-letter mirror once at start: Redis may have lost it meanwhile.
         status: Arc::new(RunnerStatus { mirror_dirty: true.into(), ..RunnerStatus::default() }),
     };

@@ -21,6 +21,9 @@ pub struct ProjectionStatus {
     /// Sum of the partitions' lag.
     pub lag: i64,
     pub dead_letters: i64,
+    /// Aggregate keys parked behind an event the database refused, and the events waiting.
+    pub parked_keys: i64,
+    pub parked_events: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -43,6 +46,7 @@ pub async fn collect(pool: &PgPool, kafka: &KafkaConfig) -> anyhow::Result<Proje
     let topic = kafka.topic.as_str();
     let checkpoints = checkpoints(pool, topic).await?;
     let dead_letters = dlq::depth(pool, topic).await?;
+    let (parked_keys, parked_events) = crate::parked::depth(pool, topic).await?;
     let watermarks = high_watermarks(kafka).await.unwrap_or_default();
 
     let mut partitions: Vec<PartitionStatus> = watermarks
@@ -71,7 +75,14 @@ pub async fn collect(pool: &PgPool, kafka: &KafkaConfig) -> anyhow::Result<Proje
     }
     partitions.sort_by_key(|p| p.partition);
     let lag = partitions.iter().filter_map(|p| p.lag).sum();
-    Ok(ProjectionStatus { topic: topic.to_owned(), partitions, lag, dead_letters })
+    Ok(ProjectionStatus {
+        topic: topic.to_owned(),
+        partitions,
+        lag,
+        dead_letters,
+        parked_keys,
+        parked_events,
+    })
 }
 
 /// Per partition of `topic`: the next offset to apply and when the newest applied event was appended.
@@ -88,7 +99,7 @@ async fn checkpoints(
     Ok(rows.into_iter().map(|(partition, next, at)| (partition, (next, at))).collect())
 }
 
-/// Publishes the status as metrics (lag per partition, DLQ depth).
+/// Publishes the status as metrics (lag per partition, DLQ depth, parked keys and events).
 pub fn record_metrics(status: &ProjectionStatus) {
     for p in &status.partitions {
         if let Some(lag) = p.lag {
@@ -96,6 +107,7 @@ pub fn record_metrics(status: &ProjectionStatus) {
         }
     }
     crate::metrics::dead_letters(status.dead_letters);
+    crate::metrics::parked(status.parked_keys, status.parked_events);
 }
 
 /// Each partition's high watermark, `None` where the broker did not answer. The client's calls

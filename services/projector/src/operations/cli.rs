@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use crate::Config;
 use crate::dlq::{self, Mirror, Redriven};
 use crate::operations::progress::Progress;
+use crate::parked;
 use eventline_read_models::Version;
 
 #[derive(Debug, Subcommand)]
@@ -32,6 +33,39 @@ pub enum DlqCommand {
     },
     /// Remove an entry without applying it.
     Purge { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParkedCommand {
+    /// The parked keys grouped by error, then one key per line (JSON with --json).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One parked key with its events in log order and their payloads, as JSON.
+    Show {
+        /// The key (the aggregate id: a user id, an order id or a sku).
+        key: String,
+    },
+    /// Apply a parked key's events in log order through the projection code, once what refused
+    /// them is fixed: all of them or none. Without --confirm, a dry run that applies and rolls
+    /// back, saying what would happen.
+    Redrive {
+        key: String,
+        /// The key again, typed to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// Remove a parked key and its events without applying them (they stay in the log; a
+    /// rebuild would meet them again). Requires a reason and the key typed again.
+    Discard {
+        key: String,
+        #[arg(long)]
+        reason: String,
+        /// The key again, typed to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
 }
 
 /// Whether a command may bring the schema up to date first. Commands that only read never migrate:
@@ -76,7 +110,10 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         );
     }
     println!();
-    println!("topic {}  lag {}  dead letters {}", status.topic, status.lag, status.dead_letters);
+    println!(
+        "topic {}  lag {}  dead letters {}  parked keys {} ({} events)",
+        status.topic, status.lag, status.dead_letters, status.parked_keys, status.parked_events
+    );
     println!("{:>9}  {:>12}  {:>14}  {:>8}", "partition", "next offset", "high watermark", "lag");
     let unknown = || "?".to_owned();
     for p in &status.partitions {
@@ -215,6 +252,124 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
             anyhow::ensure!(dlq::purge(&pool, id).await?, "no dead letter {id}");
             sync_mirror(config, &pool).await;
             println!("purged {id}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn parked(config: &Config, command: ParkedCommand) -> anyhow::Result<()> {
+    let access = match command {
+        ParkedCommand::List { .. } | ParkedCommand::Show { .. } => Access::ReadOnly,
+        _ => Access::Migrating,
+    };
+    let (pool, live) = live_pool(config, access).await?;
+    let topic = &config.kafka.topic;
+    match command {
+        ParkedCommand::List { json } => {
+            let groups = parked::groups(&pool, topic).await?;
+            let keys = parked::list(&pool, topic, i64::MAX).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"groups": groups, "keys": keys}))?
+                );
+                return Ok(());
+            }
+            for g in &groups {
+                println!(
+                    "{} keys, {} events: SQLSTATE {}: {}",
+                    g.keys,
+                    g.events,
+                    g.sqlstate.as_deref().unwrap_or("none"),
+                    g.error
+                );
+            }
+            for k in &keys {
+                println!(
+                    "{}\t{}\tpartition {} offset {}\t{} events\t{}\tattempts {}",
+                    k.key,
+                    k.parked_at.to_rfc3339(),
+                    k.partition,
+                    k.offset,
+                    k.events,
+                    k.event_type,
+                    k.attempts
+                );
+            }
+        }
+        ParkedCommand::Show { key } => {
+            let (found, events) = parked::get(&pool, topic, key.as_bytes())
+                .await?
+                .with_context(|| format!("key {key:?} is not parked"))?;
+            let events: Vec<_> =
+                events.iter().map(|e| serde_json::json!({"event": e, "payload": e.payload_text()})).collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"key": found, "events": events}))?
+            );
+        }
+        ParkedCommand::Redrive { key, confirm } => {
+            let dry_run = confirm.is_none();
+            anyhow::ensure!(
+                confirm.as_deref().is_none_or(|typed| typed == key),
+                "--confirm must repeat the key ({key:?})"
+            );
+            let outcome = parked::redrive(&pool, live, topic, key.as_bytes(), dry_run).await?;
+            println!("{}", serde_json::to_string(&outcome)?);
+            if !dry_run {
+                let public = eventline_runtime::db::pool(&config.database)?;
+                let succeeded = matches!(outcome, parked::Redriven::Applied { .. });
+                let parameters = serde_json::json!({"key": key});
+                crate::console::audit::record_cli(
+                    &public,
+                    "parked.redrive",
+                    &parameters,
+                    succeeded,
+                    &serde_json::to_value(&outcome)?,
+                )
+                .await;
+            }
+            match outcome {
+                parked::Redriven::Applied { dry_run: true, events, .. } => {
+                    println!(
+                        "dry run: {events} events would apply; run again with --confirm {key} to apply them"
+                    )
+                }
+                parked::Redriven::Applied { .. } => {}
+                parked::Redriven::FailedAgain { .. } => {
+                    anyhow::bail!("the database still refuses the key's events")
+                }
+                parked::Redriven::NotParked => anyhow::bail!("key {key:?} is not parked"),
+                parked::Redriven::NotLive { version } => anyhow::bail!(
+                    "read-model version {version} stopped being live (a rebuild or rollback switched): run it again"
+                ),
+            }
+        }
+        ParkedCommand::Discard { key, reason, confirm } => {
+            anyhow::ensure!(!reason.trim().is_empty(), "a discard needs a reason");
+            anyhow::ensure!(
+                confirm.as_deref() == Some(key.as_str()),
+                "type the key again with --confirm {key}"
+            );
+            let discarded = parked::discard(&pool, topic, key.as_bytes()).await?;
+            let public = eventline_runtime::db::pool(&config.database)?;
+            let ids: Vec<String> = discarded
+                .iter()
+                .flatten()
+                .map(|e| format!("{}:{} {}", e.partition, e.offset, e.event_id))
+                .collect();
+            let parameters = serde_json::json!({"key": key, "reason": reason});
+            let result = serde_json::json!({"discarded": ids});
+            crate::console::audit::record_cli(
+                &public,
+                "parked.discard",
+                &parameters,
+                discarded.is_some(),
+                &result,
+            )
+            .await;
+            let discarded = discarded.with_context(|| format!("key {key:?} is not parked"))?;
+            println!("discarded {} events of {key}", discarded.len());
         }
     }
     Ok(())

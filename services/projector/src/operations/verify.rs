@@ -22,7 +22,7 @@ use crate::live::startup::prepare;
 use crate::operations::progress::{Progress, Reporter};
 use crate::operations::rebuild::{create, exclusive, prune};
 use crate::project::checkpoint::load_version;
-use crate::project::{self, DeadLetters, Decoded, Writer};
+use crate::project::{self, DeadLetters, Decoded, Parking, Writer};
 use eventline_read_models::READ_MODELS;
 
 /// The scratch version's state.
@@ -182,9 +182,16 @@ impl Fold<'_> {
             reader = returned;
             let chunk = chunk.context("reading the log")?;
             let decoded = Decoded::new(&chunk);
-            let applied = project::apply(&self.pool, writer, self.topic(), &decoded, &Default::default())
-                .await
-                .context("applying the log to the scratch version")?;
+            let applied = project::apply(
+                &self.pool,
+                writer,
+                self.topic(),
+                &decoded,
+                &Default::default(),
+                Parking::REPLAY,
+            )
+            .await
+            .context("applying the log to the scratch version")?;
             if applied.is_err() {
                 bail!("read-model version {} is no longer `{STATE}`", self.scratch);
             }

@@ -1,12 +1,21 @@
 //! Applying a batch of log records to the read models: one PostgreSQL transaction holding the
-//! dedup by event id, the set-based upserts, the dead letters and the checkpoint.
+//! dedup by event id, the set-based upserts, the dead letters, the parked keys and the checkpoint.
+//!
+//! A batch the database refuses for its data (`failure`) is applied again with the refused
+//! events found and their keys parked (`isolate`, `parking`): every other event is applied, in
+//! the same one transaction.
 
 pub mod checkpoint;
+pub mod failure;
 mod index;
 mod inventory;
+mod isolate;
 mod orders;
+mod parking;
 mod payments;
 mod users;
+
+pub use parking::Refusal;
 
 use eventline_runtime::db;
 use std::collections::{BTreeMap, HashSet};
@@ -74,6 +83,13 @@ pub struct Outcome {
     pub dead_lettered: usize,
     /// Ids of the dead letters this batch created (not those recorded before).
     pub new_dead_letters: Vec<i64>,
+    /// Events parked: behind a key parked before, or refused by the database with their key.
+    pub parked: usize,
+    /// Keys this batch parked.
+    pub parked_keys: usize,
+    /// The event ids applied, dead-lettered or duplicates: everything but the parked events
+    /// (for the Redis fast path, which must not call a parked event applied).
+    pub settled_ids: Vec<Uuid>,
     /// The checkpoint after the batch, per partition it touched.
     pub next_offsets: BTreeMap<i32, i64>,
 }
@@ -82,6 +98,16 @@ pub struct Outcome {
 struct Positioned<'a> {
     record: &'a Record,
     envelope: Envelope,
+    /// The aggregate id, as the key of an event whose message has none (else empty).
+    unkeyed: Vec<u8>,
+}
+
+impl Positioned<'_> {
+    /// The event's key, the unit of order and of parking: its Kafka message key (the aggregate
+    /// id when the producer follows docs/events.md), or its aggregate id when it has none.
+    fn key(&self) -> &[u8] {
+        self.record.key.as_deref().unwrap_or(&self.unkeyed)
+    }
 }
 
 /// A batch of records, decoded: the events, and the records that can never be events.
@@ -97,7 +123,11 @@ impl<'a> Decoded<'a> {
         let mut dead = Vec::new();
         for record in records {
             match Envelope::decode(&record.payload) {
-                Ok(envelope) => events.push(Positioned { record, envelope }),
+                Ok(envelope) => {
+                    let unkeyed =
+                        if record.key.is_some() { Vec::new() } else { envelope.aggregate_id().into_bytes() };
+                    events.push(Positioned { record, envelope, unkeyed })
+                }
                 Err(error) => dead.push((record, error)),
             }
         }
@@ -152,6 +182,53 @@ pub enum DeadLetters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Superseded;
 
+/// How a batch the database refuses for its data is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parking {
+    /// Most keys parked at once: a batch that would park more applies nothing and fails with
+    /// [`ApplyError::BreakerOpen`] (a bad deploy halts the projection instead of parking the log).
+    pub max_keys: usize,
+    /// Whether an error that is neither a data error nor an outage (`failure::Cause::Unknown`)
+    /// counts as data now: the runner says so once such an error has been retried enough.
+    pub unknown_is_data: bool,
+}
+
+impl Parking {
+    /// For a replay that must end as the live projection would, whatever it meets (`verify`'s
+    /// fold): no breaker, and no error left unclassed.
+    pub const REPLAY: Parking = Parking { max_keys: usize::MAX, unknown_is_data: true };
+
+    /// The live projector's, with the breaker at `max_keys`.
+    pub fn live(max_keys: usize) -> Parking {
+        Parking { max_keys, unknown_is_data: false }
+    }
+}
+
+/// Why a batch was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The database could not take the batch now (or refused it, without parking): nothing of it
+    /// was applied; retry it.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The batch would park more keys than the breaker allows: nothing of it was applied.
+    #[error(
+        "the breaker is open: parking this batch's refused events would leave more than {limit} keys parked \
+         ({parked} parked already); the last refusal was SQLSTATE {sqlstate}: {error}"
+    )]
+    BreakerOpen { limit: usize, parked: i64, sqlstate: String, error: String },
+}
+
+impl ApplyError {
+    /// The SQLSTATE behind the error, where there is one.
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            ApplyError::Database(error) => failure::sqlstate(error),
+            ApplyError::BreakerOpen { sqlstate, .. } => Some(sqlstate.clone()),
+        }
+    }
+}
+
 /// Applies a decoded batch in one transaction, as `writer`. `known` are event ids the fast path
 /// (Redis) says were applied already: they are skipped without asking PostgreSQL. Everything else
 /// is claimed in `processed_events`, which alone decides what is applied.
@@ -159,18 +236,43 @@ pub struct Superseded;
 /// The transaction first takes a share lock on the version's row and checks its state; a switch
 /// takes that row for update, so it waits for batches under way and every later batch of a
 /// superseded writer is refused: exactly one writer per version, across processes.
+///
+/// When the database refuses the batch's data, it is applied again in a new transaction with the
+/// refused events found and their keys parked ([`isolate`]); keys without trouble pay nothing.
 pub async fn apply(
     pool: &PgPool,
     writer: Writer,
     topic: &str,
     batch: &Decoded<'_>,
     known: &HashSet<Uuid>,
-) -> sqlx::Result<Result<Outcome, Superseded>> {
+    parking: Parking,
+) -> Result<Result<Outcome, Superseded>, ApplyError> {
     let mut tx = pool.begin().await?;
     if let Err(superseded) = hold(&mut tx, writer).await? {
         return Ok(Err(superseded));
     }
-    let outcome = apply_in(&mut tx, topic, batch, known, writer.dead_letters).await?;
+    let refused = match apply_in(&mut tx, topic, batch, known, writer.dead_letters).await {
+        Ok(outcome) => {
+            tx.commit().instrument(db::span("COMMIT", "read models")).await?;
+            return Ok(Ok(outcome));
+        }
+        Err(error) => match failure::classify(&error) {
+            failure::Cause::Data => error,
+            failure::Cause::Unknown if parking.unknown_is_data => error,
+            failure::Cause::Outage | failure::Cause::Unknown => return Err(error.into()),
+        },
+    };
+    drop(tx);
+    tracing::info!(
+        sqlstate = failure::sqlstate(&refused).as_deref().unwrap_or("none"),
+        records = batch.records.len(),
+        "The database refused a batch's data; finding the events it refuses"
+    );
+    let mut tx = pool.begin().await?;
+    if let Err(superseded) = hold(&mut tx, writer).await? {
+        return Ok(Err(superseded));
+    }
+    let outcome = isolate::apply_parking(&mut tx, topic, batch, known, writer.dead_letters, parking).await?;
     tx.commit().instrument(db::span("COMMIT", "read models")).await?;
     Ok(Ok(outcome))
 }
@@ -190,7 +292,9 @@ pub async fn hold(
     Ok(if state == Some(writer.state) { Ok(()) } else { Err(Superseded) })
 }
 
-/// `apply` inside a transaction the caller commits (a redrive also removes its dead letter in it).
+/// `apply` inside a transaction the caller commits (a redrive also removes its dead letter or
+/// its parked key in it), without parking: a refusal of the data is returned as the error.
+/// Events of keys parked before wait behind them (they join their key).
 pub async fn apply_in(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
@@ -198,19 +302,36 @@ pub async fn apply_in(
     known: &HashSet<Uuid>,
     dead_letters: DeadLetters,
 ) -> sqlx::Result<Outcome> {
-    let (records, dead) = (batch.records, &batch.dead);
     let candidates: Vec<&Positioned<'_>> =
         batch.events.iter().filter(|e| !known.contains(&e.envelope.event_id)).collect();
-    let fresh = claim_event_ids(tx, topic, &candidates).await?;
-    let mut seen = HashSet::with_capacity(fresh.len());
-    // The first occurrence of each fresh id is applied; later copies in the batch are duplicates.
-    let to_apply: Vec<&Positioned<'_>> = candidates
-        .iter()
-        .copied()
-        .filter(|e| fresh.contains(&e.envelope.event_id) && seen.insert(e.envelope.event_id))
-        .collect();
-    apply_events(tx, &to_apply).await?;
-    index::record(tx, &to_apply).await?;
+    let claimed = claim_event_ids(tx, topic, &candidates).await?;
+    let (waiting, free): (Vec<&Positioned<'_>>, Vec<&Positioned<'_>>) =
+        candidates.iter().partition(|e| claimed.parked.contains(e.key()));
+    let to_apply = first_fresh(&free, &claimed.fresh);
+    effects(tx, &to_apply).await?;
+    parking::join(tx, topic, &waiting).await?;
+    let parked = Parked { events: waiting, new_keys: 0 };
+    finish(tx, topic, batch, known, dead_letters, &to_apply, &parked).await
+}
+
+/// The events of a batch that did not reach the read models: they wait behind their key.
+#[derive(Default)]
+struct Parked<'p, 'a> {
+    events: Vec<&'p Positioned<'a>>,
+    new_keys: usize,
+}
+
+/// What every way of applying a batch ends with: its dead letters, its checkpoint, its outcome.
+async fn finish(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    batch: &Decoded<'_>,
+    known: &HashSet<Uuid>,
+    dead_letters: DeadLetters,
+    applied: &[&Positioned<'_>],
+    parked: &Parked<'_, '_>,
+) -> sqlx::Result<Outcome> {
+    let (records, dead) = (batch.records, &batch.dead);
     let new_dead_letters = match dead_letters {
         DeadLetters::Record => record_dead_letters(tx, topic, &dead.iter().collect::<Vec<_>>()).await?,
         // The live version's positions are read only for a batch that holds dead letters (few do).
@@ -239,50 +360,104 @@ pub async fn apply_in(
     checkpoint::advance(tx, topic, &next_offsets, &appended).await?;
 
     let mut applied_by_type = BTreeMap::new();
-    for event in &to_apply {
+    for event in applied {
         *applied_by_type.entry(event.envelope.event_type()).or_insert(0) += 1;
     }
+    let parked_ids: HashSet<Uuid> = parked.events.iter().map(|e| e.envelope.event_id).collect();
+    let settled_ids =
+        batch.events.iter().map(|e| e.envelope.event_id).filter(|id| !parked_ids.contains(id)).collect();
+    let unknown = batch.events.iter().filter(|e| !known.contains(&e.envelope.event_id)).count();
     Ok(Outcome {
-        applied: to_apply.len(),
+        applied: applied.len(),
         applied_by_type,
-        duplicates: batch.events.len() - to_apply.len(),
-        known_to_fast_path: batch.events.len() - candidates.len(),
+        duplicates: batch.events.len() - applied.len() - parked.events.len(),
+        known_to_fast_path: batch.events.len() - unknown,
         dead_lettered: dead.len(),
         new_dead_letters,
+        parked: parked.events.len(),
+        parked_keys: parked.new_keys,
+        settled_ids,
         next_offsets,
     })
 }
 
+/// The events to apply among `events`: the first occurrence of each fresh id (later copies in
+/// the batch are duplicates).
+fn first_fresh<'p, 'a>(events: &[&'p Positioned<'a>], fresh: &HashSet<Uuid>) -> Vec<&'p Positioned<'a>> {
+    let mut seen = HashSet::with_capacity(fresh.len());
+    events
+        .iter()
+        .copied()
+        .filter(|e| fresh.contains(&e.envelope.event_id) && seen.insert(e.envelope.event_id))
+        .collect()
+}
+
+/// What the claim found: the fresh event ids it claimed, and the keys that are parked (whose
+/// events it did not claim: they wait behind their key).
+struct Claimed {
+    fresh: HashSet<Uuid>,
+    parked: HashSet<Vec<u8>>,
+}
+
 /// Inserts the batch's event ids into `processed_events` and returns those that were not there:
 /// the exactly-once guard. A concurrent transaction claiming the same id makes this one wait and
-/// then see it as taken.
+/// then see it as taken. Events of parked keys are not claimed: the same statement looks their
+/// keys up (locking them against a redrive until the transaction ends, see `parking`).
 async fn claim_event_ids(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
     events: &[&Positioned<'_>],
-) -> sqlx::Result<HashSet<Uuid>> {
+) -> sqlx::Result<Claimed> {
     if events.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(Claimed { fresh: HashSet::new(), parked: HashSet::new() });
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.envelope.event_id).collect();
     let partitions: Vec<i32> = events.iter().map(|e| e.record.partition).collect();
     let offsets: Vec<i64> = events.iter().map(|e| e.record.offset).collect();
     let types: Vec<&str> = events.iter().map(|e| e.envelope.event_type().as_str()).collect();
-    let claimed: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO processed_events (event_id, topic, partition, log_offset, event_type)
-         SELECT id, $2, p, o, t FROM UNNEST($1::uuid[], $3::int[], $4::bigint[], $5::text[]) AS u(id, p, o, t)
-         ON CONFLICT (event_id) DO NOTHING
-         RETURNING event_id",
+    let keys: Vec<&[u8]> = events.iter().map(|e| e.key()).collect();
+    let rows: Vec<(Option<Uuid>, Option<Vec<u8>>)> = sqlx::query_as(
+        "WITH parked AS MATERIALIZED (
+             SELECT message_key FROM parked_keys
+             WHERE topic = $2 AND message_key = ANY($6::bytea[]) FOR SHARE),
+         claimed AS (
+             INSERT INTO processed_events (event_id, topic, partition, log_offset, event_type)
+             SELECT id, $2, p, o, t
+             FROM UNNEST($1::uuid[], $3::int[], $4::bigint[], $5::text[], $6::bytea[]) AS u(id, p, o, t, k)
+             WHERE NOT EXISTS (SELECT 1 FROM parked WHERE parked.message_key = u.k)
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING event_id)
+         SELECT event_id, NULL::bytea FROM claimed
+         UNION ALL SELECT NULL::uuid, message_key FROM parked",
     )
     .bind(&ids)
     .bind(topic)
     .bind(&partitions)
     .bind(&offsets)
     .bind(&types)
+    .bind(&keys)
     .fetch_all(&mut **tx)
     .instrument(db::span("INSERT", "processed_events"))
     .await?;
-    Ok(claimed.into_iter().collect())
+    let mut claimed = Claimed { fresh: HashSet::with_capacity(rows.len()), parked: HashSet::new() };
+    for row in rows {
+        match row {
+            (Some(id), _) => {
+                claimed.fresh.insert(id);
+            }
+            (None, Some(key)) => {
+                claimed.parked.insert(key);
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(claimed)
+}
+
+/// The effects of fresh events: their read models, then the event index.
+async fn effects(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<'_>]) -> sqlx::Result<()> {
+    apply_events(tx, events).await?;
+    index::record(tx, events).await
 }
 
 /// Dispatches fresh events to their read model, each type set-based.

@@ -89,11 +89,11 @@ pub fn router(state: AppState, cors: &CorsConfig) -> Router {
         let (pool, known, same_log) = (pool.clone(), read_models.known(), log.other_log().is_none());
         async move {
             vec![
-                Check { name: "postgres", ok: eventline_runtime::db::ping(&pool).await },
+                Check::new("postgres", eventline_runtime::db::ping(&pool).await),
                 // Reads need the live version (a database not yet migrated has none).
-                Check { name: "live read models", ok: known },
+                Check::new("live read models", known),
                 // Read models of another log are never served as current.
-                Check { name: "read models of this log", ok: same_log },
+                Check::new("read models of this log", same_log),
             ]
         }
     });

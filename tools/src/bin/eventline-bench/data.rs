@@ -218,7 +218,16 @@ pub async fn naive_projector(
             .query_async(&mut connection)
             .await?;
         let decoded = Decoded::new(std::slice::from_ref(record));
-        project::apply(&pool, Writer::live(live), topic, &decoded, &HashSet::new()).await?.map_err(|_| {
+        project::apply(
+            &pool,
+            Writer::live(live),
+            topic,
+            &decoded,
+            &HashSet::new(),
+            project::Parking::live(100),
+        )
+        .await?
+        .map_err(|_| {
             anyhow::anyhow!("read-model version {live} is no longer live in the benchmark database")
         })?;
     }
