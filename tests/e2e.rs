@@ -16,6 +16,7 @@ mod write_model_processes;
 
 // The projector and the read models it keeps.
 mod migrations;
+mod parking;
 mod projector;
 mod projector_faults;
 mod read_models;
@@ -43,3 +44,4 @@ mod kubernetes;
 mod logs;
 mod observability;
 mod secure;
+mod topic_guard;

@@ -191,6 +191,7 @@ impl Secured {
             topic_partitions: 3,
             topic_replication: 1,
             manage_topic: true,
+            topic_check_secs: 30,
             security: kafka_security(&certificates, PASSWORD, "ca.pem"),
         };
         let env = secured_env(kafka, &postgres, &redis, &certificates.path("ca.pem")).await;

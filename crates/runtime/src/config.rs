@@ -17,9 +17,10 @@ pub struct KafkaConfig {
     /// Replication factor of the event topic when a service has to create it.
     #[arg(long = "topic-replication", env = "EVENTLINE_TOPIC_REPLICATION", default_value_t = 1)]
     pub topic_replication: i32,
-    /// Create the topic when it is missing and refuse one that does not keep events forever. Turn
-    /// off where the operator manages topics and the clients' ACLs deny CreateTopics and
-    /// DescribeConfigs: the services then only wait for the topic to exist.
+    /// Create the topic when it is missing. Turn off where the operator manages topics and the
+    /// clients' ACLs deny CreateTopics: the services then only wait for the topic to exist. Either
+    /// way a topic whose settings delete or compact history is refused (where the ACLs deny
+    /// DescribeConfigs, the services say they cannot check, at start-up and in `/readyz`).
     #[arg(
         long = "manage-topic",
         env = "EVENTLINE_MANAGE_TOPIC",
@@ -28,6 +29,10 @@ pub struct KafkaConfig {
         action = clap::ArgAction::Set
     )]
     pub manage_topic: bool,
+    /// Seconds between checks of the topic's settings while running: a topic altered to delete
+    /// or compact history turns `/readyz` false.
+    #[arg(long = "topic-check-secs", env = "EVENTLINE_TOPIC_CHECK_SECS", default_value_t = 30)]
+    pub topic_check_secs: u64,
     #[command(flatten)]
     pub security: KafkaSecurity,
 }

@@ -1,18 +1,20 @@
 //! Kafka connection settings and the event topic's setup.
 //!
-//! The topic is the event log and is kept forever: it is created with `retention.ms=-1` and
-//! `cleanup.policy=delete` (never compacted), and an existing topic with a finite retention or
-//! compaction is refused, because events would silently disappear from under the read models.
+//! The topic is the event log and is kept forever: it is created with `retention.ms=-1`,
+//! `retention.bytes=-1` and `cleanup.policy=delete` (never compacted), and an existing topic
+//! whose settings delete or compact history is refused (`topic_guard`), because events would
+//! silently disappear from under the read models.
 
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::config::KafkaConfig;
+use crate::topic_guard::Finding;
 
 /// Settings every client of ours starts from: where the brokers are and how to reach them
 /// securely (security protocol, SASL, TLS files, then the operator's extra properties).
@@ -72,23 +74,36 @@ pub enum TopicError {
     Broker { brokers: String, source: KafkaError },
     #[error("creating topic {topic:?} failed: {code}")]
     Create { topic: String, code: RDKafkaErrorCode },
-    #[error(
-        "topic {topic:?} has {setting}={value}, but the event log must be kept forever \
-         (retention.ms=-1, cleanup.policy=delete); fix the topic's configuration or use another topic"
-    )]
+    #[error("{}", crate::topic_guard::refusal(topic, setting, value))]
     NotForever { topic: String, setting: &'static str, value: String },
     #[error("topic {topic:?} did not appear in the broker's metadata within {waited:?}")]
     NotVisible { topic: String, waited: Duration },
 }
 
-/// Creates the event topic if it is missing, checks an existing one keeps events forever, and
-/// returns its number of partitions. When the operator manages the topic (`manage_topic` off),
-/// only waits for it to exist.
+/// Creates the event topic if it is missing (when the services manage it), checks that it keeps
+/// events forever (`topic_guard`: whatever setting would delete or compact history is refused,
+/// also on a topic the operator manages), and returns its number of partitions.
 pub async fn ensure_topic(config: &KafkaConfig) -> Result<i32, TopicError> {
     crate::log_identity::check_access(&config.brokers, &config.security, &config.topic).await?;
-    if !config.manage_topic {
-        return wait_for_partitions(config).await;
+    if config.manage_topic {
+        create_if_missing(config).await?;
     }
+    let partitions = wait_for_partitions(config).await?;
+    match crate::topic_guard::check(config).await {
+        Finding::Deletes { setting, value } => {
+            return Err(TopicError::NotForever { topic: config.topic.clone(), setting, value });
+        }
+        Finding::Unverified(reason) => tracing::warn!(
+            topic = %config.topic,
+            reason,
+            "Cannot check that the event topic keeps its history; /readyz says so while this lasts"
+        ),
+        Finding::KeptForever | Finding::Unchecked => {}
+    }
+    Ok(partitions)
+}
+
+async fn create_if_missing(config: &KafkaConfig) -> Result<(), TopicError> {
     let broker_err = |source| TopicError::Broker { brokers: config.brokers.clone(), source };
     let admin: AdminClient<DefaultClientContext> = client_config(config).create().map_err(broker_err)?;
     let options = AdminOptions::new()
@@ -100,6 +115,7 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<i32, TopicError> {
         TopicReplication::Fixed(config.topic_replication),
     )
     .set("retention.ms", "-1")
+    .set("retention.bytes", "-1")
     .set("cleanup.policy", "delete");
     let results = admin.create_topics([&topic], &options).await.map_err(broker_err)?;
     for result in results {
@@ -107,43 +123,9 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<i32, TopicError> {
             Ok(name) => {
                 tracing::info!(topic = %name, partitions = config.topic_partitions, "Created the event topic")
             }
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                check_kept_forever(&admin, &options, &config.topic).await?
-            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => return Err(TopicError::Create { topic: name, code }),
         }
-    }
-    wait_for_partitions(config).await
-}
-
-async fn check_kept_forever(
-    admin: &AdminClient<DefaultClientContext>,
-    options: &AdminOptions,
-    topic: &str,
-) -> Result<(), TopicError> {
-    let described = match admin.describe_configs([&ResourceSpecifier::Topic(topic)], options).await {
-        Ok(mut results) => results.pop().and_then(Result::ok),
-        Err(_) => None,
-    };
-    let Some(resource) = described else {
-        // Some Kafka-compatible brokers do not implement DescribeConfigs; we cannot check, so say so.
-        tracing::warn!(topic, "Could not read the topic's configuration; assuming it keeps events forever");
-        return Ok(());
-    };
-    let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
-    if let Some(retention) = value("retention.ms").filter(|v| v != "-1") {
-        return Err(TopicError::NotForever {
-            topic: topic.to_owned(),
-            setting: "retention.ms",
-            value: retention,
-        });
-    }
-    if let Some(policy) = value("cleanup.policy").filter(|v| v.contains("compact")) {
-        return Err(TopicError::NotForever {
-            topic: topic.to_owned(),
-            setting: "cleanup.policy",
-            value: policy,
-        });
     }
     Ok(())
 }

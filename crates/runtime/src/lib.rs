@@ -23,3 +23,5 @@ pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "kafka")]
+pub mod topic_guard;

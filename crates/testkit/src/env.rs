@@ -80,6 +80,7 @@ impl TestEnv {
             topic_partitions: TEST_PARTITIONS,
             topic_replication: 1,
             manage_topic: true,
+            topic_check_secs: 30,
             security: Default::default(),
         };
         let redis = RedisConfig::at(redis_url);

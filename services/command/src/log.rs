@@ -388,6 +388,7 @@ mod fault_paths {
             topic_partitions: 1,
             topic_replication: 1,
             manage_topic: true,
+            topic_check_secs: 30,
             security: Default::default(),
         };
         EventLog::connect(&config, 1500).expect("a producer on the mock cluster")

@@ -40,7 +40,8 @@ impl Application {
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let write_model = write_model(&config, log.clone())?;
         eventline_runtime::db::check_access(write_model.pool()).await?;
-        let state = AppState { log, write_model, idempotency: Arc::new(idempotency), guard, commands };
+        let topic = eventline_runtime::topic_guard::TopicGuard::watch(config.kafka.clone());
+        let state = AppState { log, write_model, idempotency: Arc::new(idempotency), guard, commands, topic };
         Ok(Application { listener, state, serving: config.serving, cors: config.cors.clone() })
     }
 

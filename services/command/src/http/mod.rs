@@ -56,6 +56,8 @@ pub struct AppState {
     pub guard: Guard,
     /// Each client's command rate.
     pub commands: Arc<RateLimiter>,
+    /// Whether the event topic still keeps its history (checked while running).
+    pub topic: eventline_runtime::topic_guard::TopicGuard,
 }
 
 /// What the command API serves and reads, for CORS.
@@ -75,6 +77,7 @@ pub fn router(state: AppState, cors: &CorsConfig) -> Router {
             vec![
                 Check::new("kafka", state.log.is_reachable().await),
                 Check::new("decision-state", state.write_model.is_ready()),
+                state.topic.readiness(),
             ]
         }
     });

@@ -30,6 +30,8 @@ pub struct AdminState {
     pub coverage: Arc<Coverage>,
     /// How long a batch may keep failing before the projection reports not ready.
     pub stall: std::time::Duration,
+    /// Whether the event topic still keeps its history (checked while running).
+    pub topic: eventline_runtime::topic_guard::TopicGuard,
 }
 
 pub fn router(state: AdminState, console: crate::console::ConsoleState) -> Router {
@@ -50,6 +52,7 @@ pub fn router(state: AdminState, console: crate::console::ConsoleState) -> Route
                 Check::new("every partition consumed", covered),
                 // Projection goes on without Redis (PostgreSQL alone dedups), but degraded.
                 Check::new("redis", state.fast_path.ping().await),
+                state.topic.readiness(),
             ]
         }
     });

@@ -105,6 +105,7 @@ impl Application {
             status: self.runner.status.clone(),
             fast_path: self.runner.fast_path.clone(),
             stall: std::time::Duration::from_secs(self.config.stall_secs),
+            topic: eventline_runtime::topic_guard::TopicGuard::watch(self.config.kafka.clone()),
         };
         let admin_shutdown = shutdown.child_token();
         let admin = tokio::spawn(eventline_runtime::server::serve(

@@ -21,10 +21,11 @@ pub(crate) enum Fault {
     PoisonStorm,
     KillCommand,
     ClusterLosesBrokers,
+    RefuseOneKey,
 }
 
 impl Fault {
-    pub(crate) const ALL: [Fault; 9] = [
+    pub(crate) const ALL: [Fault; 10] = [
         Fault::KillProjector,
         Fault::CrashPostgres,
         Fault::RestartRedis,
@@ -34,6 +35,7 @@ impl Fault {
         Fault::PoisonStorm,
         Fault::KillCommand,
         Fault::ClusterLosesBrokers,
+        Fault::RefuseOneKey,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -50,6 +52,9 @@ impl Fault {
             Fault::RestartBroker => "broker killed (SIGKILL) and restarted mid-load; its log kept",
             Fault::PoisonStorm => "poison messages mixed into valid traffic",
             Fault::KillCommand => "command service killed with SIGKILL at random moments and restarted",
+            Fault::RefuseOneKey => {
+                "the database refuses one key's events under load (a trigger): the key parked, then redriven"
+            }
             Fault::ClusterLosesBrokers => {
                 "three-broker cluster (RF 3, min.insync.replicas 2): the busiest leader SIGKILLed, \
                  then a second broker (below the minimum in-sync replicas), then both restarted"
@@ -91,6 +96,68 @@ pub(crate) async fn postmaster_started(url: &str) -> anyhow::Result<f64> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The sku whose rows the database refuses in the parking scenario.
+pub(crate) const REFUSED_SKU: &str = "CHAOS-0";
+
+/// Makes the live read-model version's database refuse `REFUSED_SKU`'s stock (`refuse`), or take
+/// it again, as a constraint added by hand or a bad trigger would.
+pub(crate) async fn refuse_one_key(pool: &sqlx::PgPool, live: &str, refuse: bool) -> anyhow::Result<()> {
+    let sql = if refuse {
+        format!(
+            "CREATE FUNCTION {live}.chaos_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'chaos: stock of % refused', NEW.sku; END $$;
+             CREATE TRIGGER chaos_refuse BEFORE INSERT OR UPDATE ON {live}.inventory
+                 FOR EACH ROW WHEN (NEW.sku = '{REFUSED_SKU}') EXECUTE FUNCTION {live}.chaos_refuse();"
+        )
+    } else {
+        format!("DROP TRIGGER chaos_refuse ON {live}.inventory; DROP FUNCTION {live}.chaos_refuse();")
+    };
+    sqlx::raw_sql(&sql).execute(pool).await?;
+    Ok(())
+}
+
+/// How long an event of another key took from its 202 to being applied, while a key is parked:
+/// `probes` adjustments of other skus, each waited for in `processed_events`.
+pub(crate) async fn freshness_probes(
+    http: &reqwest::Client,
+    command: &str,
+    pool: &sqlx::PgPool,
+    live: &str,
+    probes: usize,
+) -> anyhow::Result<Vec<u64>> {
+    let mut took = Vec::with_capacity(probes);
+    for probe in 0..probes {
+        let sku = format!("CHAOS-{}", 1 + probe % (crate::SKUS - 1));
+        let started = Instant::now();
+        let answer: serde_json::Value = http
+            .post(format!("{command}/inventory/{sku}/adjustments"))
+            .json(&serde_json::json!({"quantity": 1, "adjustmentType": "add", "reason": "freshness probe"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let event_id: uuid::Uuid =
+            answer["eventId"].as_str().context("the answer names its event")?.parse()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let applied: Option<i32> =
+                sqlx::query_scalar(&format!("SELECT 1 FROM {live}.processed_events WHERE event_id = $1"))
+                    .bind(event_id)
+                    .fetch_optional(pool)
+                    .await?;
+            if applied.is_some() {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "probe {event_id} was not applied within 30 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        took.push(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(took)
 }
 
 pub(crate) fn random_pause(millis: std::ops::Range<u64>) -> Duration {

@@ -29,7 +29,10 @@ use eventline_testkit::kafka::KafkaCluster;
 use eventline_tools::sandbox::Sandbox;
 use eventline_tools::stack::{self, Service, Setup};
 
-use faults::{Fault, busiest_leader, poison, postmaster_started, random_pause};
+use faults::{
+    Fault, REFUSED_SKU, busiest_leader, freshness_probes, poison, postmaster_started, random_pause,
+    refuse_one_key,
+};
 use fold::read_log;
 use load::{Load, ORDERS, place_orders};
 use report::{Report, kept_history, markdown, round_tenths};
@@ -203,6 +206,7 @@ async fn scenario(
     let mut evidence = false;
     let mut recovery_after_fault_s = Vec::new();
     let mut accepted_below_min_isr = 0;
+    let mut other_keys_freshness_ms = Vec::new();
     tokio::time::sleep(run / 4).await;
     match fault {
         Fault::KillProjector => {
@@ -305,6 +309,15 @@ async fn scenario(
             recovery_after_fault_s.push(round_tenths(restarted.elapsed()));
             evidence = back && refused_meanwhile && flowing;
         }
+        Fault::RefuseOneKey => {
+            let pool = sqlx::PgPool::connect(&setup.database_url()).await?;
+            let live = eventline_read_models::live(&pool).await?.schema();
+            refuse_one_key(&pool, &live, true).await?;
+            faults += 1;
+            // While the key is parked, events of every other key are applied as they come.
+            other_keys_freshness_ms = freshness_probes(&http, &command.base, &pool, &live, 10).await?;
+            pool.close().await;
+        }
         Fault::KillCommand => {
             for _ in 0..kills {
                 tokio::time::sleep(random_pause(200..1200)).await;
@@ -325,7 +338,38 @@ async fn scenario(
 
     let log = read_log(&setup.brokers, &setup.topic)?;
     let pool = sqlx::PgPool::connect(&setup.database_url()).await?;
-    let live = eventline_read_models::live(&pool).await?.schema();
+    let live_version = eventline_read_models::live(&pool).await?;
+    let live = live_version.schema();
+    // The parking scenario: what was applied and what was parked make the log, then the cause
+    // is fixed and the key redriven through the CLI's code, and the usual checks follow.
+    let (mut parked, mut applied_plus_parked) = (0, None);
+    if fault == Fault::RefuseOneKey {
+        parked = sqlx::query_scalar(&format!("SELECT count(*) FROM {live}.parked_events"))
+            .fetch_one(&pool)
+            .await?;
+        let applied: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {live}.processed_events"))
+            .fetch_one(&pool)
+            .await?;
+        applied_plus_parked = Some(applied + parked);
+        refuse_one_key(&pool, &live, false).await?;
+        let version_pool = eventline_read_models::pool(
+            &eventline_runtime::config::DatabaseConfig { url: setup.database_url(), max_connections: 2 },
+            live_version,
+        )?;
+        let redriven = eventline_projector::parked::redrive(
+            &version_pool,
+            live_version,
+            &setup.topic,
+            REFUSED_SKU.as_bytes(),
+            false,
+        )
+        .await?;
+        anyhow::ensure!(
+            parked == 0 || matches!(redriven, eventline_projector::parked::Redriven::Applied { .. }),
+            "the redrive of {REFUSED_SKU} did not apply: {redriven:?}"
+        );
+        version_pool.close().await;
+    }
     let stock: Vec<(String, i64)> =
         sqlx::query_as(&format!("SELECT sku, quantity FROM {live}.inventory")).fetch_all(&pool).await?;
     let stock: HashMap<String, i64> = stock.into_iter().collect();
@@ -364,6 +408,8 @@ async fn scenario(
         // replicas, and accepted again once both brokers were back.
         Fault::ClusterLosesBrokers => evidence,
         Fault::PoisonStorm => dead_letters > 0,
+        // The key was parked while the others were applied.
+        Fault::RefuseOneKey => parked > 0,
         // Processes killed (the recovery is what the other columns judge).
         Fault::KillProjector | Fault::KillDuringRebalance => faults > 0,
     };
@@ -377,6 +423,7 @@ async fn scenario(
         && outcome.accepted_ids.len() as u64 > 0
         && acknowledged_not_in_log == 0
         && applied_twice_or_missing == 0
+        && applied_plus_parked.is_none_or(|sum| sum == events_in_log as i64)
         && dead_letters == i64::try_from(poison_sent)?;
     command.stop();
     projectors.stop();
@@ -403,6 +450,9 @@ async fn scenario(
         recover_s: (recover_s * 10.0).round() / 10.0,
         recovery_after_fault_s,
         accepted_below_min_isr,
+        parked,
+        applied_plus_parked,
+        other_keys_freshness_ms,
         passed,
     })
 }

@@ -47,6 +47,12 @@ pub(crate) struct Report {
     /// Commands first sent while fewer brokers ran than the minimum in-sync replicas, and accepted
     /// before the brokers came back (must be 0).
     pub(crate) accepted_below_min_isr: u64,
+    /// The parking scenario: events parked behind the refused key before the redrive; applied
+    /// plus parked at that moment (must be the events in the log); how long events of other
+    /// keys took from their 202 to being applied meanwhile, in ms.
+    pub(crate) parked: i64,
+    pub(crate) applied_plus_parked: Option<i64>,
+    pub(crate) other_keys_freshness_ms: Vec<u64>,
     pub(crate) passed: bool,
 }
 
@@ -129,6 +135,23 @@ pub(crate) fn markdown(reports: &[Report], took: Duration) -> String {
             r.recovery_after_fault_s.first().copied().unwrap_or_default(),
             r.recovery_after_fault_s.last().copied().unwrap_or_default(),
             r.accepted_below_min_isr,
+        ));
+    }
+    for r in reports.iter().filter(|r| r.applied_plus_parked.is_some()) {
+        let mut freshness = r.other_keys_freshness_ms.clone();
+        freshness.sort_unstable();
+        md.push_str(&format!(
+            "\nOne key refused by the database (a trigger on `CHAOS-0`'s stock, added mid-load): {} of its \
+             events were parked behind the first refused one while every other key was applied; applied plus \
+             parked made {} of the {} events in the log; events of other keys took {} ms (median) and {} ms \
+             (slowest of {}) from their 202 to being applied meanwhile. Then the trigger was dropped and the \
+             key redriven (the CLI's code), and the stock checks above ran on the result.\n",
+            r.parked,
+            r.applied_plus_parked.unwrap_or_default(),
+            r.events_in_log,
+            freshness.get(freshness.len() / 2).copied().unwrap_or_default(),
+            freshness.last().copied().unwrap_or_default(),
+            freshness.len(),
         ));
     }
     md.push_str(
