@@ -180,7 +180,13 @@ async fn events<'e>(
 pub enum Redriven {
     /// Every event of the key applied (or found applied already), in log order; the key is no
     /// longer parked. In a dry run, nothing was kept.
-    Applied { events: usize, applied: usize, duplicates: usize, dry_run: bool },
+    Applied {
+        events: usize,
+        applied: usize,
+        duplicates: usize,
+        #[serde(rename = "dryRun")]
+        dry_run: bool,
+    },
     /// The database still refuses one of the key's events: nothing was applied, the key stays
     /// parked (with one more attempt and the new error, unless a dry run).
     FailedAgain { sqlstate: Option<String>, error: String },

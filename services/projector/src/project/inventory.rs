@@ -253,9 +253,10 @@ mod tests {
         ];
         let net = fold(&adjustments(&events));
         assert_eq!(net["A"].change, Change::Relative(ClampAdd::IDENTITY.then_add(5).then_add(-1)));
+        // From MAX: +5 saturates at MAX, then -1 gives MAX - 1.
         assert_eq!(
             net["A"].change,
-            Change::Relative(ClampAdd { delta: 4, low: i64::MIN + 4, high: i64::MAX })
+            Change::Relative(ClampAdd { delta: 4, low: i64::MIN + 4, high: i64::MAX - 1 })
         );
         assert_eq!(after(&net["A"], Some(10)), 14);
         assert_eq!(net["B"].change, Change::Absolute(13), "the remove before the set is overwritten by it");
