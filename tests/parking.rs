@@ -161,6 +161,14 @@ async fn a_refused_key_waits_in_order_while_every_other_key_is_applied_then_a_re
         assert_eq!(read.status(), 200, "a user created after the parking is readable with its token");
     }
 
+    // The parked aggregate itself is not served as current: its stock is behind the log.
+    let stock = http().get(query.url(&format!("/inventory/{REFUSED_SKU}"))).send().await.unwrap();
+    assert_eq!(stock.status(), 503);
+    let problem: Value = stock.json().await.unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("/aggregate-parked"), "{problem}");
+    let other = http().get(query.url("/inventory/sku-1")).send().await.unwrap();
+    assert_eq!(other.status(), 200, "another sku reads as usual");
+
     // One parked key is no reason to stop: the projector stays ready, and says what is parked.
     let (status, body) = readyz(&projector).await;
     assert_eq!(status, 200, "{body}");
@@ -223,6 +231,9 @@ async fn a_refused_key_waits_in_order_while_every_other_key_is_applied_then_a_re
     let config = support::projector_config(&env, "verify");
     let report = eventline_projector::verify::verify(&config, Progress::Log, 500, 3).await.unwrap();
     assert!(report.differing().is_empty(), "{:?}", report.differing());
+
+    let stock = http().get(query.url(&format!("/inventory/{REFUSED_SKU}"))).send().await.unwrap();
+    assert_eq!(stock.status(), 200, "once redriven, the aggregate is served again");
 
     // After the redrive, events of the key are applied as any other.
     env.produce_event(&producer, &adjustment(REFUSED_SKU, AdjustmentType::Add, 10)).await;

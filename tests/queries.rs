@@ -310,6 +310,8 @@ async fn every_read_uses_indexes_not_sequential_scans() {
         "INSERT INTO payments SELECT gen_random_uuid(), order_id, 1, 'USD', 'card', 'completed', now(), gen_random_uuid()
          FROM orders WHERE status = 'paid'",
         "INSERT INTO inventory SELECT 'SKU-' || i, i, now(), gen_random_uuid() FROM generate_series(1, 20000) i",
+        "INSERT INTO parked_keys (topic, message_key, partition, log_offset, event_type, error)
+         SELECT 'eventline.events', convert_to('key-' || i, 'UTF8'), 0, i, 'UserCreated', 'refused' FROM generate_series(1, 5000) i",
         "ANALYZE",
     ];
     for statement in seed {
@@ -320,8 +322,12 @@ async fn every_read_uses_indexes_not_sequential_scans() {
         sqlx::query_scalar("SELECT order_id::text FROM orders LIMIT 1").fetch_one(&env.pool).await.unwrap();
     let order = format!("'{order}'::uuid");
     // Each statement with its arguments ($1, $2, … in order).
-    let plans: [(&str, &str, Vec<String>); 10] = [
-        ("stored user document", STORED_USER_SQL, vec![user.into()]),
+    let plans: [(&str, &str, Vec<String>); 11] = [
+        (
+            "stored user document",
+            STORED_USER_OR_PARKED_SQL,
+            vec![user.into(), "'eventline.events'".into(), format!("convert_to({user}::text, 'UTF8')")],
+        ),
         ("user document", USER_DOCUMENTS_SQL, vec![format!("ARRAY[{user}]"), "5".into()]),
         (
             "the projector's store of user documents",
@@ -346,7 +352,12 @@ async fn every_read_uses_indexes_not_sequential_scans() {
             vec![user.into(), "21".into(), "NULL::timestamptz".into(), "NULL::uuid".into()],
         ),
         ("orders after a cursor", ORDERS_SQL, vec![user.into(), "21".into(), "now()".into(), order.clone()]),
-        ("stored order document", STORED_ORDER_SQL, vec![order.clone()]),
+        (
+            "stored order document",
+            STORED_ORDER_OR_PARKED_SQL,
+            vec![order.clone(), "'eventline.events'".into(), format!("convert_to({order}::text, 'UTF8')")],
+        ),
+        ("parked key", PARKED_SQL, vec!["'eventline.events'".into(), "convert_to('SKU-42', 'UTF8')".into()]),
         ("order document", ORDER_DOCUMENTS_SQL, vec![format!("ARRAY[{order}]")]),
         ("stock", STOCK_SQL, vec!["'SKU-42'".into()]),
     ];

@@ -136,6 +136,9 @@ pub async fn purge(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
 pub enum Redriven {
     /// Decoded and applied (or found already applied); the entry is gone.
     Applied { id: i64, duplicate: bool },
+    /// Decoded, and its key is parked behind an event the database refused: it joined the key,
+    /// in order (`parked redrive` applies it with the key); the entry is gone.
+    Parked { id: i64 },
     /// Still cannot be applied; the entry stays with one more attempt and the new error.
     FailedAgain { id: i64, error_code: String, error: String },
     /// Not applied: the version it was to be applied to is no longer live (a rebuild or rollback
@@ -167,13 +170,39 @@ pub async fn redrive(pool: &PgPool, version: Version, entry: &DeadLetter) -> sql
     if project::hold(&mut tx, writer).await?.is_err() {
         return Ok(Redriven::NotLive { id: entry.id, version: version.0 });
     }
-    let outcome =
-        project::apply_in(&mut tx, &entry.topic, &decoded, &HashSet::new(), writer.dead_letters).await?;
+    let applied =
+        project::apply_in(&mut tx, &entry.topic, &decoded, &HashSet::new(), writer.dead_letters).await;
+    let outcome = match applied {
+        Ok(outcome) => outcome,
+        Err(error) if project::failure::classify(&error) == project::failure::Cause::Outage => {
+            return Err(error);
+        }
+        Err(error) => {
+            // It decodes now, but the database refuses it: it stays, with why.
+            drop(tx);
+            let refusal = project::Refusal::of(&error);
+            let error_code = "refused-by-database".to_owned();
+            let error =
+                format!("SQLSTATE {}: {}", refusal.sqlstate.as_deref().unwrap_or("none"), refusal.error);
+            sqlx::query(
+                "UPDATE dead_letters SET attempts = attempts + 1, error_code = $2, error = $3 WHERE dead_letter_id = $1",
+            )
+            .bind(entry.id)
+            .bind(&error_code)
+            .bind(&error)
+            .execute(pool)
+            .await?;
+            return Ok(Redriven::FailedAgain { id: entry.id, error_code, error });
+        }
+    };
     sqlx::query("DELETE FROM dead_letters WHERE dead_letter_id = $1")
         .bind(entry.id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    if outcome.parked > 0 {
+        return Ok(Redriven::Parked { id: entry.id });
+    }
     Ok(Redriven::Applied { id: entry.id, duplicate: outcome.applied == 0 })
 }
 

@@ -13,6 +13,9 @@ eventline_runtime::problem_types! {
     PROJECTION_BEHIND = (SERVICE_UNAVAILABLE, "projection-behind", "Projection behind");
     READ_TIMEOUT = (SERVICE_UNAVAILABLE, "read-timeout", "Read took too long");
     READ_MODELS_FROM_ANOTHER_LOG = (SERVICE_UNAVAILABLE, "read-models-from-another-log", "Read models from another log");
+    /// The aggregate's events are parked behind one the database refused: what the read models
+    /// hold of it is behind the log, and is not served as current.
+    AGGREGATE_PARKED = (SERVICE_UNAVAILABLE, "aggregate-parked", "Aggregate parked");
 }
 
 /// The aggregate's version now, on the `not-found` of a history read beyond it.

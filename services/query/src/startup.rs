@@ -71,6 +71,7 @@ impl Application {
             guard,
             reads,
             read_timeout: config.read_timeout(),
+            topic: config.topic.as_str().into(),
         };
         Ok(Application { listener, state, follower, serving: config.serving, cors: config.cors.clone() })
     }

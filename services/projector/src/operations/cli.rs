@@ -234,7 +234,7 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
                 let outcome = dlq::redrive(&pool, live, entry).await?;
                 println!("{}", serde_json::to_string(&outcome)?);
                 match outcome {
-                    Redriven::Applied { .. } => {}
+                    Redriven::Applied { .. } | Redriven::Parked { .. } => {}
                     Redriven::FailedAgain { .. } => failed += 1,
                     Redriven::NotLive { version, .. } => {
                         sync_mirror(config, &pool).await;

@@ -36,6 +36,7 @@ use crate::log_watch::LogWatch;
 pub mod statements {
     pub use super::inventory::STOCK_SQL;
     pub use super::users::{ORDERS_SQL, USER_EXISTS_SQL};
+    pub use super::{PARKED_SQL, STORED_ORDER_OR_PARKED_SQL, STORED_USER_OR_PARKED_SQL};
     pub use eventline_read_models::documents::{
         ORDERS_SQL as ORDER_DOCUMENTS_SQL, STORED_ORDER_SQL, STORED_USER_SQL, USERS_SQL as USER_DOCUMENTS_SQL,
     };
@@ -57,6 +58,8 @@ pub struct AppState {
     pub reads: std::sync::Arc<RateLimiter>,
     /// Longest time a read may take to have its answer (a live stream answers at once).
     pub read_timeout: Duration,
+    /// The event topic: the projector parks aggregate keys of it (a read of a parked one is refused).
+    pub topic: std::sync::Arc<str>,
 }
 
 /// What the live streams share.
@@ -257,21 +260,80 @@ fn with_version_etag(headers: &HeaderMap, body: &impl Serialize, version: i64) -
     respond_tagged(headers, serialize(body)?, format!("\"{version}\""))
 }
 
-/// The document the projector stored for `id` (`sql`: one primary-key read of `table`), `None`
-/// when the row has none yet (stored before documents were), or `404` when there is no row.
+/// Whether key `$2` of topic `$1` is parked (behind an event the database refused).
+pub const PARKED_SQL: &str =
+    "SELECT EXISTS (SELECT 1 FROM parked_keys WHERE topic = $1 AND message_key = $2)";
+
+/// The stored document of user `$1` and its ETag, and whether its key (`$3`, of topic `$2`) is
+/// parked: one primary-key read, and one of the (nearly always empty) parked keys.
+pub const STORED_USER_OR_PARKED_SQL: &str = "SELECT document, document_etag,
+            EXISTS (SELECT 1 FROM parked_keys WHERE topic = $2 AND message_key = $3) AS parked
+     FROM users WHERE user_id = $1";
+
+/// The same for order `$1`.
+pub const STORED_ORDER_OR_PARKED_SQL: &str = "SELECT document, document_etag,
+            EXISTS (SELECT 1 FROM parked_keys WHERE topic = $2 AND message_key = $3) AS parked
+     FROM orders WHERE order_id = $1";
+
+#[derive(sqlx::FromRow)]
+struct StoredOrParked {
+    #[sqlx(flatten)]
+    stored: documents::Stored,
+    parked: bool,
+}
+
+/// The document the projector stored for `id` (`sql`: one primary-key read of `table`, with
+/// whether its key is parked), `None` when the row has none yet (stored before documents
+/// were), `404` when there is no row, and `503 aggregate-parked` when its key is parked.
 async fn stored_document(
+    state: &AppState,
     db: &PgPool,
     sql: &str,
     table: &'static str,
     id: uuid::Uuid,
 ) -> Result<Option<Tagged>, Problem> {
-    let stored: Option<documents::Stored> = sqlx::query_as(sql)
+    let key = id.to_string();
+    let stored: Option<StoredOrParked> = sqlx::query_as(sql)
         .bind(id)
+        .bind(&*state.topic)
+        .bind(key.as_bytes())
         .fetch_optional(db)
         .instrument(eventline_runtime::db::span("SELECT", table))
         .await
         .map_err(database_problem)?;
-    Ok(stored.ok_or_else(|| no_such(table.trim_end_matches('s'), id))?.ready())
+    let kind = table.trim_end_matches('s');
+    match stored {
+        Some(StoredOrParked { parked: true, .. }) => Err(parked(kind, &key)),
+        Some(StoredOrParked { stored, .. }) => Ok(stored.ready()),
+        None => {
+            refuse_parked(state, db, kind, &key).await?;
+            Err(no_such(kind, id))
+        }
+    }
+}
+
+/// `503 aggregate-parked` when the key of aggregate `kind` `key` is parked: the read models hold
+/// it as of before the refused event, which is not current (DESIGN.md rule 5).
+async fn refuse_parked(state: &AppState, db: &PgPool, kind: &str, key: &str) -> Result<(), Problem> {
+    let is_parked: bool = sqlx::query_scalar(PARKED_SQL)
+        .bind(&*state.topic)
+        .bind(key.as_bytes())
+        .fetch_one(db)
+        .instrument(eventline_runtime::db::span("SELECT", "parked_keys"))
+        .await
+        .map_err(database_problem)?;
+    if is_parked { Err(parked(kind, key)) } else { Ok(()) }
+}
+
+fn parked(kind: &str, key: &str) -> Problem {
+    Problem::new(
+        crate::problems::AGGREGATE_PARKED,
+        format!(
+            "The read models refused an event of {kind} {key}; it and the events after it wait for an operator \
+             (eventline-projector parked redrive). What they hold of this {kind} is not current."
+        ),
+    )
+    .retry_after(60)
 }
 
 /// Answers with a document, stored or just assembled, under its own ETag.

@@ -50,8 +50,9 @@ pub enum ReadProblems {
     TooManyRequests(Problem),
     /// The projection has not reached the Consistency-Token within the bound
     /// (`projection-behind`), the read took longer than its limit (`read-timeout`), the database
-    /// is unavailable, or the read models belong to another
-    /// event log than the broker serves (`read-models-from-another-log`). `Retry-After` says when
+    /// is unavailable, the read models belong to another
+    /// event log than the broker serves (`read-models-from-another-log`), or the aggregate's events
+    /// are parked behind one the read models refused (`aggregate-parked`). `Retry-After` says when
     /// to retry.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),

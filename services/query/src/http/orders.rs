@@ -3,7 +3,7 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use eventline_read_models::documents::{self, Order, STORED_ORDER_SQL};
+use eventline_read_models::documents::{self, Order};
 use eventline_runtime::db;
 use eventline_runtime::problem::{ApiQuery, Problem};
 use tracing::Instrument as _;
@@ -42,7 +42,9 @@ pub async fn get_order(
     if let Some(until) = until {
         return with_document(&headers, history::order_as_of(&db, order_id, until).await?.tagged());
     }
-    if let Some(ready) = stored_document(&db, STORED_ORDER_SQL, "orders", order_id).await? {
+    if let Some(ready) =
+        stored_document(&state, &db, super::STORED_ORDER_OR_PARKED_SQL, "orders", order_id).await?
+    {
         return with_document(&headers, Ok(ready));
     }
     // A row stored before documents were: assembled here.

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use eventline_read_models::documents::{self, OrderSummary, STORED_ORDERS_LIMIT, STORED_USER_SQL, User};
+use eventline_read_models::documents::{self, OrderSummary, STORED_ORDERS_LIMIT, User};
 use eventline_runtime::problem::{ApiQuery, Problem};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -88,11 +88,13 @@ pub async fn get_user(
     let orders_limit = in_range(params.orders_limit, STORED_ORDERS_LIMIT, 0, 100, "ordersLimit")?;
     let db = read_your_writes(&state, &headers).await?;
     if orders_limit == STORED_ORDERS_LIMIT
-        && let Some(ready) = stored_document(&db, STORED_USER_SQL, "users", user_id).await?
+        && let Some(ready) =
+            stored_document(&state, &db, super::STORED_USER_OR_PARKED_SQL, "users", user_id).await?
     {
         return with_document(&headers, Ok(ready));
     }
     // Another number of orders, or a row stored before documents were: assembled here.
+    super::refuse_parked(&state, &db, "user", &user_id.to_string()).await?;
     let assembled = documents::assemble_users(&db, &[user_id], orders_limit)
         .instrument(db::span("SELECT", "users"))
         .await
