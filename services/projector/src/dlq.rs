@@ -154,16 +154,7 @@ pub async fn redrive(pool: &PgPool, version: Version, entry: &DeadLetter) -> sql
     let records = [entry.record()];
     let decoded = Decoded::new(&records);
     if let Some(error) = decoded.first_error() {
-        let (error_code, error) = (error.code().to_owned(), error.to_string());
-        sqlx::query(
-            "UPDATE dead_letters SET attempts = attempts + 1, error_code = $2, error = $3 WHERE dead_letter_id = $1",
-        )
-        .bind(entry.id)
-        .bind(&error_code)
-        .bind(&error)
-        .execute(pool)
-        .await?;
-        return Ok(Redriven::FailedAgain { id: entry.id, error_code, error });
+        return failed_again(pool, entry.id, error.code().to_owned(), error.to_string()).await;
     }
     let mut tx = pool.begin().await?;
     let writer = Writer::live(version);
@@ -181,18 +172,9 @@ pub async fn redrive(pool: &PgPool, version: Version, entry: &DeadLetter) -> sql
             // It decodes now, but the database refuses it: it stays, with why.
             drop(tx);
             let refusal = project::Refusal::of(&error);
-            let error_code = "refused-by-database".to_owned();
             let error =
                 format!("SQLSTATE {}: {}", refusal.sqlstate.as_deref().unwrap_or("none"), refusal.error);
-            sqlx::query(
-                "UPDATE dead_letters SET attempts = attempts + 1, error_code = $2, error = $3 WHERE dead_letter_id = $1",
-            )
-            .bind(entry.id)
-            .bind(&error_code)
-            .bind(&error)
-            .execute(pool)
-            .await?;
-            return Ok(Redriven::FailedAgain { id: entry.id, error_code, error });
+            return failed_again(pool, entry.id, "refused-by-database".to_owned(), error).await;
         }
     };
     sqlx::query("DELETE FROM dead_letters WHERE dead_letter_id = $1")
@@ -204,6 +186,19 @@ pub async fn redrive(pool: &PgPool, version: Version, entry: &DeadLetter) -> sql
         return Ok(Redriven::Parked { id: entry.id });
     }
     Ok(Redriven::Applied { id: entry.id, duplicate: outcome.applied == 0 })
+}
+
+/// A redrive that failed again: the entry stays, with one more attempt and the new error.
+async fn failed_again(pool: &PgPool, id: i64, error_code: String, error: String) -> sqlx::Result<Redriven> {
+    sqlx::query(
+        "UPDATE dead_letters SET attempts = attempts + 1, error_code = $2, error = $3 WHERE dead_letter_id = $1",
+    )
+    .bind(id)
+    .bind(&error_code)
+    .bind(&error)
+    .execute(pool)
+    .await?;
+    Ok(Redriven::FailedAgain { id, error_code, error })
 }
 
 /// The Redis mirror of the dead letters of one topic.

@@ -118,7 +118,8 @@ pub struct ActionRequest {
     pub reason: Option<String>,
 }
 
-fn yes() -> bool {
+/// Actions default to a dry run.
+pub(super) fn yes() -> bool {
     true
 }
 

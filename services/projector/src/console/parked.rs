@@ -54,16 +54,12 @@ pub struct KeyAction {
     /// The parked key (its text, as listed).
     pub key: String,
     /// Try and change nothing (a redrive applies and rolls back). Defaults to true.
-    #[serde(default = "yes")]
+    #[serde(default = "super::dead_letters::yes")]
     pub dry_run: bool,
     /// The confirmation the dry run answered, typed (`redrive <key>`).
     pub confirm: Option<String>,
     /// Why (required to discard).
     pub reason: Option<String>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Serialize, ToSchema)]
