@@ -312,6 +312,10 @@ async fn every_read_uses_indexes_not_sequential_scans() {
         "INSERT INTO inventory SELECT 'SKU-' || i, i, now(), gen_random_uuid() FROM generate_series(1, 20000) i",
         "INSERT INTO parked_keys (topic, message_key, partition, log_offset, event_type, error)
          SELECT 'eventline.events', convert_to('key-' || i, 'UTF8'), 0, i, 'UserCreated', 'refused' FROM generate_series(1, 5000) i",
+        "INSERT INTO parked_events (topic, partition, log_offset, message_key, event_id, event_type, payload, headers, user_id)
+         SELECT 'eventline.events', 0, i, convert_to('key-' || i, 'UTF8'), gen_random_uuid(), 'OrderPlaced', '', '{}',
+                CASE WHEN i % 2 = 0 THEN gen_random_uuid() END
+         FROM generate_series(1, 5000) i",
         "ANALYZE",
     ];
     for statement in seed {
@@ -322,7 +326,7 @@ async fn every_read_uses_indexes_not_sequential_scans() {
         sqlx::query_scalar("SELECT order_id::text FROM orders LIMIT 1").fetch_one(&env.pool).await.unwrap();
     let order = format!("'{order}'::uuid");
     // Each statement with its arguments ($1, $2, … in order).
-    let plans: [(&str, &str, Vec<String>); 11] = [
+    let plans: [(&str, &str, Vec<String>); 12] = [
         (
             "stored user document",
             STORED_USER_OR_PARKED_SQL,
@@ -358,6 +362,7 @@ async fn every_read_uses_indexes_not_sequential_scans() {
             vec![order.clone(), "'eventline.events'".into(), format!("convert_to({order}::text, 'UTF8')")],
         ),
         ("parked key", PARKED_SQL, vec!["'eventline.events'".into(), "convert_to('SKU-42', 'UTF8')".into()]),
+        ("user's parked events", USER_PARKED_SQL, vec!["'eventline.events'".into(), user.into()]),
         ("order document", ORDER_DOCUMENTS_SQL, vec![format!("ARRAY[{order}]")]),
         ("stock", STOCK_SQL, vec!["'SKU-42'".into()]),
     ];

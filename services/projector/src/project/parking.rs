@@ -5,9 +5,11 @@
 use std::collections::HashSet;
 
 use chrono::DateTime;
+use eventline_events::Event;
 use eventline_runtime::db;
 use sqlx::{Postgres, Transaction};
 use tracing::Instrument as _;
+use uuid::Uuid;
 
 use super::Positioned;
 
@@ -104,11 +106,24 @@ pub(super) async fn join(
     }
     let headers: Vec<sqlx::types::Json<&std::collections::BTreeMap<String, String>>> =
         events.iter().map(|e| sqlx::types::Json(&e.record.headers)).collect();
+    // The user whose served document the event would change: an order's placement names it, a
+    // payment's order (when applied) holds it.
+    let (users, orders): (Vec<Option<Uuid>>, Vec<Option<Uuid>>) = events
+        .iter()
+        .map(|e| match &e.envelope.event {
+            Event::OrderPlaced(placed) => (Some(placed.user_id), None),
+            Event::PaymentSettled(paid) => (None, Some(paid.order_id)),
+            Event::UserCreated(_) | Event::InventoryAdjusted(_) => (None, None),
+        })
+        .unzip();
     sqlx::query(
         "INSERT INTO parked_events (topic, partition, log_offset, message_key, event_id, event_type, payload,
-                                    headers, trace_id, appended_at)
-         SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::bytea[], $5::uuid[], $6::text[], $7::bytea[],
-                                  $8::jsonb[], $9::text[], $10::timestamptz[])
+                                    headers, trace_id, appended_at, user_id)
+         SELECT $1, p, o, k, id, t, payload, headers, trace, appended,
+                COALESCE(u, (SELECT user_id FROM orders WHERE order_id = ord))
+         FROM UNNEST($2::int[], $3::bigint[], $4::bytea[], $5::uuid[], $6::text[], $7::bytea[],
+                     $8::jsonb[], $9::text[], $10::timestamptz[], $11::uuid[], $12::uuid[])
+              AS e(p, o, k, id, t, payload, headers, trace, appended, u, ord)
          ON CONFLICT (topic, partition, log_offset) DO NOTHING",
     )
     .bind(topic)
@@ -126,6 +141,8 @@ pub(super) async fn join(
             .map(|e| e.record.appended_at_ms.and_then(DateTime::from_timestamp_millis))
             .collect::<Vec<_>>(),
     )
+    .bind(&users)
+    .bind(&orders)
     .execute(&mut **tx)
     .instrument(db::span("INSERT", "parked_events"))
     .await?;

@@ -36,7 +36,7 @@ use crate::log_watch::LogWatch;
 pub mod statements {
     pub use super::inventory::STOCK_SQL;
     pub use super::users::{ORDERS_SQL, USER_EXISTS_SQL};
-    pub use super::{PARKED_SQL, STORED_ORDER_OR_PARKED_SQL, STORED_USER_OR_PARKED_SQL};
+    pub use super::{PARKED_SQL, STORED_ORDER_OR_PARKED_SQL, STORED_USER_OR_PARKED_SQL, USER_PARKED_SQL};
     pub use eventline_read_models::documents::{
         ORDERS_SQL as ORDER_DOCUMENTS_SQL, STORED_ORDER_SQL, STORED_USER_SQL, USERS_SQL as USER_DOCUMENTS_SQL,
     };
@@ -265,10 +265,16 @@ pub const PARKED_SQL: &str =
     "SELECT EXISTS (SELECT 1 FROM parked_keys WHERE topic = $1 AND message_key = $2)";
 
 /// The stored document of user `$1` and its ETag, and whether its key (`$3`, of topic `$2`) is
-/// parked: one primary-key read, and one of the (nearly always empty) parked keys.
+/// parked or an event that would change its document is (an order of the user, placed or paid):
+/// one primary-key read, and index reads of the (nearly always empty) parking tables.
 pub const STORED_USER_OR_PARKED_SQL: &str = "SELECT document, document_etag,
-            EXISTS (SELECT 1 FROM parked_keys WHERE topic = $2 AND message_key = $3) AS parked
+            EXISTS (SELECT 1 FROM parked_keys WHERE topic = $2 AND message_key = $3)
+            OR EXISTS (SELECT 1 FROM parked_events WHERE topic = $2 AND user_id = $1) AS parked
      FROM users WHERE user_id = $1";
+
+/// Whether an event that would change user `$2`'s document is parked (topic `$1`).
+pub const USER_PARKED_SQL: &str =
+    "SELECT EXISTS (SELECT 1 FROM parked_events WHERE topic = $1 AND user_id = $2)";
 
 /// The same for order `$1`.
 pub const STORED_ORDER_OR_PARKED_SQL: &str = "SELECT document, document_etag,
@@ -314,14 +320,24 @@ async fn stored_document(
 
 /// `503 aggregate-parked` when the key of aggregate `kind` `key` is parked: the read models hold
 /// it as of before the refused event, which is not current (DESIGN.md rule 5).
+/// For a user, an order of theirs placed or paid and parked counts too (its document lacks it).
 async fn refuse_parked(state: &AppState, db: &PgPool, kind: &str, key: &str) -> Result<(), Problem> {
-    let is_parked: bool = sqlx::query_scalar(PARKED_SQL)
+    let mut is_parked: bool = sqlx::query_scalar(PARKED_SQL)
         .bind(&*state.topic)
         .bind(key.as_bytes())
         .fetch_one(db)
         .instrument(eventline_runtime::db::span("SELECT", "parked_keys"))
         .await
         .map_err(database_problem)?;
+    if let (false, "user", Ok(user_id)) = (is_parked, kind, key.parse::<uuid::Uuid>()) {
+        is_parked = sqlx::query_scalar(USER_PARKED_SQL)
+            .bind(&*state.topic)
+            .bind(user_id)
+            .fetch_one(db)
+            .instrument(eventline_runtime::db::span("SELECT", "parked_events"))
+            .await
+            .map_err(database_problem)?;
+    }
     if is_parked { Err(parked(kind, key)) } else { Ok(()) }
 }
 
@@ -329,8 +345,9 @@ fn parked(kind: &str, key: &str) -> Problem {
     Problem::new(
         crate::problems::AGGREGATE_PARKED,
         format!(
-            "The read models refused an event of {kind} {key}; it and the events after it wait for an operator \
-             (eventline-projector parked redrive). What they hold of this {kind} is not current."
+            "The read models refused an event of {kind} {key} (or, for a user, of one of their orders); it and \
+             the events after it wait for an operator (eventline-projector parked redrive). What they hold of \
+             this {kind} is not current."
         ),
     )
     .retry_after(60)

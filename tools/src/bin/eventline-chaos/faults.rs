@@ -160,6 +160,30 @@ pub(crate) async fn freshness_probes(
     Ok(took)
 }
 
+/// Whether the gauge `name` in the Prometheus text at `url` reads at least 1 within `within`.
+pub(crate) async fn gauge_reaches_one(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(response) = http.get(url).send().await
+            && let Ok(text) = response.text().await
+        {
+            let value = text
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+            if value.is_some_and(|v| v >= 1.0) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
 pub(crate) fn random_pause(millis: std::ops::Range<u64>) -> Duration {
     Duration::from_millis(rand::rng().random_range(millis))
 }

@@ -30,8 +30,8 @@ use eventline_tools::sandbox::Sandbox;
 use eventline_tools::stack::{self, Service, Setup};
 
 use faults::{
-    Fault, REFUSED_SKU, busiest_leader, freshness_probes, poison, postmaster_started, random_pause,
-    refuse_one_key,
+    Fault, REFUSED_SKU, busiest_leader, freshness_probes, gauge_reaches_one, poison, postmaster_started,
+    random_pause, refuse_one_key,
 };
 use fold::read_log;
 use load::{Load, ORDERS, place_orders};
@@ -317,6 +317,15 @@ async fn scenario(
             // While the key is parked, events of every other key are applied as they come.
             other_keys_freshness_ms = freshness_probes(&http, &command.base, &pool, &live, 10).await?;
             pool.close().await;
+            // The projector says so in its metrics (the observer's round, every 5 s).
+            let metrics = projectors.any()?.url("/metrics");
+            evidence = gauge_reaches_one(
+                &http,
+                &metrics,
+                "eventline_projector_parked_keys",
+                Duration::from_secs(15),
+            )
+            .await;
         }
         Fault::KillCommand => {
             for _ in 0..kills {
@@ -408,8 +417,8 @@ async fn scenario(
         // replicas, and accepted again once both brokers were back.
         Fault::ClusterLosesBrokers => evidence,
         Fault::PoisonStorm => dead_letters > 0,
-        // The key was parked while the others were applied.
-        Fault::RefuseOneKey => parked > 0,
+        // The key was parked while the others were applied, and the projector's gauge said so.
+        Fault::RefuseOneKey => parked > 0 && evidence,
         // Processes killed (the recovery is what the other columns judge).
         Fault::KillProjector | Fault::KillDuringRebalance => faults > 0,
     };
