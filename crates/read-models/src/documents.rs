@@ -72,12 +72,20 @@ pub const ORDERS_SQL: &str =
                             ORDER BY p.settled_at DESC, p.payment_id DESC LIMIT 1) p ON true
          WHERE o.order_id = ANY($1::uuid[])";
 
-/// The stored document of user `$1` and its ETag; `document` is null for a row stored before
-/// documents were.
-pub const STORED_USER_SQL: &str = "SELECT document, document_etag FROM users WHERE user_id = $1";
+/// The stored document of user `$1` and its ETag (`document` is null for a row stored before
+/// documents were), and whether the user is parked: its key (`$3`, of topic `$2`), or an event
+/// that would change its document (an order of the user, placed or paid). One primary-key read,
+/// and index reads of the (nearly always empty) parking tables.
+pub const STORED_USER_SQL: &str = "SELECT document, document_etag,
+            EXISTS (SELECT 1 FROM parked_keys WHERE topic = $2 AND message_key = $3)
+            OR EXISTS (SELECT 1 FROM parked_events WHERE topic = $2 AND user_id = $1) AS parked
+     FROM users WHERE user_id = $1";
 
-/// The stored document of order `$1` and its ETag (as [`STORED_USER_SQL`]).
-pub const STORED_ORDER_SQL: &str = "SELECT document, document_etag FROM orders WHERE order_id = $1";
+/// The stored document of order `$1` and its ETag, and whether its key is parked (as
+/// [`STORED_USER_SQL`]).
+pub const STORED_ORDER_SQL: &str = "SELECT document, document_etag,
+            EXISTS (SELECT 1 FROM parked_keys WHERE topic = $2 AND message_key = $3) AS parked
+     FROM orders WHERE order_id = $1";
 
 /// A user, with order statistics and their most recent orders.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -325,6 +333,8 @@ impl OrderRow {
 pub struct Stored {
     pub document: Option<String>,
     pub document_etag: Option<String>,
+    /// The aggregate is parked: what the row holds is behind the log.
+    pub parked: bool,
 }
 
 impl Stored {
@@ -424,6 +434,7 @@ mod tests {
         let stored = |document: Option<&str>, etag: Option<&str>| Stored {
             document: document.map(str::to_owned),
             document_etag: etag.map(str::to_owned),
+            parked: false,
         };
         assert_eq!(
             stored(Some("{}"), Some("\"1\"")).ready(),

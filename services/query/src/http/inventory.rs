@@ -54,7 +54,7 @@ pub async fn get_stock(
         let version = stock.version;
         return with_version_etag(&headers, &stock, version);
     }
-    super::refuse_parked(&state, &db, "sku", &sku).await?;
+    super::refuse_parked(&state, &db, super::Aggregate::Sku(&sku)).await?;
     let stock: Option<Stock> = sqlx::query_as(STOCK_SQL)
         .bind(&sku)
         .fetch_optional(&db)

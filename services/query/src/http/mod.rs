@@ -34,9 +34,9 @@ use crate::log_watch::LogWatch;
 
 /// The statement behind each read, for checking their plans.
 pub mod statements {
+    pub use super::PARKED_SQL;
     pub use super::inventory::STOCK_SQL;
     pub use super::users::{ORDERS_SQL, USER_EXISTS_SQL};
-    pub use super::{PARKED_SQL, STORED_ORDER_OR_PARKED_SQL, STORED_USER_OR_PARKED_SQL, USER_PARKED_SQL};
     pub use eventline_read_models::documents::{
         ORDERS_SQL as ORDER_DOCUMENTS_SQL, STORED_ORDER_SQL, STORED_USER_SQL, USERS_SQL as USER_DOCUMENTS_SQL,
     };
@@ -260,88 +260,99 @@ fn with_version_etag(headers: &HeaderMap, body: &impl Serialize, version: i64) -
     respond_tagged(headers, serialize(body)?, format!("\"{version}\""))
 }
 
-/// Whether key `$2` of topic `$1` is parked (behind an event the database refused).
-pub const PARKED_SQL: &str =
-    "SELECT EXISTS (SELECT 1 FROM parked_keys WHERE topic = $1 AND message_key = $2)";
+/// Whether key `$2` of topic `$1` is parked (behind an event the database refused), or, for user
+/// `$3` (null for other aggregates), an event that would change its document.
+pub const PARKED_SQL: &str = "SELECT EXISTS (SELECT 1 FROM parked_keys WHERE topic = $1 AND message_key = $2)
+            OR EXISTS (SELECT 1 FROM parked_events WHERE topic = $1 AND user_id = $3)";
 
-/// The stored document of user `$1` and its ETag, and whether its key (`$3`, of topic `$2`) is
-/// parked or an event that would change its document is (an order of the user, placed or paid):
-/// one primary-key read, and index reads of the (nearly always empty) parking tables.
-pub const STORED_USER_OR_PARKED_SQL: &str = "SELECT document, document_etag,
-            EXISTS (SELECT 1 FROM parked_keys WHERE topic = $2 AND message_key = $3)
-            OR EXISTS (SELECT 1 FROM parked_events WHERE topic = $2 AND user_id = $1) AS parked
-     FROM users WHERE user_id = $1";
-
-/// Whether an event that would change user `$2`'s document is parked (topic `$1`).
-pub const USER_PARKED_SQL: &str =
-    "SELECT EXISTS (SELECT 1 FROM parked_events WHERE topic = $1 AND user_id = $2)";
-
-/// The same for order `$1`.
-pub const STORED_ORDER_OR_PARKED_SQL: &str = "SELECT document, document_etag,
-            EXISTS (SELECT 1 FROM parked_keys WHERE topic = $2 AND message_key = $3) AS parked
-     FROM orders WHERE order_id = $1";
-
-#[derive(sqlx::FromRow)]
-struct StoredOrParked {
-    #[sqlx(flatten)]
-    stored: documents::Stored,
-    parked: bool,
+/// The aggregate a read is for, as the projector parks it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Aggregate<'a> {
+    User(uuid::Uuid),
+    Order(uuid::Uuid),
+    Sku(&'a str),
 }
 
-/// The document the projector stored for `id` (`sql`: one primary-key read of `table`, with
-/// whether its key is parked), `None` when the row has none yet (stored before documents
-/// were), `404` when there is no row, and `503 aggregate-parked` when its key is parked.
-async fn stored_document(
-    state: &AppState,
-    db: &PgPool,
-    sql: &str,
-    table: &'static str,
-    id: uuid::Uuid,
-) -> Result<Option<Tagged>, Problem> {
-    let key = id.to_string();
-    let stored: Option<StoredOrParked> = sqlx::query_as(sql)
-        .bind(id)
-        .bind(&*state.topic)
-        .bind(key.as_bytes())
-        .fetch_optional(db)
-        .instrument(eventline_runtime::db::span("SELECT", table))
-        .await
-        .map_err(database_problem)?;
-    let kind = table.trim_end_matches('s');
-    match stored {
-        Some(StoredOrParked { parked: true, .. }) => Err(parked(kind, &key)),
-        Some(StoredOrParked { stored, .. }) => Ok(stored.ready()),
-        None => {
-            refuse_parked(state, db, kind, &key).await?;
-            Err(no_such(kind, id))
+impl Aggregate<'_> {
+    fn kind(self) -> &'static str {
+        match self {
+            Aggregate::User(_) => "user",
+            Aggregate::Order(_) => "order",
+            Aggregate::Sku(_) => "sku",
+        }
+    }
+
+    /// Its Kafka message key.
+    fn key(self) -> String {
+        match self {
+            Aggregate::User(id) | Aggregate::Order(id) => id.to_string(),
+            Aggregate::Sku(sku) => sku.to_owned(),
+        }
+    }
+
+    /// The user whose document it is, whose orders' parked events count too.
+    fn user(self) -> Option<uuid::Uuid> {
+        match self {
+            Aggregate::User(id) => Some(id),
+            Aggregate::Order(_) | Aggregate::Sku(_) => None,
         }
     }
 }
 
-/// `503 aggregate-parked` when the key of aggregate `kind` `key` is parked: the read models hold
-/// it as of before the refused event, which is not current (DESIGN.md rule 5).
-/// For a user, an order of theirs placed or paid and parked counts too (its document lacks it).
-async fn refuse_parked(state: &AppState, db: &PgPool, kind: &str, key: &str) -> Result<(), Problem> {
-    let mut is_parked: bool = sqlx::query_scalar(PARKED_SQL)
+/// The document the projector stored for a user or an order (one primary-key read,
+/// [`documents::STORED_USER_SQL`] or [`documents::STORED_ORDER_SQL`]), `None` when the row has none
+/// yet (stored before documents were), `404` when there is no row, and `503 aggregate-parked` when
+/// the aggregate is parked.
+async fn stored_document(
+    state: &AppState,
+    db: &PgPool,
+    aggregate: Aggregate<'_>,
+) -> Result<Option<Tagged>, Problem> {
+    let (sql, table, id) = match aggregate {
+        Aggregate::User(id) => (documents::STORED_USER_SQL, "users", id),
+        Aggregate::Order(id) => (documents::STORED_ORDER_SQL, "orders", id),
+        // A sku's stock is read whole (`inventory::STOCK_SQL`): it has no stored document.
+        Aggregate::Sku(_) => return Ok(None),
+    };
+    let stored: Option<documents::Stored> = sqlx::query_as(sql)
+        .bind(id)
         .bind(&*state.topic)
-        .bind(key.as_bytes())
+        .bind(aggregate.key().as_bytes())
+        .fetch_optional(db)
+        .instrument(eventline_runtime::db::span("SELECT", table))
+        .await
+        .map_err(database_problem)?;
+    match stored {
+        Some(stored) if stored.parked => Err(parked(aggregate)),
+        Some(stored) => Ok(stored.ready()),
+        None => {
+            refuse_parked(state, db, aggregate).await?;
+            Err(no_such(aggregate.kind(), id))
+        }
+    }
+}
+
+/// `503 aggregate-parked` when the aggregate is parked: the read models hold it as of before the
+/// refused event, which is not current (DESIGN.md rule 5). For a user, an order of theirs placed
+/// or paid and parked counts too (its document lacks it).
+pub(super) async fn refuse_parked(
+    state: &AppState,
+    db: &PgPool,
+    aggregate: Aggregate<'_>,
+) -> Result<(), Problem> {
+    let is_parked: bool = sqlx::query_scalar(PARKED_SQL)
+        .bind(&*state.topic)
+        .bind(aggregate.key().as_bytes())
+        .bind(aggregate.user())
         .fetch_one(db)
         .instrument(eventline_runtime::db::span("SELECT", "parked_keys"))
         .await
         .map_err(database_problem)?;
-    if let (false, "user", Ok(user_id)) = (is_parked, kind, key.parse::<uuid::Uuid>()) {
-        is_parked = sqlx::query_scalar(USER_PARKED_SQL)
-            .bind(&*state.topic)
-            .bind(user_id)
-            .fetch_one(db)
-            .instrument(eventline_runtime::db::span("SELECT", "parked_events"))
-            .await
-            .map_err(database_problem)?;
-    }
-    if is_parked { Err(parked(kind, key)) } else { Ok(()) }
+    if is_parked { Err(parked(aggregate)) } else { Ok(()) }
 }
 
-fn parked(kind: &str, key: &str) -> Problem {
+fn parked(aggregate: Aggregate<'_>) -> Problem {
+    let (kind, key) = (aggregate.kind(), aggregate.key());
     Problem::new(
         crate::problems::AGGREGATE_PARKED,
         format!(

@@ -12,7 +12,8 @@ use utoipa_axum::routes;
 
 use super::history::{self, AsOfParams};
 use super::{
-    AppState, database_problem, no_such, parse_id, read_your_writes, stored_document, with_document,
+    Aggregate, AppState, database_problem, no_such, parse_id, read_your_writes, stored_document,
+    with_document,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -42,9 +43,7 @@ pub async fn get_order(
     if let Some(until) = until {
         return with_document(&headers, history::order_as_of(&db, order_id, until).await?.tagged());
     }
-    if let Some(ready) =
-        stored_document(&state, &db, super::STORED_ORDER_OR_PARKED_SQL, "orders", order_id).await?
-    {
+    if let Some(ready) = stored_document(&state, &db, Aggregate::Order(order_id)).await? {
         return with_document(&headers, Ok(ready));
     }
     // A row stored before documents were: assembled here.

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{
-    AppState, database_problem, in_range, no_such, parse_id, read_your_writes, stored_document,
+    Aggregate, AppState, database_problem, in_range, no_such, parse_id, read_your_writes, stored_document,
     with_document, with_etag,
 };
 
@@ -88,13 +88,12 @@ pub async fn get_user(
     let orders_limit = in_range(params.orders_limit, STORED_ORDERS_LIMIT, 0, 100, "ordersLimit")?;
     let db = read_your_writes(&state, &headers).await?;
     if orders_limit == STORED_ORDERS_LIMIT
-        && let Some(ready) =
-            stored_document(&state, &db, super::STORED_USER_OR_PARKED_SQL, "users", user_id).await?
+        && let Some(ready) = stored_document(&state, &db, Aggregate::User(user_id)).await?
     {
         return with_document(&headers, Ok(ready));
     }
     // Another number of orders, or a row stored before documents were: assembled here.
-    super::refuse_parked(&state, &db, "user", &user_id.to_string()).await?;
+    super::refuse_parked(&state, &db, Aggregate::User(user_id)).await?;
     let assembled = documents::assemble_users(&db, &[user_id], orders_limit)
         .instrument(db::span("SELECT", "users"))
         .await
