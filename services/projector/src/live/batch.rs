@@ -14,8 +14,8 @@ use tracing::Instrument as _;
 
 use crate::dlq;
 use crate::live::consumer;
-use crate::live::runner::Failing;
 use crate::live::runner::Runner;
+use crate::live::runner::{Failing, FailingKind};
 use crate::live::spans::BatchSpans;
 use crate::project::failure::{self, Cause};
 use crate::project::{self, ApplyError, Decoded, Parking, Record};
@@ -118,7 +118,7 @@ impl Runner {
             *failing = None;
         }
         crate::metrics::breaker_open(false);
-        let mut outcome = match applied {
+        let outcome = match applied {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(superseded)) => {
                 tracing::info!(version = %target.version, "This projector no longer writes its read-model version");
@@ -138,7 +138,12 @@ impl Runner {
         if use_fast_path {
             // Best effort, and off the path of the next batch.
             let (fast_path, projection_id) = (self.fast_path.clone(), target.projection_id);
-            let settled = std::mem::take(&mut outcome.settled_ids);
+            // A parked event is not applied: the fast path must not call it so.
+            let mut settled = event_ids;
+            if !outcome.parked_ids.is_empty() {
+                let parked: HashSet<uuid::Uuid> = outcome.parked_ids.iter().copied().collect();
+                settled.retain(|id| !parked.contains(id));
+            }
             tokio::spawn(
                 async move { fast_path.remember(projection_id, &settled).await }
                     .instrument(spans.batch.clone()),
@@ -156,16 +161,16 @@ impl Runner {
     fn batch_failed(&self, error: &ApplyError, attempt: u32, records: usize) {
         crate::metrics::batch_retried();
         let kind = match error {
-            ApplyError::BreakerOpen { .. } => "breaker",
-            ApplyError::Database(error) if failure::classify(error) == Cause::Outage => "outage",
-            ApplyError::Database(_) => "unclassed",
+            ApplyError::BreakerOpen { .. } => FailingKind::Breaker,
+            ApplyError::Database(error) if failure::classify(error) == Cause::Outage => FailingKind::Outage,
+            ApplyError::Database(_) => FailingKind::Unclassed,
         };
-        if kind == "outage" {
+        if kind == FailingKind::Outage {
             self.status.database_ok.store(false, Ordering::Relaxed);
         }
-        crate::metrics::breaker_open(kind == "breaker");
+        crate::metrics::breaker_open(kind == FailingKind::Breaker);
         let sqlstate = error.sqlstate();
-        if kind == "breaker" {
+        if kind == FailingKind::Breaker {
             // The breaker's message quotes the database's, which can quote a row: the log gets the
             // SQLSTATE, the console and `status` the whole of it.
             tracing::error!(
@@ -176,7 +181,7 @@ impl Runner {
             );
         } else {
             tracing::warn!(
-                kind,
+                kind = kind.as_str(),
                 sqlstate = sqlstate.as_deref().unwrap_or("none"),
                 attempt,
                 records,

@@ -57,16 +57,35 @@ pub struct RunnerStatus {
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Failing {
-    /// `outage` (the database is unavailable), `unclassed` (an error neither a data error nor an
-    /// outage, retried a few times before it counts as data) or `breaker` (the breaker is open:
-    /// too many keys would be parked).
-    pub kind: &'static str,
+    pub kind: FailingKind,
     pub sqlstate: Option<String>,
     pub error: String,
     pub since: chrono::DateTime<chrono::Utc>,
     pub attempts: u32,
     /// Records in the batch.
     pub records: usize,
+}
+
+/// Why a batch keeps failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FailingKind {
+    /// The database is unavailable.
+    Outage,
+    /// An error neither a data error nor an outage, retried a few times before it counts as data.
+    Unclassed,
+    /// The breaker is open: too many keys would be parked.
+    Breaker,
+}
+
+impl FailingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailingKind::Outage => "outage",
+            FailingKind::Unclassed => "unclassed",
+            FailingKind::Breaker => "breaker",
+        }
+    }
 }
 
 impl RunnerStatus {
@@ -79,8 +98,13 @@ impl RunnerStatus {
         let failing = self.failing.lock().ok().and_then(|f| f.clone())?;
         let for_secs = (chrono::Utc::now() - failing.since).num_seconds();
         let stalled = u64::try_from(for_secs).unwrap_or(0) >= stall.as_secs();
-        (failing.kind == "breaker" || stalled).then(|| {
-            format!("{} for {for_secs} s ({} attempts): {}", failing.kind, failing.attempts, failing.error)
+        (failing.kind == FailingKind::Breaker || stalled).then(|| {
+            format!(
+                "{} for {for_secs} s ({} attempts): {}",
+                failing.kind.as_str(),
+                failing.attempts,
+                failing.error
+            )
         })
     }
 }

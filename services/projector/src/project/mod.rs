@@ -87,9 +87,8 @@ pub struct Outcome {
     pub parked: usize,
     /// Keys this batch parked.
     pub parked_keys: usize,
-    /// The event ids applied, dead-lettered or duplicates: everything but the parked events
-    /// (for the Redis fast path, which must not call a parked event applied).
-    pub settled_ids: Vec<Uuid>,
+    /// The ids of the parked events (for the Redis fast path, which must not call them applied).
+    pub parked_ids: Vec<Uuid>,
     /// The checkpoint after the batch, per partition it touched.
     pub next_offsets: BTreeMap<i32, i64>,
 }
@@ -315,7 +314,6 @@ pub async fn apply_in(
 }
 
 /// The events of a batch that did not reach the read models: they wait behind their key.
-#[derive(Default)]
 struct Parked<'p, 'a> {
     events: Vec<&'p Positioned<'a>>,
     new_keys: usize,
@@ -363,9 +361,6 @@ async fn finish(
     for event in applied {
         *applied_by_type.entry(event.envelope.event_type()).or_insert(0) += 1;
     }
-    let parked_ids: HashSet<Uuid> = parked.events.iter().map(|e| e.envelope.event_id).collect();
-    let settled_ids =
-        batch.events.iter().map(|e| e.envelope.event_id).filter(|id| !parked_ids.contains(id)).collect();
     let unknown = batch.events.iter().filter(|e| !known.contains(&e.envelope.event_id)).count();
     Ok(Outcome {
         applied: applied.len(),
@@ -376,7 +371,7 @@ async fn finish(
         new_dead_letters,
         parked: parked.events.len(),
         parked_keys: parked.new_keys,
-        settled_ids,
+        parked_ids: parked.events.iter().map(|e| e.envelope.event_id).collect(),
         next_offsets,
     })
 }
