@@ -188,7 +188,8 @@ async fn a_read_held_by_a_lock_is_answered_503_in_time_and_the_service_goes_on()
     let mut stream = stock_stream(&query, &sku).await;
 
     // An operator's long transaction holds the live users table.
-    let version = eventline_read_models::live(&env.pool).await.unwrap();
+    let version =
+        eventline_read_models::live(&env.pool, eventline_read_models::Projection::Main).await.unwrap();
     let mut lock = env.pool.begin().await.unwrap();
     sqlx::raw_sql(&format!("LOCK TABLE {}.users IN ACCESS EXCLUSIVE MODE", version.schema()))
         .execute(&mut *lock)

@@ -225,7 +225,15 @@ async fn a_refused_key_waits_in_order_while_every_other_key_is_applied_then_a_re
 
     // The read models now equal the log folded from the start.
     let config = support::projector_config(&env, "verify");
-    let report = eventline_projector::verify::verify(&config, Progress::Log, 500, 3).await.unwrap();
+    let report = eventline_projector::verify::verify(
+        &config,
+        eventline_read_models::Projection::Main,
+        Progress::Log,
+        500,
+        3,
+    )
+    .await
+    .unwrap();
     assert!(report.differing().is_empty(), "{:?}", report.differing());
 
     let stock = http().get(query.url(&format!("/inventory/{REFUSED_SKU}"))).send().await.unwrap();

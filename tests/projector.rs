@@ -370,10 +370,10 @@ async fn redriving_applies_what_now_decodes_and_keeps_what_still_fails() {
     }
     let entries = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
     use eventline_projector::dlq::{Redriven, redrive};
-    let first = redrive(&env.pool, eventline_testkit::FIRST_VERSION, &entries[0]).await.unwrap();
+    let first = redrive(&env.pool, &entries[0]).await.unwrap();
     assert_eq!(first, Redriven::Applied { id: entries[0].id, duplicate: false });
     assert_eq!(stock(&env, &sku).await, 9);
-    let second = redrive(&env.pool, eventline_testkit::FIRST_VERSION, &entries[1]).await.unwrap();
+    let second = redrive(&env.pool, &entries[1]).await.unwrap();
     assert!(
         matches!(second, Redriven::FailedAgain { ref error_code, .. } if error_code == "not_json"),
         "{second:?}"
@@ -393,7 +393,7 @@ async fn redriving_applies_what_now_decodes_and_keeps_what_still_fails() {
     .await
     .unwrap();
     let again = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
-    let outcome = redrive(&env.pool, eventline_testkit::FIRST_VERSION, &again[1]).await.unwrap();
+    let outcome = redrive(&env.pool, &again[1]).await.unwrap();
     assert!(matches!(outcome, Redriven::Applied { duplicate: true, .. }), "{outcome:?}");
     assert_eq!(stock(&env, &sku).await, 9);
     assert!(eventline_projector::dlq::purge(&env.pool, left[0].id).await.unwrap());
@@ -423,8 +423,8 @@ async fn a_redrive_refuses_a_version_that_is_no_longer_live() {
     .unwrap();
     let entries = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
     use eventline_projector::dlq::{Redriven, redrive};
-    let outcome = redrive(&env.pool, eventline_testkit::FIRST_VERSION, &entries[0]).await.unwrap();
-    assert_eq!(outcome, Redriven::NotLive { id: entries[0].id, version: eventline_testkit::FIRST_VERSION.0 });
+    let outcome = redrive(&env.pool, &entries[0]).await.unwrap();
+    assert!(matches!(outcome, Redriven::NotLive { id, .. } if id == entries[0].id), "{outcome:?}");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM inventory WHERE sku = $1")
         .bind(&sku)
         .fetch_one(&env.pool)

@@ -133,7 +133,7 @@ fn delivery(log: &BTreeMap<i32, Vec<Record>>, rng: &mut StdRng) -> Vec<Record> {
 /// Every row of every read model, as text, in a stable order.
 async fn snapshot(env: &TestEnv) -> Vec<String> {
     let mut rows = Vec::new();
-    for table in eventline_read_models::READ_MODELS {
+    for table in eventline_read_models::Projection::Main.read_models() {
         let sql = format!("SELECT row_to_json(t)::text FROM {table} t ORDER BY row_to_json(t)::text");
         rows.extend(sqlx::query_scalar::<_, String>(&sql).fetch_all(&env.pool).await.unwrap());
     }

@@ -105,7 +105,7 @@ async fn the_version_states_in_code_are_the_ones_the_database_allows() {
 /// Rows of the read-model tables of `a` missing from `b` and the other way round, per table.
 async fn differences(pool: &PgPool, a: Version, b: Version) -> Vec<(String, i64)> {
     let mut found = Vec::new();
-    for table in eventline_read_models::READ_MODELS {
+    for &table in eventline_read_models::Projection::Main.read_models() {
         let (a, b) = (a.schema(), b.schema());
         let count: i64 = sqlx::query_scalar(&format!(
             "SELECT (SELECT count(*) FROM (SELECT * FROM {a}.{table} EXCEPT SELECT * FROM {b}.{table}) x)
@@ -229,8 +229,9 @@ async fn a_rebuild_under_traffic_switches_without_a_failed_read_and_rollback_res
     let traffic = Traffic::start(&command, &query, users.clone(), orders.clone());
     traffic.reads_more(50).await;
     let config = support::projector_config(&env, "projector");
-    let switched = rebuild::rebuild(&config, Progress::Log, 200).await.unwrap();
-    assert_eq!((switched.live, switched.previous), (Version(2), Version(1)));
+    let switched =
+        rebuild::rebuild(&config, eventline_read_models::Projection::Main, Progress::Log, 200).await.unwrap();
+    assert_eq!((switched.live, switched.previous), (Version::main(2), Some(Version::main(1))));
     assert!(switched.events >= 600 * 3, "{switched:?}");
     // The new version's tables are the live one's, storage parameters (fill factor) included.
     for table in ["users", "orders"] {
@@ -256,10 +257,12 @@ async fn a_rebuild_under_traffic_switches_without_a_failed_read_and_rollback_res
 
     // Roll back: version 1 catches up with the log (it missed the traffic after the switch),
     // then is live again; both now fold the whole log and must be equal row for row.
-    let rolled_back = rebuild::rollback(&config, Progress::Log, 200).await.unwrap();
-    assert_eq!((rolled_back.live, rolled_back.previous), (Version(1), Version(2)));
+    let rolled_back = rebuild::rollback(&config, eventline_read_models::Projection::Main, Progress::Log, 200)
+        .await
+        .unwrap();
+    assert_eq!((rolled_back.live, rolled_back.previous), (Version::main(1), Some(Version::main(2))));
     assert_eq!(version_states(&env).await, [(1, State::Live), (2, State::Previous)]);
-    for (table, count) in differences(&env.pool, Version(1), Version(2)).await {
+    for (table, count) in differences(&env.pool, Version::main(1), Version::main(2)).await {
         assert_eq!(count, 0, "{table} differs between the live and the rebuilt version");
     }
     // The query service follows the switch back too.
@@ -283,7 +286,9 @@ async fn a_rebuild_killed_half_way_leaves_the_live_version_untouched_and_resumes
     let config = support::projector_config(&env, "projector");
     let killed = {
         let config = config.clone();
-        tokio::spawn(async move { rebuild::rebuild(&config, Progress::Log, 20).await })
+        tokio::spawn(async move {
+            rebuild::rebuild(&config, eventline_read_models::Projection::Main, Progress::Log, 20).await
+        })
     };
     // Kill it once version 2 has some, not all, of the log.
     let total: i64 = 1500 * 3 + 750;
@@ -297,13 +302,14 @@ async fn a_rebuild_killed_half_way_leaves_the_live_version_untouched_and_resumes
     await_token(&query, &late[4], &token).await;
     await_token(&query, &users[1499], &token).await;
 
-    let resumed = rebuild::rebuild(&config, Progress::Log, 500).await.unwrap();
-    assert_eq!((resumed.live, resumed.previous), (Version(2), Version(1)));
+    let resumed =
+        rebuild::rebuild(&config, eventline_read_models::Projection::Main, Progress::Log, 500).await.unwrap();
+    assert_eq!((resumed.live, resumed.previous), (Version::main(2), Some(Version::main(1))));
     let (after, _, token) = seed(&command, 5, "after").await;
     await_token(&query, &after[4], &token).await;
     // Version 1 is no longer written; bring it level by rolling back, then compare.
-    rebuild::rollback(&config, Progress::Log, 500).await.unwrap();
-    for (table, count) in differences(&env.pool, Version(1), Version(2)).await {
+    rebuild::rollback(&config, eventline_read_models::Projection::Main, Progress::Log, 500).await.unwrap();
+    for (table, count) in differences(&env.pool, Version::main(1), Version::main(2)).await {
         assert_eq!(count, 0, "{table} differs after a resumed rebuild");
     }
     for service in [command, projector, query] {
@@ -325,7 +331,9 @@ async fn a_rebuild_whose_database_goes_away_for_a_while_carries_on_and_switches(
     let proxy = eventline_testkit::TcpProxy::start(&server).await;
     let mut config = support::projector_config(&env, "projector");
     config.database.url = env.database.url.replace(&server, &proxy.address.to_string());
-    let rebuilding = tokio::spawn(async move { rebuild::rebuild(&config, Progress::Log, 20).await });
+    let rebuilding = tokio::spawn(async move {
+        rebuild::rebuild(&config, eventline_read_models::Projection::Main, Progress::Log, 20).await
+    });
     first_progress_of_version_2(&env).await;
     proxy.set_enabled(false);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -334,8 +342,8 @@ async fn a_rebuild_whose_database_goes_away_for_a_while_carries_on_and_switches(
 
     let switched =
         tokio::time::timeout(Duration::from_secs(120), rebuilding).await.unwrap().unwrap().unwrap();
-    assert_eq!((switched.live, switched.previous), (Version(2), Version(1)));
-    for (table, count) in differences(&env.pool, Version(1), Version(2)).await {
+    assert_eq!((switched.live, switched.previous), (Version::main(2), Some(Version::main(1))));
+    for (table, count) in differences(&env.pool, Version::main(1), Version::main(2)).await {
         assert_eq!(count, 0, "{table} differs after a rebuild through a database outage");
     }
     for service in [command, projector, query] {
@@ -362,8 +370,9 @@ async fn a_rebuild_records_only_the_dead_letters_the_live_projector_never_reache
         env.produce_raw(&env.producer(), "poison-unseen", b"not an event either", None).await;
 
     let config = support::projector_config(&env, "projector");
-    let switched = rebuild::rebuild(&config, Progress::Log, 100).await.unwrap();
-    assert_eq!(switched.live, Version(2));
+    let switched =
+        rebuild::rebuild(&config, eventline_read_models::Projection::Main, Progress::Log, 100).await.unwrap();
+    assert_eq!(switched.live, Version::main(2));
     let left = dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
     let positions: Vec<(i32, i64)> = left.iter().map(|entry| (entry.partition, entry.offset)).collect();
     assert_eq!(positions, [(partition, offset)], "the purged entry stays purged; the unseen one is recorded");
@@ -392,7 +401,9 @@ async fn verify_under_traffic_finds_no_difference_and_then_names_the_rows_that_d
     let traffic = Traffic::start(&command, &query, users.clone(), orders.clone());
     traffic.reads_more(50).await;
     let config = support::projector_config(&env, "projector");
-    let report = verify::verify(&config, Progress::Log, 100, 5).await.unwrap();
+    let report = verify::verify(&config, eventline_read_models::Projection::Main, Progress::Log, 100, 5)
+        .await
+        .unwrap();
     let (reads, failures) = traffic.stop().await;
     assert!(
         failures.is_empty(),
@@ -400,7 +411,7 @@ async fn verify_under_traffic_finds_no_difference_and_then_names_the_rows_that_d
         failures.len(),
         &failures[..failures.len().min(10)]
     );
-    assert_eq!(report.live, Version(1));
+    assert_eq!(report.live, Version::main(1));
     assert!(report.differing().is_empty(), "{report:#?}");
     let seeded_and_poison = 600 * 3 + 300 + 1;
     assert!(report.positions.values().sum::<i64>() >= seeded_and_poison, "{report:?}");
@@ -416,7 +427,9 @@ async fn verify_under_traffic_finds_no_difference_and_then_names_the_rows_that_d
         .await
         .unwrap();
     sqlx::query("DELETE FROM read_model_v1.inventory WHERE sku = 'SKU-3'").execute(&env.pool).await.unwrap();
-    let report = verify::verify(&config, Progress::Log, 1000, 5).await.unwrap();
+    let report = verify::verify(&config, eventline_read_models::Projection::Main, Progress::Log, 1000, 5)
+        .await
+        .unwrap();
     assert_eq!(report.differing(), ["users", "inventory"], "{report:#?}");
     let users_table = &report.tables[0];
     assert_eq!(users_table.only_live.len(), 1, "{users_table:?}");

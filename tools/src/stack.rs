@@ -266,7 +266,7 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
 
 /// Sum of the live version's checkpoints (events applied) in the benchmark database.
 pub async fn applied(pool: &PgPool, topic: &str) -> anyhow::Result<i64> {
-    let live = eventline_read_models::live(pool).await?.schema();
+    let live = eventline_read_models::live(pool, eventline_read_models::Projection::Main).await?.schema();
     let sum: Option<i64> = sqlx::query_scalar(&format!(
         "SELECT sum(next_offset)::bigint FROM {live}.projection_checkpoints WHERE topic = $1"
     ))

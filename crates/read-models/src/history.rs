@@ -119,7 +119,7 @@ pub enum Direction {
 
 impl Direction {
     /// How a keyset page compares with its cursor, and its sort order.
-    fn sql(self) -> (&'static str, &'static str) {
+    pub(crate) fn sql(self) -> (&'static str, &'static str) {
         match self {
             Direction::Forwards => (">", "ASC"),
             Direction::Backwards => ("<", "DESC"),

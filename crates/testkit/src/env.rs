@@ -59,7 +59,7 @@ async fn service_urls() -> (String, String, String) {
 }
 
 /// The read-model version a new database starts with.
-pub const FIRST_VERSION: eventline_read_models::Version = eventline_read_models::Version(1);
+pub const FIRST_VERSION: eventline_read_models::Version = eventline_read_models::Version::main(1);
 
 impl TestEnv {
     /// Creates a fresh database (migrated) and a fresh topic name. The topic itself is created by

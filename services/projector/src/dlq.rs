@@ -14,8 +14,6 @@ use eventline_runtime::redis::LazyRedis;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use eventline_read_models::Version;
-
 use crate::project::{self, Decoded, Record, Writer};
 
 /// One dead letter.
@@ -146,46 +144,62 @@ pub enum Redriven {
     NotLive { id: i64, version: i32 },
 }
 
-/// Applies a dead letter to the live read-model `version` (which `pool` writes) through the same
-/// code path as live projection, now that the bug that put it there may be fixed. On success the
-/// entry is removed in the same transaction. Like the projector, it writes only while `version`
-/// is live: a switch waits for it, and after one it refuses.
-pub async fn redrive(pool: &PgPool, version: Version, entry: &DeadLetter) -> sqlx::Result<Redriven> {
+/// Applies a dead letter to the live version of every projection (in one transaction, `public`
+/// a pool on the `public` schema) through the same code path as live projection, now that the
+/// bug that put it there may be fixed. On success the entry is removed in the same transaction.
+/// Like the projector, it writes only while those versions are live: a switch waits for it, and
+/// after one it refuses.
+pub async fn redrive(public: &PgPool, entry: &DeadLetter) -> sqlx::Result<Redriven> {
     let records = [entry.record()];
     let decoded = Decoded::new(&records);
     if let Some(error) = decoded.first_error() {
-        return failed_again(pool, entry.id, error.code().to_owned(), error.to_string()).await;
+        return failed_again(public, entry.id, error.code().to_owned(), error.to_string()).await;
     }
-    let mut tx = pool.begin().await?;
-    let writer = Writer::live(version);
-    if project::hold(&mut tx, writer).await?.is_err() {
-        return Ok(Redriven::NotLive { id: entry.id, version: version.0 });
+    let mut tx = public.begin().await?;
+    let (mut applied, mut parked) = (0, 0);
+    let versions = eventline_read_models::live_versions(&mut *tx).await?;
+    if !versions.iter().any(|v| v.projection == eventline_read_models::Projection::Main) {
+        // Between two states (a switch under way, or a database not migrated): nothing to write.
+        return Ok(Redriven::NotLive { id: entry.id, version: 0 });
     }
-    let applied =
-        project::apply_in(&mut tx, &entry.topic, &decoded, &HashSet::new(), writer.dead_letters).await;
-    let outcome = match applied {
-        Ok(outcome) => outcome,
-        Err(error) if project::failure::classify(&error) == project::failure::Cause::Outage => {
-            return Err(error);
+    for version in versions {
+        let writer = Writer::live(version);
+        // The projection's tables for what follows in this transaction, `public` after them.
+        sqlx::query("SELECT set_config('search_path', $1, true)")
+            .bind(format!("{},public", version.schema()))
+            .execute(&mut *tx)
+            .await?;
+        if project::hold(&mut tx, writer).await?.is_err() {
+            return Ok(Redriven::NotLive { id: entry.id, version: version.number });
         }
-        Err(error) => {
-            // It decodes now, but the database refuses it: it stays, with why.
-            drop(tx);
-            let refusal = project::Refusal::of(&error);
-            let error =
-                format!("SQLSTATE {}: {}", refusal.sqlstate.as_deref().unwrap_or("none"), refusal.error);
-            return failed_again(pool, entry.id, "refused-by-database".to_owned(), error).await;
-        }
-    };
+        let outcome = match project::apply_in(&mut tx, writer, &entry.topic, &decoded, &HashSet::new()).await
+        {
+            Ok(outcome) => outcome,
+            Err(error) if project::failure::classify(&error) == project::failure::Cause::Outage => {
+                return Err(error);
+            }
+            Err(error) => {
+                // It decodes now, but the database refuses it: it stays, with why.
+                drop(tx);
+                let refusal = project::Refusal::of(&error);
+                let error =
+                    format!("SQLSTATE {}: {}", refusal.sqlstate.as_deref().unwrap_or("none"), refusal.error);
+                return failed_again(public, entry.id, "refused-by-database".to_owned(), error).await;
+            }
+        };
+        applied += outcome.applied;
+        parked += outcome.parked;
+    }
+    sqlx::query("SELECT set_config('search_path', 'public', true)").execute(&mut *tx).await?;
     sqlx::query("DELETE FROM dead_letters WHERE dead_letter_id = $1")
         .bind(entry.id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    if outcome.parked > 0 {
+    if parked > 0 {
         return Ok(Redriven::Parked { id: entry.id });
     }
-    Ok(Redriven::Applied { id: entry.id, duplicate: outcome.applied == 0 })
+    Ok(Redriven::Applied { id: entry.id, duplicate: applied == 0 })
 }
 
 /// A redrive that failed again: the entry stays, with one more attempt and the new error.

@@ -3,6 +3,7 @@ use eventline_projector::cli::{self, DlqCommand, ParkedCommand};
 use eventline_projector::progress::Progress;
 use eventline_projector::rebuild;
 use eventline_projector::{Application, Config};
+use eventline_read_models::Projection;
 
 #[derive(Parser)]
 #[command(name = "eventline-projector", version, about = "eventline projector: event log → read models")]
@@ -28,11 +29,17 @@ enum Command {
         /// Events per transaction while replaying.
         #[arg(long, default_value_t = 5000)]
         batch_size: usize,
+        /// Rebuild only this projection (main, orders_by_status); all of them by default.
+        #[arg(long)]
+        projection: Option<Projection>,
     },
     /// Switch back to the previous read-model version (brought up to date with the log first).
     Rollback {
         #[arg(long, default_value_t = 5000)]
         batch_size: usize,
+        /// Roll back only this projection; by default every projection that has a previous version.
+        #[arg(long)]
+        projection: Option<Projection>,
     },
     /// Compare the live read models with the log folded from the start into a scratch version:
     /// rows and a checksum per table, and a sample of the rows that differ. Exits 1 on a difference.
@@ -44,6 +51,9 @@ enum Command {
         sample: usize,
         #[arg(long, default_value_t = 5000)]
         batch_size: usize,
+        /// Verify only this projection; all of them by default.
+        #[arg(long)]
+        projection: Option<Projection>,
     },
     /// Work the dead-letter queue.
     #[command(subcommand)]
@@ -76,6 +86,11 @@ enum Command {
     },
 }
 
+/// The projection named, or all of them.
+fn chosen(projection: Option<Projection>) -> Vec<Projection> {
+    projection.map_or_else(|| Projection::ALL.to_vec(), |p| vec![p])
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = eventline_runtime::telemetry::init("eventline-projector");
@@ -88,14 +103,19 @@ async fn main() -> anyhow::Result<()> {
             app.run_until(shutdown).await
         }
         Command::Status { json } => cli::status(&cli.config, json).await,
-        Command::Rebuild { batch_size } => {
-            rebuild::rebuild(&cli.config, Progress::detect(), batch_size).await.map(|_| ())
+        Command::Rebuild { batch_size, projection } => {
+            for projection in chosen(projection) {
+                rebuild::rebuild(&cli.config, projection, Progress::detect(), batch_size).await?;
+            }
+            Ok(())
         }
-        Command::Rollback { batch_size } => {
-            rebuild::rollback(&cli.config, Progress::detect(), batch_size).await.map(|_| ())
+        Command::Rollback { batch_size, projection } => {
+            rebuild::rollback_chosen(&cli.config, projection, Progress::detect(), batch_size)
+                .await
+                .map(|_| ())
         }
-        Command::Verify { json, sample, batch_size } => {
-            cli::verify(&cli.config, Progress::detect(), batch_size, sample, json).await
+        Command::Verify { json, sample, batch_size, projection } => {
+            cli::verify(&cli.config, chosen(projection), Progress::detect(), batch_size, sample, json).await
         }
         Command::Dlq(command) => cli::dlq(&cli.config, command).await,
         Command::Parked(command) => cli::parked(&cli.config, command).await,

@@ -83,7 +83,17 @@ pub fn describe() {
 }
 
 /// Records one applied batch of `records` records and what it did.
-pub fn batch_applied(seconds: f64, records: usize, outcome: &Outcome) {
+/// A batch applied to `projection`'s live version. The counters and gauges describe the main
+/// projection (which consumes every event); other projections show their progress in `status`.
+pub fn batch_applied(
+    projection: eventline_read_models::Projection,
+    seconds: f64,
+    records: usize,
+    outcome: &Outcome,
+) {
+    if projection != eventline_read_models::Projection::Main {
+        return;
+    }
     histogram!(BATCH_SECONDS).record(seconds);
     histogram!(BATCH_RECORDS).record(records as f64);
     for (event_type, applied) in &outcome.applied_by_type {

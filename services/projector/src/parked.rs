@@ -216,7 +216,7 @@ pub async fn redrive(
     let mut tx = pool.begin().await?;
     let writer = Writer::live(version);
     if project::hold(&mut tx, writer).await?.is_err() {
-        return Ok(Redriven::NotLive { version: version.0 });
+        return Ok(Redriven::NotLive { version: version.number });
     }
     if !lock(&mut tx, topic, key).await? {
         return Ok(Redriven::NotParked);
@@ -225,7 +225,7 @@ pub async fn redrive(
     remove(&mut tx, topic, key).await?;
     let records: Vec<Record> = parked.iter().map(ParkedEvent::record).collect();
     let decoded = Decoded::new(&records);
-    match project::apply_in(&mut tx, topic, &decoded, &HashSet::new(), writer.dead_letters).await {
+    match project::apply_in(&mut tx, writer, topic, &decoded, &HashSet::new()).await {
         Ok(outcome) => {
             if dry_run {
                 tx.rollback().await?;

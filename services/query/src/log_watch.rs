@@ -169,7 +169,7 @@ async fn check(
 
 /// The log the live version records, if the database answers (`Some(None)`: none recorded).
 async fn recorded(public: &PgPool) -> Option<Option<eventline_runtime::log_identity::LogIdentity>> {
-    let live = read_models::live(public).await.ok()?;
+    let live = read_models::live(public, read_models::Projection::Main).await.ok()?;
     read_models::recorded_log(public, live).await.ok()
 }
 

@@ -11,6 +11,9 @@ eventline_runtime::problem_types! {
     /// API's rules, since the same token could be reached by another log or a longer one.
     IMPOSSIBLE_CONSISTENCY_TOKEN = (CONFLICT, "impossible-consistency-token", "Impossible Consistency-Token");
     PROJECTION_BEHIND = (SERVICE_UNAVAILABLE, "projection-behind", "Projection behind");
+    /// The route's read model was added by a deploy and has not yet caught up with the log for
+    /// the first time: it has nothing it could present as current.
+    PROJECTION_CATCHING_UP = (SERVICE_UNAVAILABLE, "projection-catching-up", "Projection catching up");
     READ_TIMEOUT = (SERVICE_UNAVAILABLE, "read-timeout", "Read took too long");
     READ_MODELS_FROM_ANOTHER_LOG = (SERVICE_UNAVAILABLE, "read-models-from-another-log", "Read models from another log");
     /// The aggregate's events are parked behind one the database refused: what the read models

@@ -310,10 +310,9 @@ async fn redrive_each(
     state: &ConsoleState,
     entries: &[DeadLetter],
 ) -> Result<Vec<serde_json::Value>, String> {
-    let target = state.writing.current();
     let mut outcomes = Vec::with_capacity(entries.len());
     for entry in entries {
-        let outcome = dlq::redrive(&target.pool, target.version, entry).await.map_err(|e| e.to_string())?;
+        let outcome = dlq::redrive(&state.public, entry).await.map_err(|e| e.to_string())?;
         let stop = matches!(outcome, Redriven::NotLive { .. });
         outcomes.push(serde_json::to_value(&outcome).map_err(|e| e.to_string())?);
         if stop {

@@ -16,7 +16,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use eventline_read_models::{self as read_models, Version};
+use eventline_read_models::{self as read_models, Projection};
 use eventline_runtime::problem::{Problem, ProblemType};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -72,6 +72,8 @@ impl Kind {
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     pub kind: Kind,
+    /// The projection being worked now (one after the other when the job is for all of them).
+    pub projection: Projection,
     pub started_by: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -140,6 +142,8 @@ pub struct Versions {
 pub struct Start {
     /// `rebuild` or `rollback`, typed: both switch what the query service serves.
     pub confirm: Option<String>,
+    /// The projection to work on; all of them (one after the other) when absent.
+    pub projection: Option<Projection>,
 }
 
 impl Jobs {
@@ -243,6 +247,7 @@ async fn begin(
         }
         let job = Job {
             kind,
+            projection: start.projection.unwrap_or(Projection::Main),
             started_by: caller.principal.name.clone(),
             started_at: Utc::now(),
             finished_at: None,
@@ -261,7 +266,7 @@ async fn begin(
         job
     };
     let action = format!("versions.{}", kind.name());
-    let parameters = serde_json::json!({ "confirm": start.confirm });
+    let parameters = serde_json::json!({ "confirm": start.confirm, "projection": start.projection });
     audit::record(
         &state.public,
         &caller,
@@ -271,21 +276,54 @@ async fn begin(
         &serde_json::json!({ "started": true }),
     )
     .await;
-    tokio::spawn(run(state, caller, kind));
+    tokio::spawn(run(state, caller, kind, start.projection));
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
 /// Runs the job, watching it meanwhile, and records how it ended.
-async fn run(state: ConsoleState, caller: Caller, kind: Kind) {
+async fn run(state: ConsoleState, caller: Caller, kind: Kind, projection: Option<Projection>) {
     let config: Arc<Config> = state.config.clone();
     // The errors the operation meets and retries, shown with the job as they happen.
     let problems = Arc::new(Problems::default());
     let progress = Progress::Watched(problems.clone());
+    let jobs = state.jobs.clone();
     let work = async move {
-        match kind {
-            Kind::Rebuild => rebuild::rebuild(&config, progress, BATCH_SIZE).await.and_then(to_value),
-            Kind::Rollback => rebuild::rollback(&config, progress, BATCH_SIZE).await.and_then(to_value),
-            Kind::Verify => verify::verify(&config, progress, BATCH_SIZE, SAMPLE).await.and_then(to_value),
+        let chosen = match (kind, projection) {
+            (_, Some(projection)) => vec![projection],
+            // All of them: every projection that has a previous version, for a rollback.
+            (Kind::Rollback, None) => {
+                let public = eventline_runtime::db::pool(&config.database)?;
+                let previous = read_models::all_in_state(&public, read_models::State::Previous).await?;
+                previous.into_iter().map(|v| v.projection).collect()
+            }
+            (_, None) => Projection::ALL.to_vec(),
+        };
+        let mut results = Vec::new();
+        for projection in chosen {
+            jobs.update(|job| job.projection = projection);
+            let progress = progress.clone();
+            let result = match kind {
+                Kind::Rebuild => {
+                    rebuild::rebuild(&config, projection, progress, BATCH_SIZE).await.and_then(to_value)
+                }
+                Kind::Rollback => {
+                    rebuild::rollback(&config, projection, progress, BATCH_SIZE).await.and_then(to_value)
+                }
+                Kind::Verify => {
+                    verify::verify(&config, projection, progress, BATCH_SIZE, SAMPLE).await.and_then(to_value)
+                }
+            }?;
+            results.push(result);
+        }
+        // One projection's outcome as it is; several as a list, the last one's fields on top.
+        match results.len() {
+            0 => anyhow::bail!("no projection has a previous version to roll back to"),
+            1 => Ok(results.remove(0)),
+            _ => {
+                let mut last = results.last().cloned().unwrap_or_default();
+                last["projections"] = serde_json::Value::Array(results);
+                Ok(last)
+            }
         }
     };
     tokio::pin!(work);
@@ -336,10 +374,11 @@ async fn run(state: ConsoleState, caller: Caller, kind: Kind) {
 async fn finished_progress(state: &ConsoleState, kind: Kind, result: &serde_json::Value) {
     // Both outcomes name the version: the one switched to, or the one compared.
     let Some(version) = result["live"].as_i64().and_then(|v| i32::try_from(v).ok()) else { return };
+    let Ok(projection) = serde_json::from_value::<Projection>(result["projection"].clone()) else { return };
     let positions: BTreeMap<i32, i64> = if kind == Kind::Verify {
         serde_json::from_value(result["positions"].clone()).unwrap_or_default()
     } else {
-        load_version(&state.public, Version(version), &state.kafka.topic).await.unwrap_or_default()
+        load_version(&state.public, projection.version(version), &state.kafka.topic).await.unwrap_or_default()
     };
     state.jobs.update(|job| {
         job.version = Some(version);
@@ -359,10 +398,13 @@ fn to_value<T: Serialize>(outcome: T) -> anyhow::Result<serde_json::Value> {
 /// One sample of the version the job fills: progress per partition, phase, rate and ETA.
 async fn watch(state: &ConsoleState, kind: Kind, rates: &mut VecDeque<(Instant, i64)>) {
     let topic = &state.kafka.topic;
+    let Some(projection) = state.jobs.snapshot().map(|job| job.projection) else { return };
     let sampled: sqlx::Result<_> = async {
-        let filling = read_models::in_state(&state.public, kind.filling()).await?;
-        let live = read_models::live(&state.public).await?;
-        let theirs = load_version(&state.public, live, topic).await?;
+        let filling = read_models::in_state(&state.public, projection, kind.filling()).await?;
+        let theirs = match read_models::in_state(&state.public, projection, read_models::State::Live).await? {
+            Some(live) => load_version(&state.public, live, topic).await?,
+            None => BTreeMap::new(),
+        };
         let ours = match filling {
             Some(version) => load_version(&state.public, version, topic).await?,
             None => BTreeMap::new(),
@@ -410,7 +452,7 @@ async fn watch(state: &ConsoleState, kind: Kind, rates: &mut VecDeque<(Instant, 
         (seconds > 0.0).then(|| (done - first).max(0) as f64 / seconds)
     });
     state.jobs.update(|job| {
-        job.version = filling.map(|Version(v)| v);
+        job.version = filling.map(|v| v.number);
         job.phase = match kind {
             Kind::Verify => "folding",
             _ if behind_live => "replaying",

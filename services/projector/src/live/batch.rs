@@ -2,7 +2,8 @@
 //! stops the retries with nothing of the batch committed), then the Redis fast path, the dead
 //! letters' mirror, the metrics and Kafka's advisory commit.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -14,11 +15,13 @@ use tracing::Instrument as _;
 
 use crate::dlq;
 use crate::live::consumer;
-use crate::live::runner::Runner;
 use crate::live::runner::{Failing, FailingKind};
+use crate::live::runner::{Role, Runner};
 use crate::live::spans::BatchSpans;
+use crate::live::target::Target;
 use crate::project::failure::{self, Cause};
 use crate::project::{self, ApplyError, Decoded, Parking, Record};
+use eventline_read_models::Version;
 
 /// Records read for one transaction, and when the first of them was read.
 #[derive(Default)]
@@ -63,9 +66,11 @@ impl FirstRead {
 }
 
 impl Runner {
-    /// Applies the batch, retrying transient failures with backoff until it commits. Only a
-    /// shutdown interrupts the retries, and then nothing of the batch is committed. `Superseded`
-    /// when this writer no longer writes its version (nothing committed).
+    /// Applies the batch to every version this runner writes (each projection its part of it, in
+    /// a transaction of its own, side by side), retrying transient failures with backoff until
+    /// they commit. Only a shutdown interrupts the retries, and then nothing more of the batch is
+    /// committed. `Superseded` when a version written was switched away, or the live versions
+    /// changed (nothing more committed).
     pub(super) async fn flush(
         &self,
         batch: Batch,
@@ -75,19 +80,78 @@ impl Runner {
         if batch.is_empty() {
             return Ok(());
         }
+        if self.status.versions_changed.load(Ordering::Relaxed) && self.role == Role::Live {
+            return Err(project::Superseded);
+        }
         let started = std::time::Instant::now();
         if let Some(first) = first {
             first.record(started);
         }
-        let target = self.writing.current();
-        let writer = self.role.writer(target.version);
         let spans = BatchSpans::start(&self.topic, &self.group_id, &batch);
         let decoded = Decoded::new(&batch);
-        let event_ids = decoded.event_ids();
         // The Redis fast path only at the head of the log, where a redelivered copy may follow its
         // original closely; a full batch means catching up, and PostgreSQL dedups on its own.
         let use_fast_path = batch.len() < self.batch_size;
-        let known = if use_fast_path {
+        let targets = self.writing.all();
+        let applied = futures::future::join_all(targets.iter().map(|target| {
+            let part = decoded.for_projection(target.version.projection, &target.applied());
+            self.apply_part(target, part, use_fast_path, &spans, shutdown)
+        }))
+        .await;
+        if let Ok(mut failing) = self.status.failing.lock() {
+            *failing = None;
+        }
+        crate::metrics::breaker_open(false);
+        let mut outcomes = Vec::with_capacity(applied.len());
+        for (target, applied) in targets.iter().zip(applied) {
+            match applied {
+                Ok(Some(outcome)) => outcomes.push((target, outcome)),
+                Ok(None) => {}
+                Err(superseded) => {
+                    tracing::info!(version = %target.version, "This projector no longer writes its read-model version");
+                    return Err(superseded);
+                }
+            }
+        }
+        let applied_in = started.elapsed().as_secs_f64();
+        for (target, outcome) in &outcomes {
+            target.advance(&outcome.next_offsets);
+            spans.applied(outcome);
+            self.mirror_dead_letters(&outcome.new_dead_letters).await;
+            crate::metrics::batch_applied(target.version.projection, applied_in, batch.len(), outcome);
+            tracing::debug!(version = %target.version, ?outcome, "Batch applied");
+        }
+        self.status.database_ok.store(true, Ordering::Relaxed);
+        // Kafka's advisory offsets: where every version has applied to.
+        let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+        for (index, target) in targets.iter().enumerate() {
+            let applied = target.applied();
+            for record in &batch {
+                let next = applied.get(&record.partition).copied().unwrap_or(0);
+                let at = committed.entry(record.partition).or_insert(next);
+                *at = if index == 0 { next } else { (*at).min(next) };
+            }
+        }
+        consumer::commit_advisory(&self.consumer, &self.topic, &committed);
+        Ok(())
+    }
+
+    /// Applies one projection's part of a batch to its version: `None` when there was nothing
+    /// for it, or a shutdown stopped the retries (nothing of it committed).
+    async fn apply_part(
+        &self,
+        target: &Arc<Target>,
+        part: Decoded<'_>,
+        use_fast_path: bool,
+        spans: &BatchSpans,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<project::Outcome>, project::Superseded> {
+        if part.is_empty() {
+            return Ok(None);
+        }
+        let writer = self.role.writer(target.version);
+        let event_ids = part.event_ids();
+        let known = if use_fast_path && !event_ids.is_empty() {
             self.fast_path.known(target.projection_id, &event_ids).instrument(spans.batch.clone()).await
         } else {
             HashSet::new()
@@ -95,6 +159,7 @@ impl Runner {
         // A batch read before a shutdown still gets a second try after a failure.
         let stop = if shutdown.is_cancelled() { Stop::After(2) } else { Stop::OnShutdown(shutdown) };
         let attempts = AtomicU32::new(0);
+        let records = part.len();
         let applied = RETRY
             .retry(
                 stop,
@@ -105,37 +170,24 @@ impl Runner {
                         max_keys: self.park_max_keys,
                         unknown_is_data: attempts.load(Ordering::Relaxed) >= UNCLASSED_RETRIES,
                     };
-                    project::apply(&target.pool, writer, &self.topic, &decoded, &known, parking)
+                    project::apply(&target.pool, writer, &self.topic, &part, &known, parking)
                         .instrument(spans.batch.clone())
                 },
                 |error, attempt| {
                     attempts.store(attempt + 1, Ordering::Relaxed);
-                    self.batch_failed(error, attempt, batch.len());
+                    self.batch_failed(target.version, error, attempt, records);
                 },
             )
             .await;
-        if let Ok(mut failing) = self.status.failing.lock() {
-            *failing = None;
-        }
-        crate::metrics::breaker_open(false);
         let outcome = match applied {
             Ok(Ok(outcome)) => outcome,
-            Ok(Err(superseded)) => {
-                tracing::info!(version = %target.version, "This projector no longer writes its read-model version");
-                return Err(superseded);
-            }
+            Ok(Err(superseded)) => return Err(superseded),
             Err(_) => {
-                tracing::warn!(
-                    records = batch.len(),
-                    "Stopping with an unapplied batch; it will be read again"
-                );
-                return Ok(());
+                tracing::warn!(version = %target.version, records, "Stopping with an unapplied batch; it will be read again");
+                return Ok(None);
             }
         };
-        let applied_in = started.elapsed().as_secs_f64();
-        spans.applied(&outcome);
-        drop(decoded);
-        if use_fast_path {
+        if use_fast_path && !event_ids.is_empty() {
             // Best effort, and off the path of the next batch.
             let (fast_path, projection_id) = (self.fast_path.clone(), target.projection_id);
             // A parked event is not applied: the fast path must not call it so.
@@ -149,16 +201,11 @@ impl Runner {
                     .instrument(spans.batch.clone()),
             );
         }
-        self.mirror_dead_letters(&outcome.new_dead_letters).await;
-        self.status.database_ok.store(true, Ordering::Relaxed);
-        crate::metrics::batch_applied(applied_in, batch.len(), &outcome);
-        tracing::debug!(?outcome, "Batch applied");
-        consumer::commit_advisory(&self.consumer, &self.topic, &outcome.next_offsets);
-        Ok(())
+        Ok(Some(outcome))
     }
 
     /// A failed try of a batch: counted, logged, and shown (the console, `status`, `/readyz`).
-    fn batch_failed(&self, error: &ApplyError, attempt: u32, records: usize) {
+    fn batch_failed(&self, version: Version, error: &ApplyError, attempt: u32, records: usize) {
         crate::metrics::batch_retried();
         let kind = match error {
             ApplyError::BreakerOpen { .. } => FailingKind::Breaker,
@@ -174,6 +221,7 @@ impl Runner {
             // The breaker's message quotes the database's, which can quote a row: the log gets the
             // SQLSTATE, the console and `status` the whole of it.
             tracing::error!(
+                %version,
                 sqlstate = sqlstate.as_deref().unwrap_or("none"),
                 attempt,
                 records,
@@ -181,6 +229,7 @@ impl Runner {
             );
         } else {
             tracing::warn!(
+                %version,
                 kind = kind.as_str(),
                 sqlstate = sqlstate.as_deref().unwrap_or("none"),
                 attempt,
@@ -189,9 +238,9 @@ impl Runner {
             );
         }
         let message = error.to_string();
-        self.status
-            .retried
-            .push(format!("applying a batch of {records} failed (attempt {attempt}): {message}"));
+        self.status.retried.push(format!(
+            "applying a batch of {records} to {version} failed (attempt {attempt}): {message}"
+        ));
         if let Ok(mut failing) = self.status.failing.lock() {
             let since = failing.as_ref().map_or_else(chrono::Utc::now, |f| f.since);
             *failing =

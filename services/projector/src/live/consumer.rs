@@ -52,10 +52,7 @@ impl Positioner {
             return None;
         }
         tokio::task::block_in_place(|| {
-            let load = || async {
-                let pool = self.writing.current().pool.clone();
-                eventline_read_models::checkpoints::load(&pool, &self.topic).await
-            };
+            let load = || async { self.writing.load_checkpoints(&self.topic).await };
             let failed = |error: &sqlx::Error, attempt| {
                 tracing::warn!(%error, attempt, "Reading checkpoints for an assignment failed");
             };

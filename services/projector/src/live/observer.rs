@@ -40,6 +40,7 @@ pub(crate) async fn run(observer: Observer, shutdown: CancellationToken) {
         let pool = observer.writing.current().pool.clone();
         observer.publish_status(&pool).await;
         observer.reconcile_mirror(&pool).await;
+        observer.notice_live_versions().await;
         if observer.refuse_another_log().await {
             return;
         }
@@ -80,6 +81,19 @@ impl Observer {
                 tracing::info!(stream = self.mirror.stream(), "Dead-letter mirror in Redis is up to date");
             }
             Err(error) => tracing::debug!(%error, "Dead-letter mirror not reconciled yet"),
+        }
+    }
+
+    /// Another process may have made a projection live (its first catch-up) or switched one
+    /// (a rebuild's switch the runner has not met yet, while idle): the runner moves to the live
+    /// versions before its next batch.
+    async fn notice_live_versions(&self) {
+        let Ok(mut live) = eventline_read_models::live_versions(&self.public).await else { return };
+        let mut written: Vec<_> = self.writing.all().iter().map(|t| t.version).collect();
+        live.sort();
+        written.sort();
+        if live != written {
+            self.status.versions_changed.store(true, Ordering::Relaxed);
         }
     }
 

@@ -51,6 +51,9 @@ pub struct RunnerStatus {
     pub retried: crate::operations::progress::Problems,
     /// The batch being retried now, if one is: why, and since when.
     pub failing: Mutex<Option<Failing>>,
+    /// The live versions changed (a projection became live, a rebuild switched one): the live
+    /// runner moves to them before its next batch.
+    pub versions_changed: AtomicBool,
 }
 
 /// A batch that keeps failing: what the console, `status` and `/readyz` say about it.
@@ -117,6 +120,24 @@ struct Cursor {
     seeks: u32,
 }
 
+/// The live version of every projection that has one, opened, the main projection's first.
+pub(crate) async fn open_live_targets(
+    public: &PgPool,
+    database: &DatabaseConfig,
+) -> anyhow::Result<Vec<Arc<Target>>> {
+    let mut versions = read_models::live_versions(public).await?;
+    versions.sort_by_key(|v| v.projection != read_models::Projection::Main);
+    anyhow::ensure!(
+        versions.first().is_some_and(|v| v.projection == read_models::Projection::Main),
+        "the main projection has no live version"
+    );
+    let mut targets = Vec::with_capacity(versions.len());
+    for version in versions {
+        targets.push(Target::open(database, version).await?);
+    }
+    Ok(targets)
+}
+
 /// What the runner writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -140,7 +161,7 @@ impl Role {
 
 pub struct Runner {
     pub consumer: Arc<LogConsumer>,
-    /// The version written, with its pool.
+    /// The versions written, each with its pool.
     pub writing: Arc<Writing>,
     pub role: Role,
     /// A pool on the `public` schema (version control, dead letters).
@@ -257,9 +278,9 @@ impl Runner {
         self.superseded(batch, cursors, shutdown).await
     }
 
-    /// This writer's version was switched away: what was read for it is dropped, and the live
-    /// writer follows the live version (`Role::Live`); a catch-up's work is over (`false`, as
-    /// when shutting down).
+    /// A version this runner writes was switched away (or another projection became live): what
+    /// was read is dropped, and the live writer follows the live versions (`Role::Live`); a
+    /// catch-up's work is over (`false`, as when shutting down).
     async fn superseded(
         &self,
         batch: &mut Batch,
@@ -269,32 +290,31 @@ impl Runner {
         *batch = Batch::default();
         match self.role {
             Role::CatchUp(_) => Ok(false),
-            Role::Live => Ok(self.follow_live_version(cursors, shutdown).await),
+            Role::Live => Ok(self.follow_live_versions(cursors, shutdown).await),
         }
     }
 
-    /// Moves to the version that is live now: its pool, its projection id, and every owned
-    /// partition back to that version's checkpoint (what was read past it is read again).
-    /// `false` when a shutdown came first.
-    async fn follow_live_version(
+    /// Moves to the versions that are live now: their pools, their projection ids, and every
+    /// owned partition back to the lowest of their checkpoints (what was read past it is read
+    /// again; each version skips what it applied). `false` when a shutdown came first.
+    async fn follow_live_versions(
         &self,
         cursors: &mut HashMap<i32, Cursor>,
         shutdown: &CancellationToken,
     ) -> bool {
-        let previous = self.writing.current().version;
-        let open_live = || async {
-            let version = read_models::live(&self.public).await?;
-            Target::open(&self.database, version).await
-        };
+        let previous: Vec<String> = self.writing.all().iter().map(|t| t.version.to_string()).collect();
+        self.status.versions_changed.store(false, Ordering::Relaxed);
+        let open_live = || async { open_live_targets(&self.public, &self.database).await };
         let opened = RETRY.retry(Stop::OnShutdown(shutdown), open_live, |error: &anyhow::Error, _| {
             tracing::warn!(
                 error = format!("{error:#}"),
-                "Finding the live read-model version failed; retrying"
+                "Finding the live read-model versions failed; retrying"
             );
         });
-        let Ok(target) = opened.await else { return false };
-        tracing::info!(from = %previous, to = %target.version, "The live read-model version changed; projecting into it");
-        self.writing.set(target);
+        let Ok(targets) = opened.await else { return false };
+        let now: Vec<String> = targets.iter().map(|t| t.version.to_string()).collect();
+        tracing::info!(from = ?previous, to = ?now, "The live read-model versions changed; projecting into them");
+        self.writing.set(targets);
         let Some(checkpoints) = self.load_checkpoints(shutdown).await else { return false };
         for (&partition, cursor) in cursors.iter_mut() {
             let next = checkpoints.get(&partition).copied().unwrap_or(0);
@@ -364,7 +384,7 @@ impl Runner {
     /// Loads checkpoints, waiting out a database outage (the partition cannot start without
     /// them); `None` when a shutdown came first.
     async fn load_checkpoints(&self, shutdown: &CancellationToken) -> Option<BTreeMap<i32, i64>> {
-        let load = || async { checkpoint::load(&self.writing.current().pool, &self.topic).await };
+        let load = || async { self.writing.load_checkpoints(&self.topic).await };
         RETRY
             .retry(Stop::OnShutdown(shutdown), load, |error, _| {
                 self.database_failed("loading checkpoints", error)

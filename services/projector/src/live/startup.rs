@@ -19,10 +19,12 @@ use crate::live::consumer::{self, Assignment};
 use crate::live::coverage::Coverage;
 use crate::live::dedup::FastPath;
 use crate::live::observer::{self, Observer};
-use crate::live::runner::{Role, Runner, RunnerStatus};
+use crate::live::runner::{Role, Runner, RunnerStatus, open_live_targets};
 use crate::live::target::{Target, Writing};
 use crate::log_check::{self, Verdict};
-use eventline_read_models as read_models;
+use crate::operations::progress::Progress;
+use crate::operations::rebuild;
+use eventline_read_models::{self as read_models, State, Version};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 pub struct Application {
@@ -52,21 +54,15 @@ impl Application {
             tracing::info!("No console tokens (EVENTLINE_CONSOLE_TOKENS): the console refuses everyone");
         }
         let public = prepare(&config).await?;
-        let live = read_models::live(&public).await.context("finding the live read-model version")?;
+        let targets = open_live_targets(&public, &config.database)
+            .await
+            .context("finding the live read-model versions")?;
         // Never project one log into read models built from another.
-        match log_check::check(&public, live, &config.kafka, true).await? {
-            Verdict::Unknown { reason } => {
-                tracing::warn!(%reason, "Cannot tell which log the broker serves; not checking the read models against it")
-            }
-            verdict => {
-                if let Some(refusal) = verdict.refusal(&config.kafka.topic, live) {
-                    anyhow::bail!(refusal);
-                }
-            }
+        for target in &targets {
+            check_log(&public, target.version, &config).await?;
         }
-        let target = Target::open(&config.database, live).await?;
         let (runner, assignments) =
-            runner(&config, public, target, Role::Live, &config.group_id, config.batch_size)?;
+            runner(&config, public, targets, Role::Live, &config.group_id, config.batch_size)?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         Ok(Application { listener, access: Arc::new(access), runner, assignments, config })
@@ -131,9 +127,16 @@ impl Application {
             },
             admin_shutdown.clone(),
         ));
+        // Projections never live yet (added by a deploy) are caught up beside the live ones.
+        let first_catch_up = tokio::spawn(catch_up_new_projections(
+            self.config.clone(),
+            self.runner.status.clone(),
+            stop.clone(),
+        ));
         let status = self.runner.status.clone();
         let result = self.runner.run(self.assignments, stop).await;
         admin_shutdown.cancel();
+        first_catch_up.abort();
         let _ = tokio::join!(admin, observer);
         result.context("projection stopped")?;
         if let Some(fatal) = status.fatal.lock().ok().and_then(|f| f.clone()) {
@@ -153,16 +156,88 @@ pub(crate) async fn prepare(config: &Config) -> anyhow::Result<PgPool> {
     Ok(public)
 }
 
-/// A runner writing `target` as `role`, reading the log as member of `group_id`.
+/// Refuses to project into `version` if it was built from another log than the broker serves.
+pub(crate) async fn check_log(public: &PgPool, version: Version, config: &Config) -> anyhow::Result<()> {
+    match log_check::check(public, version, &config.kafka, true).await? {
+        Verdict::Unknown { reason } => {
+            tracing::warn!(%reason, "Cannot tell which log the broker serves; not checking the read models against it")
+        }
+        verdict => {
+            if let Some(refusal) = verdict.refusal(&config.kafka.topic, version) {
+                anyhow::bail!(refusal);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Catches up, one after the other, the projections that have no live version yet (a projection
+/// added to the code, whose first version a migration created `building`), each from the log's
+/// first offset with a consumer of its own, and switches each live once it reached the log's end:
+/// the live runner then applies it beside the others. One process does it at a time (the
+/// projection's rebuild lock); the others wait and look again. Errors are logged and retried.
+async fn catch_up_new_projections(config: Config, status: Arc<RunnerStatus>, stop: CancellationToken) {
+    loop {
+        match catch_up_one_new_projection(&config).await {
+            Ok(true) => {
+                status.versions_changed.store(true, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            Ok(false) => {}
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "Catching up a new projection failed; trying again"
+            ),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Catches up one projection never live, if there is one this process may take; `true` when one
+/// became live.
+async fn catch_up_one_new_projection(config: &Config) -> anyhow::Result<bool> {
+    let public = eventline_runtime::db::pool(&config.database)?;
+    let live: Vec<read_models::Projection> =
+        read_models::live_versions(&public).await?.iter().map(|v| v.projection).collect();
+    for projection in read_models::Projection::ALL.into_iter().filter(|p| !live.contains(p)) {
+        let Some(version) = read_models::in_state(&public, projection, State::Building).await? else {
+            tracing::warn!(%projection, "The projection has neither a live nor a building version; run a rebuild of it");
+            continue;
+        };
+        let Some(_exclusive) = rebuild::try_exclusive(&config.database.url, projection).await? else {
+            continue; // Another process catches it up.
+        };
+        check_log(&public, version, config).await?;
+        tracing::info!(%version, "Catching up a projection that was never live, from the log's start");
+        let switched = rebuild::catch_up_and_switch(
+            config,
+            &public,
+            version,
+            State::Building,
+            Progress::Log,
+            config.batch_size.max(1000),
+        )
+        .await?;
+        tracing::info!(version = %switched.live, events = switched.events, seconds = switched.seconds, "The projection is live");
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// A runner writing `targets` (the primary first) as `role`, reading the log as member of
+/// `group_id`.
 pub(crate) fn runner(
     config: &Config,
     public: PgPool,
-    target: Arc<Target>,
+    targets: Vec<Arc<Target>>,
     role: Role,
     group_id: &str,
     batch_size: usize,
 ) -> anyhow::Result<(Runner, UnboundedReceiver<Assignment>)> {
-    let writing = Writing::new(target);
+    let writing = Writing::new(targets);
     let (consumer, assignments) =
         consumer::subscribe(config, group_id, writing.clone()).context("creating the Kafka consumer")?;
     let redis_url = || "REDIS_URL is not a valid Redis URL";

@@ -10,7 +10,7 @@ use crate::Config;
 use crate::dlq::{self, Mirror, Redriven};
 use crate::operations::progress::Progress;
 use crate::parked;
-use eventline_read_models::Version;
+use eventline_read_models::{Projection, Version};
 
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -82,7 +82,7 @@ async fn live_pool(config: &Config, access: Access) -> anyhow::Result<(PgPool, V
     if access == Access::Migrating {
         eventline_runtime::db::migrate(&public).await?;
     }
-    let live = eventline_read_models::live(&public)
+    let live = eventline_read_models::live(&public, Projection::Main)
         .await
         .context("finding the live read-model version (not migrated yet? `eventline-projector migrate`)")?;
     Ok((eventline_read_models::pool(&config.database, live)?, live))
@@ -97,12 +97,16 @@ pub async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&both)?);
         return Ok(());
     }
-    println!("{:>7}  {:<8}  {:>12}  {:<32}  positions", "version", "state", "events", "switched");
+    println!(
+        "{:<18}  {:>7}  {:<8}  {:>12}  {:<32}  positions",
+        "projection", "version", "state", "events", "switched"
+    );
     for v in &versions {
         let positions: Vec<String> = v.positions.iter().map(|(p, o)| format!("{p}:{o}")).collect();
         println!(
-            "{:>7}  {:<8}  {:>12}  {:<32}  {}",
-            v.version.to_string(),
+            "{:<18}  {:>7}  {:<8}  {:>12}  {:<32}  {}",
+            v.projection.name(),
+            v.version.number,
             v.state,
             v.events,
             v.switched_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
@@ -141,21 +145,42 @@ pub async fn log_identity(config: &Config, check: bool) -> anyhow::Result<()> {
     }
 }
 
-/// Runs `verify` and prints its report; an error when the live read models differ from the log.
+/// Runs `verify` of each of `projections` and prints its report; an error when the live read
+/// models of one differ from the log.
 pub async fn verify(
     config: &Config,
+    projections: Vec<Projection>,
     progress: Progress,
     batch_size: usize,
     sample: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    let report = crate::operations::verify::verify(config, progress, batch_size, sample).await?;
+    let mut differing = Vec::new();
+    let mut reports = Vec::new();
+    for projection in projections {
+        let report =
+            crate::operations::verify::verify(config, projection, progress.clone(), batch_size, sample)
+                .await?;
+        if !json {
+            print_report(&report);
+        }
+        differing.extend(report.differing().into_iter().map(|table| format!("{projection}.{table}")));
+        reports.push(report);
+    }
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    if !differing.is_empty() {
+        anyhow::bail!("the live read models differ from the log in: {}", differing.join(", "));
+    }
+    Ok(())
+}
+
+fn print_report(report: &crate::operations::verify::Report) {
+    {
         let positions: Vec<String> = report.positions.iter().map(|(p, o)| format!("{p}:{o}")).collect();
         println!(
-            "live version {} against the log, both at positions {} ({:.1} s)",
+            "live {} against the log, both at positions {} ({:.1} s)",
             report.live,
             positions.join(","),
             report.seconds
@@ -183,11 +208,6 @@ pub async fn verify(
             t.only_folded.iter().for_each(|row| println!("  {row}"));
         }
     }
-    let differing = report.differing();
-    if !differing.is_empty() {
-        anyhow::bail!("the live read models differ from the log in: {}", differing.join(", "));
-    }
-    Ok(())
 }
 
 pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
@@ -195,7 +215,7 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
         DlqCommand::List { .. } | DlqCommand::Show { .. } => Access::ReadOnly,
         _ => Access::Migrating,
     };
-    let (pool, live) = live_pool(config, access).await?;
+    let (pool, _) = live_pool(config, access).await?;
     let topic = &config.kafka.topic;
     match command {
         DlqCommand::List { json: true } => {
@@ -231,7 +251,7 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
             };
             let mut failed = 0;
             for entry in &entries {
-                let outcome = dlq::redrive(&pool, live, entry).await?;
+                let outcome = dlq::redrive(&pool, entry).await?;
                 println!("{}", serde_json::to_string(&outcome)?);
                 match outcome {
                     Redriven::Applied { .. } | Redriven::Parked { .. } => {}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
-use eventline_read_models::{self as read_models, State, Version};
+use eventline_read_models::{self as read_models, Projection, State, Version};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -32,66 +32,112 @@ use crate::project::checkpoint::load_version;
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Switched {
+    pub projection: Projection,
     /// The version that is live now.
     pub live: Version,
-    /// The version that was live before (kept for rollback).
-    pub previous: Version,
+    /// The version that was live before (kept for rollback); none for a projection live for the
+    /// first time.
+    pub previous: Option<Version>,
     /// Events applied to the new live version by this run.
     pub events: i64,
     pub seconds: f64,
 }
 
-/// Builds a new read-model version from the log and switches to it. Resumes a rebuild that was
-/// interrupted (its version is still `building`) instead of starting over.
-pub async fn rebuild(config: &Config, progress: Progress, batch_size: usize) -> anyhow::Result<Switched> {
+/// Builds a new version of `projection` from the log and switches to it. Resumes a rebuild that
+/// was interrupted (its version is still `building`) instead of starting over.
+pub async fn rebuild(
+    config: &Config,
+    projection: Projection,
+    progress: Progress,
+    batch_size: usize,
+) -> anyhow::Result<Switched> {
     let public = prepare(config).await?;
-    let _exclusive = exclusive(&config.database.url).await?;
-    let version = match read_models::in_state(&public, State::Building).await? {
+    let _exclusive = exclusive(&config.database.url, projection).await?;
+    let version = match read_models::in_state(&public, projection, State::Building).await? {
         Some(version) => {
             tracing::info!(%version, "Resuming the interrupted rebuild");
             version
         }
-        None => create(&public, State::Building).await?,
+        None => create(&public, projection, State::Building).await?,
     };
     // The new version is a replay of the log the broker serves now.
     crate::log_check::check(&public, version, &config.kafka, true).await?;
     catch_up_and_switch(config, &public, version, State::Building, progress, batch_size).await
 }
 
-/// Switches back to the previous version, after bringing it up to date with the log.
-pub async fn rollback(config: &Config, progress: Progress, batch_size: usize) -> anyhow::Result<Switched> {
+/// Switches `projection` back to its previous version, after bringing it up to date with the log.
+pub async fn rollback(
+    config: &Config,
+    projection: Projection,
+    progress: Progress,
+    batch_size: usize,
+) -> anyhow::Result<Switched> {
     let public = prepare(config).await?;
-    let _exclusive = exclusive(&config.database.url).await?;
-    let Some(previous) = read_models::in_state(&public, State::Previous).await? else {
-        bail!("there is no previous read-model version to roll back to")
+    let _exclusive = exclusive(&config.database.url, projection).await?;
+    let Some(previous) = read_models::in_state(&public, projection, State::Previous).await? else {
+        bail!("the {projection} projection has no previous version to roll back to")
     };
     catch_up_and_switch(config, &public, previous, State::Previous, progress, batch_size).await
 }
 
-/// Holds a session-level advisory lock so that one rebuild, rollback or verify runs at a time;
-/// released when the connection closes (also when the process dies).
-pub(crate) async fn exclusive(url: &str) -> anyhow::Result<PgConnection> {
-    let mut connection = PgConnection::connect(url).await.context("connecting to PostgreSQL")?;
-    let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('eventline-rebuild'))")
-        .fetch_one(&mut connection)
-        .await?;
-    if !acquired {
-        bail!("another rebuild, rollback or verify is running");
+/// Rolls back `projection`, or, when none is named, every projection that has a previous version.
+pub async fn rollback_chosen(
+    config: &Config,
+    projection: Option<Projection>,
+    progress: Progress,
+    batch_size: usize,
+) -> anyhow::Result<Vec<Switched>> {
+    if let Some(projection) = projection {
+        return Ok(vec![rollback(config, projection, progress, batch_size).await?]);
     }
-    Ok(connection)
+    let public = prepare(config).await?;
+    let mut switched = Vec::new();
+    for version in read_models::all_in_state(&public, State::Previous).await? {
+        switched.push(rollback(config, version.projection, progress.clone(), batch_size).await?);
+    }
+    if switched.is_empty() {
+        bail!("no projection has a previous version to roll back to");
+    }
+    Ok(switched)
 }
 
-/// Creates the next version, in `state`: an empty copy of the live version's tables, with its own
-/// identity.
-pub(crate) async fn create(public: &PgPool, state: State) -> anyhow::Result<Version> {
+/// Holds a session-level advisory lock so that one rebuild, rollback, verify or first catch-up
+/// of `projection` runs at a time; released when the connection closes (also when the process
+/// dies).
+pub(crate) async fn exclusive(url: &str, projection: Projection) -> anyhow::Result<PgConnection> {
+    try_exclusive(url, projection).await?.with_context(|| {
+        format!("another rebuild, rollback or verify of the {projection} projection is running")
+    })
+}
+
+/// `exclusive`, or `None` while someone else holds it.
+pub(crate) async fn try_exclusive(url: &str, projection: Projection) -> anyhow::Result<Option<PgConnection>> {
+    let mut connection = PgConnection::connect(url).await.context("connecting to PostgreSQL")?;
+    let acquired: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('eventline-rebuild:' || $1))")
+            .bind(projection.name())
+            .fetch_one(&mut connection)
+            .await?;
+    Ok(acquired.then_some(connection))
+}
+
+/// Creates the next version of `projection`, in `state`: an empty copy of its live version's
+/// tables, with its own identity.
+pub(crate) async fn create(public: &PgPool, projection: Projection, state: State) -> anyhow::Result<Version> {
     let mut tx = public.begin().await?;
-    let live = read_models::live(&mut *tx).await?;
-    let next: i32 = sqlx::query_scalar("SELECT COALESCE(max(version), 0) + 1 FROM read_model_versions")
-        .fetch_one(&mut *tx)
-        .await?;
-    let (from, to) = (live.schema(), Version(next).schema());
+    let live = read_models::live(&mut *tx, projection)
+        .await
+        .with_context(|| format!("the {projection} projection has no live version to copy the tables of"))?;
+    let next: i32 = sqlx::query_scalar(
+        "SELECT COALESCE(max(version), 0) + 1 FROM read_model_versions WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_one(&mut *tx)
+    .await?;
+    let next = projection.version(next);
+    let (from, to) = (live.schema(), next.schema());
     sqlx::query(&format!("CREATE SCHEMA {to}")).execute(&mut *tx).await?;
-    for table in read_models::tables() {
+    for table in projection.tables() {
         sqlx::query(&format!("CREATE TABLE {to}.{table} (LIKE {from}.{table} INCLUDING ALL)"))
             .execute(&mut *tx)
             .await?;
@@ -108,17 +154,20 @@ pub(crate) async fn create(public: &PgPool, state: State) -> anyhow::Result<Vers
         }
     }
     sqlx::query(&format!("INSERT INTO {to}.projection_identity DEFAULT VALUES")).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO read_model_versions (version, state) VALUES ($1, $2)")
-        .bind(next)
+    sqlx::query("INSERT INTO read_model_versions (projection, version, state) VALUES ($1, $2, $3)")
+        .bind(projection)
+        .bind(next.number)
         .bind(state)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    tracing::info!(version = %Version(next), %state, live = %live, "Created a new read-model version");
-    Ok(Version(next))
+    tracing::info!(version = %next, %state, live = %live, "Created a new read-model version");
+    Ok(next)
 }
 
-async fn catch_up_and_switch(
+/// Catches `version` (in `state`) up with the log and switches it live: a rebuild's, a
+/// rollback's, or the first catch-up of a projection never live.
+pub(crate) async fn catch_up_and_switch(
     config: &Config,
     public: &PgPool,
     version: Version,
@@ -127,8 +176,8 @@ async fn catch_up_and_switch(
     batch_size: usize,
 ) -> anyhow::Result<Switched> {
     let topic = &config.kafka.topic;
-    let target = Target::open(&config.database, version).await?;
-    let group = format!("{}.rebuild.{}", config.group_id, version);
+    let target = vec![Target::open(&config.database, version).await?];
+    let group = format!("{}.rebuild.{}", config.group_id, version.schema());
     let (runner, assignments) =
         runner(config, public.clone(), target, Role::CatchUp(state), &group, batch_size)?;
     let stop = CancellationToken::new();
@@ -184,6 +233,7 @@ async fn catch_up_and_switch(
         let caught_up = goal.iter().all(|(p, goal)| ours.get(p).copied().unwrap_or(0) >= *goal);
         if caught_up && let Some(previous) = switch(public, version, state, topic).await? {
             break Switched {
+                projection: version.projection,
                 live: version,
                 previous,
                 events: done - started_at,
@@ -198,7 +248,7 @@ async fn catch_up_and_switch(
     reporter.finish();
     tracing::info!(
         live = %switched.live,
-        previous = %switched.previous,
+        previous = switched.previous.map(|p| p.to_string()).unwrap_or_default(),
         events = switched.events,
         seconds = switched.seconds,
         events_per_s = (switched.events as f64 / switched.seconds.max(0.001)).round(),
@@ -211,31 +261,42 @@ async fn catch_up_and_switch(
 /// How long watching a catch-up tolerates a database that does not answer.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
-/// The live version's positions and `version`'s.
+/// The positions of the live version of `version`'s projection (none when it has none yet) and
+/// `version`'s.
 async fn both_positions(
     public: &PgPool,
     version: Version,
     topic: &str,
 ) -> anyhow::Result<(BTreeMap<i32, i64>, BTreeMap<i32, i64>)> {
-    let live = read_models::live(public).await?;
-    Ok((load_version(public, live, topic).await?, load_version(public, version, topic).await?))
+    let theirs = match read_models::in_state(public, version.projection, State::Live).await? {
+        Some(live) => load_version(public, live, topic).await?,
+        None => BTreeMap::new(),
+    };
+    Ok((theirs, load_version(public, version, topic).await?))
 }
 
-/// Makes `version` live if it is still in `state` and not behind the live version on any
-/// partition; returns the version that was live. `None` (nothing changed) when it is behind.
+/// Makes `version` live if it is still in `state` and not behind the live version of its
+/// projection on any partition; returns the version that was live (`Some(None)` for a projection
+/// live for the first time). `None` (nothing changed) when it is behind.
 async fn switch(
     public: &PgPool,
     version: Version,
     state: State,
     topic: &str,
-) -> anyhow::Result<Option<Version>> {
+) -> anyhow::Result<Option<Option<Version>>> {
     let mut tx = public.begin().await?;
     // Waits for live batches under way; later ones see the new states and move over.
     let rows = read_models::lock_live_and(&mut *tx, version).await?;
-    let live = rows.iter().find(|(_, s)| *s == State::Live).map(|(v, _)| *v).context("no live version")?;
     if !rows.contains(&(version, state)) {
         bail!("read-model version {version} is no longer `{state}`");
     }
+    let Some(live) = rows.iter().find(|(_, s)| *s == State::Live).map(|(v, _)| *v) else {
+        read_models::set_state(&mut *tx, version, State::Live).await?;
+        announce_switch(&mut tx, version).await?;
+        tx.commit().await?;
+        tracing::info!(live = %version, "The projection is live for the first time");
+        return Ok(Some(None));
+    };
     let behind: bool = sqlx::query_scalar(&format!(
         "SELECT EXISTS (SELECT 1 FROM {live}.projection_checkpoints l
                         LEFT JOIN {ours}.projection_checkpoints o USING (topic, partition)
@@ -250,21 +311,31 @@ async fn switch(
         return Ok(None);
     }
     // In this order, no two versions are ever live or previous at once (unique indexes).
-    if let Some(previous) = read_models::in_state(&mut *tx, State::Previous).await?.filter(|p| *p != version)
+    if let Some(previous) =
+        read_models::in_state(&mut *tx, version.projection, State::Previous).await?.filter(|p| *p != version)
     {
         read_models::set_state(&mut *tx, previous, State::Retired).await?;
     }
     for (subject, state) in [(live, State::Retired), (version, State::Live), (live, State::Previous)] {
         read_models::set_state(&mut *tx, subject, state).await?;
     }
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(read_models::CHANNEL)
-        .bind(version.0.to_string())
-        .execute(&mut *tx)
-        .await?;
+    announce_switch(&mut tx, version).await?;
     tx.commit().await?;
     tracing::info!(live = %version, previous = %live, "Switched the live read-model version");
-    Ok(Some(live))
+    Ok(Some(Some(live)))
+}
+
+/// Tells readers and writers, as the switch commits, that `version` is live.
+async fn announce_switch(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    version: Version,
+) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(read_models::CHANNEL)
+        .bind(format!("{} {}", version.projection, version.number))
+        .execute(&mut **tx)
+        .await
+        .map(|_| ())
 }
 
 /// Drops retired versions.
@@ -272,8 +343,9 @@ pub(crate) async fn prune(public: &PgPool) -> anyhow::Result<()> {
     for version in read_models::all_in_state(public, State::Retired).await? {
         let mut tx = public.begin().await?;
         sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", version.schema())).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM read_model_versions WHERE version = $1")
-            .bind(version.0)
+        sqlx::query("DELETE FROM read_model_versions WHERE projection = $1 AND version = $2")
+            .bind(version.projection)
+            .bind(version.number)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -296,6 +368,7 @@ async fn log_ends(config: &Config) -> BTreeMap<i32, i64> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionStatus {
+    pub projection: Projection,
     pub version: Version,
     pub schema: String,
     pub state: String,
@@ -311,22 +384,25 @@ pub struct VersionStatus {
 pub async fn versions(pool: &PgPool, topic: &str) -> anyhow::Result<Vec<VersionStatus>> {
     #[derive(sqlx::FromRow)]
     struct Row {
+        projection: Projection,
         version: i32,
         state: String,
         created_at: DateTime<Utc>,
         switched_at: Option<DateTime<Utc>>,
     }
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT version, state, created_at, switched_at FROM public.read_model_versions ORDER BY version",
+        "SELECT projection, version, state, created_at, switched_at FROM public.read_model_versions \
+         ORDER BY projection, version",
     )
     .fetch_all(pool)
     .await?;
     let mut versions = Vec::with_capacity(rows.len());
-    for Row { version, state, created_at, switched_at } in rows {
-        let version = Version(version);
+    for Row { projection, version, state, created_at, switched_at } in rows {
+        let version = projection.version(version);
         let positions = load_version(pool, version, topic).await.unwrap_or_default();
         let events = positions.values().sum();
         versions.push(VersionStatus {
+            projection,
             version,
             schema: version.schema(),
             state,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use eventline_read_models::{self as read_models, State, Version};
+use eventline_read_models::{self as read_models, Projection, State, Version};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
@@ -23,7 +23,6 @@ use crate::operations::progress::{Progress, Reporter};
 use crate::operations::rebuild::{create, exclusive, prune};
 use crate::project::checkpoint::load_version;
 use crate::project::{self, DeadLetters, Decoded, Parking, Writer};
-use eventline_read_models::READ_MODELS;
 
 /// The scratch version's state.
 const STATE: State = State::Verifying;
@@ -38,6 +37,7 @@ const ROUNDS: usize = 20;
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    pub projection: Projection,
     /// The version compared.
     pub live: Version,
     /// The positions both were compared at (partition → next offset).
@@ -74,23 +74,24 @@ impl TableReport {
     }
 }
 
-/// Compares the live read model with the log folded from the start; `sample` rows per table and
-/// side are shown where they differ.
+/// Compares the live version of `projection` with the log folded from the start; `sample` rows
+/// per table and side are shown where they differ.
 pub async fn verify(
     config: &Config,
+    projection: Projection,
     progress: Progress,
     batch_size: usize,
     sample: usize,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     let public = prepare(config).await?;
-    let _exclusive = exclusive(&config.database.url).await?;
-    let scratch = match read_models::in_state(&public, STATE).await? {
+    let _exclusive = exclusive(&config.database.url, projection).await?;
+    let scratch = match read_models::in_state(&public, projection, STATE).await? {
         Some(version) => {
             tracing::info!(%version, "Resuming the interrupted verify");
             version
         }
-        None => create(&public, STATE).await?,
+        None => create(&public, projection, STATE).await?,
     };
     let fold = Fold {
         config,
@@ -102,7 +103,7 @@ pub async fn verify(
 
     // Catch up without holding anyone, until little is left.
     for _ in 0..ROUNDS {
-        let live = read_models::live(&public).await?;
+        let live = read_models::live(&public, projection).await?;
         let theirs = load_version(&public, live, fold.topic()).await?;
         let ours = load_version(&public, scratch, fold.topic()).await?;
         if gap(&ours, &theirs) <= HELD_GAP {
@@ -113,8 +114,9 @@ pub async fn verify(
 
     // The rest with the live projector held, then a snapshot of both at the same positions.
     let mut hold = public.begin().await?;
-    let live =
-        read_models::live_for_update(&mut *hold).await.context("finding the live read-model version")?;
+    let live = read_models::live_for_update(&mut *hold, projection)
+        .await
+        .context("finding the live read-model version")?;
     let theirs = load_version(&mut *hold, live, fold.topic()).await?;
     let ours = load_version(&public, scratch, fold.topic()).await?;
     if let Some((partition, at)) = ours.iter().find(|(p, o)| theirs.get(p).copied().unwrap_or(0) < **o) {
@@ -132,13 +134,13 @@ pub async fn verify(
     hold.rollback().await?;
 
     // The read models only: the bookkeeping legitimately differs (projection ids, checkpoint times).
-    let mut tables = Vec::with_capacity(READ_MODELS.len());
-    for table in READ_MODELS {
+    let mut tables = Vec::with_capacity(projection.read_models().len());
+    for &table in projection.read_models() {
         tables.push(compare(&mut snapshot, live, scratch, table, sample).await?);
     }
     snapshot.commit().await?;
     drop_scratch(&public, scratch).await?;
-    Ok(Report { live, positions: theirs, tables, seconds: started.elapsed().as_secs_f64() })
+    Ok(Report { projection, live, positions: theirs, tables, seconds: started.elapsed().as_secs_f64() })
 }
 
 /// Folds stretches of the log into the scratch version.

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::failure::{self, Cause};
 use super::parking::{self, Refusal};
 use super::{ApplyError, DeadLetters, Decoded, Parked, Parking, Positioned};
+use eventline_read_models::Projection;
 
 /// One key's events in the batch, in log order.
 struct KeyEvents<'p, 'a> {
@@ -36,6 +37,7 @@ pub(super) async fn apply_parking(
     dead_letters: DeadLetters,
     policy: Parking,
 ) -> Result<super::Outcome, ApplyError> {
+    let projection = batch.projection.unwrap_or(Projection::Main);
     let candidates: Vec<&Positioned<'_>> =
         batch.events.iter().filter(|e| !known.contains(&e.envelope.event_id)).collect();
     let keys: Vec<&[u8]> = candidates.iter().map(|e| e.key()).collect();
@@ -54,7 +56,7 @@ pub(super) async fn apply_parking(
     while let Some(range) = pending.pop() {
         let events: Vec<&Positioned<'_>> =
             groups[range.clone()].iter().flat_map(|g| g.events.iter().copied()).collect();
-        let error = match attempt(tx, topic, &events, Keep::IfApplied).await? {
+        let error = match attempt(tx, projection, topic, &events, Keep::IfApplied).await? {
             Ok(done) => {
                 applied.extend(done);
                 continue;
@@ -69,9 +71,9 @@ pub(super) async fn apply_parking(
             continue;
         }
         let group = &groups[range.start];
-        let (good, refusal) = longest_applying_prefix(tx, topic, &group.events, error).await?;
+        let (good, refusal) = longest_applying_prefix(tx, projection, topic, &group.events, error).await?;
         if good > 0 {
-            match attempt(tx, topic, &group.events[..good], Keep::IfApplied).await? {
+            match attempt(tx, projection, topic, &group.events[..good], Keep::IfApplied).await? {
                 Ok(done) => applied.extend(done),
                 // It applied a moment ago in this very transaction: only an outage changes that,
                 // and `attempt` returned those; anything else retries the whole batch.
@@ -127,6 +129,7 @@ enum Keep {
 /// `Err` for an outage, which ends the batch's transaction (the batch is retried whole).
 async fn attempt<'p, 'a>(
     tx: &mut Transaction<'_, Postgres>,
+    projection: Projection,
     topic: &str,
     events: &[&'p Positioned<'a>],
     keep: Keep,
@@ -135,7 +138,7 @@ async fn attempt<'p, 'a>(
     let tried = async {
         let claimed = super::claim_event_ids(&mut savepoint, topic, events).await?;
         let to_apply = super::first_fresh(events, &claimed.fresh);
-        super::effects(&mut savepoint, &to_apply).await?;
+        super::effects(&mut savepoint, projection, &to_apply).await?;
         Ok::<_, sqlx::Error>(to_apply)
     }
     .await;
@@ -161,6 +164,7 @@ async fn attempt<'p, 'a>(
 /// rolled back.
 async fn longest_applying_prefix(
     tx: &mut Transaction<'_, Postgres>,
+    projection: Projection,
     topic: &str,
     events: &[&Positioned<'_>],
     refused: sqlx::Error,
@@ -169,7 +173,7 @@ async fn longest_applying_prefix(
     let (mut good, mut bad, mut reason) = (0, events.len(), refused);
     while bad - good > 1 {
         let middle = good + (bad - good) / 2;
-        match attempt(tx, topic, &events[..middle], Keep::Never).await? {
+        match attempt(tx, projection, topic, &events[..middle], Keep::Never).await? {
             Ok(_) => good = middle,
             Err(error) => (bad, reason) = (middle, error),
         }

@@ -11,6 +11,7 @@ mod index;
 mod inventory;
 mod isolate;
 mod orders;
+mod orders_by_status;
 mod parking;
 mod payments;
 mod users;
@@ -19,10 +20,11 @@ pub use parking::Refusal;
 
 use eventline_runtime::db;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use tracing::Instrument as _;
 
 use eventline_events::{DecodeError, Envelope, Event, EventType};
-use eventline_read_models::{self as read_models, State, Version, documents};
+use eventline_read_models::{self as read_models, Projection, State, Version, documents};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -94,11 +96,13 @@ pub struct Outcome {
 }
 
 /// An event decoded from a record, with where it came from.
+#[derive(Clone)]
 struct Positioned<'a> {
     record: &'a Record,
-    envelope: Envelope,
+    /// Shared by the views of the batch each projection applies (decoded once).
+    envelope: Arc<Envelope>,
     /// The aggregate id, as the key of an event whose message has none (else empty).
-    unkeyed: Vec<u8>,
+    unkeyed: Arc<[u8]>,
 }
 
 impl Positioned<'_> {
@@ -109,11 +113,15 @@ impl Positioned<'_> {
     }
 }
 
-/// A batch of records, decoded: the events, and the records that can never be events.
+/// A batch of records, decoded: the events, and the records that can never be events. As
+/// `new` makes it, the whole batch; as a projection applies it (`for_projection`), its part.
+#[derive(Clone)]
 pub struct Decoded<'a> {
-    records: &'a [Record],
+    /// Whose part of the batch this is (`None`: the whole batch, as read).
+    projection: Option<Projection>,
+    records: Vec<&'a Record>,
     events: Vec<Positioned<'a>>,
-    dead: Vec<(&'a Record, DecodeError)>,
+    dead: Vec<(&'a Record, Arc<DecodeError>)>,
 }
 
 impl<'a> Decoded<'a> {
@@ -123,19 +131,64 @@ impl<'a> Decoded<'a> {
         for record in records {
             match Envelope::decode(&record.payload) {
                 Ok(envelope) => {
-                    let unkeyed =
-                        if record.key.is_some() { Vec::new() } else { envelope.aggregate_id().into_bytes() };
-                    events.push(Positioned { record, envelope, unkeyed })
+                    let unkeyed: Arc<[u8]> = if record.key.is_some() {
+                        Arc::from(Vec::new())
+                    } else {
+                        Arc::from(envelope.aggregate_id().into_bytes())
+                    };
+                    events.push(Positioned { record, envelope: Arc::new(envelope), unkeyed })
                 }
-                Err(error) => dead.push((record, error)),
+                Err(error) => dead.push((record, Arc::new(error))),
             }
         }
-        Decoded { records, events, dead }
+        Decoded { projection: None, records: records.iter().collect(), events, dead }
+    }
+
+    /// The part of the batch `projection` applies: the records at or past `from` (its
+    /// checkpoints: partition → next offset), of which the events of the types it consumes, and
+    /// the undecodable ones if it is the projection that records them. Its checkpoints move past
+    /// every record of the part.
+    pub fn for_projection(&self, projection: Projection, from: &BTreeMap<i32, i64>) -> Decoded<'a> {
+        let unapplied = |record: &Record| record.offset >= from.get(&record.partition).copied().unwrap_or(0);
+        Decoded {
+            projection: Some(projection),
+            records: self.records.iter().copied().filter(|r| unapplied(r)).collect(),
+            events: self
+                .events
+                .iter()
+                .filter(|e| unapplied(e.record) && projection.consumes(e.envelope.event_type()))
+                .cloned()
+                .collect(),
+            dead: if projection.records_dead_letters() {
+                self.dead.iter().filter(|(r, _)| unapplied(r)).cloned().collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// This batch as `projection` applies it: itself if it is that projection's part already.
+    fn scoped(&self, projection: Projection) -> std::borrow::Cow<'_, Decoded<'a>> {
+        if self.projection == Some(projection) {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            std::borrow::Cow::Owned(self.for_projection(projection, &BTreeMap::new()))
+        }
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.records.len()
     }
 
     /// Why the first undecodable record could not be decoded.
     pub fn first_error(&self) -> Option<&DecodeError> {
-        self.dead.first().map(|(_, error)| error)
+        self.dead.first().map(|(_, error)| &**error)
     }
 
     /// The ids of the batch's events.
@@ -246,11 +299,12 @@ pub async fn apply(
     known: &HashSet<Uuid>,
     parking: Parking,
 ) -> Result<Result<Outcome, Superseded>, ApplyError> {
+    let batch = &*batch.scoped(writer.version.projection);
     let mut tx = pool.begin().await?;
     if let Err(superseded) = hold(&mut tx, writer).await? {
         return Ok(Err(superseded));
     }
-    let refused = match apply_in(&mut tx, topic, batch, known, writer.dead_letters).await {
+    let refused = match apply_in(&mut tx, writer, topic, batch, known).await {
         Ok(outcome) => {
             tx.commit().instrument(db::span("COMMIT", "read models")).await?;
             return Ok(Ok(outcome));
@@ -282,12 +336,14 @@ pub async fn hold(
     tx: &mut Transaction<'_, Postgres>,
     writer: Writer,
 ) -> sqlx::Result<Result<(), Superseded>> {
-    let state: Option<State> =
-        sqlx::query_scalar("SELECT state FROM public.read_model_versions WHERE version = $1 FOR SHARE")
-            .bind(writer.version.0)
-            .fetch_optional(&mut **tx)
-            .instrument(db::span("SELECT", "read_model_versions"))
-            .await?;
+    let state: Option<State> = sqlx::query_scalar(
+        "SELECT state FROM public.read_model_versions WHERE projection = $1 AND version = $2 FOR SHARE",
+    )
+    .bind(writer.version.projection)
+    .bind(writer.version.number)
+    .fetch_optional(&mut **tx)
+    .instrument(db::span("SELECT", "read_model_versions"))
+    .await?;
     Ok(if state == Some(writer.state) { Ok(()) } else { Err(Superseded) })
 }
 
@@ -296,21 +352,22 @@ pub async fn hold(
 /// Events of keys parked before wait behind them (they join their key).
 pub async fn apply_in(
     tx: &mut Transaction<'_, Postgres>,
+    writer: Writer,
     topic: &str,
     batch: &Decoded<'_>,
     known: &HashSet<Uuid>,
-    dead_letters: DeadLetters,
 ) -> sqlx::Result<Outcome> {
+    let batch = &*batch.scoped(writer.version.projection);
     let candidates: Vec<&Positioned<'_>> =
         batch.events.iter().filter(|e| !known.contains(&e.envelope.event_id)).collect();
     let claimed = claim_event_ids(tx, topic, &candidates).await?;
     let (waiting, free): (Vec<&Positioned<'_>>, Vec<&Positioned<'_>>) =
         candidates.iter().partition(|e| claimed.parked.contains(e.key()));
     let to_apply = first_fresh(&free, &claimed.fresh);
-    effects(tx, &to_apply).await?;
+    effects(tx, writer.version.projection, &to_apply).await?;
     parking::join(tx, topic, &waiting).await?;
     let parked = Parked { events: waiting, new_keys: 0 };
-    finish(tx, topic, batch, known, dead_letters, &to_apply, &parked).await
+    finish(tx, topic, batch, known, writer.dead_letters, &to_apply, &parked).await
 }
 
 /// The events of a batch that did not reach the read models: they wait behind their key.
@@ -329,14 +386,13 @@ async fn finish(
     applied: &[&Positioned<'_>],
     parked: &Parked<'_, '_>,
 ) -> sqlx::Result<Outcome> {
-    let (records, dead) = (batch.records, &batch.dead);
+    let (records, dead) = (&batch.records, &batch.dead);
     let new_dead_letters = match dead_letters {
         DeadLetters::Record => record_dead_letters(tx, topic, &dead.iter().collect::<Vec<_>>()).await?,
         // The live version's positions are read only for a batch that holds dead letters (few do).
         DeadLetters::RecordUnseen if !dead.is_empty() => {
-            let live = read_models::live(&mut **tx).await?;
-            let passed = checkpoint::load_version(&mut **tx, live, topic).await?;
-            let unseen: Vec<&(&Record, DecodeError)> = dead
+            let passed = passed_by_live_projections(tx, topic).await?;
+            let unseen: Vec<&(&Record, Arc<DecodeError>)> = dead
                 .iter()
                 .filter(|(record, _)| record.offset >= passed.get(&record.partition).copied().unwrap_or(0))
                 .collect();
@@ -449,10 +505,35 @@ async fn claim_event_ids(
     Ok(claimed)
 }
 
-/// The effects of fresh events: their read models, then the event index.
-async fn effects(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<'_>]) -> sqlx::Result<()> {
-    apply_events(tx, events).await?;
-    index::record(tx, events).await
+/// Per partition, the furthest position a live projection has passed: whatever undecodable
+/// message lies before it was recorded as a dead letter then.
+async fn passed_by_live_projections(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+) -> sqlx::Result<BTreeMap<i32, i64>> {
+    let mut passed = BTreeMap::new();
+    for live in read_models::live_versions(&mut **tx).await? {
+        for (partition, next) in checkpoint::load_version(&mut **tx, live, topic).await? {
+            let at = passed.entry(partition).or_insert(next);
+            *at = (*at).max(next);
+        }
+    }
+    Ok(passed)
+}
+
+/// The effects of fresh events on `projection`'s read models.
+async fn effects(
+    tx: &mut Transaction<'_, Postgres>,
+    projection: Projection,
+    events: &[&Positioned<'_>],
+) -> sqlx::Result<()> {
+    match projection {
+        Projection::Main => {
+            apply_events(tx, events).await?;
+            index::record(tx, events).await
+        }
+        Projection::OrdersByStatus => orders_by_status::apply(tx, events).await,
+    }
 }
 
 /// Dispatches fresh events to their read model, each type set-based.
@@ -460,7 +541,7 @@ async fn apply_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<
     let (mut users, mut orders, mut payments, mut adjustments) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for event in events {
-        let envelope = &event.envelope;
+        let envelope: &Envelope = &event.envelope;
         match &envelope.event {
             Event::UserCreated(e) => users.push((envelope, e)),
             Event::OrderPlaced(e) => orders.push((envelope, e)),
@@ -502,7 +583,7 @@ fn last_per_key<'a, T, K: std::hash::Hash + Eq>(
 async fn record_dead_letters(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
-    dead: &[&(&Record, DecodeError)],
+    dead: &[&(&Record, Arc<DecodeError>)],
 ) -> sqlx::Result<Vec<i64>> {
     let mut inserted = Vec::new();
     for (record, error) in dead {

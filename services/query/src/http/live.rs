@@ -134,7 +134,9 @@ async fn live(
     let last_event_id = headers.get("last-event-id").filter(|v| !is_empty_field(v));
     let (db, resume) = match last_event_id {
         Some(value) => {
-            let db = read_reaching(state, Some(value), "Last-Event-ID").await?;
+            let db =
+                read_reaching(state, eventline_read_models::Projection::Main, Some(value), "Last-Event-ID")
+                    .await?;
             let token: Option<ConsistencyToken> = value.to_str().ok().and_then(|v| v.parse().ok());
             (db, token)
         }

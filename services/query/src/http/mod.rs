@@ -7,6 +7,7 @@ mod links;
 mod live;
 pub mod openapi;
 mod orders;
+mod orders_by_status;
 mod users;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::consistency::{LiveReadModels, Unavailable};
 use crate::log_watch::LogWatch;
+use eventline_read_models::Projection;
 
 /// The statement behind each read, for checking their plans.
 pub mod statements {
@@ -114,6 +116,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(users::router())
         .merge(orders::router())
+        .merge(orders_by_status::router())
         .merge(inventory::router())
         .merge(history::router())
         .merge(live::router())
@@ -135,9 +138,20 @@ fn finish(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     document
 }
 
-/// The pool to answer the request from: the live read models, once they reflect the request's
-/// Consistency-Token if it has one.
+/// The pool to answer the request from: the main projection's live read models, once they
+/// reflect the request's Consistency-Token if it has one.
 async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPool, Problem> {
+    read_your_writes_from(state, Projection::Main, headers).await
+}
+
+/// The pool to answer the request from: `projection`'s live read models, once they reflect the
+/// request's Consistency-Token if it has one. The token is checked against that projection's
+/// checkpoints only: a read never waits for a projection it does not read.
+async fn read_your_writes_from(
+    state: &AppState,
+    projection: Projection,
+    headers: &HeaderMap,
+) -> Result<PgPool, Problem> {
     if let Some(other) = state.log.other_log() {
         tracing::warn!(%other, "Refusing a read: the read models belong to another log");
         return Err(Problem::new(
@@ -149,6 +163,7 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPoo
     }
     read_reaching(
         state,
+        projection,
         headers.get(CONSISTENCY_TOKEN).filter(|v| !is_empty_field(v)),
         CONSISTENCY_TOKEN.as_str(),
     )
@@ -159,12 +174,15 @@ async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPoo
 /// (from header `header`), or at once without one.
 async fn read_reaching(
     state: &AppState,
+    projection: Projection,
     value: Option<&HeaderValue>,
     header: &str,
 ) -> Result<PgPool, Problem> {
     let Some(value) = value else {
-        let snapshot = state.read_models.current(state.consistency_wait).await;
-        return snapshot.map(|s| s.pool.clone()).map_err(|_| not_ready());
+        let snapshot = state.read_models.current(projection, state.consistency_wait).await;
+        return snapshot
+            .map(|s| s.pool.clone())
+            .map_err(|unavailable| unavailable_problem(projection, unavailable));
     };
     let token: ConsistencyToken = value.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
         Problem::new(
@@ -185,7 +203,8 @@ async fn read_reaching(
     );
     // While waiting, a token the read models have not reached is checked against the end of the
     // log: a position the log never issued is refused at once instead of after the wait.
-    let reaching = state.read_models.reaching(&token, state.consistency_wait).instrument(wait.clone());
+    let reaching =
+        state.read_models.reaching(projection, &token, state.consistency_wait).instrument(wait.clone());
     let beyond_end = state.log.beyond_end(&token, state.consistency_wait);
     let reached = tokio::select! {
         biased;
@@ -201,13 +220,13 @@ async fn read_reaching(
     let outcome = match &reached {
         Ok(_) => "reached",
         Err(Unavailable::NotReady) => "not_ready",
+        Err(Unavailable::CatchingUp) => "catching_up",
         Err(Unavailable::Behind) => "behind",
     };
     wait.record("eventline.consistency.outcome", outcome);
     crate::metrics::consistency_wait(outcome, started.elapsed().as_secs_f64());
     match reached {
         Ok(snapshot) => Ok(snapshot.pool.clone()),
-        Err(Unavailable::NotReady) => Err(not_ready()),
         Err(Unavailable::Behind) => Err(Problem::new(
             problems::PROJECTION_BEHIND,
             format!(
@@ -216,6 +235,22 @@ async fn read_reaching(
             ),
         )
         .retry_after(1)),
+        Err(unavailable) => Err(unavailable_problem(projection, unavailable)),
+    }
+}
+
+/// Why `projection` cannot answer now, as a problem.
+fn unavailable_problem(projection: Projection, unavailable: Unavailable) -> Problem {
+    match unavailable {
+        Unavailable::CatchingUp => Problem::new(
+            problems::PROJECTION_CATCHING_UP,
+            format!(
+                "The {projection} read model was added recently and is still catching up with the event log for \
+                 the first time; it answers once it has. Retry later."
+            ),
+        )
+        .retry_after(5),
+        Unavailable::NotReady | Unavailable::Behind => not_ready(),
     }
 }
 

@@ -192,7 +192,7 @@ pub async fn naive_projector(
     // The projector's own pool of the live version (its schema on the search path).
     let database = DatabaseConfig { url: database_url.to_owned(), max_connections: 2 };
     let public = eventline_runtime::db::pool(&database)?;
-    let live = eventline_read_models::live(&public).await?;
+    let live = eventline_read_models::live(&public, eventline_read_models::Projection::Main).await?;
     public.close().await;
     let pool = eventline_read_models::pool(&database, live)?;
     let redis = redis::Client::open(redis_url)?;

@@ -571,7 +571,7 @@ async fn raw_select(
     run: Duration,
 ) -> anyhow::Result<f64> {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(16).connect(url).await?;
-    let live = eventline_read_models::live(&pool).await?.schema();
+    let live = eventline_read_models::live(&pool, eventline_read_models::Projection::Main).await?.schema();
     let (users, orders) = (
         format!("SELECT * FROM {live}.users WHERE user_id = $1"),
         format!("SELECT * FROM {live}.orders WHERE order_id = $1"),
@@ -601,10 +601,14 @@ async fn expect_status(response: reqwest::Response, status: u16) -> anyhow::Resu
 /// What the event index (histories, as-of reads, live streams) costs in storage: its bytes per
 /// event, indexes and TOAST included, next to those of the other read models.
 async fn index_cost(pool: &sqlx::PgPool, results: &mut Results) -> anyhow::Result<()> {
-    let live = eventline_read_models::live(pool).await?;
+    let live = eventline_read_models::live(pool, eventline_read_models::Projection::Main).await?;
     let size = |table: &str| format!("pg_total_relation_size('{}.{table}')", live.schema());
-    let others: Vec<String> =
-        eventline_read_models::READ_MODELS.iter().filter(|t| **t != "event_index").map(|t| size(t)).collect();
+    let others: Vec<String> = eventline_read_models::Projection::Main
+        .read_models()
+        .iter()
+        .filter(|t| **t != "event_index")
+        .map(|t| size(t))
+        .collect();
     let (index_bytes, other_bytes, events): (i64, i64, i64) = sqlx::query_as(&format!(
         "SELECT {}, {}, (SELECT count(*) FROM {}.event_index)",
         size("event_index"),
@@ -660,7 +664,7 @@ async fn projector_without_index(setup: &Setup, events: u64) -> anyhow::Result<f
     let bare = Setup { database: format!("{}_noindex", setup.database), ..setup.clone() };
     bare.fresh_database().await?;
     let pool = sqlx::PgPool::connect(&bare.database_url()).await?;
-    let live = eventline_read_models::live(&pool).await?;
+    let live = eventline_read_models::live(&pool, eventline_read_models::Projection::Main).await?;
     sqlx::query(&format!(
         "CREATE RULE bench_skip_event_index AS ON INSERT TO {}.event_index DO INSTEAD NOTHING",
         live.schema()

@@ -311,7 +311,8 @@ async fn scenario(
         }
         Fault::RefuseOneKey => {
             let pool = sqlx::PgPool::connect(&setup.database_url()).await?;
-            let live = eventline_read_models::live(&pool).await?.schema();
+            let live =
+                eventline_read_models::live(&pool, eventline_read_models::Projection::Main).await?.schema();
             refuse_one_key(&pool, &live, true).await?;
             faults += 1;
             // While the key is parked, events of every other key are applied as they come.
@@ -347,7 +348,7 @@ async fn scenario(
 
     let log = read_log(&setup.brokers, &setup.topic)?;
     let pool = sqlx::PgPool::connect(&setup.database_url()).await?;
-    let live_version = eventline_read_models::live(&pool).await?;
+    let live_version = eventline_read_models::live(&pool, eventline_read_models::Projection::Main).await?;
     let live = live_version.schema();
     // The parking scenario: what was applied and what was parked make the log, then the cause
     // is fixed and the key redriven through the CLI's code, and the usual checks follow.
