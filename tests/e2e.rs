@@ -17,6 +17,7 @@ mod write_model_processes;
 // The projector and the read models it keeps.
 mod migrations;
 mod parking;
+mod projections;
 mod projector;
 mod projector_faults;
 mod read_models;

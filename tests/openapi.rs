@@ -68,9 +68,10 @@ fn every_link_names_an_operation_and_its_parameters() {
             }
         }
     }
-    // command: 2, query: 10 (4, and each resource to its history and each history to its next
-    // page), combined: those 12 and 4 from commands to reads.
-    assert_eq!(checked, 28);
+    // command: 2, query: 12 (4, each resource to its history and each history to its next page,
+    // and orders by status to its first order and next page), combined: those 14 and 4 from
+    // commands to reads.
+    assert_eq!(checked, 32);
 }
 
 #[test]

@@ -47,17 +47,23 @@ pub fn combined(command: &Value, query: &Value, command_url: &str, query_url: &s
     let mut paths = Map::new();
     for (document, url, name) in [(command, command_url, "command"), (query, query_url, "query")] {
         for (path, item) in document["paths"].as_object().expect("paths") {
-            let mut item = item.clone();
-            item["servers"] = json!([{ "url": url, "description": format!("The {name} API") }]);
-            // The command API's default security moves onto its operations; reads need none.
-            if let Some(security) = document.get("security") {
-                for operation in item.as_object_mut().expect("path item").values_mut() {
-                    if operation.get("operationId").is_some() && operation.get("security").is_none() {
+            // One path can be served by both (`POST /orders` places an order, `GET /orders` lists
+            // them): each operation names its server, and the operations of a path are merged.
+            let merged = paths.entry(path.clone()).or_insert_with(|| json!({}));
+            for (method, operation) in item.as_object().expect("path item") {
+                let mut operation = operation.clone();
+                if operation.get("operationId").is_some() {
+                    operation["servers"] = json!([{ "url": url, "description": format!("The {name} API") }]);
+                    // The command API's default security moves onto its operations; reads need none.
+                    if let Some(security) = document.get("security")
+                        && operation.get("security").is_none()
+                    {
                         operation["security"] = security.clone();
                     }
                 }
+                assert!(merged.get(method).is_none(), "both APIs describe {method} {path}");
+                merged[method] = operation;
             }
-            assert!(paths.insert(path.clone(), item).is_none(), "both APIs describe {path}");
         }
     }
     let mut schemas = command["components"]["schemas"].as_object().expect("schemas").clone();

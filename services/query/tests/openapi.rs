@@ -24,6 +24,7 @@ fn every_read_documents_its_answers() {
             "/inventory/{sku}",
             "/inventory/{sku}/history",
             "/inventory/{sku}/live",
+            "/orders",
             "/orders/{id}",
             "/orders/{id}/history",
             "/orders/{id}/live",

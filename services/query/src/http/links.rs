@@ -28,6 +28,26 @@ pub fn declare(document: &mut OpenApi) {
         None,
     );
     add_link(document, "list_orders", "200", "NextPage", next_page);
+    // Orders by status: each listed order, and the next page with the same filters.
+    let first = link(
+        "get_order",
+        "The first order of the page.",
+        &[("path.id", "$response.body#/orders/0/orderId")],
+        None,
+    );
+    add_link(document, "list_orders_by_status", "200", "GetFirstOrder", first);
+    let next_page = link(
+        "list_orders_by_status",
+        "The next page, while `nextCursor` is not null.",
+        &[
+            ("query.status", "$request.query.status"),
+            ("query.userId", "$request.query.userId"),
+            ("query.direction", "$request.query.direction"),
+            ("query.cursor", "$response.body#/nextCursor"),
+        ],
+        None,
+    );
+    add_link(document, "list_orders_by_status", "200", "NextPage", next_page);
     let user =
         link("get_user", "The user who placed the order.", &[("path.id", "$response.body#/userId")], None);
     add_link(document, "get_order", "200", "GetUser", user);

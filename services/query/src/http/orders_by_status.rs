@@ -20,7 +20,7 @@ use super::{AppState, database_problem, in_range, parse_id, read_your_writes_fro
 use crate::problems;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_orders))
+    OpenApiRouter::new().routes(routes!(list_orders_by_status))
 }
 
 /// A status orders are listed by.
@@ -85,7 +85,7 @@ pub struct OrderPage {
         super::openapi::ReadProblems,
     )
 )]
-pub async fn list_orders(
+pub async fn list_orders_by_status(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<OrderListParams>,
     headers: HeaderMap,
