@@ -222,7 +222,12 @@ impl Service {
                 Ok(response) => response.json().await.ok(),
                 Err(_) => None,
             };
-            if status.is_some_and(|s| s["lag"] == 0) {
+            // Every projection, not only the main one.
+            let caught_up = |s: &serde_json::Value| {
+                s["lag"] == 0
+                    && s["projections"].as_array().is_some_and(|all| all.iter().all(|p| p["lag"] == 0))
+            };
+            if status.as_ref().is_some_and(caught_up) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

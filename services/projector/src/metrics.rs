@@ -18,6 +18,8 @@ pub const BATCH_RETRIES: &str = "eventline_projector_batch_retries_total";
 pub const CHECKPOINT: &str = "eventline_projector_checkpoint";
 /// Events in the log not yet applied, per partition.
 pub const LAG: &str = "eventline_projector_lag";
+/// Events in the log not yet applied, per projection (its live version, or its first catch-up).
+pub const PROJECTION_LAG: &str = "eventline_projector_projection_lag";
 /// Entries in the dead-letter queue.
 pub const DEAD_LETTERS: &str = "eventline_projector_dead_letters";
 /// Partitions with events to apply that no member of the group consumes.
@@ -50,6 +52,7 @@ pub fn describe() {
     describe_counter!(BATCH_RETRIES, Unit::Count, "Batches retried after a failed apply");
     describe_gauge!(CHECKPOINT, Unit::Count, "Next offset to apply, per partition (the checkpoint)");
     describe_gauge!(LAG, Unit::Count, "Events in the log not yet applied, per partition");
+    describe_gauge!(PROJECTION_LAG, Unit::Count, "Events in the log not yet applied, per projection");
     describe_gauge!(DEAD_LETTERS, Unit::Count, "Entries in the dead-letter queue");
     describe_gauge!(
         UNCONSUMED_PARTITIONS,
@@ -117,6 +120,10 @@ pub fn batch_retried() {
 
 pub fn lag(partition: i32, events: i64) {
     gauge!(LAG, "partition" => partition.to_string()).set(events as f64);
+}
+
+pub fn projection_lag(projection: eventline_read_models::Projection, events: i64) {
+    gauge!(PROJECTION_LAG, "projection" => projection.name()).set(events as f64);
 }
 
 pub fn breaker_open(open: bool) {

@@ -64,8 +64,11 @@ pub fn router(state: AdminState, console: crate::console::ConsoleState) -> Route
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Status {
+    /// The main projection's, which consumes every event.
     #[serde(flatten)]
     projection: crate::live::status::ProjectionStatus,
+    /// Every projection's lag (a projection never live shows its first catch-up).
+    projections: Vec<crate::live::status::ProjectionLag>,
     assigned_partitions: Vec<i32>,
     /// Partitions with events to apply that no member of the group owns (from the broker's
     /// description of the group).
@@ -83,8 +86,16 @@ async fn status(State(state): State<AdminState>) -> Result<Json<Status>, Problem
             tracing::warn!(%error, "Collecting the projection status failed");
             Problem::new(types::DATABASE_UNAVAILABLE, "The status cannot be read now.").retry_after(1)
         })?;
+    let pool = state.writing.current().pool.clone();
+    let projections = crate::live::status::projection_lags(&pool, &state.kafka.topic, &projection.partitions)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "Collecting the projections' lag failed");
+            Problem::new(types::DATABASE_UNAVAILABLE, "The status cannot be read now.").retry_after(1)
+        })?;
     Ok(Json(Status {
         projection,
+        projections,
         assigned_partitions: state.status.assigned.lock().map(|a| a.clone()).unwrap_or_default(),
         unconsumed_partitions: state.coverage.unconsumed(),
         database_ok: state.status.database_ok.load(Ordering::Relaxed),

@@ -60,6 +60,13 @@ impl Observer {
             return;
         };
         crate::live::status::record_metrics(&current);
+        if let Ok(lags) =
+            crate::live::status::projection_lags(&self.public, &self.kafka.topic, &current.partitions).await
+        {
+            for lag in lags {
+                crate::metrics::projection_lag(lag.projection, lag.lag);
+            }
+        }
         let lag: Vec<(i32, i64)> =
             current.partitions.iter().filter_map(|p| Some((p.partition, p.lag?))).collect();
         self.coverage.observe(&self.consumer, &self.group_id, &self.kafka.topic, &lag).await;

@@ -54,6 +54,9 @@ impl Application {
             tracing::info!("No console tokens (EVENTLINE_CONSOLE_TOKENS): the console refuses everyone");
         }
         let public = prepare(&config).await?;
+        // A projection never live that nothing is ahead of (a fresh database) is live at once, and
+        // applied from the start with the others; any other is caught up beside them (`run_until`).
+        adopt_new_projections(&public, &config).await?;
         let targets = open_live_targets(&public, &config.database)
             .await
             .context("finding the live read-model versions")?;
@@ -171,6 +174,23 @@ pub(crate) async fn check_log(public: &PgPool, version: Version, config: &Config
     Ok(())
 }
 
+/// Makes live every projection never live that is not behind the main projection.
+async fn adopt_new_projections(public: &PgPool, config: &Config) -> anyhow::Result<()> {
+    let live: Vec<read_models::Projection> =
+        read_models::live_versions(public).await?.iter().map(|v| v.projection).collect();
+    for projection in read_models::Projection::ALL.into_iter().filter(|p| !live.contains(p)) {
+        let Some(version) = read_models::in_state(public, projection, State::Building).await? else {
+            continue;
+        };
+        let Some(_exclusive) = rebuild::try_exclusive(&config.database.url, projection).await? else {
+            continue;
+        };
+        check_log(public, version, config).await?;
+        rebuild::adopt_if_not_behind(public, version, &config.kafka.topic).await?;
+    }
+    Ok(())
+}
+
 /// Catches up, one after the other, the projections that have no live version yet (a projection
 /// added to the code, whose first version a migration created `building`), each from the log's
 /// first offset with a consumer of its own, and switches each live once it reached the log's end:
@@ -211,6 +231,9 @@ async fn catch_up_one_new_projection(config: &Config) -> anyhow::Result<bool> {
             continue; // Another process catches it up.
         };
         check_log(&public, version, config).await?;
+        if rebuild::adopt_if_not_behind(&public, version, &config.kafka.topic).await? {
+            return Ok(true);
+        }
         tracing::info!(%version, "Catching up a projection that was never live, from the log's start");
         let switched = rebuild::catch_up_and_switch(
             config,

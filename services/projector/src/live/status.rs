@@ -133,3 +133,44 @@ fn blocking_high_watermarks(kafka: &KafkaConfig) -> Vec<(i32, Option<i64>)> {
         .map(|p| (p, consumer.fetch_watermarks(topic, p, timeout).ok().map(|(_, high)| high)))
         .collect()
 }
+
+/// One projection's progress: its live version (or, never live yet, the version catching up for
+/// the first time) and its lag behind the log.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectionLag {
+    pub projection: eventline_read_models::Projection,
+    pub version: i32,
+    pub state: eventline_read_models::State,
+    /// Events in the log it has not applied yet (sum over the partitions the broker reported).
+    pub lag: i64,
+}
+
+/// The progress of every projection against the log's ends in `partitions` (as `collect` found
+/// them), through a pool on `public`.
+pub async fn projection_lags(
+    public: &PgPool,
+    topic: &str,
+    partitions: &[PartitionStatus],
+) -> anyhow::Result<Vec<ProjectionLag>> {
+    use eventline_read_models::{self as read_models, Projection, State};
+    let mut lags = Vec::new();
+    for projection in Projection::ALL {
+        let version = match read_models::in_state(public, projection, State::Live).await? {
+            Some(live) => Some((live, State::Live)),
+            None => read_models::in_state(public, projection, State::Building)
+                .await?
+                .map(|v| (v, State::Building)),
+        };
+        let Some((version, state)) = version else { continue };
+        let checkpoints = read_models::checkpoints::load_version(public, version, topic).await?;
+        let lag = partitions
+            .iter()
+            .filter_map(|p| {
+                Some((p.high_watermark? - checkpoints.get(&p.partition).copied().unwrap_or(0)).max(0))
+            })
+            .sum();
+        lags.push(ProjectionLag { projection, version: version.number, state, lag });
+    }
+    Ok(lags)
+}

@@ -325,6 +325,43 @@ async fn switch(
     Ok(Some(Some(live)))
 }
 
+/// Makes `version`, of a projection never live, live at once if the main projection's live
+/// version has applied nothing it has not (a fresh database: both start at offset 0): the live
+/// runner then applies it with the others from one consumption of the log, rather than a
+/// catch-up reading the same log beside it. `false` (nothing changed) when the main projection is
+/// ahead of it: it must be caught up first.
+pub(crate) async fn adopt_if_not_behind(
+    public: &PgPool,
+    version: Version,
+    topic: &str,
+) -> anyhow::Result<bool> {
+    let mut tx = public.begin().await?;
+    // The main projection's batches wait meanwhile, so its checkpoints cannot move past ours.
+    let main = read_models::live_for_update(&mut *tx, Projection::Main).await?;
+    let rows = read_models::lock_live_and(&mut *tx, version).await?;
+    if rows != [(version, State::Building)] {
+        return Ok(false);
+    }
+    let behind: bool = sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {main}.projection_checkpoints m
+                        LEFT JOIN {ours}.projection_checkpoints o USING (topic, partition)
+                        WHERE m.topic = $1 AND COALESCE(o.next_offset, 0) < m.next_offset)",
+        main = main.schema(),
+        ours = version.schema()
+    ))
+    .bind(topic)
+    .fetch_one(&mut *tx)
+    .await?;
+    if behind {
+        return Ok(false);
+    }
+    read_models::set_state(&mut *tx, version, State::Live).await?;
+    announce_switch(&mut tx, version).await?;
+    tx.commit().await?;
+    tracing::info!(live = %version, "The projection is live: nothing was applied to any other yet");
+    Ok(true)
+}
+
 /// Tells readers and writers, as the switch commits, that `version` is live.
 async fn announce_switch(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,

@@ -16,6 +16,21 @@ pub(crate) struct Fold {
     pub(crate) negative_stock: u64,
     pub(crate) paid: HashSet<String>,
     pub(crate) orders_paid_twice: u64,
+    /// Orders placed (each with its user): with `paid`, what the `orders_by_status` projection
+    /// must list.
+    pub(crate) placed: BTreeMap<String, String>,
+    /// Distinct events of the types `orders_by_status` consumes (OrderPlaced, PaymentSettled).
+    pub(crate) order_events: u64,
+}
+
+impl Fold {
+    /// Each placed order's status as the `orders_by_status` projection must have it.
+    pub(crate) fn order_statuses(&self) -> BTreeMap<String, &'static str> {
+        self.placed
+            .keys()
+            .map(|order| (order.clone(), if self.paid.contains(order) { "paid" } else { "awaiting_payment" }))
+            .collect()
+    }
 }
 
 pub(crate) fn read_log(brokers: &str, topic: &str) -> anyhow::Result<Fold> {
@@ -44,6 +59,8 @@ pub(crate) fn read_log(brokers: &str, topic: &str) -> anyhow::Result<Fold> {
         negative_stock: 0,
         paid: HashSet::new(),
         orders_paid_twice: 0,
+        placed: BTreeMap::new(),
+        order_events: 0,
     };
     let mut done: HashSet<i32> = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -86,7 +103,16 @@ pub(crate) fn read_log(brokers: &str, topic: &str) -> anyhow::Result<Fold> {
                         };
                         fold.negative_stock += u64::from(*stock < 0);
                     }
+                    "OrderPlaced" => {
+                        fold.order_events += 1;
+                        let (Some(order), Some(user)) = (data["orderId"].as_str(), data["userId"].as_str())
+                        else {
+                            bail!("an OrderPlaced without orderId or userId: {event}")
+                        };
+                        fold.placed.insert(order.to_owned(), user.to_owned());
+                    }
                     "PaymentSettled" => {
+                        fold.order_events += 1;
                         let order = data["orderId"].as_str().unwrap_or_default().to_owned();
                         if !fold.paid.insert(order) {
                             fold.orders_paid_twice += 1;

@@ -21,7 +21,7 @@ mod fold;
 mod load;
 mod report;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -396,6 +396,27 @@ async fn scenario(
     }
     let applied: i64 =
         sqlx::query_scalar(&format!("SELECT count(*) FROM {live}.processed_events")).fetch_one(&pool).await?;
+    // Each projection against the fold: orders by status, row for row, and its events once each.
+    let orders_by_status =
+        eventline_read_models::live(&pool, eventline_read_models::Projection::OrdersByStatus).await?.schema();
+    let listed: Vec<(String, String)> = sqlx::query_as(&format!(
+        "SELECT order_id::text, status FROM {orders_by_status}.orders_by_status WHERE placed_at IS NOT NULL"
+    ))
+    .fetch_all(&pool)
+    .await?;
+    let listed: BTreeMap<String, String> = listed.into_iter().collect();
+    let expected = log.order_statuses();
+    let orders_by_status_differing = expected
+        .iter()
+        .filter(|(order, status)| listed.get(*order).map(String::as_str) != Some(**status))
+        .count()
+        + listed.keys().filter(|order| !expected.contains_key(*order)).count();
+    let orders_by_status_applied: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {orders_by_status}.processed_events"))
+            .fetch_one(&pool)
+            .await?;
+    let orders_by_status_applied_twice_or_missing =
+        (orders_by_status_applied - log.order_events as i64).abs();
     let dead_letters: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE topic = $1")
         .bind(&setup.topic)
         .fetch_one(&pool)
@@ -433,6 +454,8 @@ async fn scenario(
         && outcome.accepted_ids.len() as u64 > 0
         && acknowledged_not_in_log == 0
         && applied_twice_or_missing == 0
+        && orders_by_status_differing == 0
+        && orders_by_status_applied_twice_or_missing == 0
         && applied_plus_parked.is_none_or(|sum| sum == events_in_log as i64)
         && dead_letters == i64::try_from(poison_sent)?;
     command.stop();
@@ -455,6 +478,8 @@ async fn scenario(
         lost,
         doubled,
         applied_twice_or_missing,
+        orders_by_status_differing: orders_by_status_differing as u64,
+        orders_by_status_applied_twice_or_missing,
         dead_letters,
         poison_sent,
         recover_s: (recover_s * 10.0).round() / 10.0,

@@ -37,6 +37,10 @@ pub(crate) struct Report {
     pub(crate) doubled: i64,
     /// Event ids applied more than once, or not at all, by the projector.
     pub(crate) applied_twice_or_missing: i64,
+    /// The `orders_by_status` projection against the fold: orders whose status differs or that
+    /// one side lacks, and its events applied more than once or not at all.
+    pub(crate) orders_by_status_differing: u64,
+    pub(crate) orders_by_status_applied_twice_or_missing: i64,
     pub(crate) dead_letters: i64,
     pub(crate) poison_sent: u64,
     /// From the end of the last fault to the projection caught up.
@@ -83,13 +87,13 @@ pub(crate) fn markdown(reports: &[Report], took: Duration) -> String {
          scenarios briefly (`--short`).\n\n",
         took.as_secs_f64()
     ));
-    md.push_str("| scenario | faults | fault bit | accepted (202) | refused by a rule | payments | 503 answers | no answer | other answers | events in log | 202 not in log | stock < 0 | paid twice | lost | doubled | applied ≠ once | dead letters / poison | recover s | |\n");
+    md.push_str("| scenario | faults | fault bit | accepted (202) | refused by a rule | payments | 503 answers | no answer | other answers | events in log | 202 not in log | stock < 0 | paid twice | lost | doubled | applied ≠ once | orders by status ≠ fold / applied ≠ once | dead letters / poison | recover s | |\n");
     md.push_str(
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in reports {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} |\n",
             r.scenario,
             r.faults,
             if r.fault_bit { "yes" } else { "**no**" },
@@ -106,6 +110,8 @@ pub(crate) fn markdown(reports: &[Report], took: Duration) -> String {
             r.lost,
             r.doubled,
             r.applied_twice_or_missing,
+            r.orders_by_status_differing,
+            r.orders_by_status_applied_twice_or_missing,
             r.dead_letters,
             r.poison_sent,
             r.recover_s,
@@ -120,7 +126,9 @@ pub(crate) fn markdown(reports: &[Report], took: Duration) -> String {
          and need not produce a 503) and no answer \
          fell outside the protocol (`other answers`: a 429, a 5xx other than 503, or a 409/422 that is not \
          a rule's refusal). The fold reads the raw JSON of every message with its own code, not the \
-         events crate's decoder the projector uses.\n\n`events in log` counts the 41 commands that prepare each scenario (a user and its orders) besides \
+         events crate's decoder the projector uses, and every projection is checked against it: the main \
+         one (stock, payments, events applied once) and `orders_by_status` (each placed order's status, \
+         row for row, and its events applied once).\n\n`events in log` counts the 41 commands that prepare each scenario (a user and its orders) besides \
          the load's. A 503 answer means \"not confirmed\", not \"not recorded\": the decision may be pending \
          and is appended later; the load asks again with the same key, whose retry finds the decision and \
          gets its 202.\n",
