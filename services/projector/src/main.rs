@@ -59,8 +59,13 @@ enum Command {
     #[command(subcommand)]
     Dlq(DlqCommand),
     /// Work the parked keys (events the database refused, with every later event of their key).
-    #[command(subcommand)]
-    Parked(ParkedCommand),
+    Parked {
+        /// The projection whose parked keys these are.
+        #[arg(long, default_value = "main")]
+        projection: Projection,
+        #[command(subcommand)]
+        command: ParkedCommand,
+    },
     /// Which log the live read models were built from, and which the broker serves now. With
     /// --check, exits 1 when they differ (the read models belong to another log).
     LogIdentity {
@@ -118,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
             cli::verify(&cli.config, chosen(projection), Progress::detect(), batch_size, sample, json).await
         }
         Command::Dlq(command) => cli::dlq(&cli.config, command).await,
-        Command::Parked(command) => cli::parked(&cli.config, command).await,
+        Command::Parked { projection, command } => cli::parked(&cli.config, projection, command).await,
         Command::LogIdentity { check } => cli::log_identity(&cli.config, check).await,
         Command::Migrate { wait: false, .. } => migrate(&cli.config).await,
         Command::Migrate { wait: true, timeout_secs } => wait_for_migrations(&cli.config, timeout_secs).await,

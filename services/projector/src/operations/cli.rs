@@ -76,15 +76,25 @@ enum Access {
     Migrating,
 }
 
-/// The live read-model version and a pool on it (and, behind it, `public`: the dead letters).
+/// The main projection's live version and a pool on it (and, behind it, `public`: the dead
+/// letters).
 async fn live_pool(config: &Config, access: Access) -> anyhow::Result<(PgPool, Version)> {
+    live_pool_of(config, Projection::Main, access).await
+}
+
+/// `projection`'s live version and a pool on it.
+async fn live_pool_of(
+    config: &Config,
+    projection: Projection,
+    access: Access,
+) -> anyhow::Result<(PgPool, Version)> {
     let public = eventline_runtime::db::pool(&config.database)?;
     if access == Access::Migrating {
         eventline_runtime::db::migrate(&public).await?;
     }
-    let live = eventline_read_models::live(&public, Projection::Main)
-        .await
-        .context("finding the live read-model version (not migrated yet? `eventline-projector migrate`)")?;
+    let live = eventline_read_models::live(&public, projection).await.with_context(|| {
+        format!("finding the live version of the {projection} projection (not migrated yet? `eventline-projector migrate`)")
+    })?;
     Ok((eventline_read_models::pool(&config.database, live)?, live))
 }
 
@@ -277,12 +287,14 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn parked(config: &Config, command: ParkedCommand) -> anyhow::Result<()> {
+/// Works the keys parked in `projection` (each projection parks the keys whose events its own
+/// tables refused).
+pub async fn parked(config: &Config, projection: Projection, command: ParkedCommand) -> anyhow::Result<()> {
     let access = match command {
         ParkedCommand::List { .. } | ParkedCommand::Show { .. } => Access::ReadOnly,
         _ => Access::Migrating,
     };
-    let (pool, live) = live_pool(config, access).await?;
+    let (pool, live) = live_pool_of(config, projection, access).await?;
     let topic = &config.kafka.topic;
     match command {
         ParkedCommand::List { json } => {
