@@ -101,24 +101,44 @@ impl Writing {
         for target in &targets {
             each.push(checkpoint::load(&target.pool, topic).await?);
         }
-        let mut lowest: BTreeMap<i32, i64> = BTreeMap::new();
-        for checkpoints in &each {
-            for (&partition, &next) in checkpoints {
-                let at = lowest.entry(partition).or_insert(next);
-                *at = (*at).min(next);
-            }
-        }
-        // A partition one target never applied starts from 0 for all.
-        for checkpoints in &each {
-            for (partition, at) in lowest.iter_mut() {
-                if !checkpoints.contains_key(partition) {
-                    *at = 0;
-                }
-            }
-        }
+        let lowest = lowest(&each);
         for (target, checkpoints) in targets.iter().zip(each) {
             target.reset(checkpoints);
         }
         Ok(lowest)
+    }
+}
+
+/// Per partition, the lowest of the checkpoints: where reading must start for none of them to
+/// miss an event. A partition one of them never applied starts from 0.
+fn lowest(each: &[BTreeMap<i32, i64>]) -> BTreeMap<i32, i64> {
+    let mut lowest: BTreeMap<i32, i64> = BTreeMap::new();
+    for checkpoints in each {
+        for (&partition, &next) in checkpoints {
+            let at = lowest.entry(partition).or_insert(next);
+            *at = (*at).min(next);
+        }
+    }
+    for checkpoints in each {
+        for (partition, at) in lowest.iter_mut() {
+            if !checkpoints.contains_key(partition) {
+                *at = 0;
+            }
+        }
+    }
+    lowest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reading_starts_where_the_projection_furthest_behind_is() {
+        let main = BTreeMap::from([(0, 10), (1, 7), (2, 3)]);
+        let added = BTreeMap::from([(0, 4), (1, 9)]);
+        assert_eq!(lowest(&[main.clone(), added]), BTreeMap::from([(0, 4), (1, 7), (2, 0)]));
+        assert_eq!(lowest(&[main.clone()]), main);
+        assert_eq!(lowest(&[]), BTreeMap::new());
     }
 }

@@ -618,3 +618,67 @@ async fn record_dead_letters(
     }
     Ok(inserted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventline_events::{AdjustmentType, InventoryAdjusted, UserCreated};
+
+    fn record(partition: i32, offset: i64, payload: Vec<u8>) -> Record {
+        Record {
+            partition,
+            offset,
+            key: Some(b"k".to_vec()),
+            payload,
+            headers: BTreeMap::new(),
+            appended_at_ms: None,
+        }
+    }
+
+    fn user() -> Vec<u8> {
+        Envelope::new(Event::UserCreated(UserCreated {
+            user_id: Uuid::now_v7(),
+            email: "a@example.com".into(),
+            first_name: "A".into(),
+            last_name: "B".into(),
+        }))
+        .encode()
+    }
+
+    fn adjustment() -> Vec<u8> {
+        Envelope::new(Event::InventoryAdjusted(InventoryAdjusted {
+            sku: "S".into(),
+            quantity: 1,
+            adjustment_type: AdjustmentType::Add,
+            reason: "r".into(),
+        }))
+        .encode()
+    }
+
+    #[test]
+    fn a_projection_is_handed_its_part_of_the_batch() {
+        let records = vec![
+            record(0, 5, user()),
+            record(0, 6, adjustment()),
+            record(1, 2, b"not an event".to_vec()),
+            record(1, 3, user()),
+        ];
+        let batch = Decoded::new(&records);
+        assert_eq!((batch.len(), batch.events.len(), batch.dead.len()), (4, 3, 1));
+
+        // The main projection past its checkpoints: partition 0 from offset 6, partition 1 whole.
+        let main = batch.for_projection(Projection::Main, &BTreeMap::from([(0, 6)]));
+        assert_eq!(main.len(), 3, "records past the checkpoint, each moving it");
+        assert_eq!(main.events.len(), 2);
+        assert_eq!(main.dead.len(), 1, "the main projection records the dead letters");
+
+        // Orders by status consumes neither users nor stock: its checkpoints still move over them.
+        let orders = batch.for_projection(Projection::OrdersByStatus, &BTreeMap::new());
+        assert_eq!(orders.len(), 4);
+        assert!(orders.events.is_empty());
+        assert!(orders.dead.is_empty(), "dead letters are recorded once, by the main projection");
+
+        // Nothing past a checkpoint beyond the batch.
+        assert!(batch.for_projection(Projection::Main, &BTreeMap::from([(0, 9), (1, 9)])).is_empty());
+    }
+}
