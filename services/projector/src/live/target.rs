@@ -138,7 +138,7 @@ mod tests {
         let main = BTreeMap::from([(0, 10), (1, 7), (2, 3)]);
         let added = BTreeMap::from([(0, 4), (1, 9)]);
         assert_eq!(lowest(&[main.clone(), added]), BTreeMap::from([(0, 4), (1, 7), (2, 0)]));
-        assert_eq!(lowest(&[main.clone()]), main);
+        assert_eq!(lowest(std::slice::from_ref(&main)), main);
         assert_eq!(lowest(&[]), BTreeMap::new());
     }
 }
