@@ -297,17 +297,7 @@ async fn switch(
         tracing::info!(live = %version, "The projection is live for the first time");
         return Ok(Some(None));
     };
-    let behind: bool = sqlx::query_scalar(&format!(
-        "SELECT EXISTS (SELECT 1 FROM {live}.projection_checkpoints l
-                        LEFT JOIN {ours}.projection_checkpoints o USING (topic, partition)
-                        WHERE l.topic = $1 AND COALESCE(o.next_offset, 0) < l.next_offset)",
-        live = live.schema(),
-        ours = version.schema()
-    ))
-    .bind(topic)
-    .fetch_one(&mut *tx)
-    .await?;
-    if behind {
+    if behind(&mut tx, version, live, topic).await? {
         return Ok(None);
     }
     // In this order, no two versions are ever live or previous at once (unique indexes).
@@ -342,17 +332,7 @@ pub(crate) async fn adopt_if_not_behind(
     if rows != [(version, State::Building)] {
         return Ok(false);
     }
-    let behind: bool = sqlx::query_scalar(&format!(
-        "SELECT EXISTS (SELECT 1 FROM {main}.projection_checkpoints m
-                        LEFT JOIN {ours}.projection_checkpoints o USING (topic, partition)
-                        WHERE m.topic = $1 AND COALESCE(o.next_offset, 0) < m.next_offset)",
-        main = main.schema(),
-        ours = version.schema()
-    ))
-    .bind(topic)
-    .fetch_one(&mut *tx)
-    .await?;
-    if behind {
+    if behind(&mut tx, version, main, topic).await? {
         return Ok(false);
     }
     read_models::set_state(&mut *tx, version, State::Live).await?;
@@ -360,6 +340,26 @@ pub(crate) async fn adopt_if_not_behind(
     tx.commit().await?;
     tracing::info!(live = %version, "The projection is live: nothing was applied to any other yet");
     Ok(true)
+}
+
+/// Whether `version` is behind `other` on some partition of `topic` (a partition `version` never
+/// applied counts from 0).
+async fn behind(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    version: Version,
+    other: Version,
+    topic: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {theirs}.projection_checkpoints t
+                        LEFT JOIN {ours}.projection_checkpoints o USING (topic, partition)
+                        WHERE t.topic = $1 AND COALESCE(o.next_offset, 0) < t.next_offset)",
+        theirs = other.schema(),
+        ours = version.schema()
+    ))
+    .bind(topic)
+    .fetch_one(&mut **tx)
+    .await
 }
 
 /// Tells readers and writers, as the switch commits, that `version` is live.

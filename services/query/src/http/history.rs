@@ -193,13 +193,13 @@ async fn aggregate_history(
 
 /// Trims a page read with one event too many to `limit`, and returns its last event when there
 /// was more (the next page's cursor).
-fn more(events: &mut Vec<HistoryEvent>, limit: i64) -> Option<&HistoryEvent> {
+pub(super) fn more<T>(items: &mut Vec<T>, limit: i64) -> Option<&T> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if events.len() <= limit {
+    if items.len() <= limit {
         return None;
     }
-    events.truncate(limit);
-    events.last()
+    items.truncate(limit);
+    items.last()
 }
 
 fn parse_user_cursor(cursor: &str) -> Result<UserCursor, Problem> {
@@ -217,7 +217,7 @@ fn parse_user_cursor(cursor: &str) -> Result<UserCursor, Problem> {
     parsed.ok_or_else(invalid_cursor)
 }
 
-fn invalid_cursor() -> Problem {
+pub(super) fn invalid_cursor() -> Problem {
     Problem::new(problems::INVALID_CURSOR, "Pass the nextCursor of the previous page unchanged.")
 }
 

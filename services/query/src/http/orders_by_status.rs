@@ -15,9 +15,8 @@ use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::history::PageDirection;
+use super::history::{self, PageDirection};
 use super::{AppState, database_problem, in_range, parse_id, read_your_writes_from, with_etag};
-use crate::problems;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_orders_by_status))
@@ -93,9 +92,7 @@ pub async fn list_orders_by_status(
     let user = params.user_id.as_deref().map(|id| parse_id(id, "user")).transpose()?;
     let limit = in_range(params.limit, 20, 1, 100, "limit")?;
     let cursor = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(cursor) => Some(Cursor::parse(cursor).ok_or_else(|| {
-            Problem::new(problems::INVALID_CURSOR, "Pass the nextCursor of the previous page unchanged.")
-        })?),
+        Some(cursor) => Some(Cursor::parse(cursor).ok_or_else(history::invalid_cursor)?),
         None => None,
     };
     let direction = params.direction.unwrap_or_default().into();
@@ -104,8 +101,6 @@ pub async fn list_orders_by_status(
         .instrument(db::span("SELECT", "orders_by_status"))
         .await
         .map_err(database_problem)?;
-    let more = orders.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-    orders.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = more.then(|| orders.last().map(|last| Cursor::after(last).to_string())).flatten();
+    let next_cursor = history::more(&mut orders, limit).map(|last| Cursor::after(last).to_string());
     with_etag(&headers, &OrderPage { orders, next_cursor })
 }
