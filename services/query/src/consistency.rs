@@ -169,11 +169,13 @@ impl Follow {
             if listener.is_none() {
                 listener = listen(&public).await;
             }
-            if current.is_none() {
+            let live = read_models::live(&public, projection).await;
+            if current.is_none() && matches!(live, Err(sqlx::Error::RowNotFound)) {
+                // Never live: catching up for the first time if a version is being built.
                 let building = read_models::in_state(&public, projection, State::Building).await;
                 catching_up.store(matches!(building, Ok(Some(_))), Ordering::Relaxed);
             }
-            match read_models::live(&public, projection).await {
+            match live {
                 Ok(version) if current.as_ref().is_none_or(|(v, _)| *v != version) => {
                     match read_models::pool(&database, version) {
                         Ok(pool) => {
