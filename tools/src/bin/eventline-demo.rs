@@ -165,6 +165,13 @@ impl Demo {
             unpaid["status"] == "awaiting_payment" && unpaid["payment"].is_null(),
             "Grace's order: {unpaid}"
         );
+        // Orders still awaiting a payment, from a projection of their own (orders_by_status).
+        let awaiting = self.get(&format!("/orders?status=awaiting_payment&userId={grace_id}")).await?;
+        ensure!(
+            awaiting["orders"].as_array().map(Vec::len) == Some(1)
+                && awaiting["orders"][0]["orderId"] == grace_order_id.as_str(),
+            "Grace's orders awaiting payment: {awaiting}"
+        );
         let books = self.get(&format!("/inventory/{book}")).await?;
         ensure!(books["quantity"] == 7, "books in stock: {}", books["quantity"]);
         let pens = self.get(&format!("/inventory/{pen}")).await?;
