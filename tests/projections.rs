@@ -2,7 +2,8 @@
 //! `building` by its migration) is caught up from the log's start by the live projector itself
 //! while the others serve, and its route answers `503 projection-catching-up` until then; a read
 //! of another projection, token and all, never waits for it. One projection is rebuilt, verified
-//! and rolled back while traffic flows into all of them, the others untouched.
+//! and rolled back while traffic flows into all of them, the others untouched; a dead letter
+//! redriven reaches every live projection at once.
 
 use crate::support;
 
@@ -225,4 +226,52 @@ async fn one_projection_is_rebuilt_verified_and_rolled_back_alone_under_traffic(
     assert!(report.differing().is_empty(), "{report:?}");
     assert_eq!(report.live, Version::main(1));
     projector.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redriven_dead_letter_reaches_every_live_projection_at_once() {
+    let env = TestEnv::new().await;
+    // A projector on an empty log makes the new projection live at once, then stops.
+    let projector = support::projector(&env).await;
+    eventually(Duration::from_secs(30), "both projections live", || async {
+        (states(&env, Projection::OrdersByStatus).await == [(1, State::Live)]).then_some(())
+    })
+    .await;
+    projector.stop().await.unwrap();
+
+    // An order that could not be applied when it was read (say, a decoder bug since fixed).
+    let payload = include_bytes!("../crates/events/tests/fixtures/order_placed.json");
+    let order_id = uuid::Uuid::parse_str("650e8400-e29b-41d4-a716-446655440000").unwrap();
+    sqlx::query(
+        "INSERT INTO dead_letters (topic, partition, log_offset, payload, error_code, error)
+         VALUES ($1, 0, 0, $2, 'invalid_data', 'old error')",
+    )
+    .bind(&env.kafka.topic)
+    .bind(&payload[..])
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let entries = eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap();
+    let outcome = eventline_projector::dlq::redrive(&env.pool, &entries[0]).await.unwrap();
+    assert!(
+        matches!(outcome, eventline_projector::dlq::Redriven::Applied { duplicate: false, .. }),
+        "{outcome:?}"
+    );
+
+    // Both projections have it, from the one redrive (one transaction).
+    let main: Option<String> =
+        sqlx::query_scalar("SELECT status FROM read_model_v1.orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(main.as_deref(), Some("awaiting_payment"));
+    let listed: Option<String> =
+        sqlx::query_scalar("SELECT status FROM orders_by_status_v1.orders_by_status WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(listed.as_deref(), Some("awaiting_payment"));
+    assert!(eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap().is_empty());
 }
