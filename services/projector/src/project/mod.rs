@@ -505,14 +505,16 @@ async fn claim_event_ids(
     Ok(claimed)
 }
 
-/// Per partition, the furthest position a live projection has passed: whatever undecodable
-/// message lies before it was recorded as a dead letter then.
+/// Per partition, the furthest position a live version that records dead letters has passed:
+/// whatever undecodable message lies before it was recorded as a dead letter then. (A projection
+/// that records none passing a message says nothing about it.)
 async fn passed_by_live_projections(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
 ) -> sqlx::Result<BTreeMap<i32, i64>> {
     let mut passed = BTreeMap::new();
-    for live in read_models::live_versions(&mut **tx).await? {
+    let recording = read_models::live_versions(&mut **tx).await?;
+    for live in recording.into_iter().filter(|v| v.projection.records_dead_letters()) {
         for (partition, next) in checkpoint::load_version(&mut **tx, live, topic).await? {
             let at = passed.entry(partition).or_insert(next);
             *at = (*at).max(next);
