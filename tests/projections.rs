@@ -259,19 +259,14 @@ async fn a_redriven_dead_letter_reaches_every_live_projection_at_once() {
     );
 
     // Both projections have it, from the one redrive (one transaction).
-    let main: Option<String> =
-        sqlx::query_scalar("SELECT status FROM read_model_v1.orders WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&env.pool)
-            .await
-            .unwrap();
-    assert_eq!(main.as_deref(), Some("awaiting_payment"));
-    let listed: Option<String> =
-        sqlx::query_scalar("SELECT status FROM orders_by_status_v1.orders_by_status WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&env.pool)
-            .await
-            .unwrap();
-    assert_eq!(listed.as_deref(), Some("awaiting_payment"));
+    for table in ["read_model_v1.orders", "orders_by_status_v1.orders_by_status"] {
+        let status: Option<String> =
+            sqlx::query_scalar(&format!("SELECT status FROM {table} WHERE order_id = $1"))
+                .bind(order_id)
+                .fetch_optional(&env.pool)
+                .await
+                .unwrap();
+        assert_eq!(status.as_deref(), Some("awaiting_payment"), "{table}");
+    }
     assert!(eventline_projector::dlq::list(&env.pool, &env.kafka.topic).await.unwrap().is_empty());
 }

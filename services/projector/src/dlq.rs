@@ -190,8 +190,7 @@ pub async fn redrive(public: &PgPool, entry: &DeadLetter) -> sqlx::Result<Redriv
         applied += outcome.applied;
         parked += outcome.parked;
     }
-    sqlx::query("SELECT set_config('search_path', 'public', true)").execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM dead_letters WHERE dead_letter_id = $1")
+    sqlx::query("DELETE FROM public.dead_letters WHERE dead_letter_id = $1")
         .bind(entry.id)
         .execute(&mut *tx)
         .await?;

@@ -286,16 +286,12 @@ async fn run(state: ConsoleState, caller: Caller, kind: Kind, projection: Option
     // The errors the operation meets and retries, shown with the job as they happen.
     let problems = Arc::new(Problems::default());
     let progress = Progress::Watched(problems.clone());
-    let jobs = state.jobs.clone();
+    let (jobs, public) = (state.jobs.clone(), state.public.clone());
     let work = async move {
         let chosen = match (kind, projection) {
             (_, Some(projection)) => vec![projection],
             // All of them: every projection that has a previous version, for a rollback.
-            (Kind::Rollback, None) => {
-                let public = eventline_runtime::db::pool(&config.database)?;
-                let previous = read_models::all_in_state(&public, read_models::State::Previous).await?;
-                previous.into_iter().map(|v| v.projection).collect()
-            }
+            (Kind::Rollback, None) => rebuild::with_previous(&public).await?,
             (_, None) => Projection::ALL.to_vec(),
         };
         let mut results = Vec::new();
@@ -317,8 +313,7 @@ async fn run(state: ConsoleState, caller: Caller, kind: Kind, projection: Option
         }
         // One projection's outcome as it is; several as a list, the last one's fields on top.
         match results.len() {
-            0 => anyhow::bail!("no projection has a previous version to roll back to"),
-            1 => Ok(results.remove(0)),
+            1 => Ok::<_, anyhow::Error>(results.remove(0)),
             _ => {
                 let mut last = results.last().cloned().unwrap_or_default();
                 last["projections"] = serde_json::Value::Array(results);

@@ -2,7 +2,7 @@
 //! stops the retries with nothing of the batch committed), then the Redis fast path, the dead
 //! letters' mirror, the metrics and Kafka's advisory commit.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use crate::live::consumer;
 use crate::live::runner::{Failing, FailingKind};
 use crate::live::runner::{Role, Runner};
 use crate::live::spans::BatchSpans;
-use crate::live::target::Target;
+use crate::live::target::{self, Target};
 use crate::project::failure::{self, Cause};
 use crate::project::{self, ApplyError, Decoded, Parking, Record};
 use eventline_read_models::Version;
@@ -122,16 +122,9 @@ impl Runner {
             tracing::debug!(version = %target.version, ?outcome, "Batch applied");
         }
         self.status.database_ok.store(true, Ordering::Relaxed);
-        // Kafka's advisory offsets: where every version has applied to.
-        let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
-        for (index, target) in targets.iter().enumerate() {
-            let applied = target.applied();
-            for record in &batch {
-                let next = applied.get(&record.partition).copied().unwrap_or(0);
-                let at = committed.entry(record.partition).or_insert(next);
-                *at = if index == 0 { next } else { (*at).min(next) };
-            }
-        }
+        // Kafka's advisory offsets, for the batch's partitions: where every version has applied to.
+        let mut committed = target::lowest(&targets.iter().map(|t| t.applied()).collect::<Vec<_>>());
+        committed.retain(|partition, _| batch.iter().any(|r| r.partition == *partition));
         consumer::commit_advisory(&self.consumer, &self.topic, &committed);
         Ok(())
     }

@@ -133,6 +133,7 @@ impl Application {
         // Projections never live yet (added by a deploy) are caught up beside the live ones.
         let first_catch_up = tokio::spawn(catch_up_new_projections(
             self.config.clone(),
+            self.runner.public.clone(),
             self.runner.status.clone(),
             stop.clone(),
         ));
@@ -176,19 +177,42 @@ pub(crate) async fn check_log(public: &PgPool, version: Version, config: &Config
 
 /// Makes live every projection never live that is not behind the main projection.
 async fn adopt_new_projections(public: &PgPool, config: &Config) -> anyhow::Result<()> {
-    let live: Vec<read_models::Projection> =
-        read_models::live_versions(public).await?.iter().map(|v| v.projection).collect();
-    for projection in read_models::Projection::ALL.into_iter().filter(|p| !live.contains(p)) {
-        let Some(version) = read_models::in_state(public, projection, State::Building).await? else {
-            continue;
-        };
-        let Some(_exclusive) = rebuild::try_exclusive(&config.database.url, projection).await? else {
-            continue;
-        };
-        check_log(public, version, config).await?;
-        rebuild::adopt_if_not_behind(public, version, &config.kafka.topic).await?;
+    for version in never_live(public).await? {
+        take_new(public, version, config).await?;
     }
     Ok(())
+}
+
+/// The first version of each projection never live (a migration created it `building`).
+async fn never_live(public: &PgPool) -> anyhow::Result<Vec<Version>> {
+    let live: Vec<read_models::Projection> =
+        read_models::live_versions(public).await?.iter().map(|v| v.projection).collect();
+    let mut versions = Vec::new();
+    for projection in read_models::Projection::ALL.into_iter().filter(|p| !live.contains(p)) {
+        match read_models::in_state(public, projection, State::Building).await? {
+            Some(version) => versions.push(version),
+            None => {
+                tracing::warn!(%projection, "The projection has neither a live nor a building version; run a rebuild of it")
+            }
+        }
+    }
+    Ok(versions)
+}
+
+/// Takes the rebuild lock of `version` (a projection never live), checks its log and makes it
+/// live if nothing is ahead of it: the lock and whether it is live now, or `None` while another
+/// process holds the lock.
+async fn take_new(
+    public: &PgPool,
+    version: Version,
+    config: &Config,
+) -> anyhow::Result<Option<(sqlx::PgConnection, bool)>> {
+    let Some(exclusive) = rebuild::try_exclusive(&config.database.url, version.projection).await? else {
+        return Ok(None);
+    };
+    check_log(public, version, config).await?;
+    let adopted = rebuild::adopt_if_not_behind(public, version, &config.kafka.topic).await?;
+    Ok(Some((exclusive, adopted)))
 }
 
 /// Catches up, one after the other, the projections that have no live version yet (a projection
@@ -196,9 +220,14 @@ async fn adopt_new_projections(public: &PgPool, config: &Config) -> anyhow::Resu
 /// first offset with a consumer of its own, and switches each live once it reached the log's end:
 /// the live runner then applies it beside the others. One process does it at a time (the
 /// projection's rebuild lock); the others wait and look again. Errors are logged and retried.
-async fn catch_up_new_projections(config: Config, status: Arc<RunnerStatus>, stop: CancellationToken) {
+async fn catch_up_new_projections(
+    config: Config,
+    public: PgPool,
+    status: Arc<RunnerStatus>,
+    stop: CancellationToken,
+) {
     loop {
-        match catch_up_one_new_projection(&config).await {
+        match catch_up_one_new_projection(&config, &public).await {
             Ok(true) => {
                 status.versions_changed.store(true, std::sync::atomic::Ordering::Relaxed);
                 continue;
@@ -218,26 +247,17 @@ async fn catch_up_new_projections(config: Config, status: Arc<RunnerStatus>, sto
 
 /// Catches up one projection never live, if there is one this process may take; `true` when one
 /// became live.
-async fn catch_up_one_new_projection(config: &Config) -> anyhow::Result<bool> {
-    let public = eventline_runtime::db::pool(&config.database)?;
-    let live: Vec<read_models::Projection> =
-        read_models::live_versions(&public).await?.iter().map(|v| v.projection).collect();
-    for projection in read_models::Projection::ALL.into_iter().filter(|p| !live.contains(p)) {
-        let Some(version) = read_models::in_state(&public, projection, State::Building).await? else {
-            tracing::warn!(%projection, "The projection has neither a live nor a building version; run a rebuild of it");
-            continue;
-        };
-        let Some(_exclusive) = rebuild::try_exclusive(&config.database.url, projection).await? else {
-            continue; // Another process catches it up.
-        };
-        check_log(&public, version, config).await?;
-        if rebuild::adopt_if_not_behind(&public, version, &config.kafka.topic).await? {
+async fn catch_up_one_new_projection(config: &Config, public: &PgPool) -> anyhow::Result<bool> {
+    for version in never_live(public).await? {
+        // Another process catches it up while it holds the lock.
+        let Some((_exclusive, adopted)) = take_new(public, version, config).await? else { continue };
+        if adopted {
             return Ok(true);
         }
         tracing::info!(%version, "Catching up a projection that was never live, from the log's start");
         let switched = rebuild::catch_up_and_switch(
             config,
-            &public,
+            public,
             version,
             State::Building,
             Progress::Log,

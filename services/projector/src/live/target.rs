@@ -111,7 +111,7 @@ impl Writing {
 
 /// Per partition, the lowest of the checkpoints: where reading must start for none of them to
 /// miss an event. A partition one of them never applied starts from 0.
-fn lowest(each: &[BTreeMap<i32, i64>]) -> BTreeMap<i32, i64> {
+pub(super) fn lowest(each: &[BTreeMap<i32, i64>]) -> BTreeMap<i32, i64> {
     let mut lowest: BTreeMap<i32, i64> = BTreeMap::new();
     for checkpoints in each {
         for (&partition, &next) in checkpoints {

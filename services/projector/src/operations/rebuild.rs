@@ -92,13 +92,19 @@ pub async fn rollback_chosen(
     }
     let public = prepare(config).await?;
     let mut switched = Vec::new();
-    for version in read_models::all_in_state(&public, State::Previous).await? {
-        switched.push(rollback(config, version.projection, progress.clone(), batch_size).await?);
-    }
-    if switched.is_empty() {
-        bail!("no projection has a previous version to roll back to");
+    for projection in with_previous(&public).await? {
+        switched.push(rollback(config, projection, progress.clone(), batch_size).await?);
     }
     Ok(switched)
+}
+
+/// The projections that have a previous version to roll back to (an error when none has).
+pub(crate) async fn with_previous(public: &PgPool) -> anyhow::Result<Vec<Projection>> {
+    let previous = read_models::all_in_state(public, State::Previous).await?;
+    if previous.is_empty() {
+        bail!("no projection has a previous version to roll back to");
+    }
+    Ok(previous.into_iter().map(|v| v.projection).collect())
 }
 
 /// Holds a session-level advisory lock so that one rebuild, rollback, verify or first catch-up
