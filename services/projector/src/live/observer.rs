@@ -100,7 +100,7 @@ impl Observer {
         live.sort();
         written.sort();
         if live != written {
-            self.status.versions_changed.store(true, Ordering::Relaxed);
+            self.status.live_versions_changed();
         }
     }
 

@@ -52,8 +52,18 @@ pub struct RunnerStatus {
     /// The batch being retried now, if one is: why, and since when.
     pub failing: Mutex<Option<Failing>>,
     /// The live versions changed (a projection became live, a rebuild switched one): the live
-    /// runner moves to them before its next batch.
+    /// runner moves to them before its next batch, or at once when idle (`live_versions_moved`).
     pub versions_changed: AtomicBool,
+    /// Wakes an idle live runner when `versions_changed` is set.
+    pub live_versions_moved: tokio::sync::Notify,
+}
+
+impl RunnerStatus {
+    /// Tells the live runner the live versions changed.
+    pub fn live_versions_changed(&self) {
+        self.versions_changed.store(true, Ordering::Relaxed);
+        self.live_versions_moved.notify_one();
+    }
 }
 
 /// A batch that keeps failing: what the console, `status` and `/readyz` say about it.
@@ -216,6 +226,13 @@ impl Runner {
                 _ = shutdown.cancelled() => break,
                 applied = finish(&mut applying), if busy => {
                     if applied.is_err() && !self.superseded(&mut batch, &mut cursors, &shutdown).await? {
+                        return Ok(());
+                    }
+                }
+                // Idle: follow a switch now, so the first event after it is not the one to wait
+                // for the move (and reads with a token of it for that one).
+                _ = self.status.live_versions_moved.notified(), if !busy && batch.records.is_empty() && self.role == Role::Live => {
+                    if self.status.versions_changed.load(Ordering::Relaxed) && !self.follow_live_versions(&mut cursors, &shutdown).await {
                         return Ok(());
                     }
                 }

@@ -229,7 +229,7 @@ async fn catch_up_new_projections(
     loop {
         match catch_up_one_new_projection(&config, &public).await {
             Ok(true) => {
-                status.versions_changed.store(true, std::sync::atomic::Ordering::Relaxed);
+                status.live_versions_changed();
                 continue;
             }
             Ok(false) => {}
