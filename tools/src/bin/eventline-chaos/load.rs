@@ -113,14 +113,12 @@ impl Load {
 
     /// Waits up to `within` for more than `before` commands to have been accepted.
     pub(crate) async fn accepted_more_than(&self, before: usize, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.accepted_so_far() > before {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        within_time(within, || self.accepted_so_far() > before).await
+    }
+
+    /// Waits up to `within` for more than `before` answers `503`.
+    pub(crate) async fn unavailable_more_than(&self, before: u64, within: Duration) -> bool {
+        within_time(within, || self.unavailable_so_far() > before).await
     }
 
     pub(crate) fn start(
@@ -232,4 +230,16 @@ impl Load {
             payments: self.payments.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Whether `holds` comes true within `within` (looked at every 50 ms).
+async fn within_time(within: Duration, holds: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if holds() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holds()
 }
