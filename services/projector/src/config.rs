@@ -54,6 +54,11 @@ pub struct Config {
     /// the cause is fixed (a bad deploy, a dropped column), then resumes by itself.
     #[arg(long, env = "EVENTLINE_PARK_MAX_KEYS", default_value_t = 100)]
     pub park_max_keys: usize,
+    /// Most keys (event ids, users, orders, payments, skus) a rebuild's bulk load holds in memory
+    /// (roughly 200 bytes each); a log with more is replayed batch by batch instead. 0 turns the
+    /// bulk load off.
+    #[arg(long, env = "EVENTLINE_REBUILD_BULK_MAX_KEYS", default_value_t = 20_000_000)]
+    pub rebuild_bulk_max_keys: usize,
     /// Where the console links a dead letter's trace: Jaeger's address (its UI and API).
     #[arg(long, env = "EVENTLINE_JAEGER_URL", default_value = "http://127.0.0.1:16686")]
     pub jaeger_url: String,

@@ -214,6 +214,17 @@ async fn failed_again(pool: &PgPool, id: i64, error_code: String, error: String)
     Ok(Redriven::FailedAgain { id, error_code, error })
 }
 
+/// Publishes the dead letters `ids` (new in PostgreSQL) to the Redis mirror.
+pub async fn publish_new(public: &PgPool, mirror: &Mirror, ids: &[i64]) -> redis::RedisResult<()> {
+    let mut entries = Vec::with_capacity(ids.len());
+    for &id in ids {
+        if let Ok(Some(entry)) = get(public, id).await {
+            entries.push(entry);
+        }
+    }
+    mirror.publish(&entries).await
+}
+
 /// The Redis mirror of the dead letters of one topic.
 pub struct Mirror {
     redis: LazyRedis,

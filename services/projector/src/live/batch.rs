@@ -247,13 +247,7 @@ impl Runner {
         if new.is_empty() {
             return;
         }
-        let mut entries = Vec::with_capacity(new.len());
-        for &id in new {
-            if let Ok(Some(entry)) = dlq::get(&self.public, id).await {
-                entries.push(entry);
-            }
-        }
-        if let Err(error) = self.mirror.publish(&entries).await {
+        if let Err(error) = dlq::publish_new(&self.public, &self.mirror, new).await {
             tracing::warn!(%error, "Dead letters are safe in PostgreSQL but not yet mirrored to Redis");
             self.status.mirror_dirty.store(true, Ordering::Relaxed);
         }

@@ -6,6 +6,7 @@
 //! - `status` (in `live`, shared with the admin API): partitions, checkpoints, lag and dead letters;
 //! - `cli`: the subcommands' output (and `dlq` work), `progress`: bars and log lines.
 
+pub mod bulk;
 pub mod cli;
 pub mod progress;
 pub mod rebuild;

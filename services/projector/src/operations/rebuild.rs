@@ -25,6 +25,7 @@ use crate::Config;
 use crate::live::runner::Role;
 use crate::live::startup::{prepare, runner};
 use crate::live::target::Target;
+use crate::operations::bulk;
 use crate::operations::progress::{Progress, Reporter};
 use crate::project::checkpoint::load_version;
 
@@ -182,6 +183,10 @@ pub(crate) async fn catch_up_and_switch(
     batch_size: usize,
 ) -> anyhow::Result<Switched> {
     let topic = &config.kafka.topic;
+    if state == State::Building {
+        // A version that holds nothing yet: the log as it stands now, in bulk.
+        bulk::load(config, public, &[version], state, progress.clone()).await?;
+    }
     let target = vec![Target::open(&config.database, version).await?];
     let group = format!("{}.rebuild.{}", config.group_id, version.schema());
     let (runner, assignments) =

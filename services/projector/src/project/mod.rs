@@ -387,19 +387,7 @@ async fn finish(
     parked: &Parked<'_, '_>,
 ) -> sqlx::Result<Outcome> {
     let (records, dead) = (&batch.records, &batch.dead);
-    let new_dead_letters = match dead_letters {
-        DeadLetters::Record => record_dead_letters(tx, topic, &dead.iter().collect::<Vec<_>>()).await?,
-        // The live version's positions are read only for a batch that holds dead letters (few do).
-        DeadLetters::RecordUnseen if !dead.is_empty() => {
-            let passed = passed_by_live_projections(tx, topic).await?;
-            let unseen: Vec<&(&Record, Arc<DecodeError>)> = dead
-                .iter()
-                .filter(|(record, _)| record.offset >= passed.get(&record.partition).copied().unwrap_or(0))
-                .collect();
-            record_dead_letters(tx, topic, &unseen).await?
-        }
-        DeadLetters::RecordUnseen | DeadLetters::Skip => Vec::new(),
-    };
+    let new_dead_letters = record_dead_letters_as(tx, topic, dead_letters, dead).await?;
 
     let mut next_offsets = BTreeMap::new();
     let mut appended = BTreeMap::new();
@@ -503,6 +491,28 @@ async fn claim_event_ids(
         }
     }
     Ok(claimed)
+}
+
+/// Records the undecodable `dead` records as `mode` says; returns the ids of the new entries.
+pub async fn record_dead_letters_as(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    mode: DeadLetters,
+    dead: &[(&Record, Arc<DecodeError>)],
+) -> sqlx::Result<Vec<i64>> {
+    match mode {
+        DeadLetters::Record => record_dead_letters(tx, topic, &dead.iter().collect::<Vec<_>>()).await,
+        // The live version's positions are read only for a batch that holds dead letters (few do).
+        DeadLetters::RecordUnseen if !dead.is_empty() => {
+            let passed = passed_by_live_projections(tx, topic).await?;
+            let unseen: Vec<&(&Record, Arc<DecodeError>)> = dead
+                .iter()
+                .filter(|(record, _)| record.offset >= passed.get(&record.partition).copied().unwrap_or(0))
+                .collect();
+            record_dead_letters(tx, topic, &unseen).await
+        }
+        DeadLetters::RecordUnseen | DeadLetters::Skip => Ok(Vec::new()),
+    }
 }
 
 /// Per partition, the furthest position a live version that records dead letters has passed:

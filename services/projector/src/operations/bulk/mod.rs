@@ -1,0 +1,400 @@
+//! A fresh read-model version loaded from the log in bulk: the log read once up to its end,
+//! folded in memory, and each row written once with COPY into tables whose indexes are built after
+//! the load (PostgreSQL's bulk-loading advice), all in one transaction with the checkpoints.
+//!
+//! The batch path (`project`) applies the same events with the same rules, row by row through
+//! indexed tables: it stays the reference. A rebuild uses the bulk load for the stretch of the log
+//! that exists when it starts, then catches up the rest (and switches) with the batch path.
+//! Anything the bulk load cannot do as the batch path would, it does not do: a row the database
+//! refuses (the batch path parks its key), a log larger than memory allows
+//! (`EVENTLINE_REBUILD_BULK_MAX_KEYS`), an error reading the log. It then rolls back, having
+//! changed nothing, and the batch path replays from the start. `verify` folds with the batch path,
+//! so it checks the two agree.
+
+mod copy;
+mod main_fold;
+mod orders_by_status_fold;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, SubsecRound as _, Utc};
+use eventline_events::{DecodeError, Envelope};
+use eventline_read_models::{Projection, State, Version};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use self::copy::CopyRows;
+use self::main_fold::MainFold;
+use self::orders_by_status_fold::OrdersByStatusFold;
+use crate::Config;
+use crate::live::consumer::RangeReader;
+use crate::operations::progress::{Progress, Reporter};
+use crate::project::checkpoint::load_version;
+use crate::project::{self, DeadLetters, Record, Writer};
+
+/// Rows per COPY statement.
+const CHUNK_ROWS: usize = 50_000;
+
+/// Records read from the log per chunk handed to the fold.
+const READ_CHUNK: usize = 20_000;
+
+/// Times as PostgreSQL keeps them (and sqlx sends them): cut to the microsecond.
+fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+/// Why a bulk load gave way to the batch path.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("a user's paid total passes the decimal range")]
+    Overflow,
+    #[error("a document could not be encoded: {0}")]
+    Encoding(String),
+    #[error(
+        "the log holds more keys than a bulk load keeps in memory ({0}, EVENTLINE_REBUILD_BULK_MAX_KEYS)"
+    )]
+    TooLarge(usize),
+    #[error("reading the log failed: {0}")]
+    Log(String),
+    #[error("read-model version {0} is no longer `{1}`")]
+    Superseded(Version, State),
+}
+
+impl Refused {
+    fn encoding(error: serde_json::Error) -> Refused {
+        Refused::Encoding(error.to_string())
+    }
+}
+
+/// What a bulk load did.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Records read (the log up to where it ended when the load began).
+    pub records: i64,
+    pub seconds: f64,
+}
+
+/// One version's fold.
+enum Fold {
+    Main(Box<MainFold>),
+    OrdersByStatus(OrdersByStatusFold),
+}
+
+/// A version being loaded.
+struct Loading {
+    version: Version,
+    fold: Fold,
+    /// Its dedup records (`processed_events`) not sent yet.
+    processed: CopyRows,
+}
+
+impl Loading {
+    fn new(version: Version) -> Loading {
+        let fold = match version.projection {
+            Projection::Main => Fold::Main(Box::default()),
+            Projection::OrdersByStatus => Fold::OrdersByStatus(OrdersByStatusFold::default()),
+        };
+        Loading { version, fold, processed: CopyRows::new() }
+    }
+
+    fn entries(&self) -> usize {
+        match &self.fold {
+            Fold::Main(fold) => fold.entries(),
+            Fold::OrdersByStatus(fold) => fold.entries(),
+        }
+    }
+
+    fn apply(&mut self, topic: &str, record: &Record, envelope: &Envelope) {
+        if !self.version.projection.consumes(envelope.event_type()) {
+            return;
+        }
+        let row = &mut self.processed;
+        row.plain(envelope.event_id).text(topic).plain(record.partition).plain(record.offset);
+        row.text(envelope.event_type().as_str());
+        row.end();
+        match &mut self.fold {
+            Fold::Main(fold) => fold.apply(record, envelope),
+            Fold::OrdersByStatus(fold) => fold.apply(envelope),
+        }
+    }
+
+    /// Sends what is streamed as it is read: dedup records and event index rows.
+    async fn send_streamed(&mut self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        let schema = self.version.schema();
+        self.processed
+            .take()
+            .send(
+                conn,
+                &format!("{schema}.processed_events"),
+                "event_id, topic, partition, log_offset, event_type",
+            )
+            .await?;
+        match &mut self.fold {
+            Fold::Main(fold) => fold.send_streamed(conn, &schema).await,
+            Fold::OrdersByStatus(_) => Ok(()),
+        }
+    }
+
+    /// Writes the folded tables and the checkpoints.
+    async fn finish(mut self, conn: &mut PgConnection, topic: &str, read: &Read) -> Result<(), Refused> {
+        self.send_streamed(conn).await?;
+        let schema = self.version.schema();
+        match self.fold {
+            Fold::Main(fold) => fold.write(conn, &schema).await?,
+            Fold::OrdersByStatus(fold) => fold.write(conn, &schema).await?,
+        }
+        let partitions: Vec<i32> = read.next.keys().copied().collect();
+        let next: Vec<i64> = read.next.values().copied().collect();
+        let appended: Vec<Option<i64>> =
+            partitions.iter().map(|p| read.appended_ms.get(p).copied()).collect();
+        sqlx::query(&format!(
+            "INSERT INTO {schema}.projection_checkpoints (topic, partition, next_offset, updated_at, last_appended_at)
+             SELECT $1, p, o, now(), to_timestamp(a / 1000.0) FROM UNNEST($2::int[], $3::bigint[], $4::bigint[]) AS t(p, o, a)"
+        ))
+        .bind(topic)
+        .bind(&partitions)
+        .bind(&next)
+        .bind(&appended)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// What was read of the log.
+#[derive(Default)]
+struct Read {
+    records: i64,
+    /// Partition → next offset.
+    next: BTreeMap<i32, i64>,
+    appended_ms: BTreeMap<i32, i64>,
+    /// Records that can never be events (for the dead-letter queue).
+    dead: Vec<(Record, Arc<DecodeError>)>,
+}
+
+/// Loads the versions among `versions` that hold nothing yet (in `state`, which only this process
+/// writes: the caller holds their rebuild locks) from the log in bulk, in one read of it. `None`
+/// when there was nothing to load, or the load gave way to the batch path (logged); either way
+/// the caller catches the versions up with the batch path from wherever they are.
+pub async fn load(
+    config: &Config,
+    public: &PgPool,
+    versions: &[Version],
+    state: State,
+    progress: Progress,
+) -> anyhow::Result<Option<Loaded>> {
+    let topic = &config.kafka.topic;
+    let mut fresh = Vec::new();
+    for &version in versions {
+        if load_version(public, version, topic).await?.is_empty() {
+            fresh.push(version);
+        }
+    }
+    if fresh.is_empty() || config.rebuild_bulk_max_keys == 0 {
+        return Ok(None);
+    }
+    let ends = crate::live::status::high_watermarks(&config.kafka).await?;
+    let Some(ends) =
+        ends.into_iter().map(|(p, end)| end.map(|end| (p, (0, end)))).collect::<Option<BTreeMap<_, _>>>()
+    else {
+        tracing::info!("The log's end is not known; replaying batch by batch");
+        return Ok(None);
+    };
+    let total: i64 = ends.values().map(|(_, end)| end).sum();
+    if total == 0 {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let names: Vec<String> = fresh.iter().map(Version::to_string).collect();
+    let mut reporter = Reporter::new(progress, format!("loading {} in bulk", names.join(", ")));
+    match load_in_one_transaction(config, public, &fresh, state, ends, &mut reporter).await {
+        Ok(read) => {
+            reporter.finish();
+            let loaded = Loaded { records: read.records, seconds: started.elapsed().as_secs_f64() };
+            tracing::info!(
+                versions = ?names,
+                records = loaded.records,
+                seconds = loaded.seconds,
+                records_per_s = (loaded.records as f64 / loaded.seconds.max(0.001)).round(),
+                "Loaded in bulk"
+            );
+            Ok(Some(loaded))
+        }
+        Err(refused) => {
+            reporter.problem(format!("bulk load gave way to the batch path: {refused}"));
+            tracing::warn!(
+                versions = ?names,
+                reason = %refused,
+                "The bulk load gave way (nothing of it was kept); replaying batch by batch"
+            );
+            Ok(None)
+        }
+    }
+}
+
+async fn load_in_one_transaction(
+    config: &Config,
+    public: &PgPool,
+    versions: &[Version],
+    state: State,
+    ranges: BTreeMap<i32, (i64, i64)>,
+    reporter: &mut Reporter,
+) -> Result<Read, Refused> {
+    let topic = &config.kafka.topic;
+    let total: i64 = ranges.values().map(|(_, end)| end).sum();
+    let mut tx = public.begin().await?;
+    for &version in versions {
+        let writer = Writer { version, state, dead_letters: DeadLetters::RecordUnseen };
+        if project::hold(&mut tx, writer).await?.is_err() {
+            return Err(Refused::Superseded(version, state));
+        }
+    }
+    // Index builds sort in memory up to this (the default, 64 MB, spills a million rows to disk).
+    sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut *tx).await?;
+    let tables: Vec<String> = versions
+        .iter()
+        .flat_map(|v| {
+            let schema = v.schema();
+            v.projection
+                .read_models()
+                .iter()
+                .chain(["processed_events"].iter())
+                .map(move |t| format!("{schema}.{t}"))
+        })
+        .collect();
+    let indexes = drop_indexes(&mut tx, &tables).await?;
+
+    let mut loading: Vec<Loading> = versions.iter().map(|&v| Loading::new(v)).collect();
+    let mut read = Read::default();
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut chunks = read_decoded(config, ranges);
+    while let Some(chunk) = chunks.recv().await {
+        for (record, decoded) in chunk.map_err(Refused::Log)? {
+            read.records += 1;
+            let next = read.next.entry(record.partition).or_insert(0);
+            *next = (*next).max(record.offset + 1);
+            if let Some(at) = record.appended_at_ms {
+                let newest = read.appended_ms.entry(record.partition).or_insert(at);
+                *newest = (*newest).max(at);
+            }
+            match decoded {
+                // A repeated event id is a redelivered copy: applied once, at its first place.
+                Ok(envelope) if seen.insert(envelope.event_id) => {
+                    for l in &mut loading {
+                        l.apply(topic, &record, &envelope);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => read.dead.push((record, Arc::new(error))),
+            }
+        }
+        let held = seen.len() + loading.iter().map(Loading::entries).sum::<usize>();
+        if held > config.rebuild_bulk_max_keys {
+            return Err(Refused::TooLarge(config.rebuild_bulk_max_keys));
+        }
+        for l in &mut loading {
+            l.send_streamed(&mut tx).await?;
+        }
+        reporter.update(read.records, total);
+    }
+    drop(seen);
+    for l in loading {
+        l.finish(&mut tx, topic, &read).await?;
+    }
+    let new_dead_letters = if versions.iter().any(|v| v.projection.records_dead_letters()) {
+        let dead: Vec<(&Record, Arc<DecodeError>)> = read.dead.iter().map(|(r, e)| (r, e.clone())).collect();
+        project::record_dead_letters_as(&mut tx, topic, DeadLetters::RecordUnseen, &dead).await?
+    } else {
+        Vec::new()
+    };
+    for create in &indexes {
+        sqlx::query(create).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    for table in &tables {
+        // The planner's statistics of the loaded tables, before the batch path writes them.
+        if let Err(error) = sqlx::query(&format!("ANALYZE {table}")).execute(public).await {
+            tracing::debug!(%error, table, "ANALYZE after the bulk load failed");
+        }
+    }
+    mirror(config, public, &new_dead_letters).await;
+    Ok(read)
+}
+
+/// Drops the indexes (and the constraints they back) of `tables`; returns the statements that
+/// build them again.
+async fn drop_indexes(conn: &mut PgConnection, tables: &[String]) -> sqlx::Result<Vec<String>> {
+    let found: Vec<(String, String)> = sqlx::query_as(
+        "SELECT format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid)),
+                format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname)
+         FROM pg_constraint WHERE conrelid = ANY($1::text[]::regclass[]) AND contype IN ('p', 'u')
+         UNION ALL
+         SELECT pg_get_indexdef(i.indexrelid), format('DROP INDEX %s', i.indexrelid::regclass)
+         FROM pg_index i WHERE i.indrelid = ANY($1::text[]::regclass[])
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+    )
+    .bind(tables)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (_, drop) in &found {
+        sqlx::query(drop).execute(&mut *conn).await?;
+    }
+    Ok(found.into_iter().map(|(create, _)| create).collect())
+}
+
+/// A record, and its event unless it is not one.
+type DecodedRecord = (Record, Result<Envelope, DecodeError>);
+
+/// The log's records in `ranges`, decoded, in chunks: read and decoded on a thread of their own
+/// while the fold and the COPYs run.
+fn read_decoded(
+    config: &Config,
+    ranges: BTreeMap<i32, (i64, i64)>,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<DecodedRecord>, String>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let kafka = config.kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = match RangeReader::open(&kafka, &ranges) {
+            Ok(reader) => reader,
+            Err(error) => {
+                let _ = tx.blocking_send(Err(error.to_string()));
+                return;
+            }
+        };
+        while !reader.is_done() {
+            let chunk = reader.next_chunk(READ_CHUNK).map_err(|e| e.to_string()).map(|records| {
+                records
+                    .into_iter()
+                    .map(|record| {
+                        let decoded = Envelope::decode(&record.payload);
+                        (record, decoded)
+                    })
+                    .collect()
+            });
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Publishes the dead letters the load recorded to the Redis mirror (best effort: the live
+/// projector reconciles the mirror when it is behind).
+async fn mirror(config: &Config, public: &PgPool, new: &[i64]) {
+    if new.is_empty() {
+        return;
+    }
+    let published = match crate::dlq::Mirror::new(&config.redis, &config.kafka.topic) {
+        Ok(mirror) => crate::dlq::publish_new(public, &mirror, new).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = published {
+        tracing::warn!(%error, "Dead letters are safe in PostgreSQL but not yet mirrored to Redis");
+    }
+}
