@@ -15,6 +15,7 @@ mod write_model;
 mod write_model_processes;
 
 // The projector and the read models it keeps.
+mod bulk_rebuild;
 mod migrations;
 mod parking;
 mod projections;

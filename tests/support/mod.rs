@@ -99,6 +99,7 @@ pub fn projector_config(env: &TestEnv, group: &str) -> eventline_projector::Conf
         jwt: Default::default(),
         stall_secs: 30,
         park_max_keys: 100,
+        rebuild_bulk_max_keys: 20_000_000,
         jaeger_url: "http://127.0.0.1:16686".into(),
         kafka: env.kafka.clone(),
         database: env.database.clone(),

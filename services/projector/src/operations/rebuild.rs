@@ -41,6 +41,9 @@ pub struct Switched {
     pub previous: Option<Version>,
     /// Events applied to the new live version by this run.
     pub events: i64,
+    /// Of the log's records, those loaded in bulk by this run (the rest were applied batch by
+    /// batch); 0 when the bulk load was not used or gave way.
+    pub loaded_in_bulk: i64,
     pub seconds: f64,
 }
 
@@ -183,10 +186,12 @@ pub(crate) async fn catch_up_and_switch(
     batch_size: usize,
 ) -> anyhow::Result<Switched> {
     let topic = &config.kafka.topic;
-    if state == State::Building {
+    let loaded = if state == State::Building {
         // A version that holds nothing yet: the log as it stands now, in bulk.
-        bulk::load(config, public, &[version], state, progress.clone()).await?;
-    }
+        bulk::load(config, public, &[version], state, progress.clone()).await?
+    } else {
+        None
+    };
     let target = vec![Target::open(&config.database, version).await?];
     let group = format!("{}.rebuild.{}", config.group_id, version.schema());
     let (runner, assignments) =
@@ -247,7 +252,8 @@ pub(crate) async fn catch_up_and_switch(
                 projection: version.projection,
                 live: version,
                 previous,
-                events: done - started_at,
+                events: done - started_at + loaded.as_ref().map_or(0, |l| l.records),
+                loaded_in_bulk: loaded.as_ref().map_or(0, |l| l.records),
                 seconds: started.elapsed().as_secs_f64(),
             };
         }

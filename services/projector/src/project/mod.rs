@@ -577,6 +577,21 @@ async fn apply_events(tx: &mut Transaction<'_, Postgres>, events: &[&Positioned<
     documents::refresh(tx, &owners, &changed_orders).instrument(db::span("UPDATE", "documents")).await
 }
 
+/// Per order, the first and the last time it was placed in `events`: an order's `placedAt` is its
+/// earliest placement and its `updatedAt` the latest, however the log is cut into batches.
+fn placement_times(
+    events: &[(&Envelope, &eventline_events::OrderPlaced)],
+) -> std::collections::HashMap<Uuid, (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    let mut times = std::collections::HashMap::new();
+    for (envelope, order) in events {
+        let at = envelope.occurred_at;
+        let (first, last) = times.entry(order.order_id).or_insert((at, at));
+        *first = (*first).min(at);
+        *last = (*last).max(at);
+    }
+    times
+}
+
 /// The last event per key, for upserts that may touch a row only once per statement; `events`
 /// are in log order, so the last one is the latest state.
 fn last_per_key<'a, T, K: std::hash::Hash + Eq>(

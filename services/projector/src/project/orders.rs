@@ -7,8 +7,9 @@ use sqlx::{Postgres, Transaction};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-/// Upserts orders from `OrderPlaced` events given in log order (the last one per order wins; an
-/// order's events share a partition, so every replay sees the same order). An order whose payment
+/// Upserts orders from `OrderPlaced` events given in log order: the last one per order gives its
+/// terms, `placed_at` is the earliest placement and `updated_at` the latest, within a batch as
+/// across batches (an order's events share a partition, so every replay sees the same order). An order whose payment
 /// was applied first starts out paid. Returns the users whose figures changed: the owners of the
 /// orders, before and after.
 pub(super) async fn apply_placed(
@@ -23,7 +24,11 @@ pub(super) async fn apply_placed(
     let users: Vec<Uuid> = rows.iter().map(|(_, o)| o.user_id).collect();
     let currencies: Vec<&str> = rows.iter().map(|(_, o)| o.currency.code()).collect();
     let totals: Vec<Decimal> = rows.iter().map(|(_, o)| o.total_amount.as_decimal()).collect();
-    let times: Vec<_> = rows.iter().map(|(e, _)| e.occurred_at).collect();
+    let times = super::placement_times(events);
+    let placed: Vec<_> =
+        rows.iter().map(|(e, o)| times.get(&o.order_id).map_or(e.occurred_at, |t| t.0)).collect();
+    let updated: Vec<_> =
+        rows.iter().map(|(e, o)| times.get(&o.order_id).map_or(e.occurred_at, |t| t.1)).collect();
     let event_ids: Vec<Uuid> = rows.iter().map(|(e, _)| e.event_id).collect();
     // A statement's CTEs see the table as it was before the statement: `previous` holds the owners
     // of orders placed again (only logs written before the decision rules can hold those).
@@ -33,9 +38,10 @@ pub(super) async fn apply_placed(
          INSERT INTO orders (order_id, user_id, currency, total_amount, status, placed_at, updated_at, last_event_id)
          SELECT o.id, o.user_id, o.currency, o.total,
                 CASE WHEN EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id) THEN 'paid' ELSE 'awaiting_payment' END,
-                o.at, o.at, o.event_id
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::timestamptz[], $6::uuid[])
-              AS o(id, user_id, currency, total, at, event_id)
+                o.placed, o.updated, o.event_id
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::timestamptz[], $6::uuid[],
+                     $7::timestamptz[])
+              AS o(id, user_id, currency, total, placed, event_id, updated)
          ON CONFLICT (order_id) DO UPDATE SET
              user_id = EXCLUDED.user_id,
              currency = EXCLUDED.currency,
@@ -50,8 +56,9 @@ pub(super) async fn apply_placed(
     .bind(&users)
     .bind(&currencies)
     .bind(&totals)
-    .bind(&times)
+    .bind(&placed)
     .bind(&event_ids)
+    .bind(&updated)
     .fetch_all(&mut **tx)
     .instrument(db::span("INSERT", "orders"))
     .await?;

@@ -39,12 +39,13 @@ async fn apply_placed(
         return Ok(());
     }
     let rows = super::last_per_key(events, |o| o.order_id);
+    let times = super::placement_times(events);
     sqlx::query(
         "INSERT INTO orders_by_status
              (order_id, user_id, status, currency, total_amount, placed_at, updated_at)
-         SELECT id, user_id, 'awaiting_payment', currency, total, at, at
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::timestamptz[])
-              AS o(id, user_id, currency, total, at)
+         SELECT id, user_id, 'awaiting_payment', currency, total, placed, updated
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::timestamptz[], $6::timestamptz[])
+              AS o(id, user_id, currency, total, placed, updated)
          ON CONFLICT (order_id) DO UPDATE SET
              user_id = EXCLUDED.user_id,
              currency = EXCLUDED.currency,
@@ -56,7 +57,8 @@ async fn apply_placed(
     .bind(rows.iter().map(|(_, o)| o.user_id).collect::<Vec<Uuid>>())
     .bind(rows.iter().map(|(_, o)| o.currency.code()).collect::<Vec<&str>>())
     .bind(rows.iter().map(|(_, o)| o.total_amount.as_decimal()).collect::<Vec<Decimal>>())
-    .bind(rows.iter().map(|(e, _)| e.occurred_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(e, o)| times.get(&o.order_id).map_or(e.occurred_at, |t| t.0)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(e, o)| times.get(&o.order_id).map_or(e.occurred_at, |t| t.1)).collect::<Vec<_>>())
     .execute(&mut **tx)
     .instrument(db::span("INSERT", "orders_by_status"))
     .await

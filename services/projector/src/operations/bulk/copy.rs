@@ -10,12 +10,18 @@ use std::fmt::{Display, Write as _};
 use chrono::{DateTime, Utc};
 
 /// Rows being encoded for one table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CopyRows {
     bytes: String,
     rows: usize,
     /// No field written yet in the current row.
     row_start: bool,
+}
+
+impl Default for CopyRows {
+    fn default() -> CopyRows {
+        CopyRows::new()
+    }
 }
 
 impl CopyRows {
@@ -34,7 +40,7 @@ impl CopyRows {
 
     /// The encoded rows, leaving this empty.
     pub fn take(&mut self) -> CopyRows {
-        std::mem::replace(self, CopyRows::new())
+        std::mem::take(self)
     }
 
     fn separate(&mut self) {
