@@ -17,7 +17,7 @@ use eventline_events::{
 use eventline_projector::progress::Progress;
 use eventline_projector::{rebuild, verify};
 use eventline_read_models::{Projection, State};
-use eventline_testkit::TestEnv;
+use eventline_testkit::{TestEnv, eventually};
 use uuid::Uuid;
 
 fn at(second: i64) -> DateTime<Utc> {
@@ -183,5 +183,67 @@ async fn a_bulk_load_that_cannot_do_what_the_batch_path_would_gives_way_and_the_
         .await
         .unwrap();
     assert_eq!(parked, 1, "bob's key, parked by the batch path");
+    projector.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bulk_load_killed_half_way_keeps_nothing_and_the_rebuild_resumes_in_bulk() {
+    let env = TestEnv::new().await;
+    env.create_topic().await;
+    let producer = env.producer();
+    let mut records = 0;
+    for n in 0..3000 {
+        let (u, o) = (Uuid::now_v7(), Uuid::now_v7());
+        for event in [user(u, &format!("k{n}"), n), order(o, u, "K", 1, "1.00", n), payment(o, "1.00", n + 1)]
+        {
+            env.produce_event(&producer, &event).await;
+            records += 1;
+        }
+    }
+    let projector = support::projector(&env).await;
+    env.wait_for_checkpoints(records, Duration::from_secs(60)).await;
+    let config = support::projector_config(&env, "bulk");
+
+    // Killed while it COPYs into version 2 (as a process killed then would be).
+    let killed = {
+        let config = config.clone();
+        tokio::spawn(async move { rebuild::rebuild(&config, Projection::Main, Progress::Log, 500).await })
+    };
+    eventually(Duration::from_secs(60), "the bulk load COPYing into version 2", || async {
+        let copying: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY read\\_model\\_v2.%')",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        copying.then_some(())
+    })
+    .await;
+    killed.abort();
+    let _ = killed.await;
+    // Its transaction rolls back when its connection goes: version 2 holds nothing.
+    eventually(Duration::from_secs(30), "the killed load rolled back", || async {
+        let copying: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY read\\_model\\_v2.%')",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        (!copying).then_some(())
+    })
+    .await;
+    for table in ["projection_checkpoints", "processed_events", "event_index", "users"] {
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM read_model_v2.{table}"))
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "{table} of the killed load");
+    }
+
+    let resumed = rebuild::rebuild(&config, Projection::Main, Progress::Log, 500).await.unwrap();
+    assert_eq!(resumed.live, Projection::Main.version(2));
+    assert_eq!(resumed.loaded_in_bulk, records, "loaded in bulk again, from the start");
+    let report = verify::verify(&config, Projection::Main, Progress::Log, 500, 5).await.unwrap();
+    assert!(report.differing().is_empty(), "{report:?}");
     projector.stop().await.unwrap();
 }

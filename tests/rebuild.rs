@@ -286,7 +286,9 @@ async fn a_rebuild_killed_half_way_leaves_the_live_version_untouched_and_resumes
     let (users, _, token) = seed(&command, 1500, "kill").await;
     await_token(&query, &users[0], &token).await;
 
-    let config = support::projector_config(&env, "projector");
+    // The batch path's resume (a bulk load killed half-way keeps nothing: tests/bulk_rebuild.rs).
+    let mut config = support::projector_config(&env, "projector");
+    config.rebuild_bulk_max_keys = 0;
     let killed = {
         let config = config.clone();
         tokio::spawn(async move {
@@ -334,6 +336,8 @@ async fn a_rebuild_whose_database_goes_away_for_a_while_carries_on_and_switches(
     let proxy = eventline_testkit::TcpProxy::start(&server).await;
     let mut config = support::projector_config(&env, "projector");
     config.database.url = env.database.url.replace(&server, &proxy.address.to_string());
+    // The batch path, which rides out the outage (a bulk load cut off gives way to it).
+    config.rebuild_bulk_max_keys = 0;
     let rebuilding = tokio::spawn(async move {
         rebuild::rebuild(&config, eventline_read_models::Projection::Main, Progress::Log, 20).await
     });

@@ -109,10 +109,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Status { json } => cli::status(&cli.config, json).await,
         Command::Rebuild { batch_size, projection } => {
-            for projection in chosen(projection) {
-                rebuild::rebuild(&cli.config, projection, Progress::detect(), batch_size).await?;
-            }
-            Ok(())
+            rebuild::rebuild_set(&cli.config, &chosen(projection), Progress::detect(), batch_size)
+                .await
+                .map(|_| ())
         }
         Command::Rollback { batch_size, projection } => {
             rebuild::rollback_chosen(&cli.config, projection, Progress::detect(), batch_size)

@@ -255,6 +255,7 @@ async fn catch_up_one_new_projection(config: &Config, public: &PgPool) -> anyhow
             return Ok(true);
         }
         tracing::info!(%version, "Catching up a projection that was never live, from the log's start");
+        crate::operations::bulk::load(config, public, &[version], State::Building, Progress::Log).await?;
         let switched = rebuild::catch_up_and_switch(
             config,
             public,

@@ -55,18 +55,48 @@ pub async fn rebuild(
     progress: Progress,
     batch_size: usize,
 ) -> anyhow::Result<Switched> {
+    let mut switched = rebuild_set(config, &[projection], progress, batch_size).await?;
+    switched.pop().context("a rebuild of one projection switched none")
+}
+
+/// Builds a new version of each of `projections` and switches each, one after the other. The
+/// versions that hold nothing yet are loaded in bulk from one read of the log; each then catches
+/// up with the batch path until it can switch.
+pub async fn rebuild_set(
+    config: &Config,
+    projections: &[Projection],
+    progress: Progress,
+    batch_size: usize,
+) -> anyhow::Result<Vec<Switched>> {
     let public = prepare(config).await?;
-    let _exclusive = exclusive(&config.database.url, projection).await?;
-    let version = match read_models::in_state(&public, projection, State::Building).await? {
-        Some(version) => {
-            tracing::info!(%version, "Resuming the interrupted rebuild");
-            version
+    let mut held = Vec::with_capacity(projections.len());
+    let mut versions = Vec::with_capacity(projections.len());
+    for &projection in projections {
+        held.push(exclusive(&config.database.url, projection).await?);
+        let version = match read_models::in_state(&public, projection, State::Building).await? {
+            Some(version) => {
+                tracing::info!(%version, "Resuming the interrupted rebuild");
+                version
+            }
+            None => create(&public, projection, State::Building).await?,
+        };
+        // The new version is a replay of the log the broker serves now.
+        crate::log_check::check(&public, version, &config.kafka, true).await?;
+        versions.push(version);
+    }
+    let loaded = bulk::load(config, &public, &versions, State::Building, progress.clone()).await?;
+    let mut switched = Vec::with_capacity(versions.len());
+    for version in versions {
+        let mut done =
+            catch_up_and_switch(config, &public, version, State::Building, progress.clone(), batch_size)
+                .await?;
+        if let Some(loaded) = loaded.as_ref().filter(|l| l.versions.contains(&version)) {
+            done.loaded_in_bulk = loaded.records;
+            done.events += loaded.records;
         }
-        None => create(&public, projection, State::Building).await?,
-    };
-    // The new version is a replay of the log the broker serves now.
-    crate::log_check::check(&public, version, &config.kafka, true).await?;
-    catch_up_and_switch(config, &public, version, State::Building, progress, batch_size).await
+        switched.push(done);
+    }
+    Ok(switched)
 }
 
 /// Switches `projection` back to its previous version, after bringing it up to date with the log.
@@ -175,8 +205,9 @@ pub(crate) async fn create(public: &PgPool, projection: Projection, state: State
     Ok(next)
 }
 
-/// Catches `version` (in `state`) up with the log and switches it live: a rebuild's, a
-/// rollback's, or the first catch-up of a projection never live.
+/// Catches `version` (in `state`) up with the log batch by batch and switches it live: a
+/// rebuild's (after its bulk load), a rollback's, or the first catch-up of a projection never
+/// live.
 pub(crate) async fn catch_up_and_switch(
     config: &Config,
     public: &PgPool,
@@ -186,12 +217,6 @@ pub(crate) async fn catch_up_and_switch(
     batch_size: usize,
 ) -> anyhow::Result<Switched> {
     let topic = &config.kafka.topic;
-    let loaded = if state == State::Building {
-        // A version that holds nothing yet: the log as it stands now, in bulk.
-        bulk::load(config, public, &[version], state, progress.clone()).await?
-    } else {
-        None
-    };
     let target = vec![Target::open(&config.database, version).await?];
     let group = format!("{}.rebuild.{}", config.group_id, version.schema());
     let (runner, assignments) =
@@ -252,8 +277,8 @@ pub(crate) async fn catch_up_and_switch(
                 projection: version.projection,
                 live: version,
                 previous,
-                events: done - started_at + loaded.as_ref().map_or(0, |l| l.records),
-                loaded_in_bulk: loaded.as_ref().map_or(0, |l| l.records),
+                events: done - started_at,
+                loaded_in_bulk: 0,
                 seconds: started.elapsed().as_secs_f64(),
             };
         }

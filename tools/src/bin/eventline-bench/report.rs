@@ -72,7 +72,7 @@ const KEYS: [(&str, Goal, &str, &str); 21] = [
         "rebuild_1m_s",
         Goal::AtMost(30.0),
         "s per 1M",
-        "eventline-projector rebuild over the log (every projection, one after the other), scaled to 1M events",
+        "eventline-projector rebuild of every projection (one read of the log loads them all in bulk, then each catches up and switches), scaled to 1M events",
     ),
     (
         "rebuild_vs_consume_ceiling",

@@ -73,6 +73,8 @@ impl Refused {
 /// What a bulk load did.
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// The versions loaded.
+    pub versions: Vec<Version>,
     /// Records read (the log up to where it ended when the load began).
     pub records: i64,
     pub seconds: f64,
@@ -214,7 +216,11 @@ pub async fn load(
     match load_in_one_transaction(config, public, &fresh, state, ends, &mut reporter).await {
         Ok(read) => {
             reporter.finish();
-            let loaded = Loaded { records: read.records, seconds: started.elapsed().as_secs_f64() };
+            let loaded = Loaded {
+                versions: fresh.clone(),
+                records: read.records,
+                seconds: started.elapsed().as_secs_f64(),
+            };
             tracing::info!(
                 versions = ?names,
                 records = loaded.records,
