@@ -13,6 +13,8 @@ build_services_and_tool eventline-bench
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 args=()
 [[ ${QUICK:-} == 1 ]] && args+=(--quick)
+# ONLY=projection: the log, the projector and the rebuilds, the topic and database kept to profile.
+[[ ${ONLY:-} == projection ]] && args+=(--only-projection)
 
 read -r bhost _ < <(host_port "$KAFKA_BROKERS" 9092)
 if is_local "$bhost" && [[ -f $STATE_DIR/broker.pid ]]; then
@@ -20,6 +22,6 @@ if is_local "$bhost" && [[ -f $STATE_DIR/broker.pid ]]; then
 else
   broker="Kafka at $KAFKA_BROKERS"
 fi
-say "Running the benchmark${args:+ (quick)} on $broker"
+say "Running the benchmark${QUICK:+ (quick)}${ONLY:+ (only the $ONLY)} on $broker"
 cd "$ROOT" && EVENTLINE_ROOT="$ROOT" EVENTLINE_BROKER="${EVENTLINE_BROKER:-$broker}" \
   "$CARGO_TARGET_DIR/release/eventline-bench" "${args[@]}" --label kafka

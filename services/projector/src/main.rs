@@ -1,4 +1,9 @@
 use clap::{Parser, Subcommand};
+
+/// mimalloc rather than glibc's malloc: see Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use eventline_projector::cli::{self, DlqCommand, ParkedCommand};
 use eventline_projector::progress::Progress;
 use eventline_projector::rebuild;
@@ -109,9 +114,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Status { json } => cli::status(&cli.config, json).await,
         Command::Rebuild { batch_size, projection } => {
-            rebuild::rebuild_set(&cli.config, &chosen(projection), Progress::detect(), batch_size)
-                .await
-                .map(|_| ())
+            cli::rebuild(&cli.config, &chosen(projection), Progress::detect(), batch_size).await
         }
         Command::Rollback { batch_size, projection } => {
             rebuild::rollback_chosen(&cli.config, projection, Progress::detect(), batch_size)

@@ -186,6 +186,21 @@ pub async fn verify(
     Ok(())
 }
 
+/// `rebuild`: each projection's switch, one JSON line each (the version now live, the events
+/// applied, how many of them loaded in bulk, the seconds the catch-up took).
+pub async fn rebuild(
+    config: &Config,
+    projections: &[Projection],
+    progress: Progress,
+    batch_size: usize,
+) -> anyhow::Result<()> {
+    for switched in crate::operations::rebuild::rebuild_set(config, projections, progress, batch_size).await?
+    {
+        println!("{}", serde_json::to_string(&switched)?);
+    }
+    Ok(())
+}
+
 fn print_report(report: &crate::operations::verify::Report) {
     {
         let positions: Vec<String> = report.positions.iter().map(|(p, o)| format!("{p}:{o}")).collect();

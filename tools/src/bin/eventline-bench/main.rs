@@ -73,6 +73,11 @@ async fn main() -> anyhow::Result<()> {
     let label = argument("--label").unwrap_or_else(|| "default".to_owned());
     let mut results = Results::new(quick, &broker, &label);
     let outcome = run(&setup, &scale, &mut results).await;
+    if only_projection() {
+        // Kept for profiling by hand: the log and the read models as the run left them.
+        println!("\nKept topic {} and database {} (drop them when done)", setup.topic, setup.database);
+        return outcome;
+    }
     // Leave nothing behind, whatever happened.
     let _ = stack::drop_database(&setup.postgres, &setup.database).await;
     let _ = stack::drop_database(&setup.postgres, &format!("{}_naive", setup.database)).await;
@@ -87,6 +92,12 @@ async fn main() -> anyhow::Result<()> {
     results.write_markdown(&repository.join("docs/benchmarks.md"))?;
     println!("\nWrote {} in {:.0} s", json_path.display(), started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `--only-projection`: the log, the projector and the rebuilds only, nothing written to docs/, and
+/// the topic and database kept for profiling by hand.
+fn only_projection() -> bool {
+    std::env::args().any(|a| a == "--only-projection")
 }
 
 /// The value after `flag` on the command line.
@@ -159,6 +170,9 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
         scale.log_events,
         rebuild_per_s / consume
     );
+    if only_projection() {
+        return Ok(());
+    }
 
     let naive_db = Setup { database: format!("{}_naive", setup.database), ..setup.clone() };
     naive_db.fresh_database().await?;

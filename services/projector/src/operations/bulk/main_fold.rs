@@ -3,7 +3,9 @@
 //! `documents::refresh` assembles them: a bulk load writes each row once, and `verify` (which
 //! folds with the batch path) checks the two agree.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use chrono::{DateTime, Utc};
 use eventline_events::{Envelope, Event, PaymentStatus};
@@ -11,7 +13,7 @@ use eventline_read_models::documents::{self, Item, OrderSummary};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::copy::CopyRows;
+use super::copy::{CopyRows, Sink};
 use super::{CHUNK_ROWS, Refused, micros};
 use crate::project::Record;
 
@@ -176,31 +178,23 @@ impl MainFold {
             Some(appended) => row.time(appended),
             None => row.null(),
         };
-        row.text(&envelope.event.data().to_string());
+        row.text(&envelope.event.data_json());
         row.end();
     }
 
     /// Sends the event index rows folded since the last call.
-    pub async fn send_streamed(&mut self, conn: &mut sqlx::PgConnection, schema: &str) -> sqlx::Result<()> {
-        self.index
-            .take()
-            .send(
-                conn,
-                &format!("{schema}.event_index"),
-                "aggregate_type, aggregate_id, version, partition, log_offset, event_id, event_type, \
-                 occurred_at, appended_at, data",
-            )
-            .await
+    pub async fn send_streamed(&mut self, sink: &Sink, schema: &str) -> Result<(), Refused> {
+        sink.send(format!("{schema}.event_index"), INDEX, self.index.take()).await
     }
 
     /// Writes the folded tables, with their documents, into `schema`.
-    pub async fn write(mut self, conn: &mut sqlx::PgConnection, schema: &str) -> Result<(), Refused> {
-        self.send_streamed(conn, schema).await?;
-        self.write_orders(conn, schema).await?;
-        self.write_users(conn, schema).await?;
+    pub async fn write(mut self, sink: &Sink, schema: &str) -> Result<(), Refused> {
+        self.send_streamed(sink, schema).await?;
+        self.write_orders(sink, schema).await?;
+        self.write_users(sink, schema).await?;
         let payments = std::mem::take(&mut self.payments);
         let mut rows = Chunked::new(
-            conn,
+            sink,
             format!("{schema}.payments"),
             "payment_id, order_id, amount, currency, payment_method, status, settled_at, last_event_id",
         );
@@ -212,7 +206,7 @@ impl MainFold {
         }
         rows.finish().await?;
         let mut rows = Chunked::new(
-            conn,
+            sink,
             format!("{schema}.inventory"),
             "sku, quantity, updated_at, last_event_id, version",
         );
@@ -230,7 +224,7 @@ impl MainFold {
     }
 
     /// Orders with their items and documents (each with its latest payment).
-    async fn write_orders(&self, conn: &mut sqlx::PgConnection, schema: &str) -> Result<(), Refused> {
+    async fn write_orders(&self, sink: &Sink, schema: &str) -> Result<(), Refused> {
         let mut latest_payment: HashMap<Uuid, (&Uuid, &Payment)> = HashMap::new();
         for (id, payment) in &self.payments {
             let latest = latest_payment.entry(payment.order_id).or_insert((id, payment));
@@ -239,7 +233,7 @@ impl MainFold {
             }
         }
         let mut rows = Chunked::new(
-            conn,
+            sink,
             format!("{schema}.orders"),
             "order_id, user_id, currency, total_amount, status, placed_at, updated_at, last_event_id, document, document_etag",
         );
@@ -287,22 +281,22 @@ impl MainFold {
                 items.end();
             }
             if items.rows() >= CHUNK_ROWS {
-                items.take().send(rows.conn(), &format!("{schema}.order_items"), ITEMS).await?;
+                sink.send(format!("{schema}.order_items"), ITEMS, items.take()).await?;
             }
         }
         rows.finish().await?;
-        items.send(conn, &format!("{schema}.order_items"), ITEMS).await?;
+        sink.send(format!("{schema}.order_items"), ITEMS, items).await?;
         Ok(())
     }
 
     /// Users with their figures and documents (their most recent orders in them).
-    async fn write_users(&self, conn: &mut sqlx::PgConnection, schema: &str) -> Result<(), Refused> {
+    async fn write_users(&self, sink: &Sink, schema: &str) -> Result<(), Refused> {
         let mut orders_of: HashMap<Uuid, Vec<(&Uuid, &Order)>> = HashMap::new();
         for (id, order) in &self.orders {
             orders_of.entry(order.user_id).or_default().push((id, order));
         }
         let mut rows = Chunked::new(
-            conn,
+            sink,
             format!("{schema}.users"),
             "user_id, email, first_name, last_name, created_at, updated_at, last_event_id, order_count, total_spent, document, document_etag",
         );
@@ -353,22 +347,24 @@ impl MainFold {
 }
 
 const ITEMS: &str = "order_id, line_no, sku, quantity, price";
+const INDEX: &str = "aggregate_type, aggregate_id, version, partition, log_offset, event_id, event_type, \
+                     occurred_at, appended_at, data";
 
 fn status(paid: bool) -> &'static str {
     if paid { "paid" } else { "awaiting_payment" }
 }
 
 /// Rows of one table sent in COPYs of [`CHUNK_ROWS`], so the encoded text stays small.
-pub struct Chunked<'c> {
-    conn: &'c mut sqlx::PgConnection,
+pub struct Chunked<'s> {
+    sink: &'s Sink,
     table: String,
     columns: &'static str,
     rows: CopyRows,
 }
 
-impl<'c> Chunked<'c> {
-    pub fn new(conn: &'c mut sqlx::PgConnection, table: String, columns: &'static str) -> Chunked<'c> {
-        Chunked { conn, table, columns, rows: CopyRows::new() }
+impl<'s> Chunked<'s> {
+    pub fn new(sink: &'s Sink, table: String, columns: &'static str) -> Chunked<'s> {
+        Chunked { sink, table, columns, rows: CopyRows::new() }
     }
 
     /// The row being written.
@@ -376,20 +372,16 @@ impl<'c> Chunked<'c> {
         &mut self.rows
     }
 
-    fn conn(&mut self) -> &mut sqlx::PgConnection {
-        self.conn
-    }
-
     /// Ends the row; sends the chunk when it is full.
-    pub async fn end(&mut self) -> sqlx::Result<()> {
+    pub async fn end(&mut self) -> Result<(), Refused> {
         self.rows.end();
         if self.rows.rows() >= CHUNK_ROWS {
-            self.rows.take().send(self.conn, &self.table, self.columns).await?;
+            self.sink.send(self.table.clone(), self.columns, self.rows.take()).await?;
         }
         Ok(())
     }
 
-    pub async fn finish(mut self) -> sqlx::Result<()> {
-        self.rows.take().send(self.conn, &self.table, self.columns).await
+    pub async fn finish(mut self) -> Result<(), Refused> {
+        self.sink.send(self.table, self.columns, self.rows.take()).await
     }
 }

@@ -15,7 +15,7 @@ mod copy;
 mod main_fold;
 mod orders_by_status_fold;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ use eventline_read_models::{Projection, State, Version};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use self::copy::CopyRows;
+use self::copy::{CopyRows, Sink};
 use self::main_fold::MainFold;
 use self::orders_by_status_fold::OrdersByStatusFold;
 use crate::Config;
@@ -62,6 +62,8 @@ pub enum Refused {
     Log(String),
     #[error("read-model version {0} is no longer `{1}`")]
     Superseded(Version, State),
+    #[error("the writer of the load stopped")]
+    WriterStopped,
 }
 
 impl Refused {
@@ -125,46 +127,58 @@ impl Loading {
     }
 
     /// Sends what is streamed as it is read: dedup records and event index rows.
-    async fn send_streamed(&mut self, conn: &mut PgConnection) -> sqlx::Result<()> {
+    async fn send_streamed(&mut self, sink: &Sink) -> Result<(), Refused> {
         let schema = self.version.schema();
-        self.processed
-            .take()
-            .send(
-                conn,
-                &format!("{schema}.processed_events"),
-                "event_id, topic, partition, log_offset, event_type",
-            )
-            .await?;
+        let columns = "event_id, topic, partition, log_offset, event_type";
+        sink.send(format!("{schema}.processed_events"), columns, self.processed.take()).await?;
         match &mut self.fold {
-            Fold::Main(fold) => fold.send_streamed(conn, &schema).await,
+            Fold::Main(fold) => fold.send_streamed(sink, &schema).await,
             Fold::OrdersByStatus(_) => Ok(()),
         }
     }
 
-    /// Writes the folded tables and the checkpoints.
-    async fn finish(mut self, conn: &mut PgConnection, topic: &str, read: &Read) -> Result<(), Refused> {
-        self.send_streamed(conn).await?;
+    /// The tables written as the log is read: complete once it is.
+    fn streamed_tables(&self) -> Vec<String> {
+        let schema = self.version.schema();
+        let mut tables = vec![format!("{schema}.processed_events")];
+        if let Fold::Main(_) = self.fold {
+            tables.push(format!("{schema}.event_index"));
+        }
+        tables
+    }
+
+    /// Sends the folded tables.
+    async fn write_folded(self, sink: &Sink) -> Result<(), Refused> {
         let schema = self.version.schema();
         match self.fold {
-            Fold::Main(fold) => fold.write(conn, &schema).await?,
-            Fold::OrdersByStatus(fold) => fold.write(conn, &schema).await?,
+            Fold::Main(fold) => fold.write(sink, &schema).await,
+            Fold::OrdersByStatus(fold) => fold.write(sink, &schema).await,
         }
-        let partitions: Vec<i32> = read.next.keys().copied().collect();
-        let next: Vec<i64> = read.next.values().copied().collect();
-        let appended: Vec<Option<i64>> =
-            partitions.iter().map(|p| read.appended_ms.get(p).copied()).collect();
-        sqlx::query(&format!(
-            "INSERT INTO {schema}.projection_checkpoints (topic, partition, next_offset, updated_at, last_appended_at)
-             SELECT $1, p, o, now(), to_timestamp(a / 1000.0) FROM UNNEST($2::int[], $3::bigint[], $4::bigint[]) AS t(p, o, a)"
-        ))
-        .bind(topic)
-        .bind(&partitions)
-        .bind(&next)
-        .bind(&appended)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
     }
+}
+
+/// Sets `version`'s checkpoints to where the load read to.
+async fn record_checkpoints(
+    conn: &mut PgConnection,
+    version: Version,
+    topic: &str,
+    read: &Read,
+) -> sqlx::Result<()> {
+    let partitions: Vec<i32> = read.next.keys().copied().collect();
+    let next: Vec<i64> = read.next.values().copied().collect();
+    let appended: Vec<Option<i64>> = partitions.iter().map(|p| read.appended_ms.get(p).copied()).collect();
+    sqlx::query(&format!(
+        "INSERT INTO {}.projection_checkpoints (topic, partition, next_offset, updated_at, last_appended_at)
+         SELECT $1, p, o, now(), to_timestamp(a / 1000.0) FROM UNNEST($2::int[], $3::bigint[], $4::bigint[]) AS t(p, o, a)",
+        version.schema()
+    ))
+    .bind(topic)
+    .bind(&partitions)
+    .bind(&next)
+    .bind(&appended)
+    .execute(&mut *conn)
+    .await
+    .map(|_| ())
 }
 
 /// What was read of the log.
@@ -251,7 +265,6 @@ async fn load_in_one_transaction(
     reporter: &mut Reporter,
 ) -> Result<Read, Refused> {
     let topic = &config.kafka.topic;
-    let total: i64 = ranges.values().map(|(_, end)| end).sum();
     let mut tx = public.begin().await?;
     for &version in versions {
         let writer = Writer { version, state, dead_letters: DeadLetters::RecordUnseen };
@@ -274,11 +287,49 @@ async fn load_in_one_transaction(
         .collect();
     let indexes = drop_indexes(&mut tx, &tables).await?;
 
+    let (sink, writer) = Sink::start(tx);
+    let folded = fold_the_log(config, versions, ranges, &indexes, &sink, reporter).await;
+    drop(sink);
+    // The writer's error first: a fold that stopped because the writer did says only that.
+    let mut tx = writer.await.map_err(|error| Refused::Log(format!("the writer task failed: {error}")))??;
+    let read = folded?;
+    for &version in versions {
+        record_checkpoints(&mut tx, version, topic, &read).await?;
+    }
+    let new_dead_letters = if versions.iter().any(|v| v.projection.records_dead_letters()) {
+        let dead: Vec<(&Record, Arc<DecodeError>)> = read.dead.iter().map(|(r, e)| (r, e.clone())).collect();
+        project::record_dead_letters_as(&mut tx, topic, DeadLetters::RecordUnseen, &dead).await?
+    } else {
+        Vec::new()
+    };
+    let at = Instant::now();
+    tx.commit().await?;
+    tracing::debug!(seconds = at.elapsed().as_secs_f64(), "Bulk load: committed");
+    mirror(config, public, &new_dead_letters).await;
+    Ok(read)
+}
+
+/// Reads `ranges` of the log and folds them into every version of `versions`, handing the rows to
+/// `sink` as they are ready.
+async fn fold_the_log(
+    config: &Config,
+    versions: &[Version],
+    ranges: BTreeMap<i32, (i64, i64)>,
+    indexes: &[(String, String)],
+    sink: &Sink,
+    reporter: &mut Reporter,
+) -> Result<Read, Refused> {
+    let topic = &config.kafka.topic;
+    let total: i64 = ranges.values().map(|(_, end)| end).sum();
     let mut loading: Vec<Loading> = versions.iter().map(|&v| Loading::new(v)).collect();
     let mut read = Read::default();
-    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut seen: foldhash::HashSet<Uuid> = foldhash::HashSet::default();
     let mut chunks = read_decoded(config, ranges);
+    let (mut waited, mut folded, mut sent) = (0.0, 0.0, 0.0);
+    let mut at = Instant::now();
     while let Some(chunk) = chunks.recv().await {
+        waited += at.elapsed().as_secs_f64();
+        at = Instant::now();
         for (record, decoded) in chunk.map_err(Refused::Log)? {
             read.records += 1;
             let next = read.next.entry(record.partition).or_insert(0);
@@ -302,54 +353,67 @@ async fn load_in_one_transaction(
         if held > config.rebuild_bulk_max_keys {
             return Err(Refused::TooLarge(config.rebuild_bulk_max_keys));
         }
+        folded += at.elapsed().as_secs_f64();
+        at = Instant::now();
         for l in &mut loading {
-            l.send_streamed(&mut tx).await?;
+            l.send_streamed(sink).await?;
         }
+        sent += at.elapsed().as_secs_f64();
         reporter.update(read.records, total);
+        at = Instant::now();
     }
     drop(seen);
-    for l in loading {
-        l.finish(&mut tx, topic, &read).await?;
-    }
-    let new_dead_letters = if versions.iter().any(|v| v.projection.records_dead_letters()) {
-        let dead: Vec<(&Record, Arc<DecodeError>)> = read.dead.iter().map(|(r, e)| (r, e.clone())).collect();
-        project::record_dead_letters_as(&mut tx, topic, DeadLetters::RecordUnseen, &dead).await?
-    } else {
-        Vec::new()
-    };
-    for create in &indexes {
-        sqlx::query(create).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    for table in &tables {
-        // The planner's statistics of the loaded tables, before the batch path writes them.
-        if let Err(error) = sqlx::query(&format!("ANALYZE {table}")).execute(public).await {
-            tracing::debug!(%error, table, "ANALYZE after the bulk load failed");
+    tracing::info!(waited, folded, sent, "Bulk load: the log read and folded");
+    // The streamed tables are complete: PostgreSQL indexes them while the folded ones are encoded.
+    let at = Instant::now();
+    for l in &mut loading {
+        l.send_streamed(sink).await?;
+        for table in l.streamed_tables() {
+            complete(sink, &table, indexes).await?;
         }
     }
-    mirror(config, public, &new_dead_letters).await;
+    for l in loading {
+        let version = l.version;
+        l.write_folded(sink).await?;
+        for table in version.projection.read_models().iter().map(|t| format!("{}.{t}", version.schema())) {
+            if table != format!("{}.event_index", version.schema()) {
+                complete(sink, &table, indexes).await?;
+            }
+        }
+    }
+    tracing::info!(seconds = at.elapsed().as_secs_f64(), "Bulk load: the folded tables encoded");
     Ok(read)
 }
 
-/// Drops the indexes (and the constraints they back) of `tables`; returns the statements that
-/// build them again.
-async fn drop_indexes(conn: &mut PgConnection, tables: &[String]) -> sqlx::Result<Vec<String>> {
-    let found: Vec<(String, String)> = sqlx::query_as(
-        "SELECT format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid)),
+/// Drops the indexes (and the constraints they back) of `tables`; returns, per table, the
+/// statements that build them again.
+async fn drop_indexes(conn: &mut PgConnection, tables: &[String]) -> sqlx::Result<Vec<(String, String)>> {
+    let found: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT conrelid::regclass::text,
+                format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid)),
                 format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname)
          FROM pg_constraint WHERE conrelid = ANY($1::text[]::regclass[]) AND contype IN ('p', 'u')
          UNION ALL
-         SELECT pg_get_indexdef(i.indexrelid), format('DROP INDEX %s', i.indexrelid::regclass)
+         SELECT i.indrelid::regclass::text, pg_get_indexdef(i.indexrelid), format('DROP INDEX %s', i.indexrelid::regclass)
          FROM pg_index i WHERE i.indrelid = ANY($1::text[]::regclass[])
            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
     )
     .bind(tables)
     .fetch_all(&mut *conn)
     .await?;
-    for (_, drop) in &found {
+    for (_, _, drop) in &found {
         sqlx::query(drop).execute(&mut *conn).await?;
     }
-    Ok(found.into_iter().map(|(create, _)| create).collect())
+    Ok(found.into_iter().map(|(table, create, _)| (table, create)).collect())
+}
+
+/// Hands the writer what makes `table` ready once it holds all its rows: its indexes, built again,
+/// and its statistics (for the batch path's plans once the version is switched to).
+async fn complete(sink: &Sink, table: &str, indexes: &[(String, String)]) -> Result<(), Refused> {
+    for (_, create) in indexes.iter().filter(|(t, _)| t == table) {
+        sink.execute(create.clone()).await?;
+    }
+    sink.execute(format!("ANALYZE {table}")).await
 }
 
 /// A record, and its event unless it is not one.

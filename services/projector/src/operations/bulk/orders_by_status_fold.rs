@@ -1,13 +1,15 @@
 //! The orders-by-status projection folded in memory, event by event, with the rules of
 //! `project/orders_by_status.rs`.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use chrono::{DateTime, Utc};
 use eventline_events::{Envelope, Event};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::Refused;
+use super::copy::Sink;
 use super::main_fold::Chunked;
 use super::micros;
 
@@ -64,9 +66,9 @@ impl OrdersByStatusFold {
     }
 
     /// Writes the rows into `schema`.
-    pub async fn write(self, conn: &mut sqlx::PgConnection, schema: &str) -> sqlx::Result<()> {
+    pub async fn write(self, sink: &Sink, schema: &str) -> Result<(), Refused> {
         let mut rows = Chunked::new(
-            conn,
+            sink,
             format!("{schema}.orders_by_status"),
             "order_id, user_id, status, currency, total_amount, placed_at, paid_at, updated_at",
         );
