@@ -217,6 +217,22 @@ pub(crate) async fn catch_up_and_switch(
     batch_size: usize,
 ) -> anyhow::Result<Switched> {
     let topic = &config.kafka.topic;
+    // Nothing left to apply (a bulk load reached the log's end, the live version is not ahead):
+    // switched at once, without a consumer group.
+    let (theirs, ours) = both_positions(public, version, topic).await?;
+    if caught_up(&log_ends(config).await, &theirs, &ours)
+        && let Some(previous) = switch(public, version, state, topic).await?
+    {
+        let switched = Switched {
+            projection: version.projection,
+            live: version,
+            previous,
+            events: 0,
+            loaded_in_bulk: 0,
+            seconds: 0.0,
+        };
+        return switched_to(public, switched).await;
+    }
     let target = vec![Target::open(&config.database, version).await?];
     let group = format!("{}.rebuild.{}", config.group_id, version.schema());
     let (runner, assignments) =
@@ -263,16 +279,11 @@ pub(crate) async fn catch_up_and_switch(
                 return Err(error.context(format!("reading the positions failed for {GIVE_UP_AFTER:?}")));
             }
         };
-        // Where this version must be: the log's end, and never behind the live version.
-        let mut goal = ends.clone();
-        for (&partition, &offset) in &theirs {
-            let at = goal.entry(partition).or_insert(0);
-            *at = (*at).max(offset);
-        }
         let done: i64 = ours.values().sum();
-        reporter.update(done, goal.values().sum::<i64>().max(done));
-        let caught_up = goal.iter().all(|(p, goal)| ours.get(p).copied().unwrap_or(0) >= *goal);
-        if caught_up && let Some(previous) = switch(public, version, state, topic).await? {
+        reporter.update(done, goal(&ends, &theirs).values().sum::<i64>().max(done));
+        if caught_up(&ends, &theirs, &ours)
+            && let Some(previous) = switch(public, version, state, topic).await?
+        {
             break Switched {
                 projection: version.projection,
                 live: version,
@@ -288,6 +299,27 @@ pub(crate) async fn catch_up_and_switch(
         tracing::warn!(%error, "The replay ended with an error after the switch");
     }
     reporter.finish();
+    switched_to(public, switched).await
+}
+
+/// Where a version must be to switch: the log's end (`ends`), and never behind the live version
+/// (`theirs`).
+fn goal(ends: &BTreeMap<i32, i64>, theirs: &BTreeMap<i32, i64>) -> BTreeMap<i32, i64> {
+    let mut goal = ends.clone();
+    for (&partition, &offset) in theirs {
+        let at = goal.entry(partition).or_insert(0);
+        *at = (*at).max(offset);
+    }
+    goal
+}
+
+/// Whether positions `ours` reach the [`goal`].
+fn caught_up(ends: &BTreeMap<i32, i64>, theirs: &BTreeMap<i32, i64>, ours: &BTreeMap<i32, i64>) -> bool {
+    goal(ends, theirs).iter().all(|(p, goal)| ours.get(p).copied().unwrap_or(0) >= *goal)
+}
+
+/// Logs a switch and drops the versions it retired.
+async fn switched_to(public: &PgPool, switched: Switched) -> anyhow::Result<Switched> {
     tracing::info!(
         live = %switched.live,
         previous = switched.previous.map(|p| p.to_string()).unwrap_or_default(),

@@ -139,7 +139,9 @@ pub struct Sink(mpsc::Sender<Job>);
 impl Sink {
     /// Starts the writer on `tx`; awaiting the handle (once every `Sink` is dropped) gives the
     /// transaction back, or the error that stopped it.
-    pub fn start(tx: Transaction<'static, Postgres>) -> (Sink, JoinHandle<sqlx::Result<Transaction<'static, Postgres>>>) {
+    pub fn start(
+        tx: Transaction<'static, Postgres>,
+    ) -> (Sink, JoinHandle<sqlx::Result<Transaction<'static, Postgres>>>) {
         let (sender, mut jobs) = mpsc::channel::<Job>(4);
         let writer = tokio::spawn(async move {
             let mut tx = tx;
