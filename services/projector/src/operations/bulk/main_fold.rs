@@ -187,9 +187,9 @@ impl MainFold {
         sink.send(format!("{schema}.event_index"), INDEX, self.index.take()).await
     }
 
-    /// Writes the folded tables, with their documents, into `schema`.
+    /// Writes the folded tables, with their documents, into `schema` (the event index is streamed
+    /// as the log is read: `send_streamed`).
     pub async fn write(mut self, sink: &Sink, schema: &str) -> Result<(), Refused> {
-        self.send_streamed(sink, schema).await?;
         self.write_orders(sink, schema).await?;
         self.write_users(sink, schema).await?;
         let payments = std::mem::take(&mut self.payments);

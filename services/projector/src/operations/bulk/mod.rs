@@ -147,6 +147,19 @@ impl Loading {
         tables
     }
 
+    /// The tables written once the log is read.
+    fn folded_tables(&self) -> Vec<String> {
+        let schema = self.version.schema();
+        let streamed = self.streamed_tables();
+        self.version
+            .projection
+            .read_models()
+            .iter()
+            .map(|t| format!("{schema}.{t}"))
+            .filter(|t| !streamed.contains(t))
+            .collect()
+    }
+
     /// Sends the folded tables.
     async fn write_folded(self, sink: &Sink) -> Result<(), Refused> {
         let schema = self.version.schema();
@@ -227,7 +240,7 @@ pub async fn load(
     let started = Instant::now();
     let names: Vec<String> = fresh.iter().map(Version::to_string).collect();
     let mut reporter = Reporter::new(progress, format!("loading {} in bulk", names.join(", ")));
-    match load_in_one_transaction(config, public, &fresh, state, ends, &mut reporter).await {
+    match load_in_two_transactions(config, public, &fresh, state, ends, &mut reporter).await {
         Ok(read) => {
             reporter.finish();
             let loaded = Loaded {
@@ -256,7 +269,7 @@ pub async fn load(
     }
 }
 
-async fn load_in_one_transaction(
+async fn load_in_two_transactions(
     config: &Config,
     public: &PgPool,
     versions: &[Version],
@@ -265,6 +278,46 @@ async fn load_in_one_transaction(
     reporter: &mut Reporter,
 ) -> Result<Read, Refused> {
     let topic = &config.kafka.topic;
+    let tables = |of: fn(&Loading) -> Vec<String>| -> Vec<String> {
+        versions.iter().flat_map(|&v| of(&Loading::new(v))).collect()
+    };
+    let (streamed, streaming, mut indexes) =
+        writer(public, versions, state, &tables(Loading::streamed_tables)).await?;
+    let (folded, folding, more) = writer(public, versions, state, &tables(Loading::folded_tables)).await?;
+    indexes.extend(more);
+    let outcome = fold_the_log(config, versions, ranges, &indexes, &streamed, &folded, reporter).await;
+    drop((streamed, folded));
+    // The writers' errors first: a fold that stopped because a writer did says only that.
+    let joined = |error: tokio::task::JoinError| Refused::Log(format!("a writer task failed: {error}"));
+    let streamed = streaming.await.map_err(joined)??;
+    let mut folded = folding.await.map_err(joined)??;
+    let read = outcome?;
+    // The streamed tables first: until the checkpoints commit with the folded ones, the version
+    // counts as holding nothing (the next load empties what one cut off left).
+    streamed.commit().await?;
+    for &version in versions {
+        record_checkpoints(&mut folded, version, topic, &read).await?;
+    }
+    let new_dead_letters = if versions.iter().any(|v| v.projection.records_dead_letters()) {
+        let dead: Vec<(&Record, Arc<DecodeError>)> = read.dead.iter().map(|(r, e)| (r, e.clone())).collect();
+        project::record_dead_letters_as(&mut folded, topic, DeadLetters::RecordUnseen, &dead).await?
+    } else {
+        Vec::new()
+    };
+    folded.commit().await?;
+    mirror(config, public, &new_dead_letters).await;
+    Ok(read)
+}
+
+/// A writer of `tables` of `versions` (in `state`), on a transaction of its own: it holds the
+/// versions' rows like a batch, empties the tables (of a load cut off before it committed its
+/// checkpoints) and drops their indexes, returned to be built again once the tables are full.
+async fn writer(
+    public: &PgPool,
+    versions: &[Version],
+    state: State,
+    tables: &[String],
+) -> Result<(Sink, Writing, Vec<(String, String)>), Refused> {
     let mut tx = public.begin().await?;
     for &version in versions {
         let writer = Writer { version, state, dead_letters: DeadLetters::RecordUnseen };
@@ -274,49 +327,25 @@ async fn load_in_one_transaction(
     }
     // Index builds sort in memory up to this (the default, 64 MB, spills a million rows to disk).
     sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut *tx).await?;
-    let tables: Vec<String> = versions
-        .iter()
-        .flat_map(|v| {
-            let schema = v.schema();
-            v.projection
-                .read_models()
-                .iter()
-                .chain(["processed_events"].iter())
-                .map(move |t| format!("{schema}.{t}"))
-        })
-        .collect();
-    let indexes = drop_indexes(&mut tx, &tables).await?;
-
-    let (sink, writer) = Sink::start(tx);
-    let folded = fold_the_log(config, versions, ranges, &indexes, &sink, reporter).await;
-    drop(sink);
-    // The writer's error first: a fold that stopped because the writer did says only that.
-    let mut tx = writer.await.map_err(|error| Refused::Log(format!("the writer task failed: {error}")))??;
-    let read = folded?;
-    for &version in versions {
-        record_checkpoints(&mut tx, version, topic, &read).await?;
-    }
-    let new_dead_letters = if versions.iter().any(|v| v.projection.records_dead_letters()) {
-        let dead: Vec<(&Record, Arc<DecodeError>)> = read.dead.iter().map(|(r, e)| (r, e.clone())).collect();
-        project::record_dead_letters_as(&mut tx, topic, DeadLetters::RecordUnseen, &dead).await?
-    } else {
-        Vec::new()
-    };
-    let at = Instant::now();
-    tx.commit().await?;
-    tracing::debug!(seconds = at.elapsed().as_secs_f64(), "Bulk load: committed");
-    mirror(config, public, &new_dead_letters).await;
-    Ok(read)
+    sqlx::query(&format!("TRUNCATE {}", tables.join(", "))).execute(&mut *tx).await?;
+    let indexes = drop_indexes(&mut tx, tables).await?;
+    let (sink, writing) = Sink::start(tx);
+    Ok((sink, writing, indexes))
 }
 
+/// A writer's task: its transaction back once its sinks are dropped, or the error that stopped it.
+type Writing = tokio::task::JoinHandle<sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>>>;
+
 /// Reads `ranges` of the log and folds them into every version of `versions`, handing the rows to
-/// `sink` as they are ready.
+/// the writers as they are ready: dedup records and event index rows to `streamed` as they are
+/// read, the folded tables to `folded` at the end.
 async fn fold_the_log(
     config: &Config,
     versions: &[Version],
     ranges: BTreeMap<i32, (i64, i64)>,
     indexes: &[(String, String)],
-    sink: &Sink,
+    streamed: &Sink,
+    folded: &Sink,
     reporter: &mut Reporter,
 ) -> Result<Read, Refused> {
     let topic = &config.kafka.topic;
@@ -325,10 +354,10 @@ async fn fold_the_log(
     let mut read = Read::default();
     let mut seen: foldhash::HashSet<Uuid> = foldhash::HashSet::default();
     let mut chunks = read_decoded(config, ranges);
-    let (mut waited, mut folded, mut sent) = (0.0, 0.0, 0.0);
+    let (mut waited_s, mut folded_s, mut sent_s) = (0.0, 0.0, 0.0);
     let mut at = Instant::now();
     while let Some(chunk) = chunks.recv().await {
-        waited += at.elapsed().as_secs_f64();
+        waited_s += at.elapsed().as_secs_f64();
         at = Instant::now();
         for (record, decoded) in chunk.map_err(Refused::Log)? {
             read.records += 1;
@@ -353,32 +382,31 @@ async fn fold_the_log(
         if held > config.rebuild_bulk_max_keys {
             return Err(Refused::TooLarge(config.rebuild_bulk_max_keys));
         }
-        folded += at.elapsed().as_secs_f64();
+        folded_s += at.elapsed().as_secs_f64();
         at = Instant::now();
         for l in &mut loading {
-            l.send_streamed(sink).await?;
+            l.send_streamed(streamed).await?;
         }
-        sent += at.elapsed().as_secs_f64();
+        sent_s += at.elapsed().as_secs_f64();
         reporter.update(read.records, total);
         at = Instant::now();
     }
     drop(seen);
-    tracing::info!(waited, folded, sent, "Bulk load: the log read and folded");
-    // The streamed tables are complete: PostgreSQL indexes them while the folded ones are encoded.
+    tracing::info!(waited_s, folded_s, sent_s, "Bulk load: the log read and folded");
+    // The streamed tables are complete: indexed on their connection while the folded ones are
+    // encoded and written on the other.
     let at = Instant::now();
     for l in &mut loading {
-        l.send_streamed(sink).await?;
+        l.send_streamed(streamed).await?;
         for table in l.streamed_tables() {
-            complete(sink, &table, indexes).await?;
+            complete(streamed, &table, indexes).await?;
         }
     }
     for l in loading {
-        let version = l.version;
-        l.write_folded(sink).await?;
-        for table in version.projection.read_models().iter().map(|t| format!("{}.{t}", version.schema())) {
-            if table != format!("{}.event_index", version.schema()) {
-                complete(sink, &table, indexes).await?;
-            }
+        let tables = l.folded_tables();
+        l.write_folded(folded).await?;
+        for table in tables {
+            complete(folded, &table, indexes).await?;
         }
     }
     tracing::info!(seconds = at.elapsed().as_secs_f64(), "Bulk load: the folded tables encoded");
