@@ -332,16 +332,13 @@ pub async fn apply(
 
 /// Takes a share lock on the writer's version row, held until `tx` ends, and checks the version
 /// is still in the writer's state. Every write to a read-model version goes through this.
-pub async fn hold(
-    tx: &mut Transaction<'_, Postgres>,
-    writer: Writer,
-) -> sqlx::Result<Result<(), Superseded>> {
+pub async fn hold(tx: &mut sqlx::PgConnection, writer: Writer) -> sqlx::Result<Result<(), Superseded>> {
     let state: Option<State> = sqlx::query_scalar(
         "SELECT state FROM public.read_model_versions WHERE projection = $1 AND version = $2 FOR SHARE",
     )
     .bind(writer.version.projection)
     .bind(writer.version.number)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .instrument(db::span("SELECT", "read_model_versions"))
     .await?;
     Ok(if state == Some(writer.state) { Ok(()) } else { Err(Superseded) })

@@ -5,10 +5,11 @@
 //! it is written here. A value PostgreSQL cannot hold (a NUL character) makes the COPY fail as
 //! an insert would, and the caller falls back to the batch path, which parks its key.
 
+use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Transaction};
+use sqlx::{Connection as _, PgConnection};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -125,55 +126,84 @@ impl CopyRows {
     }
 }
 
-/// What the writer does, in the order given: a COPY of rows into a table, or a statement.
+/// What a writer does, in the order given: a COPY of rows into its table, or a statement.
 enum Job {
-    Copy { table: String, columns: &'static str, rows: CopyRows },
+    Copy {
+        columns: &'static str,
+        rows: CopyRows,
+    },
     Execute(String),
+    /// The load is complete: commit.
+    Commit,
 }
 
-/// Where the COPYs go: a task of its own holding the load's transaction, so the fold goes on while
-/// PostgreSQL takes the rows before.
-#[derive(Clone)]
-pub struct Sink(mpsc::Sender<Job>);
+/// The writers of a load: one task per table, each on a transaction of its own (so PostgreSQL
+/// takes several tables at once, and builds one's indexes while it takes another's rows), fed
+/// through channels so the fold goes on meanwhile.
+pub struct Writers {
+    sinks: BTreeMap<String, mpsc::Sender<Job>>,
+}
 
-impl Sink {
-    /// Starts the writer on `tx`; awaiting the handle (once every `Sink` is dropped) gives the
-    /// transaction back, or the error that stopped it.
-    pub fn start(
-        tx: Transaction<'static, Postgres>,
-    ) -> (Sink, JoinHandle<sqlx::Result<Transaction<'static, Postgres>>>) {
-        let (sender, mut jobs) = mpsc::channel::<Job>(4);
-        let writer = tokio::spawn(async move {
-            let mut tx = tx;
-            while let Some(job) = jobs.recv().await {
-                match job {
-                    Job::Copy { table, columns, rows } => rows.send(&mut tx, &table, columns).await?,
-                    Job::Execute(statement) => {
-                        sqlx::query(&statement).execute(&mut *tx).await?;
-                    }
-                }
-            }
-            Ok(tx)
-        });
-        (Sink(sender), writer)
+/// The writers' tasks: each commits its transaction when told ([`Writers::commit`]), rolls it back
+/// when its channel closes without that (the load gave way), or stops at its first error.
+pub type Writing = Vec<JoinHandle<sqlx::Result<()>>>;
+
+impl Writers {
+    /// Starts a writer per table of `tables`, each on its connection, in the transaction begun on it.
+    pub fn start(tables: Vec<(String, PgConnection)>) -> (Writers, Writing) {
+        let mut sinks = BTreeMap::new();
+        let mut writing = Vec::with_capacity(tables.len());
+        for (table, tx) in tables {
+            let (sender, jobs) = mpsc::channel::<Job>(4);
+            writing.push(tokio::spawn(write(table.clone(), tx, jobs)));
+            sinks.insert(table, sender);
+        }
+        (Writers { sinks }, writing)
     }
 
-    /// Hands `rows` for `table` (schema-qualified) `columns` to the writer.
+    /// Hands `rows` for `table` (schema-qualified) `columns` to its writer.
     pub async fn send(&self, table: String, columns: &'static str, rows: CopyRows) -> Result<(), Refused> {
         if rows.is_empty() {
             return Ok(());
         }
-        self.job(Job::Copy { table, columns, rows }).await
+        self.job(&table, Job::Copy { columns, rows }).await
     }
 
-    /// Hands a statement to the writer (it runs after what was handed before).
-    pub async fn execute(&self, statement: String) -> Result<(), Refused> {
-        self.job(Job::Execute(statement)).await
+    /// Hands a statement to `table`'s writer (it runs after the rows handed before).
+    pub async fn execute(&self, table: &str, statement: String) -> Result<(), Refused> {
+        self.job(table, Job::Execute(statement)).await
     }
 
-    async fn job(&self, job: Job) -> Result<(), Refused> {
-        self.0.send(job).await.map_err(|_| Refused::WriterStopped)
+    /// Tells every writer to commit, once it has done what it was handed.
+    pub async fn commit(self) -> Result<(), Refused> {
+        for sink in self.sinks.values() {
+            sink.send(Job::Commit).await.map_err(|_| Refused::WriterStopped)?;
+        }
+        Ok(())
     }
+
+    async fn job(&self, table: &str, job: Job) -> Result<(), Refused> {
+        let sink = self.sinks.get(table).ok_or_else(|| Refused::NoWriter(table.to_owned()))?;
+        sink.send(job).await.map_err(|_| Refused::WriterStopped)
+    }
+}
+
+/// One table's writer: commits when told; at an error, or when its channel closes first, its
+/// connection closes, which rolls its transaction back.
+async fn write(table: String, mut tx: PgConnection, mut jobs: mpsc::Receiver<Job>) -> sqlx::Result<()> {
+    while let Some(job) = jobs.recv().await {
+        match job {
+            Job::Copy { columns, rows } => rows.send(&mut tx, &table, columns).await?,
+            Job::Execute(statement) => {
+                sqlx::query(&statement).execute(&mut tx).await?;
+            }
+            Job::Commit => {
+                sqlx::query("COMMIT").execute(&mut tx).await?;
+                break;
+            }
+        }
+    }
+    tx.close().await
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use eventline_read_models::documents::{self, Item, OrderSummary};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::copy::{CopyRows, Sink};
+use super::copy::{CopyRows, Writers};
 use super::{CHUNK_ROWS, Refused, micros};
 use crate::project::Record;
 
@@ -183,13 +183,13 @@ impl MainFold {
     }
 
     /// Sends the event index rows folded since the last call.
-    pub async fn send_streamed(&mut self, sink: &Sink, schema: &str) -> Result<(), Refused> {
+    pub async fn send_streamed(&mut self, sink: &Writers, schema: &str) -> Result<(), Refused> {
         sink.send(format!("{schema}.event_index"), INDEX, self.index.take()).await
     }
 
     /// Writes the folded tables, with their documents, into `schema` (the event index is streamed
     /// as the log is read: `send_streamed`).
-    pub async fn write(mut self, sink: &Sink, schema: &str) -> Result<(), Refused> {
+    pub async fn write(mut self, sink: &Writers, schema: &str) -> Result<(), Refused> {
         self.write_orders(sink, schema).await?;
         self.write_users(sink, schema).await?;
         let payments = std::mem::take(&mut self.payments);
@@ -224,7 +224,7 @@ impl MainFold {
     }
 
     /// Orders with their items and documents (each with its latest payment).
-    async fn write_orders(&self, sink: &Sink, schema: &str) -> Result<(), Refused> {
+    async fn write_orders(&self, sink: &Writers, schema: &str) -> Result<(), Refused> {
         let mut latest_payment: HashMap<Uuid, (&Uuid, &Payment)> = HashMap::new();
         for (id, payment) in &self.payments {
             let latest = latest_payment.entry(payment.order_id).or_insert((id, payment));
@@ -290,7 +290,7 @@ impl MainFold {
     }
 
     /// Users with their figures and documents (their most recent orders in them).
-    async fn write_users(&self, sink: &Sink, schema: &str) -> Result<(), Refused> {
+    async fn write_users(&self, sink: &Writers, schema: &str) -> Result<(), Refused> {
         let mut orders_of: HashMap<Uuid, Vec<(&Uuid, &Order)>> = HashMap::new();
         for (id, order) in &self.orders {
             orders_of.entry(order.user_id).or_default().push((id, order));
@@ -356,14 +356,14 @@ fn status(paid: bool) -> &'static str {
 
 /// Rows of one table sent in COPYs of [`CHUNK_ROWS`], so the encoded text stays small.
 pub struct Chunked<'s> {
-    sink: &'s Sink,
+    sink: &'s Writers,
     table: String,
     columns: &'static str,
     rows: CopyRows,
 }
 
 impl<'s> Chunked<'s> {
-    pub fn new(sink: &'s Sink, table: String, columns: &'static str) -> Chunked<'s> {
+    pub fn new(sink: &'s Writers, table: String, columns: &'static str) -> Chunked<'s> {
         Chunked { sink, table, columns, rows: CopyRows::new() }
     }
 

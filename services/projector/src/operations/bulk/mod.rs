@@ -22,10 +22,10 @@ use std::time::Instant;
 use chrono::{DateTime, SubsecRound as _, Utc};
 use eventline_events::{DecodeError, Envelope};
 use eventline_read_models::{Projection, State, Version};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 
-use self::copy::{CopyRows, Sink};
+use self::copy::{CopyRows, Writers, Writing};
 use self::main_fold::MainFold;
 use self::orders_by_status_fold::OrdersByStatusFold;
 use crate::Config;
@@ -62,8 +62,10 @@ pub enum Refused {
     Log(String),
     #[error("read-model version {0} is no longer `{1}`")]
     Superseded(Version, State),
-    #[error("the writer of the load stopped")]
+    #[error("a writer of the load stopped")]
     WriterStopped,
+    #[error("no writer for {0}")]
+    NoWriter(String),
 }
 
 impl Refused {
@@ -127,7 +129,7 @@ impl Loading {
     }
 
     /// Sends what is streamed as it is read: dedup records and event index rows.
-    async fn send_streamed(&mut self, sink: &Sink) -> Result<(), Refused> {
+    async fn send_streamed(&mut self, sink: &Writers) -> Result<(), Refused> {
         let schema = self.version.schema();
         let columns = "event_id, topic, partition, log_offset, event_type";
         sink.send(format!("{schema}.processed_events"), columns, self.processed.take()).await?;
@@ -147,6 +149,11 @@ impl Loading {
         tables
     }
 
+    /// Every table a load writes.
+    fn tables(&self) -> Vec<String> {
+        self.streamed_tables().into_iter().chain(self.folded_tables()).collect()
+    }
+
     /// The tables written once the log is read.
     fn folded_tables(&self) -> Vec<String> {
         let schema = self.version.schema();
@@ -161,7 +168,7 @@ impl Loading {
     }
 
     /// Sends the folded tables.
-    async fn write_folded(self, sink: &Sink) -> Result<(), Refused> {
+    async fn write_folded(self, sink: &Writers) -> Result<(), Refused> {
         let schema = self.version.schema();
         match self.fold {
             Fold::Main(fold) => fold.write(sink, &schema).await,
@@ -223,7 +230,38 @@ pub async fn load(
             fresh.push(version);
         }
     }
-    if fresh.is_empty() || config.rebuild_bulk_max_keys == 0 {
+    if fresh.is_empty() {
+        return Ok(None);
+    }
+    let loaded = attempt(config, public, &fresh, state, progress).await?;
+    if loaded.is_none() {
+        // The batch path fills it instead, from empty tables: a load cut off between its tables'
+        // commits and its checkpoints' left rows behind.
+        empty(public, &fresh, state).await?;
+    }
+    Ok(loaded)
+}
+
+/// Empties the tables a load writes, of `versions` that hold nothing yet.
+async fn empty(public: &PgPool, versions: &[Version], state: State) -> anyhow::Result<()> {
+    let mut tx = public.begin().await?;
+    hold_all(&mut tx, versions, state).await?;
+    let tables: Vec<String> = versions.iter().flat_map(|&v| Loading::new(v).tables()).collect();
+    sqlx::query(&format!("TRUNCATE {}", tables.join(", "))).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The bulk load of `fresh`, if it can be made.
+async fn attempt(
+    config: &Config,
+    public: &PgPool,
+    fresh: &[Version],
+    state: State,
+    progress: Progress,
+) -> anyhow::Result<Option<Loaded>> {
+    let fresh = fresh.to_vec();
+    if config.rebuild_bulk_max_keys == 0 {
         return Ok(None);
     }
     let ends = crate::live::status::high_watermarks(&config.kafka).await?;
@@ -240,7 +278,7 @@ pub async fn load(
     let started = Instant::now();
     let names: Vec<String> = fresh.iter().map(Version::to_string).collect();
     let mut reporter = Reporter::new(progress, format!("loading {} in bulk", names.join(", ")));
-    match load_in_two_transactions(config, public, &fresh, state, ends, &mut reporter).await {
+    match load_table_by_table(config, public, &fresh, state, ends, &mut reporter).await {
         Ok(read) => {
             reporter.finish();
             let loaded = Loaded {
@@ -269,7 +307,7 @@ pub async fn load(
     }
 }
 
-async fn load_in_two_transactions(
+async fn load_table_by_table(
     config: &Config,
     public: &PgPool,
     versions: &[Version],
@@ -278,74 +316,106 @@ async fn load_in_two_transactions(
     reporter: &mut Reporter,
 ) -> Result<Read, Refused> {
     let topic = &config.kafka.topic;
-    let tables = |of: fn(&Loading) -> Vec<String>| -> Vec<String> {
-        versions.iter().flat_map(|&v| of(&Loading::new(v))).collect()
-    };
-    let (streamed, streaming, mut indexes) =
-        writer(public, versions, state, &tables(Loading::streamed_tables)).await?;
-    let (folded, folding, more) = writer(public, versions, state, &tables(Loading::folded_tables)).await?;
-    indexes.extend(more);
-    let outcome = fold_the_log(config, versions, ranges, &indexes, &streamed, &folded, reporter).await;
-    drop((streamed, folded));
-    // The writers' errors first: a fold that stopped because a writer did says only that.
-    let joined = |error: tokio::task::JoinError| Refused::Log(format!("a writer task failed: {error}"));
-    let streamed = streaming.await.map_err(joined)??;
-    let mut folded = folding.await.map_err(joined)??;
-    let read = outcome?;
-    // The streamed tables first: until the checkpoints commit with the folded ones, the version
-    // counts as holding nothing (the next load empties what one cut off left).
-    streamed.commit().await?;
+    let mut tables = Vec::new();
+    let mut indexes = Vec::new();
     for &version in versions {
-        record_checkpoints(&mut folded, version, topic, &read).await?;
+        for table in Loading::new(version).tables() {
+            let (tx, dropped) = table_writer(config, versions, state, &table).await?;
+            tables.push((table, tx));
+            indexes.extend(dropped);
+        }
+    }
+    let (writers, writing) = Writers::start(tables);
+    let outcome = fold_the_log(config, versions, ranges, &indexes, &writers, reporter).await;
+    // Each table commits only if the whole fold got through (otherwise its writer rolls back).
+    let told = match outcome {
+        Ok(_) => writers.commit().await,
+        Err(_) => {
+            drop(writers);
+            Ok(())
+        }
+    };
+    // The writers' errors first: a fold that stopped because a writer did says only that.
+    committed(writing).await?;
+    told?;
+    let read = outcome?;
+    // Every table committed; the checkpoints last: until they commit, the version counts as
+    // holding nothing (and the next load empties what one cut off left).
+    let mut tx = public.begin().await?;
+    hold_all(&mut tx, versions, state).await?;
+    for &version in versions {
+        record_checkpoints(&mut tx, version, topic, &read).await?;
     }
     let new_dead_letters = if versions.iter().any(|v| v.projection.records_dead_letters()) {
         let dead: Vec<(&Record, Arc<DecodeError>)> = read.dead.iter().map(|(r, e)| (r, e.clone())).collect();
-        project::record_dead_letters_as(&mut folded, topic, DeadLetters::RecordUnseen, &dead).await?
+        project::record_dead_letters_as(&mut tx, topic, DeadLetters::RecordUnseen, &dead).await?
     } else {
         Vec::new()
     };
-    folded.commit().await?;
+    tx.commit().await?;
     mirror(config, public, &new_dead_letters).await;
     Ok(read)
 }
 
-/// A writer of `tables` of `versions` (in `state`), on a transaction of its own: it holds the
-/// versions' rows like a batch, empties the tables (of a load cut off before it committed its
-/// checkpoints) and drops their indexes, returned to be built again once the tables are full.
-async fn writer(
-    public: &PgPool,
-    versions: &[Version],
-    state: State,
-    tables: &[String],
-) -> Result<(Sink, Writing, Vec<(String, String)>), Refused> {
-    let mut tx = public.begin().await?;
+/// Takes a share lock on each version's row (as a batch does, so a switch waits) and checks each
+/// is still in `state`.
+async fn hold_all(conn: &mut PgConnection, versions: &[Version], state: State) -> Result<(), Refused> {
     for &version in versions {
         let writer = Writer { version, state, dead_letters: DeadLetters::RecordUnseen };
-        if project::hold(&mut tx, writer).await?.is_err() {
+        if project::hold(conn, writer).await?.is_err() {
             return Err(Refused::Superseded(version, state));
         }
     }
-    // Index builds sort in memory up to this (the default, 64 MB, spills a million rows to disk).
-    sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut *tx).await?;
-    sqlx::query(&format!("TRUNCATE {}", tables.join(", "))).execute(&mut *tx).await?;
-    let indexes = drop_indexes(&mut tx, tables).await?;
-    let (sink, writing) = Sink::start(tx);
-    Ok((sink, writing, indexes))
+    Ok(())
 }
 
-/// A writer's task: its transaction back once its sinks are dropped, or the error that stopped it.
-type Writing = tokio::task::JoinHandle<sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>>>;
+/// The connection `table` is loaded on, of its own (a load must not take the pool's, which may be
+/// small): in a transaction holding the versions' rows, the table emptied (of a load cut off before
+/// it committed its checkpoints) and its indexes dropped, returned to be built again once it is
+/// full.
+async fn table_writer(
+    config: &Config,
+    versions: &[Version],
+    state: State,
+    table: &str,
+) -> Result<(PgConnection, Vec<(String, String)>), Refused> {
+    let options = eventline_runtime::db::connect_options(&config.database)
+        .map_err(|error| Refused::Log(format!("the database configuration: {error:#}")))?;
+    let mut conn = PgConnection::connect_with(&options).await?;
+    sqlx::query("BEGIN").execute(&mut conn).await?;
+    hold_all(&mut conn, versions, state).await?;
+    // Index builds sort in memory up to this (the default, 64 MB, spills a million rows to disk).
+    sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut conn).await?;
+    sqlx::query(&format!("TRUNCATE {table}")).execute(&mut conn).await?;
+    let indexes = drop_indexes(&mut conn, &[table.to_owned()]).await?;
+    Ok((conn, indexes))
+}
+
+/// Waits for every writer to commit; the first error if one did not.
+async fn committed(writing: Writing) -> Result<(), Refused> {
+    let mut first = Ok(());
+    for writer in writing {
+        let outcome = match writer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(Refused::Database(error)),
+            Err(error) => Err(Refused::Log(format!("a writer task failed: {error}"))),
+        };
+        if first.is_ok() {
+            first = outcome;
+        }
+    }
+    first
+}
 
 /// Reads `ranges` of the log and folds them into every version of `versions`, handing the rows to
-/// the writers as they are ready: dedup records and event index rows to `streamed` as they are
-/// read, the folded tables to `folded` at the end.
+/// the writers as they are ready: dedup records and event index rows as they are read, the folded
+/// tables at the end.
 async fn fold_the_log(
     config: &Config,
     versions: &[Version],
     ranges: BTreeMap<i32, (i64, i64)>,
     indexes: &[(String, String)],
-    streamed: &Sink,
-    folded: &Sink,
+    writers: &Writers,
     reporter: &mut Reporter,
 ) -> Result<Read, Refused> {
     let topic = &config.kafka.topic;
@@ -385,7 +455,7 @@ async fn fold_the_log(
         folded_s += at.elapsed().as_secs_f64();
         at = Instant::now();
         for l in &mut loading {
-            l.send_streamed(streamed).await?;
+            l.send_streamed(writers).await?;
         }
         sent_s += at.elapsed().as_secs_f64();
         reporter.update(read.records, total);
@@ -397,16 +467,16 @@ async fn fold_the_log(
     // encoded and written on the other.
     let at = Instant::now();
     for l in &mut loading {
-        l.send_streamed(streamed).await?;
+        l.send_streamed(writers).await?;
         for table in l.streamed_tables() {
-            complete(streamed, &table, indexes).await?;
+            complete(writers, &table, indexes).await?;
         }
     }
     for l in loading {
         let tables = l.folded_tables();
-        l.write_folded(folded).await?;
+        l.write_folded(writers).await?;
         for table in tables {
-            complete(folded, &table, indexes).await?;
+            complete(writers, &table, indexes).await?;
         }
     }
     tracing::info!(seconds = at.elapsed().as_secs_f64(), "Bulk load: the folded tables encoded");
@@ -437,11 +507,11 @@ async fn drop_indexes(conn: &mut PgConnection, tables: &[String]) -> sqlx::Resul
 
 /// Hands the writer what makes `table` ready once it holds all its rows: its indexes, built again,
 /// and its statistics (for the batch path's plans once the version is switched to).
-async fn complete(sink: &Sink, table: &str, indexes: &[(String, String)]) -> Result<(), Refused> {
+async fn complete(writers: &Writers, table: &str, indexes: &[(String, String)]) -> Result<(), Refused> {
     for (_, create) in indexes.iter().filter(|(t, _)| t == table) {
-        sink.execute(create.clone()).await?;
+        writers.execute(table, create.clone()).await?;
     }
-    sink.execute(format!("ANALYZE {table}")).await
+    writers.execute(table, format!("ANALYZE {table}")).await
 }
 
 /// A record, and its event unless it is not one.

@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::Refused;
-use super::copy::Sink;
+use super::copy::Writers;
 use super::main_fold::Chunked;
 use super::micros;
 
@@ -66,7 +66,7 @@ impl OrdersByStatusFold {
     }
 
     /// Writes the rows into `schema`.
-    pub async fn write(self, sink: &Sink, schema: &str) -> Result<(), Refused> {
+    pub async fn write(self, sink: &Writers, schema: &str) -> Result<(), Refused> {
         let mut rows = Chunked::new(
             sink,
             format!("{schema}.orders_by_status"),
