@@ -1,15 +1,23 @@
-//! A fresh read-model version loaded from the log in bulk: the log read once up to its end,
-//! folded in memory, and each row written once with COPY into tables whose indexes are built after
-//! the load (PostgreSQL's bulk-loading advice), all in one transaction with the checkpoints.
+//! A fresh read-model version loaded from the log in bulk: the log read once up to its end (on a
+//! thread of its own), folded in memory, and each row written once with COPY into tables whose
+//! indexes are built after the load (PostgreSQL's bulk-loading advice).
+//!
+//! Each table is loaded on a connection and transaction of its own, so PostgreSQL takes several at
+//! once: the dedup records and the event index as the log is read, the folded tables (users,
+//! orders, payments, stock, with their documents) once it is. A table's writer empties it, drops
+//! its indexes, takes its rows, builds its indexes and statistics again, and commits only when the
+//! whole fold got through. The checkpoints (and dead letters) commit last: until they do, the
+//! version counts as holding nothing, and whatever a load cut off left behind is emptied before
+//! the next load or the batch path.
 //!
 //! The batch path (`project`) applies the same events with the same rules, row by row through
 //! indexed tables: it stays the reference. A rebuild uses the bulk load for the stretch of the log
 //! that exists when it starts, then catches up the rest (and switches) with the batch path.
 //! Anything the bulk load cannot do as the batch path would, it does not do: a row the database
 //! refuses (the batch path parks its key), a log larger than memory allows
-//! (`EVENTLINE_REBUILD_BULK_MAX_KEYS`), an error reading the log. It then rolls back, having
-//! changed nothing, and the batch path replays from the start. `verify` folds with the batch path,
-//! so it checks the two agree.
+//! (`EVENTLINE_REBUILD_BULK_MAX_KEYS`), an error reading the log. It then gives way, keeping
+//! nothing, and the batch path replays from the start. `verify` folds with the batch path, so it
+//! checks the two agree.
 
 mod copy;
 mod main_fold;
