@@ -334,7 +334,7 @@ async fn run(state: ConsoleState, caller: Caller, kind: Kind, projection: Option
     let outcome = loop {
         tokio::select! {
             outcome = &mut work => break outcome,
-            _ = tokio::time::sleep(next_look) => watch(&state, kind, &mut rates).await,
+            _ = tokio::time::sleep(next_look) => watch(&state, kind, &problems, &mut rates).await,
         }
         report_problems();
         next_look = SAMPLE_EVERY;
@@ -391,7 +391,7 @@ fn to_value<T: Serialize>(outcome: T) -> anyhow::Result<serde_json::Value> {
 }
 
 /// One sample of the version the job fills: progress per partition, phase, rate and ETA.
-async fn watch(state: &ConsoleState, kind: Kind, rates: &mut VecDeque<(Instant, i64)>) {
+async fn watch(state: &ConsoleState, kind: Kind, problems: &Problems, rates: &mut VecDeque<(Instant, i64)>) {
     let topic = &state.kafka.topic;
     let Some(projection) = state.jobs.snapshot().map(|job| job.projection) else { return };
     let sampled: sqlx::Result<_> = async {
@@ -407,7 +407,7 @@ async fn watch(state: &ConsoleState, kind: Kind, rates: &mut VecDeque<(Instant, 
         Ok((filling, theirs, ours))
     }
     .await;
-    let (filling, theirs, ours) = match sampled {
+    let (filling, theirs, mut ours) = match sampled {
         Ok(sample) => sample,
         Err(error) => {
             state.jobs.update(|job| {
@@ -416,6 +416,12 @@ async fn watch(state: &ConsoleState, kind: Kind, rates: &mut VecDeque<(Instant, 
             return;
         }
     };
+    // A bulk load commits its rows at its end: until then, where it has read to.
+    let loading = problems.loading();
+    let in_bulk = ours.is_empty() && !loading.is_empty();
+    if in_bulk {
+        ours = loading;
+    }
     // The goal per partition: the log's end as last observed, never behind the live version.
     let mut goal: BTreeMap<i32, i64> = state
         .projection
@@ -450,6 +456,7 @@ async fn watch(state: &ConsoleState, kind: Kind, rates: &mut VecDeque<(Instant, 
         job.version = filling.map(|v| v.number);
         job.phase = match kind {
             Kind::Verify => "folding",
+            _ if in_bulk => "loading in bulk",
             _ if behind_live => "replaying",
             _ => "catching up",
         }

@@ -2,6 +2,7 @@
 //! every few seconds otherwise, or — for the console, which measures progress itself — only the
 //! errors met on the way, as they happen.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,15 +22,19 @@ pub enum Progress {
     Watched(Arc<Problems>),
 }
 
-/// Errors met by a running operation, newest last (at most [`Problems::KEPT`]).
+/// What a running operation tells whoever watches it: the errors it met, newest last (at most
+/// [`Problems::KEPT`]), and where a bulk load has read to.
 #[derive(Debug, Default)]
-pub struct Problems(Mutex<Vec<(DateTime<Utc>, String)>>);
+pub struct Problems {
+    errors: Mutex<Vec<(DateTime<Utc>, String)>>,
+    loading: Mutex<BTreeMap<i32, i64>>,
+}
 
 impl Problems {
     const KEPT: usize = 50;
 
     pub fn push(&self, message: String) {
-        if let Ok(mut problems) = self.0.lock() {
+        if let Ok(mut problems) = self.errors.lock() {
             if problems.len() >= Self::KEPT {
                 problems.remove(0);
             }
@@ -39,7 +44,19 @@ impl Problems {
 
     /// The errors met since the last call.
     pub fn take(&self) -> Vec<(DateTime<Utc>, String)> {
-        self.0.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+        self.errors.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
+    }
+
+    /// Where a bulk load under way has read to, per partition (next offset); empty when none is.
+    /// Its rows are not committed yet, so the version's checkpoints do not show it.
+    pub fn loading(&self) -> BTreeMap<i32, i64> {
+        self.loading.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn set_loading(&self, positions: &BTreeMap<i32, i64>) {
+        if let Ok(mut loading) = self.loading.lock() {
+            loading.clone_from(positions);
+        }
     }
 }
 
@@ -105,6 +122,14 @@ impl Reporter {
                 tracing::info!(done, total, events_per_s = rate.round(), eta_s = eta.round(), "{label}");
             }
             Reporter::Watched(_) => {}
+        }
+    }
+
+    /// Where a bulk load has read to (empty once it is over), for a watcher: the version's
+    /// checkpoints show nothing of it until it commits.
+    pub(crate) fn loading(&self, positions: &BTreeMap<i32, i64>) {
+        if let Reporter::Watched(problems) = self {
+            problems.set_loading(positions);
         }
     }
 

@@ -260,7 +260,8 @@ async fn empty(public: &PgPool, versions: &[Version], state: State) -> anyhow::R
     Ok(())
 }
 
-/// The bulk load of `fresh`, if it can be made.
+/// The bulk load of `fresh`, if it can be made (`None` when it is off, the log is empty or its
+/// end unknown, or the load gave way).
 async fn attempt(
     config: &Config,
     public: &PgPool,
@@ -268,7 +269,6 @@ async fn attempt(
     state: State,
     progress: Progress,
 ) -> anyhow::Result<Option<Loaded>> {
-    let fresh = fresh.to_vec();
     if config.rebuild_bulk_max_keys == 0 {
         return Ok(None);
     }
@@ -286,11 +286,13 @@ async fn attempt(
     let started = Instant::now();
     let names: Vec<String> = fresh.iter().map(Version::to_string).collect();
     let mut reporter = Reporter::new(progress, format!("loading {} in bulk", names.join(", ")));
-    match load_table_by_table(config, public, &fresh, state, ends, &mut reporter).await {
+    let outcome = load_table_by_table(config, public, fresh, state, ends, &mut reporter).await;
+    reporter.loading(&BTreeMap::new());
+    match outcome {
         Ok(read) => {
             reporter.finish();
             let loaded = Loaded {
-                versions: fresh.clone(),
+                versions: fresh.to_vec(),
                 records: read.records,
                 seconds: started.elapsed().as_secs_f64(),
             };
@@ -308,7 +310,7 @@ async fn attempt(
             tracing::warn!(
                 versions = ?names,
                 reason = %refused,
-                "The bulk load gave way (nothing of it was kept); replaying batch by batch"
+                "The bulk load gave way (its tables are emptied); replaying batch by batch"
             );
             Ok(None)
         }
@@ -467,6 +469,7 @@ async fn fold_the_log(
         }
         sent_s += at.elapsed().as_secs_f64();
         reporter.update(read.records, total);
+        reporter.loading(&read.next);
         at = Instant::now();
     }
     drop(seen);
