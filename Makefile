@@ -13,7 +13,7 @@ test:  ## Bring up the dependencies and run all tests against them
 demo:  ## A guided tour of the running stack (make up or docker compose); fails if a step does not show what it should
 	@bash scripts/demo.sh
 
-bench: ## Benchmarks (QUICK=1 for a 3-minute smoke run); writes target/bench/results-<engine>.json and docs/benchmarks.md
+bench: ## Benchmarks (QUICK=1 for a 3-minute smoke run, ONLY=projection for the projector and rebuilds only, topic and database kept); writes target/bench/results-<engine>.json and docs/benchmarks.md
 	@QUICK=$(QUICK) bash scripts/bench.sh
 
 chaos: ## Fault injection under load (SHORT=1 for a quick run); restarts the local PostgreSQL and Redis

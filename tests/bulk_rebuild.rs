@@ -186,6 +186,16 @@ async fn a_bulk_load_that_cannot_do_what_the_batch_path_would_gives_way_and_the_
     projector.stop().await.unwrap();
 }
 
+/// Whether a COPY into version 2 of `main` is under way.
+async fn copying_into_version_2(env: &TestEnv) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY read\\_model\\_v2.%')",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bulk_load_killed_half_way_holds_nothing_and_the_rebuild_resumes_in_bulk() {
     let env = TestEnv::new().await;
@@ -210,26 +220,14 @@ async fn a_bulk_load_killed_half_way_holds_nothing_and_the_rebuild_resumes_in_bu
         tokio::spawn(async move { rebuild::rebuild(&config, Projection::Main, Progress::Log, 500).await })
     };
     eventually(Duration::from_secs(60), "the bulk load COPYing into version 2", || async {
-        let copying: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY read\\_model\\_v2.%')",
-        )
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-        copying.then_some(())
+        copying_into_version_2(&env).await.then_some(())
     })
     .await;
     killed.abort();
     let _ = killed.await;
     // Its writers finish or roll back.
-    eventually(Duration::from_secs(30), "the killed load rolled back", || async {
-        let copying: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY read\\_model\\_v2.%')",
-        )
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-        (!copying).then_some(())
+    eventually(Duration::from_secs(30), "the killed load's writers done", || async {
+        (!copying_into_version_2(&env).await).then_some(())
     })
     .await;
     // No checkpoints: the version holds nothing, whatever its tables kept (each table commits on
