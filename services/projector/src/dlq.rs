@@ -165,10 +165,7 @@ pub async fn redrive(public: &PgPool, entry: &DeadLetter) -> sqlx::Result<Redriv
     for version in versions {
         let writer = Writer::live(version);
         // The projection's tables for what follows in this transaction, `public` after them.
-        sqlx::query("SELECT set_config('search_path', $1, true)")
-            .bind(format!("{},public", version.schema()))
-            .execute(&mut *tx)
-            .await?;
+        project::scope_to(&mut tx, version).await?;
         if project::hold(&mut tx, writer).await?.is_err() {
             return Ok(Redriven::NotLive { id: entry.id, version: version.number });
         }

@@ -344,6 +344,16 @@ pub async fn hold(tx: &mut sqlx::PgConnection, writer: Writer) -> sqlx::Result<R
     Ok(if state == Some(writer.state) { Ok(()) } else { Err(Superseded) })
 }
 
+/// Makes the unqualified table names of the rest of the transaction on `conn` `version`'s tables
+/// (then `public`'s), as a version's pool does for every connection.
+pub async fn scope_to(conn: &mut sqlx::PgConnection, version: Version) -> sqlx::Result<()> {
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(format!("{},public", version.schema()))
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 /// `apply` inside a transaction the caller commits (a redrive also removes its dead letter or
 /// its parked key in it), without parking: a refusal of the data is returned as the error.
 /// Events of keys parked before wait behind them (they join their key).

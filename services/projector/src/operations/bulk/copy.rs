@@ -126,15 +126,25 @@ impl CopyRows {
     }
 }
 
-/// What a writer does, in the order given: a COPY of rows into its table, or a statement.
+/// What a writer does, in the order given.
 enum Job {
     Copy {
         columns: &'static str,
         rows: CopyRows,
     },
-    Execute(String),
+    /// The table holds all its rows: build its indexes again and its statistics (for the batch
+    /// path's plans once the version is switched to).
+    Complete,
     /// The load is complete: commit.
     Commit,
+}
+
+/// One table to load: its connection, in the transaction begun on it, and the statements that
+/// build its dropped indexes again.
+pub struct TableLoad {
+    pub table: String,
+    pub conn: PgConnection,
+    pub indexes: Vec<String>,
 }
 
 /// The writers of a load: one task per table, each on a transaction of its own (so PostgreSQL
@@ -149,14 +159,14 @@ pub struct Writers {
 pub type Writing = Vec<JoinHandle<sqlx::Result<()>>>;
 
 impl Writers {
-    /// Starts a writer per table of `tables`, each on its connection, in the transaction begun on it.
-    pub fn start(tables: Vec<(String, PgConnection)>) -> (Writers, Writing) {
+    /// Starts a writer per table of `loads`.
+    pub fn start(loads: Vec<TableLoad>) -> (Writers, Writing) {
         let mut sinks = BTreeMap::new();
-        let mut writing = Vec::with_capacity(tables.len());
-        for (table, tx) in tables {
+        let mut writing = Vec::with_capacity(loads.len());
+        for load in loads {
             let (sender, jobs) = mpsc::channel::<Job>(4);
-            writing.push(tokio::spawn(write(table.clone(), tx, jobs)));
-            sinks.insert(table, sender);
+            sinks.insert(load.table.clone(), sender);
+            writing.push(tokio::spawn(write(load, jobs)));
         }
         (Writers { sinks }, writing)
     }
@@ -169,9 +179,10 @@ impl Writers {
         self.job(&table, Job::Copy { columns, rows }).await
     }
 
-    /// Hands a statement to `table`'s writer (it runs after the rows handed before).
-    pub async fn execute(&self, table: &str, statement: String) -> Result<(), Refused> {
-        self.job(table, Job::Execute(statement)).await
+    /// Tells `table`'s writer the table holds all its rows (once it has taken those handed
+    /// before).
+    pub async fn complete(&self, table: &str) -> Result<(), Refused> {
+        self.job(table, Job::Complete).await
     }
 
     /// Tells every writer to commit, once it has done what it was handed.
@@ -190,20 +201,24 @@ impl Writers {
 
 /// One table's writer: commits when told; at an error, or when its channel closes first, its
 /// connection closes, which rolls its transaction back.
-async fn write(table: String, mut tx: PgConnection, mut jobs: mpsc::Receiver<Job>) -> sqlx::Result<()> {
+async fn write(load: TableLoad, mut jobs: mpsc::Receiver<Job>) -> sqlx::Result<()> {
+    let TableLoad { table, mut conn, indexes } = load;
     while let Some(job) = jobs.recv().await {
         match job {
-            Job::Copy { columns, rows } => rows.send(&mut tx, &table, columns).await?,
-            Job::Execute(statement) => {
-                sqlx::query(&statement).execute(&mut tx).await?;
+            Job::Copy { columns, rows } => rows.send(&mut conn, &table, columns).await?,
+            Job::Complete => {
+                for create in &indexes {
+                    sqlx::query(create).execute(&mut conn).await?;
+                }
+                sqlx::query(&format!("ANALYZE {table}")).execute(&mut conn).await?;
             }
             Job::Commit => {
-                sqlx::query("COMMIT").execute(&mut tx).await?;
+                sqlx::query("COMMIT").execute(&mut conn).await?;
                 break;
             }
         }
     }
-    tx.close().await
+    conn.close().await
 }
 
 #[cfg(test)]

@@ -33,13 +33,13 @@ use eventline_read_models::{Projection, State, Version};
 use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 
-use self::copy::{CopyRows, Writers, Writing};
+use self::copy::{CopyRows, TableLoad, Writers, Writing};
 use self::main_fold::MainFold;
 use self::orders_by_status_fold::OrdersByStatusFold;
 use crate::Config;
 use crate::live::consumer::RangeReader;
 use crate::operations::progress::{Progress, Reporter};
-use crate::project::checkpoint::load_version;
+use crate::project::checkpoint::{self, load_version};
 use crate::project::{self, DeadLetters, Record, Writer};
 
 /// Rows per COPY statement.
@@ -147,34 +147,6 @@ impl Loading {
         }
     }
 
-    /// The tables written as the log is read: complete once it is.
-    fn streamed_tables(&self) -> Vec<String> {
-        let schema = self.version.schema();
-        let mut tables = vec![format!("{schema}.processed_events")];
-        if let Fold::Main(_) = self.fold {
-            tables.push(format!("{schema}.event_index"));
-        }
-        tables
-    }
-
-    /// Every table a load writes.
-    fn tables(&self) -> Vec<String> {
-        self.streamed_tables().into_iter().chain(self.folded_tables()).collect()
-    }
-
-    /// The tables written once the log is read.
-    fn folded_tables(&self) -> Vec<String> {
-        let schema = self.version.schema();
-        let streamed = self.streamed_tables();
-        self.version
-            .projection
-            .read_models()
-            .iter()
-            .map(|t| format!("{schema}.{t}"))
-            .filter(|t| !streamed.contains(t))
-            .collect()
-    }
-
     /// Sends the folded tables.
     async fn write_folded(self, sink: &Writers) -> Result<(), Refused> {
         let schema = self.version.schema();
@@ -185,28 +157,32 @@ impl Loading {
     }
 }
 
-/// Sets `version`'s checkpoints to where the load read to.
-async fn record_checkpoints(
-    conn: &mut PgConnection,
-    version: Version,
-    topic: &str,
-    read: &Read,
-) -> sqlx::Result<()> {
-    let partitions: Vec<i32> = read.next.keys().copied().collect();
-    let next: Vec<i64> = read.next.values().copied().collect();
-    let appended: Vec<Option<i64>> = partitions.iter().map(|p| read.appended_ms.get(p).copied()).collect();
-    sqlx::query(&format!(
-        "INSERT INTO {}.projection_checkpoints (topic, partition, next_offset, updated_at, last_appended_at)
-         SELECT $1, p, o, now(), to_timestamp(a / 1000.0) FROM UNNEST($2::int[], $3::bigint[], $4::bigint[]) AS t(p, o, a)",
-        version.schema()
-    ))
-    .bind(topic)
-    .bind(&partitions)
-    .bind(&next)
-    .bind(&appended)
-    .execute(&mut *conn)
-    .await
-    .map(|_| ())
+/// The tables of `version` a load writes as the log is read: complete once it is.
+fn streamed_tables(version: Version) -> Vec<String> {
+    let schema = version.schema();
+    let mut tables = vec![format!("{schema}.processed_events")];
+    if version.projection == Projection::Main {
+        tables.push(format!("{schema}.event_index"));
+    }
+    tables
+}
+
+/// The tables of `version` a load writes once the log is read.
+fn folded_tables(version: Version) -> Vec<String> {
+    let streamed = streamed_tables(version);
+    let schema = version.schema();
+    version
+        .projection
+        .read_models()
+        .iter()
+        .map(|t| format!("{schema}.{t}"))
+        .filter(|t| !streamed.contains(t))
+        .collect()
+}
+
+/// Every table of `version` a load writes.
+fn tables(version: Version) -> Vec<String> {
+    streamed_tables(version).into_iter().chain(folded_tables(version)).collect()
 }
 
 /// What was read of the log.
@@ -254,7 +230,7 @@ pub async fn load(
 async fn empty(public: &PgPool, versions: &[Version], state: State) -> anyhow::Result<()> {
     let mut tx = public.begin().await?;
     hold_all(&mut tx, versions, state).await?;
-    let tables: Vec<String> = versions.iter().flat_map(|&v| Loading::new(v).tables()).collect();
+    let tables: Vec<String> = versions.iter().flat_map(|&v| tables(v)).collect();
     sqlx::query(&format!("TRUNCATE {}", tables.join(", "))).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
@@ -326,17 +302,14 @@ async fn load_table_by_table(
     reporter: &mut Reporter,
 ) -> Result<Read, Refused> {
     let topic = &config.kafka.topic;
-    let mut tables = Vec::new();
-    let mut indexes = Vec::new();
+    let mut loads = Vec::new();
     for &version in versions {
-        for table in Loading::new(version).tables() {
-            let (tx, dropped) = table_writer(config, versions, state, &table).await?;
-            tables.push((table, tx));
-            indexes.extend(dropped);
+        for table in tables(version) {
+            loads.push(table_writer(config, versions, state, table).await?);
         }
     }
-    let (writers, writing) = Writers::start(tables);
-    let outcome = fold_the_log(config, versions, ranges, &indexes, &writers, reporter).await;
+    let (writers, writing) = Writers::start(loads);
+    let outcome = fold_the_log(config, versions, ranges, &writers, reporter).await;
     // Each table commits only if the whole fold got through (otherwise its writer rolls back).
     let told = match outcome {
         Ok(_) => writers.commit().await,
@@ -353,15 +326,16 @@ async fn load_table_by_table(
     // holding nothing (and the next load empties what one cut off left).
     let mut tx = public.begin().await?;
     hold_all(&mut tx, versions, state).await?;
-    for &version in versions {
-        record_checkpoints(&mut tx, version, topic, &read).await?;
-    }
     let new_dead_letters = if versions.iter().any(|v| v.projection.records_dead_letters()) {
         let dead: Vec<(&Record, Arc<DecodeError>)> = read.dead.iter().map(|(r, e)| (r, e.clone())).collect();
         project::record_dead_letters_as(&mut tx, topic, DeadLetters::RecordUnseen, &dead).await?
     } else {
         Vec::new()
     };
+    for &version in versions {
+        project::scope_to(&mut tx, version).await?;
+        checkpoint::advance(&mut tx, topic, &read.next, &read.appended_ms).await?;
+    }
     tx.commit().await?;
     mirror(config, public, &new_dead_letters).await;
     Ok(read)
@@ -381,14 +355,13 @@ async fn hold_all(conn: &mut PgConnection, versions: &[Version], state: State) -
 
 /// The connection `table` is loaded on, of its own (a load must not take the pool's, which may be
 /// small): in a transaction holding the versions' rows, the table emptied (of a load cut off before
-/// it committed its checkpoints) and its indexes dropped, returned to be built again once it is
-/// full.
+/// it committed its checkpoints) and its indexes dropped, to be built again once it is full.
 async fn table_writer(
     config: &Config,
     versions: &[Version],
     state: State,
-    table: &str,
-) -> Result<(PgConnection, Vec<(String, String)>), Refused> {
+    table: String,
+) -> Result<TableLoad, Refused> {
     let options = eventline_runtime::db::connect_options(&config.database)
         .map_err(|error| Refused::Log(format!("the database configuration: {error:#}")))?;
     let mut conn = PgConnection::connect_with(&options).await?;
@@ -397,8 +370,8 @@ async fn table_writer(
     // Index builds sort in memory up to this (the default, 64 MB, spills a million rows to disk).
     sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut conn).await?;
     sqlx::query(&format!("TRUNCATE {table}")).execute(&mut conn).await?;
-    let indexes = drop_indexes(&mut conn, &[table.to_owned()]).await?;
-    Ok((conn, indexes))
+    let indexes = drop_indexes(&mut conn, &table).await?;
+    Ok(TableLoad { table, conn, indexes })
 }
 
 /// Waits for every writer to commit; the first error if one did not.
@@ -424,7 +397,6 @@ async fn fold_the_log(
     config: &Config,
     versions: &[Version],
     ranges: BTreeMap<i32, (i64, i64)>,
-    indexes: &[(String, String)],
     writers: &Writers,
     reporter: &mut Reporter,
 ) -> Result<Read, Refused> {
@@ -474,55 +446,44 @@ async fn fold_the_log(
     }
     drop(seen);
     tracing::info!(waited_s, folded_s, sent_s, "Bulk load: the log read and folded");
-    // The streamed tables are complete: indexed on their connection while the folded ones are
-    // encoded and written on the other.
+    // The streamed tables are complete (each chunk's rows were handed on): indexed on their
+    // connections while the folded ones are encoded and written on theirs.
     let at = Instant::now();
-    for l in &mut loading {
-        l.send_streamed(writers).await?;
-        for table in l.streamed_tables() {
-            complete(writers, &table, indexes).await?;
+    for &version in versions {
+        for table in streamed_tables(version) {
+            writers.complete(&table).await?;
         }
     }
     for l in loading {
-        let tables = l.folded_tables();
+        let version = l.version;
         l.write_folded(writers).await?;
-        for table in tables {
-            complete(writers, &table, indexes).await?;
+        for table in folded_tables(version) {
+            writers.complete(&table).await?;
         }
     }
     tracing::info!(seconds = at.elapsed().as_secs_f64(), "Bulk load: the folded tables encoded");
     Ok(read)
 }
 
-/// Drops the indexes (and the constraints they back) of `tables`; returns, per table, the
-/// statements that build them again.
-async fn drop_indexes(conn: &mut PgConnection, tables: &[String]) -> sqlx::Result<Vec<(String, String)>> {
-    let found: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT conrelid::regclass::text,
-                format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid)),
+/// Drops the indexes (and the constraints they back) of `table`; returns the statements that
+/// build them again.
+async fn drop_indexes(conn: &mut PgConnection, table: &str) -> sqlx::Result<Vec<String>> {
+    let found: Vec<(String, String)> = sqlx::query_as(
+        "SELECT format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, pg_get_constraintdef(oid)),
                 format('ALTER TABLE %s DROP CONSTRAINT %I', conrelid::regclass, conname)
-         FROM pg_constraint WHERE conrelid = ANY($1::text[]::regclass[]) AND contype IN ('p', 'u')
+         FROM pg_constraint WHERE conrelid = $1::regclass AND contype IN ('p', 'u')
          UNION ALL
-         SELECT i.indrelid::regclass::text, pg_get_indexdef(i.indexrelid), format('DROP INDEX %s', i.indexrelid::regclass)
-         FROM pg_index i WHERE i.indrelid = ANY($1::text[]::regclass[])
+         SELECT pg_get_indexdef(i.indexrelid), format('DROP INDEX %s', i.indexrelid::regclass)
+         FROM pg_index i WHERE i.indrelid = $1::regclass
            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
     )
-    .bind(tables)
+    .bind(table)
     .fetch_all(&mut *conn)
     .await?;
-    for (_, _, drop) in &found {
+    for (_, drop) in &found {
         sqlx::query(drop).execute(&mut *conn).await?;
     }
-    Ok(found.into_iter().map(|(table, create, _)| (table, create)).collect())
-}
-
-/// Hands the writer what makes `table` ready once it holds all its rows: its indexes, built again,
-/// and its statistics (for the batch path's plans once the version is switched to).
-async fn complete(writers: &Writers, table: &str, indexes: &[(String, String)]) -> Result<(), Refused> {
-    for (_, create) in indexes.iter().filter(|(t, _)| t == table) {
-        writers.execute(table, create.clone()).await?;
-    }
-    writers.execute(table, format!("ANALYZE {table}")).await
+    Ok(found.into_iter().map(|(create, _)| create).collect())
 }
 
 /// A record, and its event unless it is not one.
