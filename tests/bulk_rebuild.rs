@@ -70,7 +70,7 @@ fn stock(sku: &str, kind: AdjustmentType, quantity: i64, second: i64) -> Envelop
     Envelope::at(event, Uuid::now_v7(), at(second))
 }
 
-/// A log with every edge, applied by a live projector (the batch path); returns its length.
+/// A log with every edge; returns its length.
 async fn edged_log(env: &TestEnv) -> i64 {
     env.create_topic().await;
     let producer = env.producer();
@@ -114,6 +114,14 @@ async fn edged_log(env: &TestEnv) -> i64 {
     events.len() as i64 + 2
 }
 
+/// The edged log, applied by a live projector (which keeps running); returns its length.
+async fn edged_log_projected(env: &TestEnv) -> (i64, support::Running) {
+    let records = edged_log(env).await;
+    let projector = support::projector(env).await;
+    env.wait_for_checkpoints(records, Duration::from_secs(30)).await;
+    (records, projector)
+}
+
 async fn rebuilt_and_verified(
     env: &TestEnv,
     config: &eventline_projector::Config,
@@ -123,23 +131,14 @@ async fn rebuilt_and_verified(
     assert_eq!(switched.live, projection.version(2));
     let report = verify::verify(config, projection, Progress::Log, 5, 5).await.unwrap();
     assert!(report.differing().is_empty(), "{projection}: {report:?}");
-    let states: Vec<(i32, State)> = sqlx::query_as(
-        "SELECT version, state FROM read_model_versions WHERE projection = $1 ORDER BY version",
-    )
-    .bind(projection)
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
-    assert_eq!(states, [(1, State::Previous), (2, State::Live)]);
+    assert_eq!(support::version_states(env, projection).await, [(1, State::Previous), (2, State::Live)]);
     switched.loaded_in_bulk
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_loaded_rebuild_equals_the_batch_path_on_every_edge() {
     let env = TestEnv::new().await;
-    let records = edged_log(&env).await;
-    let projector = support::projector(&env).await;
-    env.wait_for_checkpoints(records, Duration::from_secs(30)).await;
+    let (records, projector) = edged_log_projected(&env).await;
     let config = support::projector_config(&env, "bulk");
     for projection in Projection::ALL {
         assert_eq!(
@@ -158,9 +157,7 @@ async fn a_bulk_loaded_rebuild_equals_the_batch_path_on_every_edge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_load_that_cannot_do_what_the_batch_path_would_gives_way_and_the_rebuild_ends_equal() {
     let env = TestEnv::new().await;
-    let records = edged_log(&env).await;
-    let projector = support::projector(&env).await;
-    env.wait_for_checkpoints(records, Duration::from_secs(30)).await;
+    let (_, projector) = edged_log_projected(&env).await;
 
     // More keys than allowed in memory: replayed batch by batch.
     let mut config = support::projector_config(&env, "bulk");
@@ -239,13 +236,9 @@ async fn a_bulk_load_killed_half_way_holds_nothing_and_the_rebuild_resumes_in_bu
         .unwrap();
     assert_eq!(checkpoints, 0, "the killed load's checkpoints");
     assert_eq!(
-        sqlx::query_scalar::<_, State>(
-            "SELECT state FROM read_model_versions WHERE projection = 'main' AND version = 2"
-        )
-        .fetch_one(&env.pool)
-        .await
-        .unwrap(),
-        State::Building
+        support::version_states(&env, Projection::Main).await,
+        [(1, State::Live), (2, State::Building)],
+        "the live version untouched, version 2 still building"
     );
 
     // What a load cut off between its tables' commits and its checkpoints leaves: the next load

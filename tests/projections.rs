@@ -99,19 +99,11 @@ async fn listed_once_switched(query: &support::Running, status: &str, token: &st
     .await
 }
 
-async fn states(env: &TestEnv, projection: Projection) -> Vec<(i32, State)> {
-    sqlx::query_as("SELECT version, state FROM read_model_versions WHERE projection = $1 ORDER BY version")
-        .bind(projection)
-        .fetch_all(&env.pool)
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_projection_added_catches_up_alone_and_reads_of_the_others_never_wait_for_it() {
     let env = TestEnv::new().await;
     assert_eq!(
-        states(&env, Projection::OrdersByStatus).await,
+        support::version_states(&env, Projection::OrdersByStatus).await,
         [(1, State::Building)],
         "as the migration left it"
     );
@@ -143,7 +135,11 @@ async fn a_projection_added_catches_up_alone_and_reads_of_the_others_never_wait_
         (response.status() == 200).then_some(())
     })
     .await;
-    assert_eq!(states(&env, Projection::OrdersByStatus).await, [(1, State::Building)], "still held");
+    assert_eq!(
+        support::version_states(&env, Projection::OrdersByStatus).await,
+        [(1, State::Building)],
+        "still held"
+    );
     let (code, _, problem) = listed(&query, "awaiting_payment", &token).await;
     assert_eq!(code, 503, "{problem}");
     assert_eq!(problem["type"], "https://eventline.dev/problems/projection-catching-up", "{problem}");
@@ -154,14 +150,18 @@ async fn a_projection_added_catches_up_alone_and_reads_of_the_others_never_wait_
     // Released: the projector catches it up from the log's start by itself and switches it live.
     holder.close().await.unwrap();
     eventually(Duration::from_secs(60), "the new projection live", || async {
-        (states(&env, Projection::OrdersByStatus).await == [(1, State::Live)]).then_some(())
+        (support::version_states(&env, Projection::OrdersByStatus).await == [(1, State::Live)]).then_some(())
     })
     .await;
     let found = listed_once_switched(&query, "awaiting_payment", &token).await;
     assert_eq!(found, unpaid);
     let (_, found, _) = listed(&query, "paid", &token).await;
     assert_eq!(found, paid);
-    assert_eq!(states(&env, Projection::Main).await, [(1, State::Live)], "the main projection untouched");
+    assert_eq!(
+        support::version_states(&env, Projection::Main).await,
+        [(1, State::Live)],
+        "the main projection untouched"
+    );
 
     // Joined to the live runner: new events reach it, and one user's orders are listed alone
     // (the first user of a seed has its order paid).
@@ -192,7 +192,7 @@ async fn one_projection_is_rebuilt_verified_and_rolled_back_alone_under_traffic(
     let query = support::query(&env).await;
     let (_, _, _, token) = seed(&command, 60, "before").await;
     eventually(Duration::from_secs(60), "the new projection live", || async {
-        (states(&env, Projection::OrdersByStatus).await == [(1, State::Live)]).then_some(())
+        (support::version_states(&env, Projection::OrdersByStatus).await == [(1, State::Live)]).then_some(())
     })
     .await;
     listed_once_switched(&query, "awaiting_payment", &token).await;
@@ -221,8 +221,15 @@ async fn one_projection_is_rebuilt_verified_and_rolled_back_alone_under_traffic(
     assert_eq!(switched.live, Projection::OrdersByStatus.version(2));
     assert_eq!(switched.previous, Some(Projection::OrdersByStatus.version(1)));
     let token = traffic.await.unwrap();
-    assert_eq!(states(&env, Projection::Main).await, [(1, State::Live)], "the others are not rebuilt");
-    assert_eq!(states(&env, Projection::OrdersByStatus).await, [(1, State::Previous), (2, State::Live)]);
+    assert_eq!(
+        support::version_states(&env, Projection::Main).await,
+        [(1, State::Live)],
+        "the others are not rebuilt"
+    );
+    assert_eq!(
+        support::version_states(&env, Projection::OrdersByStatus).await,
+        [(1, State::Previous), (2, State::Live)]
+    );
 
     // The live projector follows the switch: what comes after reaches version 2.
     let (code, found, body) = listed(&query, "awaiting_payment", &token).await;
@@ -235,8 +242,11 @@ async fn one_projection_is_rebuilt_verified_and_rolled_back_alone_under_traffic(
     let rolled_back =
         rebuild::rollback(&config, Projection::OrdersByStatus, Progress::Log, 100).await.unwrap();
     assert_eq!(rolled_back.live, Projection::OrdersByStatus.version(1));
-    assert_eq!(states(&env, Projection::OrdersByStatus).await, [(1, State::Live), (2, State::Previous)]);
-    assert_eq!(states(&env, Projection::Main).await, [(1, State::Live)]);
+    assert_eq!(
+        support::version_states(&env, Projection::OrdersByStatus).await,
+        [(1, State::Live), (2, State::Previous)]
+    );
+    assert_eq!(support::version_states(&env, Projection::Main).await, [(1, State::Live)]);
     let report = verify::verify(&config, Projection::OrdersByStatus, Progress::Log, 100, 5).await.unwrap();
     assert!(report.differing().is_empty(), "{report:?}");
     let report = verify::verify(&config, Projection::Main, Progress::Log, 100, 5).await.unwrap();
@@ -251,7 +261,7 @@ async fn a_redriven_dead_letter_reaches_every_live_projection_at_once() {
     // A projector on an empty log makes the new projection live at once, then stops.
     let projector = support::projector(&env).await;
     eventually(Duration::from_secs(30), "both projections live", || async {
-        (states(&env, Projection::OrdersByStatus).await == [(1, State::Live)]).then_some(())
+        (support::version_states(&env, Projection::OrdersByStatus).await == [(1, State::Live)]).then_some(())
     })
     .await;
     projector.stop().await.unwrap();

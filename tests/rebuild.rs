@@ -79,12 +79,7 @@ async fn first_progress_of_version_2(env: &TestEnv) -> i64 {
 
 /// The main projection's versions and their states.
 async fn version_states(env: &TestEnv) -> Vec<(i32, State)> {
-    sqlx::query_as(
-        "SELECT version, state FROM public.read_model_versions WHERE projection = 'main' ORDER BY version",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap()
+    support::version_states(env, eventline_read_models::Projection::Main).await
 }
 
 #[tokio::test]

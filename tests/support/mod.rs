@@ -154,3 +154,17 @@ pub async fn query_with(config: eventline_query::Config) -> Running {
 pub async fn query(env: &TestEnv) -> Running {
     query_with(query_config(env)).await
 }
+
+/// `projection`'s read-model versions and their states, oldest first.
+pub async fn version_states(
+    env: &TestEnv,
+    projection: eventline_read_models::Projection,
+) -> Vec<(i32, eventline_read_models::State)> {
+    sqlx::query_as(
+        "SELECT version, state FROM public.read_model_versions WHERE projection = $1 ORDER BY version",
+    )
+    .bind(projection)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap()
+}
