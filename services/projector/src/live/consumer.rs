@@ -264,7 +264,17 @@ impl RangeReader {
     /// Up to `max` further records of the ranges, in log order per partition. Fails when the log
     /// delivers nothing for a while although records are missing (a broker down, a log cut short).
     pub fn next_chunk(&mut self, max: usize) -> KafkaResult<Vec<Record>> {
-        let mut chunk = Vec::with_capacity(max.min(10_000));
+        self.next_chunk_with(max, |message| Record::from_message(message))
+    }
+
+    /// As [`next_chunk`](Self::next_chunk), each message made into a `T` by `take` while it is
+    /// borrowed (a reader that needs less of it than a whole [`Record`] copies less).
+    pub fn next_chunk_with<T>(
+        &mut self,
+        max: usize,
+        mut take: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> T,
+    ) -> KafkaResult<Vec<T>> {
+        let mut chunk = Vec::with_capacity(max.min(20_000));
         let mut last_progress = std::time::Instant::now();
         while chunk.len() < max && !self.pending.is_empty() {
             let message = match self.consumer.poll(Duration::from_millis(100)) {
@@ -285,7 +295,7 @@ impl RangeReader {
             last_progress = std::time::Instant::now();
             if message.offset() < *end {
                 *next = message.offset() + 1;
-                chunk.push(Record::from_message(&message));
+                chunk.push(take(&message));
             }
             if message.offset() + 1 >= *end {
                 self.pending.remove(&partition);

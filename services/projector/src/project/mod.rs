@@ -63,6 +63,19 @@ impl Record {
         }
     }
 
+    /// Only the message's place in the log (no key, payload or headers): for a reader that has
+    /// taken what it needs of the rest already (the bulk load, which decoded the event).
+    pub fn place_of(message: &impl Message) -> Record {
+        Record {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: None,
+            payload: Vec::new(),
+            headers: BTreeMap::new(),
+            appended_at_ms: message.timestamp().to_millis(),
+        }
+    }
+
     /// The W3C trace id of the `traceparent` header, if any.
     pub fn trace_id(&self) -> Option<&str> {
         let traceparent = self.headers.get("traceparent")?;

@@ -172,13 +172,13 @@ impl MainFold {
         *version += 1;
         let appended = record.appended_at_ms.and_then(DateTime::from_timestamp_millis);
         let row = &mut self.index;
-        row.text(kind).text(&id).plain(*version).plain(record.partition).plain(record.offset);
-        row.plain(envelope.event_id).text(envelope.event_type().as_str()).time(at);
+        row.text(kind).text(&id).value(&*version).value(&record.partition).value(&record.offset);
+        row.value(&envelope.event_id).text(envelope.event_type().as_str()).time(at);
         match appended {
             Some(appended) => row.time(appended),
             None => row.null(),
         };
-        row.text(&envelope.event.data_json());
+        row.jsonb(&envelope.event.data_json());
         row.end();
     }
 
@@ -200,8 +200,8 @@ impl MainFold {
         );
         for (id, p) in payments {
             let row = rows.row();
-            row.plain(id).plain(p.order_id).plain(p.amount).text(p.currency).text(&p.method);
-            row.text(p.status).time(p.settled_at).plain(p.last_event_id);
+            row.value(&id).value(&p.order_id).value(&p.amount).text(p.currency).text(&p.method);
+            row.text(p.status).time(p.settled_at).value(&p.last_event_id);
             rows.end().await?;
         }
         rows.finish().await?;
@@ -213,10 +213,10 @@ impl MainFold {
         for (sku, s) in std::mem::take(&mut self.stock) {
             rows.row()
                 .text(&sku)
-                .plain(s.quantity)
+                .value(&s.quantity)
                 .time(s.updated_at)
-                .plain(s.last_event_id)
-                .plain(s.version);
+                .value(&s.last_event_id)
+                .value(&s.version);
             rows.end().await?;
         }
         rows.finish().await?;
@@ -269,15 +269,16 @@ impl MainFold {
             };
             let tagged = document.tagged().map_err(Refused::encoding)?;
             let row = rows.row();
-            row.plain(id).plain(o.user_id).text(o.currency).plain(o.total).text(status(o.paid));
+            row.value(&id).value(&o.user_id).text(o.currency).value(&o.total).text(status(o.paid));
             row.time(o.placed_at)
                 .time(o.updated_at)
-                .plain(o.last_event_id)
+                .value(&o.last_event_id)
                 .text(&tagged.body)
                 .text(&tagged.etag);
             rows.end().await?;
             for (line_no, (sku, quantity, price)) in o.items.iter().enumerate() {
-                items.plain(id).plain(line_no).text(sku).plain(quantity).plain(price);
+                let line_no = i32::try_from(line_no).unwrap_or(i32::MAX);
+                items.value(&id).value(&line_no).text(sku).value(&quantity).value(&price);
                 items.end();
             }
             if items.rows() >= CHUNK_ROWS {
@@ -336,8 +337,8 @@ impl MainFold {
             let tagged = document.tagged().map_err(Refused::encoding)?;
             let figures = serde_json::to_string(&document.total_spent).map_err(Refused::encoding)?;
             let row = rows.row();
-            row.plain(id).text(&u.email).text(&u.first_name).text(&u.last_name).time(u.created_at);
-            row.time(u.updated_at).plain(u.last_event_id).plain(document.order_count).text(&figures);
+            row.value(&id).text(&u.email).text(&u.first_name).text(&u.last_name).time(u.created_at);
+            row.time(u.updated_at).value(&u.last_event_id).value(&document.order_count).jsonb(&figures);
             row.text(&tagged.body).text(&tagged.etag);
             rows.end().await?;
         }

@@ -127,7 +127,7 @@ impl Loading {
             return;
         }
         let row = &mut self.processed;
-        row.plain(envelope.event_id).text(topic).plain(record.partition).plain(record.offset);
+        row.value(&envelope.event_id).text(topic).value(&record.partition).value(&record.offset);
         row.text(envelope.event_type().as_str());
         row.end();
         match &mut self.fold {
@@ -404,7 +404,11 @@ async fn fold_the_log(
     let total: i64 = ranges.values().map(|(_, end)| end).sum();
     let mut loading: Vec<Loading> = versions.iter().map(|&v| Loading::new(v)).collect();
     let mut read = Read::default();
-    let mut seen: foldhash::HashSet<Uuid> = foldhash::HashSet::default();
+    // Sized for the whole log at once: growing it rehashes everything held so far.
+    let mut seen: foldhash::HashSet<Uuid> = foldhash::HashSet::with_capacity_and_hasher(
+        usize::try_from(total).unwrap_or(0).min(config.rebuild_bulk_max_keys),
+        Default::default(),
+    );
     let mut chunks = read_decoded(config, ranges);
     let (mut waited_s, mut folded_s, mut sent_s) = (0.0, 0.0, 0.0);
     let mut at = Instant::now();
@@ -506,15 +510,16 @@ fn read_decoded(
             }
         };
         while !reader.is_done() {
-            let chunk = reader.next_chunk(READ_CHUNK).map_err(|e| e.to_string()).map(|records| {
-                records
-                    .into_iter()
-                    .map(|record| {
-                        let decoded = Envelope::decode(&record.payload);
-                        (record, decoded)
-                    })
-                    .collect()
-            });
+            // A decoded event's record keeps only its place in the log (what the fold reads); an
+            // undecodable one all of it, for the dead-letter queue.
+            let chunk = reader
+                .next_chunk_with(READ_CHUNK, |message| {
+                    match Envelope::decode(rdkafka::Message::payload(message).unwrap_or_default()) {
+                        Ok(envelope) => (Record::place_of(message), Ok(envelope)),
+                        Err(error) => (Record::from_message(message), Err(error)),
+                    }
+                })
+                .map_err(|e| e.to_string());
             let failed = chunk.is_err();
             if tx.blocking_send(chunk).is_err() || failed {
                 return;

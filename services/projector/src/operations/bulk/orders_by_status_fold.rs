@@ -74,14 +74,14 @@ impl OrdersByStatusFold {
         );
         for (id, o) in self.orders {
             let row = rows.row();
-            row.plain(id);
+            row.value(&id);
             match &o.placed {
-                Some(p) => row.plain(p.user_id),
+                Some(p) => row.value(&p.user_id),
                 None => row.null(),
             };
             row.text(if o.paid_at.is_some() { "paid" } else { "awaiting_payment" });
             match &o.placed {
-                Some(p) => row.text(p.currency).plain(p.total).time(p.placed_at),
+                Some(p) => row.text(p.currency).value(&p.total).time(p.placed_at),
                 None => row.null().null().null(),
             };
             match o.paid_at {
