@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make chaos [SHORT=1]: fault injection under load (tools/src/bin/eventline-chaos.rs) against
+# make chaos [SHORT=1]: fault injection under load (tools/src/bin/eventline-chaos/) against
 # release builds of the services. The run starts a PostgreSQL cluster, a Redis server and an Apache
 # Kafka broker of its own on free ports and crashes, flushes and freezes those, so the machine's services
 # and a running `make up` stack are not touched. Writes docs/reliability.md (full runs) and

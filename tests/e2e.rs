@@ -40,6 +40,7 @@ mod broker;
 mod console;
 mod cors;
 mod deployment;
+mod docs_paths;
 mod door;
 mod hostile;
 mod kubernetes;

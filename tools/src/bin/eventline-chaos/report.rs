@@ -75,7 +75,7 @@ pub(crate) fn round_tenths(elapsed: Duration) -> f64 {
 pub(crate) fn markdown(reports: &[Report], took: Duration) -> String {
     let mut md = String::from("# Reliability\n\n");
     md.push_str(&format!(
-        "Written by `make chaos` (`tools/src/bin/eventline-chaos.rs`) in {:.0} s on the two-core development \
+        "Written by `make chaos` (`tools/src/bin/eventline-chaos/`) in {:.0} s on the two-core development \
          machine. The run starts a PostgreSQL cluster, a Redis server and an Apache Kafka 4.4 broker of its own \
          (one KRaft node, started by the launcher `make up` uses) and injects its faults into \
          those. Each scenario drives mixed commands through the command API (8 workers: inventory \
