@@ -143,7 +143,11 @@ async fn a_decision_cut_off_before_its_append_is_found_pending_and_appended() {
         .header("idempotency-key", &key)
         .send()
         .await;
-    assert!(cut_off.is_err(), "the process died before answering: {cut_off:?}");
+    assert!(
+        cut_off.is_err(),
+        "the process died before answering: {cut_off:?} (a command service built without the \
+         `fault-injection` feature has no crash hook: `cargo test --workspace` builds it with it)"
+    );
     eventually(Duration::from_secs(5), "the process dead", || {
         let exited = command.exited().is_some();
         async move { exited.then_some(()) }

@@ -149,7 +149,8 @@ pub fn binary(name: &str) -> PathBuf {
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the services first (`cargo test --workspace` or `cargo build --bins`)",
+        "{} is missing: build the services first (`cargo test --workspace`, or `cargo build --bins --features \
+         eventline-command/fault-injection`)",
         path.display()
     );
     path

@@ -333,10 +333,18 @@ pub(super) async fn locked(
 }
 
 /// Fault injection for the crash tests (`EVENTLINE_TEST_CRASH_BEFORE_APPEND=true`): the process
-/// dies right after committing a decision, before appending it. Never set it in production.
+/// dies right after committing a decision, before appending it. Compiled only with the
+/// `fault-injection` feature, which the test builds turn on and no shipped build does.
+#[cfg(feature = "fault-injection")]
 fn crash_before_append() -> bool {
     static CRASH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *CRASH.get_or_init(|| std::env::var("EVENTLINE_TEST_CRASH_BEFORE_APPEND").is_ok_and(|v| v == "true"))
+}
+
+/// Without the `fault-injection` feature the hook does not exist.
+#[cfg(not(feature = "fault-injection"))]
+fn crash_before_append() -> bool {
+    false
 }
 
 /// Decides one request on a copy of the part of `state` it touches: that part after it (to
