@@ -45,16 +45,33 @@ const FRESHNESS_SWEEP: [(f64, &str, &str, &str); 3] = [
     (1000.0, "at1000", "freshness_p50_ms_at_1000_per_s", "freshness_p99_ms_at_1000_per_s"),
 ];
 
+/// The benchmark (`make bench`): the services, the broker and the database measured against
+/// ceilings taken in the same run; writes target/bench/results-<label>.json and docs/benchmarks.md.
+#[derive(Debug, clap::Parser)]
+#[command(name = "eventline-bench")]
+struct Args {
+    /// A smoke run of about three minutes (`make bench QUICK=1`).
+    #[arg(long)]
+    quick: bool,
+    /// The log, the projector and the rebuilds only: nothing written to docs/, the topic and the
+    /// database kept for profiling by hand.
+    #[arg(long)]
+    only_projection: bool,
+    /// Names the run (`results-<label>.json`).
+    #[arg(long, default_value = "default")]
+    label: String,
+    /// Not a benchmark: serve constant documents as the HTTP ceiling (the run starts this itself).
+    #[arg(long, num_args = 3, value_names = ["PORT", "USER_FILE", "ORDER_FILE"])]
+    serve_constant: Option<Vec<String>>,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if let Some(port) = argument("--serve-constant") {
-        let files: Vec<String> = std::env::args().skip_while(|a| a != "--serve-constant").skip(2).collect();
-        let [user, order] = files.as_slice() else {
-            anyhow::bail!("--serve-constant PORT USER_FILE ORDER_FILE")
-        };
+    let args = <Args as clap::Parser>::parse();
+    if let Some([port, user, order]) = args.serve_constant.as_deref() {
         return ceiling::serve(port.parse()?, user.as_ref(), order.as_ref()).await;
     }
-    let quick = std::env::args().any(|a| a == "--quick") || std::env::var("QUICK").is_ok_and(|v| v == "1");
+    let quick = args.quick;
     let scale = if quick {
         Scale { log_events: 50_000, naive_sample: 2_000, run: Duration::from_secs(3) }
     } else {
@@ -69,11 +86,10 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let started = Instant::now();
     let broker = std::env::var("EVENTLINE_BROKER").unwrap_or_else(|_| "unknown broker".to_owned());
-    // `--label L` names the run (`results-L.json`).
-    let label = argument("--label").unwrap_or_else(|| "default".to_owned());
+    let label = args.label;
     let mut results = Results::new(quick, &broker, &label);
-    let outcome = run(&setup, &scale, &mut results).await;
-    if only_projection() {
+    let outcome = run(&setup, &scale, &mut results, args.only_projection).await;
+    if args.only_projection {
         // Kept for profiling by hand: the log and the read models as the run left them.
         println!("\nKept topic {} and database {} (drop them when done)", setup.topic, setup.database);
         return outcome;
@@ -94,19 +110,12 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--only-projection`: the log, the projector and the rebuilds only, nothing written to docs/, and
-/// the topic and database kept for profiling by hand.
-fn only_projection() -> bool {
-    std::env::args().any(|a| a == "--only-projection")
-}
-
-/// The value after `flag` on the command line.
-fn argument(flag: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
-}
-
-async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Result<()> {
+async fn run(
+    setup: &Setup,
+    scale: &Scale,
+    results: &mut Results,
+    only_projection: bool,
+) -> anyhow::Result<()> {
     let http =
         reqwest::Client::builder().pool_max_idle_per_host(256).timeout(Duration::from_secs(30)).build()?;
     setup.fresh_database().await?;
@@ -170,7 +179,7 @@ async fn run(setup: &Setup, scale: &Scale, results: &mut Results) -> anyhow::Res
         scale.log_events,
         rebuild_per_s / consume
     );
-    if only_projection() {
+    if only_projection {
         return Ok(());
     }
 

@@ -44,9 +44,18 @@ const PROJECTOR_PORTS: [u16; 2] = [28083, 28084];
 /// How long the broker waits for a silent group member before dropping it from the group.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
+/// Fault injection under load (`make chaos`): every scenario, then docs/reliability.md.
+#[derive(Debug, clap::Parser)]
+#[command(name = "eventline-chaos")]
+struct Args {
+    /// The same scenarios, briefly (`make test` runs this).
+    #[arg(long)]
+    short: bool,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let short = std::env::args().any(|a| a == "--short");
+    let short = <Args as clap::Parser>::parse().short;
     let (root, out) = match stack::output_dir("chaos") {
         Ok(dirs) => dirs,
         Err(error) => return failed(&error),
