@@ -2,13 +2,17 @@
 //! `Retry-After`, and other clients are not slowed. Clients are keyed by who they are (the
 //! authenticated principal), or by address when the service lets everyone in.
 //!
-//! Our own rather than a crate's: it is twenty lines, keyed by strings the services choose, and
-//! bounded in memory (idle buckets are forgotten past `MAX_CLIENTS`).
+//! Our own rather than a crate's (`governor` keys buckets the same way but would bring a
+//! concurrent map and a clock crate for what is a short function here): keyed by strings the
+//! services choose, and bounded in memory. At most `MAX_CLIENTS` buckets are kept; when that many
+//! clients are tracked, buckets that have refilled are forgotten (at most once a second, so a
+//! full map costs a request a lookup, not a scan), and clients still beyond the bound share one
+//! overflow bucket: a flood of new identities neither grows the map nor escapes the limit.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -36,7 +40,17 @@ pub struct RateLimiter {
     limit: RateLimit,
     /// What the limit counts, for the refusal ("commands", "reads").
     what: &'static str,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    /// Most clients with a bucket of their own.
+    max_clients: usize,
+    buckets: Mutex<Buckets>,
+}
+
+struct Buckets {
+    by_client: HashMap<String, Bucket>,
+    /// Shared by the clients beyond `max_clients`.
+    overflow: Bucket,
+    /// When refilled buckets were last forgotten.
+    swept_at: Instant,
 }
 
 struct Bucket {
@@ -44,12 +58,48 @@ struct Bucket {
     at: Instant,
 }
 
-/// Buckets kept before idle ones are forgotten.
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket { tokens: burst, at: now }
+    }
+
+    /// Its tokens at `now`, refilled at `rate` up to `burst`.
+    fn refilled(&self, now: Instant, rate: f64, burst: f64) -> f64 {
+        (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst)
+    }
+
+    /// Takes one token at `now`; how long to wait when there is none.
+    fn take(&mut self, now: Instant, rate: f64, burst: f64) -> Result<(), f64> {
+        self.tokens = self.refilled(now, rate, burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((1.0 - self.tokens) / rate)
+        }
+    }
+}
+
+/// Buckets kept before refilled ones are forgotten.
 const MAX_CLIENTS: usize = 10_000;
+
+/// Least time between two sweeps of a full map.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl RateLimiter {
     pub fn new(limit: RateLimit, what: &'static str) -> Arc<RateLimiter> {
-        Arc::new(RateLimiter { limit, what, buckets: Mutex::new(HashMap::new()) })
+        RateLimiter::bounded(limit, what, MAX_CLIENTS)
+    }
+
+    fn bounded(limit: RateLimit, what: &'static str, max_clients: usize) -> Arc<RateLimiter> {
+        let now = Instant::now();
+        let buckets = Buckets {
+            by_client: HashMap::new(),
+            overflow: Bucket::full(limit.burst, now),
+            swept_at: now.checked_sub(SWEEP_EVERY).unwrap_or(now),
+        };
+        Arc::new(RateLimiter { limit, what, max_clients, buckets: Mutex::new(buckets) })
     }
 
     /// Takes one request from `client`'s bucket; how long to wait when it is empty.
@@ -57,21 +107,23 @@ impl RateLimiter {
         if self.limit.per_second <= 0.0 {
             return Ok(());
         }
-        let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
+        let Ok(mut guard) = self.buckets.lock() else { return Ok(()) };
+        let buckets = &mut *guard;
         let (rate, burst) = (self.limit.per_second, self.limit.burst.max(1.0));
         let now = Instant::now();
-        if buckets.len() >= MAX_CLIENTS {
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+        if let Some(bucket) = buckets.by_client.get_mut(client) {
+            return bucket.take(now, rate, burst);
         }
-        let bucket = buckets.entry(client.to_owned()).or_insert(Bucket { tokens: burst, at: now });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err((1.0 - bucket.tokens) / rate)
+        if buckets.by_client.len() >= self.max_clients && now.duration_since(buckets.swept_at) >= SWEEP_EVERY
+        {
+            buckets.swept_at = now;
+            buckets.by_client.retain(|_, b| b.refilled(now, rate, burst) < burst);
         }
+        if buckets.by_client.len() >= self.max_clients {
+            return buckets.overflow.take(now, rate, burst);
+        }
+        let bucket = buckets.by_client.entry(client.to_owned()).or_insert(Bucket::full(burst, now));
+        bucket.take(now, rate, burst)
     }
 
     /// Admits `client`, or the `429` to answer it.
@@ -132,5 +184,31 @@ mod tests {
     fn a_rate_of_zero_admits_everything() {
         let limiter = RateLimiter::new(RateLimit::new(0.0, 1.0), "requests");
         assert!((0..1000).all(|_| limiter.admit("a").is_ok()));
+    }
+
+    #[test]
+    fn clients_beyond_the_bound_share_one_bucket_and_the_map_stays_bounded() {
+        let limiter = RateLimiter::bounded(RateLimit::new(1.0, 1.0), "requests", 3);
+        for client in ["a", "b", "c"] {
+            assert!(limiter.admit(client).is_ok());
+        }
+        // The map is full of drained buckets: newcomers share the overflow bucket.
+        assert!(limiter.admit("d").is_ok(), "the overflow bucket's one request");
+        assert!(limiter.admit("e").is_err(), "shared with d");
+        assert!(limiter.admit("a").is_err(), "a keeps its own (drained) bucket");
+        let tracked = limiter.buckets.lock().map(|b| b.by_client.len()).unwrap_or_default();
+        assert_eq!(tracked, 3);
+    }
+
+    #[test]
+    fn refilled_buckets_are_forgotten_to_make_room() {
+        let limiter = RateLimiter::bounded(RateLimit::new(1000.0, 1.0), "requests", 2);
+        assert!(limiter.admit("a").is_ok());
+        assert!(limiter.admit("b").is_ok());
+        std::thread::sleep(Duration::from_millis(5)); // both refill (1 ms each)
+        assert!(limiter.admit("c").is_ok());
+        let tracked: Vec<String> =
+            limiter.buckets.lock().map(|b| b.by_client.keys().cloned().collect()).unwrap_or_default();
+        assert_eq!(tracked, ["c"], "a and b were full again, so forgotten");
     }
 }
