@@ -125,7 +125,7 @@ fn kafka_security(certificates: &Certificates, password: &str, ca: &str) -> Kafk
         protocol: SecurityProtocol::SaslSsl,
         sasl_mechanism: Some(SaslMechanism::ScramSha512),
         sasl_username: Some(USER.into()),
-        sasl_password: Some(Secret::new(password)),
+        sasl_password: Some(Secret::from(password)),
         ssl_ca_location: Some(certificates.path(ca)),
         ..KafkaSecurity::default()
     }

@@ -190,34 +190,9 @@ impl SaslMechanism {
     }
 }
 
-/// A secret setting: shown as `[redacted]` by `Debug`, read only through [`Secret::expose`].
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// Parsing never fails, so that an error message can never echo the secret.
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(value.to_owned()))
-    }
-}
+/// A secret setting: `secrecy`'s string, shown as redacted by `Debug`, read only through
+/// `expose_secret`, and wiped from memory when dropped.
+pub type Secret = secrecy::SecretString;
 
 /// Where the read models are.
 #[derive(Debug, Clone, Args)]
@@ -336,7 +311,7 @@ mod tests {
         assert!(mechanism.check().unwrap_err().contains("KAFKA_SASL_PASSWORD"));
         let complete = KafkaSecurity {
             sasl_username: Some("eventline".into()),
-            sasl_password: Some(Secret::new("hunter2")),
+            sasl_password: Some(Secret::from("hunter2")),
             ..mechanism
         };
         assert!(complete.check().is_ok());

@@ -46,7 +46,7 @@ pub fn client_config_tuned(kafka: &KafkaConfig, tuning: &[(&str, &str)]) -> Clie
         config.set("sasl.username", username);
     }
     if let Some(password) = &security.sasl_password {
-        config.set("sasl.password", password.expose());
+        config.set("sasl.password", secrecy::ExposeSecret::expose_secret(password));
     }
     let files = [
         ("ssl.ca.location", &security.ssl_ca_location),

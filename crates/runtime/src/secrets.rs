@@ -3,6 +3,7 @@
 //! in memory as text.
 
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
 
 /// The digests of a list of secrets, in the order they were configured.
 #[derive(Clone, Default)]
@@ -23,8 +24,7 @@ impl SecretDigests {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for (i, known) in self.0.iter().enumerate() {
-            let difference = known.iter().zip(digest.iter()).fold(0_u8, |acc, (a, b)| acc | (a ^ b));
-            if difference == 0 {
+            if bool::from(known.ct_eq(&digest)) {
                 found = Some(i);
             }
         }

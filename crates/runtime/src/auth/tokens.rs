@@ -4,20 +4,23 @@
 //! only as digests and compared in constant time; neither a token nor its place in an error
 //! message ever shows one.
 
+use secrecy::{ExposeSecret as _, SecretString};
+
 use super::{Principal, Scopes};
 use crate::secrets::SecretDigests;
 
-/// The tokens as configured, comma-separated. Parsing never fails, so that an error can never echo
-/// a secret: [`StaticTokens::resolve`] validates and names a bad entry by its place.
+/// The tokens as configured, comma-separated, each entry held as a secret (wiped when dropped).
+/// Parsing never fails, so that an error can never echo a secret: [`StaticTokens::resolve`]
+/// validates and names a bad entry by its place.
 #[derive(Clone, Default)]
-pub struct StaticTokens(Vec<String>);
+pub struct StaticTokens(Vec<SecretString>);
 
 impl std::str::FromStr for StaticTokens {
     type Err = std::convert::Infallible;
 
     fn from_str(list: &str) -> Result<Self, Self::Err> {
         Ok(StaticTokens(
-            list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect(),
+            list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(SecretString::from).collect(),
         ))
     }
 }
@@ -47,7 +50,7 @@ impl StaticTokens {
         let mut secrets = Vec::new();
         for (place, entry) in self.0.iter().enumerate() {
             let bad = |why: &str| format!("token entry {} {why}", place + 1);
-            let (name, scopes, secret) = match entry.splitn(3, ':').collect::<Vec<_>>()[..] {
+            let (name, scopes, secret) = match entry.expose_secret().splitn(3, ':').collect::<Vec<_>>()[..] {
                 [name, scopes, secret] => {
                     let scopes = Scopes::parse(scopes).ok_or_else(|| {
                         bad("names a scope other than read, write, operate, view (or viewer, operator)")

@@ -32,7 +32,7 @@ pub async fn authenticate(connection: &mut Connection, security: &KafkaSecurity)
             mechanism.as_str()
         )));
     }
-    let (username, password) = (username.as_str(), password.expose());
+    let (username, password) = (username.as_str(), secrecy::ExposeSecret::expose_secret(password));
     let scram = |error: sasl::Error| WireError::Authentication(format!("{error:?}"));
     let mut client: Box<dyn Mechanism + Send> = match mechanism {
         SaslMechanism::Plain => Box::new(Plain::new(username, password)),
