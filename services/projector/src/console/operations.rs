@@ -25,7 +25,8 @@ use super::ConsoleState;
 use super::access::Caller;
 use super::audit;
 use crate::Config;
-use crate::operations::progress::{Problems, Progress};
+use crate::live::reported::Reported;
+use crate::operations::progress::Progress;
 use crate::operations::{rebuild, verify};
 use crate::project::checkpoint::load_version;
 
@@ -284,7 +285,7 @@ async fn begin(
 async fn run(state: ConsoleState, caller: Caller, kind: Kind, projection: Option<Projection>) {
     let config: Arc<Config> = state.config.clone();
     // The errors the operation meets and retries, shown with the job as they happen.
-    let problems = Arc::new(Problems::default());
+    let problems = Arc::new(Reported::default());
     let progress = Progress::Watched(problems.clone());
     let (jobs, public) = (state.jobs.clone(), state.public.clone());
     let work = async move {
@@ -391,7 +392,7 @@ fn to_value<T: Serialize>(outcome: T) -> anyhow::Result<serde_json::Value> {
 }
 
 /// One sample of the version the job fills: progress per partition, phase, rate and ETA.
-async fn watch(state: &ConsoleState, kind: Kind, problems: &Problems, rates: &mut VecDeque<(Instant, i64)>) {
+async fn watch(state: &ConsoleState, kind: Kind, problems: &Reported, rates: &mut VecDeque<(Instant, i64)>) {
     let topic = &state.kafka.topic;
     let Some(projection) = state.jobs.snapshot().map(|job| job.projection) else { return };
     let sampled: sqlx::Result<_> = async {

@@ -134,22 +134,6 @@ impl Projection {
         self.history.lock().map(|h| h.trend.iter().map(|(_, p)| p.clone()).collect()).unwrap_or_default()
     }
 
-    /// Takes in one observation: the status, the owners from the group's description, and the
-    /// partitions with lag that no member consumes.
-    pub fn record(
-        &self,
-        status: &ProjectionStatus,
-        owners: &BTreeMap<i32, String>,
-        unconsumed: &[i32],
-        failing: Option<crate::live::runner::Failing>,
-    ) {
-        let Ok(mut history) = self.history.lock() else { return };
-        let mut overview = self.observe(&mut history, status, owners, unconsumed, Instant::now(), Utc::now());
-        overview.failing_batch = failing;
-        drop(history);
-        self.latest.send_replace(Some(Arc::new(overview)));
-    }
-
     fn observe(
         &self,
         history: &mut History,
@@ -254,6 +238,23 @@ impl Projection {
 }
 
 /// Events applied per second between `before` and the checkpoints `now` (one partition, or all).
+/// The observer's rounds, taken in: each one becomes the latest overview.
+impl crate::live::observer::Observations for Projection {
+    fn record(
+        &self,
+        status: &ProjectionStatus,
+        owners: &BTreeMap<i32, String>,
+        unconsumed: &[i32],
+        failing: Option<crate::live::runner::Failing>,
+    ) {
+        let Ok(mut history) = self.history.lock() else { return };
+        let mut overview = self.observe(&mut history, status, owners, unconsumed, Instant::now(), Utc::now());
+        overview.failing_batch = failing;
+        drop(history);
+        self.latest.send_replace(Some(Arc::new(overview)));
+    }
+}
+
 fn rate(before: &Sample, now_checkpoints: &BTreeMap<i32, i64>, partition: Option<i32>, now: Instant) -> f64 {
     let seconds = now.duration_since(before.taken).as_secs_f64();
     if seconds <= 0.0 {

@@ -29,8 +29,22 @@ pub(crate) struct Observer {
     pub consumer: Arc<LogConsumer>,
     pub group_id: String,
     pub coverage: Arc<Coverage>,
-    /// The console's view, fed with every round's status.
-    pub projection: Arc<crate::console::projection::Projection>,
+    /// Where every round's observation goes (the console's view of the projection).
+    pub published: Arc<dyn Observations>,
+}
+
+/// What the observer publishes each round, to whoever the wiring gave it (the console): the
+/// status, each partition's owner from the group's description, the partitions with lag that no
+/// member consumes, and the batch failing now, if one is. The live part knows nothing of its
+/// reader.
+pub(crate) trait Observations: Send + Sync {
+    fn record(
+        &self,
+        status: &crate::live::status::ProjectionStatus,
+        owners: &std::collections::BTreeMap<i32, String>,
+        unconsumed: &[i32],
+        failing: Option<crate::live::runner::Failing>,
+    );
 }
 
 /// Watches until `shutdown`, or until the broker turns out to serve another log (then `refuse`
@@ -71,7 +85,7 @@ impl Observer {
             current.partitions.iter().filter_map(|p| Some((p.partition, p.lag?))).collect();
         self.coverage.observe(&self.consumer, &self.group_id, &self.kafka.topic, &lag).await;
         let failing = self.status.failing.lock().ok().and_then(|f| f.clone());
-        self.projection.record(&current, &self.coverage.owners(), &self.coverage.unconsumed(), failing);
+        self.published.record(&current, &self.coverage.owners(), &self.coverage.unconsumed(), failing);
         if self.mirror.len().await.is_ok_and(|len| len != current.dead_letters) {
             self.status.mirror_dirty.store(true, Ordering::Relaxed);
         }

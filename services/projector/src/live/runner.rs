@@ -48,7 +48,7 @@ pub struct RunnerStatus {
     /// The Redis mirror of the dead letters may miss entries; reconcile it when Redis answers.
     pub mirror_dirty: AtomicBool,
     /// Errors met and retried, for an operation watching this runner (a rebuild's catch-up).
-    pub retried: crate::operations::progress::Problems,
+    pub retried: crate::live::reported::Reported,
     /// The batch being retried now, if one is: why, and since when.
     pub failing: Mutex<Option<Failing>>,
     /// The live versions changed (a projection became live, a rebuild switched one): the live
@@ -188,6 +188,42 @@ pub struct Runner {
     /// The breaker's limit: most keys parked at once.
     pub park_max_keys: usize,
     pub status: Arc<RunnerStatus>,
+}
+
+impl Runner {
+    /// A runner writing `targets` (the primary first) as `role`, reading the log as member of
+    /// `group_id`, with the assignments its consumer will be given.
+    pub(crate) fn new(
+        config: &crate::Config,
+        public: PgPool,
+        targets: Vec<Arc<Target>>,
+        role: Role,
+        group_id: &str,
+        batch_size: usize,
+    ) -> anyhow::Result<(Runner, UnboundedReceiver<Assignment>)> {
+        use anyhow::Context as _;
+        let writing = Writing::new(targets);
+        let (consumer, assignments) =
+            consumer::subscribe(config, group_id, writing.clone()).context("creating the Kafka consumer")?;
+        let redis_url = || "REDIS_URL is not a valid Redis URL";
+        let runner = Runner {
+            consumer,
+            writing,
+            role,
+            public,
+            database: config.database.clone(),
+            topic: config.kafka.topic.clone(),
+            group_id: group_id.to_owned(),
+            kafka: config.kafka.clone(),
+            fast_path: Arc::new(FastPath::new(&config.redis).context(redis_url())?),
+            mirror: Arc::new(Mirror::new(&config.redis, &config.kafka.topic).context(redis_url())?),
+            batch_size: batch_size.max(1),
+            park_max_keys: config.park_max_keys,
+            // Reconcile the dead-letter mirror once at start: Redis may have lost it meanwhile.
+            status: Arc::new(RunnerStatus { mirror_dirty: true.into(), ..RunnerStatus::default() }),
+        };
+        Ok((runner, assignments))
+    }
 }
 
 /// Awaits the batch being applied, if any, and forgets it.

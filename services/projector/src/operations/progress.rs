@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::live::reported::Reported;
 
 /// How progress is shown.
 #[derive(Debug, Clone)]
@@ -19,45 +19,7 @@ pub enum Progress {
     /// A log line every few seconds.
     Log,
     /// The errors met (each retried), handed to whoever watches (the console).
-    Watched(Arc<Problems>),
-}
-
-/// What a running operation tells whoever watches it: the errors it met, newest last (at most
-/// [`Problems::KEPT`]), and where a bulk load has read to.
-#[derive(Debug, Default)]
-pub struct Problems {
-    errors: Mutex<Vec<(DateTime<Utc>, String)>>,
-    loading: Mutex<BTreeMap<i32, i64>>,
-}
-
-impl Problems {
-    const KEPT: usize = 50;
-
-    pub fn push(&self, message: String) {
-        if let Ok(mut problems) = self.errors.lock() {
-            if problems.len() >= Self::KEPT {
-                problems.remove(0);
-            }
-            problems.push((Utc::now(), message));
-        }
-    }
-
-    /// The errors met since the last call.
-    pub fn take(&self) -> Vec<(DateTime<Utc>, String)> {
-        self.errors.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default()
-    }
-
-    /// Where a bulk load under way has read to, per partition (next offset); empty when none is.
-    /// Its rows are not committed yet, so the version's checkpoints do not show it.
-    pub fn loading(&self) -> BTreeMap<i32, i64> {
-        self.loading.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    fn set_loading(&self, positions: &BTreeMap<i32, i64>) {
-        if let Ok(mut loading) = self.loading.lock() {
-            loading.clone_from(positions);
-        }
-    }
+    Watched(Arc<Reported>),
 }
 
 impl Progress {
@@ -71,7 +33,7 @@ impl Progress {
 pub(crate) enum Reporter {
     Bar(ProgressBar),
     Log { label: String, last: Instant, started: Instant, first: Option<i64> },
-    Watched(Arc<Problems>),
+    Watched(Arc<Reported>),
 }
 
 impl Reporter {
@@ -147,18 +109,18 @@ mod tests {
 
     #[test]
     fn a_watched_operation_hands_over_its_errors_once_and_keeps_the_newest() {
-        let problems = Arc::new(Problems::default());
+        let problems = Arc::new(Reported::default());
         let reporter = Reporter::new(Progress::Watched(problems.clone()), "catching up v2".into());
         reporter.problem("applying a batch failed".into());
         let met = problems.take();
         assert_eq!(met.len(), 1);
         assert_eq!(met[0].1, "applying a batch failed");
         assert!(problems.take().is_empty(), "handed over once");
-        for n in 0..Problems::KEPT + 5 {
+        for n in 0..Reported::KEPT + 5 {
             reporter.problem(format!("error {n}"));
         }
         let kept = problems.take();
-        assert_eq!(kept.len(), Problems::KEPT);
+        assert_eq!(kept.len(), Reported::KEPT);
         assert_eq!(kept[0].1, "error 5", "the oldest are dropped");
     }
 }

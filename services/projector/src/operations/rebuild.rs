@@ -22,8 +22,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
-use crate::live::runner::Role;
-use crate::live::startup::{prepare, runner};
+use crate::live::prepare;
+use crate::live::runner::{Role, Runner};
 use crate::live::target::Target;
 use crate::operations::bulk;
 use crate::operations::progress::{Progress, Reporter};
@@ -236,7 +236,7 @@ pub(crate) async fn catch_up_and_switch(
     let target = vec![Target::open(&config.database, version).await?];
     let group = format!("{}.rebuild.{}", config.group_id, version.schema());
     let (runner, assignments) =
-        runner(config, public.clone(), target, Role::CatchUp(state), &group, batch_size)?;
+        Runner::new(config, public.clone(), target, Role::CatchUp(state), &group, batch_size)?;
     let stop = CancellationToken::new();
     let replaying = runner.status.clone();
     let mut replay = tokio::spawn(runner.run(assignments, stop.clone()));

@@ -18,7 +18,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::Config;
 use crate::live::consumer::RangeReader;
-use crate::live::startup::prepare;
+use crate::live::prepare;
 use crate::operations::progress::{Progress, Reporter};
 use crate::operations::rebuild::{create, exclusive, prune};
 use crate::project::checkpoint::load_version;

@@ -10,13 +10,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use sqlx::postgres::{PgArgumentBuffer, Postgres};
 use sqlx::{Connection as _, Encode, PgConnection};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::Refused;
+use super::refused::Refused;
 
 /// The binary format's signature, flags (none) and header extension length (none).
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -248,6 +248,46 @@ async fn write(load: TableLoad, mut jobs: mpsc::Receiver<Job>) -> sqlx::Result<(
         }
     }
     conn.close().await
+}
+
+/// Rows per COPY statement.
+pub const CHUNK_ROWS: usize = 50_000;
+
+/// Times as PostgreSQL keeps them (and sqlx sends them): cut to the microsecond.
+pub fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+/// Rows of one table sent in COPYs of [`CHUNK_ROWS`], so the encoded rows stay small.
+pub struct Chunked<'s> {
+    sink: &'s Writers,
+    table: String,
+    columns: &'static str,
+    rows: CopyRows,
+}
+
+impl<'s> Chunked<'s> {
+    pub fn new(sink: &'s Writers, table: String, columns: &'static str) -> Chunked<'s> {
+        Chunked { sink, table, columns, rows: CopyRows::new() }
+    }
+
+    /// The row being written.
+    pub fn row(&mut self) -> &mut CopyRows {
+        &mut self.rows
+    }
+
+    /// Ends the row; sends the chunk when it is full.
+    pub async fn end(&mut self) -> Result<(), Refused> {
+        self.rows.end();
+        if self.rows.rows() >= CHUNK_ROWS {
+            self.sink.send(self.table.clone(), self.columns, self.rows.take()).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> Result<(), Refused> {
+        self.sink.send(self.table, self.columns, self.rows.take()).await
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use eventline_read_models::documents::{self, Item, OrderSummary};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::copy::{CopyRows, Writers};
-use super::{CHUNK_ROWS, Refused, micros};
+use super::copy::{CHUNK_ROWS, Chunked, CopyRows, Writers, micros};
+use super::refused::Refused;
 use crate::project::Record;
 
 struct User {
@@ -353,36 +353,4 @@ const INDEX: &str = "aggregate_type, aggregate_id, version, partition, log_offse
 
 fn status(paid: bool) -> &'static str {
     if paid { "paid" } else { "awaiting_payment" }
-}
-
-/// Rows of one table sent in COPYs of [`CHUNK_ROWS`], so the encoded text stays small.
-pub struct Chunked<'s> {
-    sink: &'s Writers,
-    table: String,
-    columns: &'static str,
-    rows: CopyRows,
-}
-
-impl<'s> Chunked<'s> {
-    pub fn new(sink: &'s Writers, table: String, columns: &'static str) -> Chunked<'s> {
-        Chunked { sink, table, columns, rows: CopyRows::new() }
-    }
-
-    /// The row being written.
-    pub fn row(&mut self) -> &mut CopyRows {
-        &mut self.rows
-    }
-
-    /// Ends the row; sends the chunk when it is full.
-    pub async fn end(&mut self) -> Result<(), Refused> {
-        self.rows.end();
-        if self.rows.rows() >= CHUNK_ROWS {
-            self.sink.send(self.table.clone(), self.columns, self.rows.take()).await?;
-        }
-        Ok(())
-    }
-
-    pub async fn finish(mut self) -> Result<(), Refused> {
-        self.sink.send(self.table, self.columns, self.rows.take()).await
-    }
 }

@@ -22,12 +22,14 @@
 mod copy;
 mod main_fold;
 mod orders_by_status_fold;
+mod refused;
+
+pub use refused::Refused;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, SubsecRound as _, Utc};
 use eventline_events::{DecodeError, Envelope};
 use eventline_read_models::{Projection, State, Version};
 use sqlx::{Connection as _, PgConnection, PgPool};
@@ -42,45 +44,8 @@ use crate::operations::progress::{Progress, Reporter};
 use crate::project::checkpoint::{self, load_version};
 use crate::project::{self, DeadLetters, Record, Writer};
 
-/// Rows per COPY statement.
-const CHUNK_ROWS: usize = 50_000;
-
 /// Records read from the log per chunk handed to the fold.
 const READ_CHUNK: usize = 20_000;
-
-/// Times as PostgreSQL keeps them (and sqlx sends them): cut to the microsecond.
-fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.trunc_subsecs(6)
-}
-
-/// Why a bulk load gave way to the batch path.
-#[derive(Debug, thiserror::Error)]
-pub enum Refused {
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    #[error("a user's paid total passes the decimal range")]
-    Overflow,
-    #[error("a document could not be encoded: {0}")]
-    Encoding(String),
-    #[error(
-        "the log holds more keys than a bulk load keeps in memory ({0}, EVENTLINE_REBUILD_BULK_MAX_KEYS)"
-    )]
-    TooLarge(usize),
-    #[error("reading the log failed: {0}")]
-    Log(String),
-    #[error("read-model version {0} is no longer `{1}`")]
-    Superseded(Version, State),
-    #[error("a writer of the load stopped")]
-    WriterStopped,
-    #[error("no writer for {0}")]
-    NoWriter(String),
-}
-
-impl Refused {
-    fn encoding(error: serde_json::Error) -> Refused {
-        Refused::Encoding(error.to_string())
-    }
-}
 
 /// What a bulk load did.
 #[derive(Debug, Clone)]

@@ -8,10 +8,8 @@ use eventline_events::{Envelope, Event};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::Refused;
-use super::copy::Writers;
-use super::main_fold::Chunked;
-use super::micros;
+use super::copy::{Chunked, Writers, micros};
+use super::refused::Refused;
 
 #[derive(Default)]
 struct Row {

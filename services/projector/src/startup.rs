@@ -10,17 +10,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::admin;
 use crate::console::ConsoleState;
 use crate::console::access::Access;
 use crate::console::projection::Projection;
-use crate::dlq::Mirror;
-use crate::live::admin;
 use crate::live::consumer::{self, Assignment};
 use crate::live::coverage::Coverage;
-use crate::live::dedup::FastPath;
 use crate::live::observer::{self, Observer};
+use crate::live::prepare;
 use crate::live::runner::{Role, Runner, RunnerStatus, open_live_targets};
-use crate::live::target::{Target, Writing};
+
 use crate::log_check::{self, Verdict};
 use crate::operations::progress::Progress;
 use crate::operations::rebuild;
@@ -65,7 +64,7 @@ impl Application {
             check_log(&public, target.version, &config).await?;
         }
         let (runner, assignments) =
-            runner(&config, public, targets, Role::Live, &config.group_id, config.batch_size)?;
+            Runner::new(&config, public, targets, Role::Live, &config.group_id, config.batch_size)?;
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         Ok(Application { listener, access: Arc::new(access), runner, assignments, config })
@@ -126,7 +125,7 @@ impl Application {
                 consumer: self.runner.consumer.clone(),
                 group_id: self.config.group_id.clone(),
                 coverage,
-                projection,
+                published: projection,
             },
             admin_shutdown.clone(),
         ));
@@ -149,15 +148,6 @@ impl Application {
         tracing::info!("Projector stopped");
         Ok(())
     }
-}
-
-/// Migrates the database and ensures the topic; returns a pool on `public`. (Creating the database
-/// is `migrate`'s job: it needs rights on the server that a running projector should not.)
-pub(crate) async fn prepare(config: &Config) -> anyhow::Result<PgPool> {
-    let public = eventline_runtime::db::pool(&config.database)?;
-    eventline_runtime::db::migrate(&public).await?;
-    eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
-    Ok(public)
 }
 
 /// Refuses to project into `version` if it was built from another log than the broker serves.
@@ -269,37 +259,4 @@ async fn catch_up_one_new_projection(config: &Config, public: &PgPool) -> anyhow
         return Ok(true);
     }
     Ok(false)
-}
-
-/// A runner writing `targets` (the primary first) as `role`, reading the log as member of
-/// `group_id`.
-pub(crate) fn runner(
-    config: &Config,
-    public: PgPool,
-    targets: Vec<Arc<Target>>,
-    role: Role,
-    group_id: &str,
-    batch_size: usize,
-) -> anyhow::Result<(Runner, UnboundedReceiver<Assignment>)> {
-    let writing = Writing::new(targets);
-    let (consumer, assignments) =
-        consumer::subscribe(config, group_id, writing.clone()).context("creating the Kafka consumer")?;
-    let redis_url = || "REDIS_URL is not a valid Redis URL";
-    let runner = Runner {
-        consumer,
-        writing,
-        role,
-        public,
-        database: config.database.clone(),
-        topic: config.kafka.topic.clone(),
-        group_id: group_id.to_owned(),
-        kafka: config.kafka.clone(),
-        fast_path: Arc::new(FastPath::new(&config.redis).context(redis_url())?),
-        mirror: Arc::new(Mirror::new(&config.redis, &config.kafka.topic).context(redis_url())?),
-        batch_size: batch_size.max(1),
-        park_max_keys: config.park_max_keys,
-        // Reconcile the dead-letter mirror once at start: Redis may have lost it meanwhile.
-        status: Arc::new(RunnerStatus { mirror_dirty: true.into(), ..RunnerStatus::default() }),
-    };
-    Ok((runner, assignments))
 }
