@@ -10,7 +10,7 @@ STATE_DIR="${EVENTLINE_STATE_DIR:-$ROOT/.state}"
 CACHE_DIR="${EVENTLINE_CACHE_DIR:-$HOME/.cache/eventline}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE_DIR/target}"
 
-# The local broker: Apache Kafka 4.4.0 (docs/architecture.md, "The local broker"), resolved from
+# The local broker: Apache Kafka 4.4.0 (docs/decisions.md, "The local broker"), resolved from
 # Maven Central once into the cache and run by scripts/kafka.sh, the one launcher tests and tools
 # use too. Its log lives outside the clone, so it survives `make down`, a crash and a new clone.
 KAFKA_VERSION=4.4.0

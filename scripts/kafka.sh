@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one launcher of Apache Kafka for eventline: `make up`, `make test`, `make bench`, the test
-# kit and the tools all start their brokers through it (docs/architecture.md, "The local broker").
+# kit and the tools all start their brokers through it (docs/decisions.md, "The local broker").
 #
 #   kafka.sh classpath
 #       Resolves the broker (tools/kafka/pom.xml: org.apache.kafka:kafka_2.13 and its logging
