@@ -349,8 +349,7 @@ impl Browser {
 
     /// Saves what the page shows, for the eye (target/console-screenshots).
     async fn screenshot(&self, name: &str) {
-        let directory =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+        let directory = eventline_testkit::repository().join("target/console-screenshots");
         std::fs::create_dir_all(&directory).unwrap();
         std::fs::write(directory.join(format!("{name}.png")), self.client.screenshot().await.unwrap())
             .unwrap();

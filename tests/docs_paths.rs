@@ -21,7 +21,7 @@ const ROOTS: &[&str] = &[
 const TOP_FILES: &[&str] = &["Makefile", "Dockerfile", "docker-compose.yml", "Cargo.toml", "README.md"];
 
 fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    eventline_testkit::repository()
 }
 
 /// The Markdown files that are docs: the README and everything under docs/.

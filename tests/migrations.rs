@@ -5,7 +5,7 @@
 //! with the same tables and columns. A new migration that alters only one version fails here; the
 //! pattern to follow is in docs/architecture.md ("Add a read model or change its schema").
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use eventline_runtime::config::DatabaseConfig;
 use sqlx::PgPool;
@@ -15,7 +15,7 @@ use sqlx::migrate::Migrator;
 const VERSIONS_FROM: usize = 4;
 
 fn migration_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let dir = eventline_testkit::repository().join("migrations");
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

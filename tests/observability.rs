@@ -11,7 +11,6 @@
 //!   every exported metric is described and documented.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::support::processes::Process;
@@ -357,7 +356,7 @@ async fn dashboards_rules_and_docs_name_only_exported_metrics(processes: &[&Proc
         exported.extend(scraped.samples);
         described.extend(scraped.described);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = eventline_testkit::repository();
     let named = metric_names::named_in_repository(&root);
     let families = metric_names::families(&exported);
     let missing: Vec<String> = named

@@ -22,7 +22,7 @@ fn in_code() -> BTreeMap<String, (String, u16)> {
 /// `slug → (title, status)` from the table in docs/problems.md (the first status of a row that
 /// names several).
 fn in_docs() -> BTreeMap<String, (String, u16)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/problems.md");
+    let path = eventline_testkit::repository().join("docs/problems.md");
     let text = std::fs::read_to_string(path).unwrap();
     text.lines()
         .filter_map(|line| {

@@ -8,7 +8,7 @@ use tokio::process::Command;
 
 /// The repository root (this crate is `tests/`).
 pub fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    eventline_testkit::repository()
 }
 
 /// Where `make clients` generated the clients.

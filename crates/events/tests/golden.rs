@@ -8,7 +8,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    // Where cargo runs the test from, not where it was compiled (a shared build directory reuses
+    // binaries compiled in another checkout).
+    let package =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = format!("{package}/tests/fixtures/{name}.json");
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

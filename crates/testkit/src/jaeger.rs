@@ -3,7 +3,7 @@
 //! through its query API (`GET /api/v3/traces/{trace id}`, OTLP JSON) as a user would.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -68,10 +68,7 @@ enum Ready {
 /// The launcher: `$EVENTLINE_ROOT/scripts/jaeger.sh`, else the one of the checkout this crate was
 /// built from.
 fn launcher() -> PathBuf {
-    let root = std::env::var_os("EVENTLINE_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
-    root.join("scripts/jaeger.sh")
+    crate::repository().join("scripts/jaeger.sh")
 }
 
 impl Jaeger {

@@ -18,10 +18,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The launcher: `$EVENTLINE_ROOT/scripts/kafka.sh`, else the one of the checkout this crate was
 /// built from.
 fn launcher() -> PathBuf {
-    let root = std::env::var_os("EVENTLINE_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
-    root.join("scripts/kafka.sh")
+    crate::repository().join("scripts/kafka.sh")
 }
 
 /// A loopback port nothing listens on now, below the ephemeral range (32768 and up on Linux):

@@ -21,12 +21,28 @@ pub mod openapi;
 pub mod proxy;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use broker::OwnBroker;
 pub use env::{FIRST_VERSION, TEST_PARTITIONS, TestEnv};
 pub use openapi::{assert_openapi_committed, assert_sku_patterns};
 pub use proxy::TcpProxy;
+
+/// The repository's root: `EVENTLINE_ROOT` when set (the scripts set it), else the workspace that
+/// holds the running test's package (cargo names it in `CARGO_MANIFEST_DIR` when it runs a test),
+/// else the checkout this kit was built in. Read when the test runs rather than baked in when it
+/// compiles: a build directory shared by two checkouts (CI's clone and a working copy) reuses
+/// binaries built in the other one.
+pub fn repository() -> PathBuf {
+    if let Some(root) = std::env::var_os("EVENTLINE_ROOT") {
+        return PathBuf::from(root);
+    }
+    let running = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let workspace =
+        running.as_deref().and_then(|dir| dir.ancestors().find(|d| d.join("Cargo.lock").exists()));
+    workspace.map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."), Path::to_path_buf)
+}
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T

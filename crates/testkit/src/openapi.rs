@@ -4,7 +4,7 @@
 /// or rewrites the copy when `UPDATE_OPENAPI` is set. `test` is the `cargo test` arguments that
 /// run the calling test, for the message that says how to regenerate.
 pub fn assert_openapi_committed(document: &serde_json::Value, name: &str, test: &str) {
-    let path = format!("{}/../../docs/openapi/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = crate::repository().join(format!("docs/openapi/{name}.json"));
     let generated = serde_json::to_string_pretty(document).unwrap() + "\n";
     if std::env::var_os("UPDATE_OPENAPI").is_some() {
         std::fs::write(&path, &generated).unwrap();

@@ -8,7 +8,10 @@ use std::path::Path;
 
 /// Every `.rs` file under `src/`, by its path relative to `src/`.
 fn sources() -> BTreeMap<String, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    // Where cargo runs the test from (a shared build directory may hold a binary compiled in
+    // another checkout).
+    let package = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let root = Path::new(&package).join("src");
     let mut found = BTreeMap::new();
     let mut folders = vec![root.clone()];
     while let Some(folder) = folders.pop() {
