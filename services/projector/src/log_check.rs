@@ -14,7 +14,7 @@ use sqlx::PgPool;
 /// What a check found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "verdict")]
-pub enum Verdict {
+pub enum LogFinding {
     /// The version was built from this log (or was just bound to it).
     Same { log: String },
     /// The version was built from another log, or its log's topic is gone.
@@ -25,10 +25,10 @@ pub enum Verdict {
     Unknown { reason: String },
 }
 
-impl Verdict {
+impl LogFinding {
     /// The operator's way out, for error messages.
     pub fn refusal(&self, topic: &str, version: Version) -> Option<String> {
-        let Verdict::Other { recorded, current } = self else { return None };
+        let LogFinding::Other { recorded, current } = self else { return None };
         Some(format!(
             "the read models ({version}) were built from another log ({recorded}) than the broker serves \
              for topic {topic:?} now ({current}); their positions mean nothing in this log. Reset them \
@@ -45,32 +45,32 @@ pub async fn check(
     version: Version,
     kafka: &KafkaConfig,
     bind: bool,
-) -> anyhow::Result<Verdict> {
+) -> anyhow::Result<LogFinding> {
     let current = match log_identity::fetch(&kafka.brokers, &kafka.security, &kafka.topic).await {
         Ok(current) => current,
         Err(IdentityError::NoSuchTopic(_)) => return topic_missing(public, version, &kafka.topic).await,
-        Err(error) => return Ok(Verdict::Unknown { reason: error.to_string() }),
+        Err(error) => return Ok(LogFinding::Unknown { reason: error.to_string() }),
     };
     let recorded = read_models::recorded_log(public, version).await?;
     Ok(match read_models::compare_log(recorded, &current) {
-        LogMatch::Same => Verdict::Same { log: current.to_string() },
+        LogMatch::Same => LogFinding::Same { log: current.to_string() },
         LogMatch::Other { recorded, current } => {
-            Verdict::Other { recorded: recorded.to_string(), current: current.to_string() }
+            LogFinding::Other { recorded: recorded.to_string(), current: current.to_string() }
         }
         LogMatch::Unbound => {
             // Read models from before log identities were recorded: their positions must at
             // least lie within this log.
             if let Some(past) = positions_past_the_end(public, version, kafka).await? {
-                Verdict::Other {
+                LogFinding::Other {
                     recorded: format!("an unrecorded log ({past})"),
                     current: current.to_string(),
                 }
             } else if bind {
                 read_models::bind_log(public, version, &current).await?;
                 tracing::info!(%version, log = %current, "Read models bound to the log they are projected from");
-                Verdict::Same { log: current.to_string() }
+                LogFinding::Same { log: current.to_string() }
             } else {
-                Verdict::Unbound
+                LogFinding::Unbound
             }
         }
     })
@@ -78,15 +78,15 @@ pub async fn check(
 
 /// The topic does not exist: a version that records a log, or has applied anything, has lost its
 /// log (a new broker, a deleted topic); an empty one has nothing to lose.
-async fn topic_missing(public: &PgPool, version: Version, topic: &str) -> anyhow::Result<Verdict> {
+async fn topic_missing(public: &PgPool, version: Version, topic: &str) -> anyhow::Result<LogFinding> {
     let current = "no such topic".to_owned();
     if let Some(recorded) = read_models::recorded_log(public, version).await? {
-        return Ok(Verdict::Other { recorded: recorded.to_string(), current });
+        return Ok(LogFinding::Other { recorded: recorded.to_string(), current });
     }
     let checkpoints = eventline_read_models::checkpoints::load_version(public, version, topic).await?;
     Ok(match checkpoints.values().any(|&next| next > 0) {
-        true => Verdict::Other { recorded: "an unrecorded log".to_owned(), current },
-        false => Verdict::Unbound,
+        true => LogFinding::Other { recorded: "an unrecorded log".to_owned(), current },
+        false => LogFinding::Unbound,
     })
 }
 

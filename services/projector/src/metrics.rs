@@ -3,7 +3,7 @@
 //! `deploy/prometheus/` and the docs name these; `tests/observability.rs` fails if they name one
 //! that is not exported.
 
-use crate::project::Outcome;
+use crate::project::BatchOutcome;
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 /// Events read from the log, by event type and outcome (applied, duplicate, dead_lettered).
@@ -92,7 +92,7 @@ pub fn batch_applied(
     projection: eventline_read_models::Projection,
     seconds: f64,
     records: usize,
-    outcome: &Outcome,
+    outcome: &BatchOutcome,
 ) {
     if projection != eventline_read_models::Projection::Main {
         return;

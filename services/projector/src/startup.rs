@@ -20,7 +20,7 @@ use crate::live::observer::{self, Observer};
 use crate::live::prepare;
 use crate::live::runner::{Role, Runner, RunnerStatus, open_live_targets};
 
-use crate::log_check::{self, Verdict};
+use crate::log_check::{self, LogFinding};
 use crate::operations::progress::Progress;
 use crate::operations::rebuild;
 use eventline_read_models::{self as read_models, State, Version};
@@ -153,7 +153,7 @@ impl Application {
 /// Refuses to project into `version` if it was built from another log than the broker serves.
 pub(crate) async fn check_log(public: &PgPool, version: Version, config: &Config) -> anyhow::Result<()> {
     match log_check::check(public, version, &config.kafka, true).await? {
-        Verdict::Unknown { reason } => {
+        LogFinding::Unknown { reason } => {
             tracing::warn!(%reason, "Cannot tell which log the broker serves; not checking the read models against it")
         }
         verdict => {

@@ -138,7 +138,7 @@ impl Runner {
         use_fast_path: bool,
         spans: &BatchSpans,
         shutdown: &CancellationToken,
-    ) -> Result<Option<project::Outcome>, project::Superseded> {
+    ) -> Result<Option<project::BatchOutcome>, project::Superseded> {
         if part.is_empty() {
             return Ok(None);
         }

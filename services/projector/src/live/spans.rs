@@ -8,7 +8,7 @@ use eventline_events::{HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 use eventline_runtime::telemetry;
 use tracing::Span;
 
-use crate::project::{Outcome, Record};
+use crate::project::{BatchOutcome, Record};
 
 /// The spans of one batch; the per-event spans end when this is dropped (after the commit).
 pub struct BatchSpans {
@@ -70,7 +70,7 @@ impl BatchSpans {
 
 impl BatchSpans {
     /// Records what the batch did.
-    pub fn applied(&self, outcome: &Outcome) {
+    pub fn applied(&self, outcome: &BatchOutcome) {
         self.batch.record("eventline.applied", outcome.applied);
         self.batch.record("eventline.duplicates", outcome.duplicates);
         self.batch.record("eventline.dead_lettered", outcome.dead_lettered);

@@ -36,7 +36,7 @@ pub(super) async fn apply_parking(
     known: &HashSet<Uuid>,
     dead_letters: DeadLetters,
     policy: Parking,
-) -> Result<super::Outcome, ApplyError> {
+) -> Result<super::BatchOutcome, ApplyError> {
     let projection = batch.projection.unwrap_or(Projection::Main);
     let candidates: Vec<&Positioned<'_>> =
         batch.events.iter().filter(|e| !known.contains(&e.envelope.event_id)).collect();

@@ -85,7 +85,7 @@ impl Record {
 
 /// What a batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Outcome {
+pub struct BatchOutcome {
     /// Events applied for the first time.
     pub applied: usize,
     /// The same, per event type.
@@ -311,7 +311,7 @@ pub async fn apply(
     batch: &Decoded<'_>,
     known: &HashSet<Uuid>,
     parking: Parking,
-) -> Result<Result<Outcome, Superseded>, ApplyError> {
+) -> Result<Result<BatchOutcome, Superseded>, ApplyError> {
     let batch = &*batch.scoped(writer.version.projection);
     let mut tx = pool.begin().await?;
     if let Err(superseded) = hold(&mut tx, writer).await? {
@@ -376,7 +376,7 @@ pub async fn apply_in(
     topic: &str,
     batch: &Decoded<'_>,
     known: &HashSet<Uuid>,
-) -> sqlx::Result<Outcome> {
+) -> sqlx::Result<BatchOutcome> {
     let batch = &*batch.scoped(writer.version.projection);
     let candidates: Vec<&Positioned<'_>> =
         batch.events.iter().filter(|e| !known.contains(&e.envelope.event_id)).collect();
@@ -405,7 +405,7 @@ async fn finish(
     dead_letters: DeadLetters,
     applied: &[&Positioned<'_>],
     parked: &Parked<'_, '_>,
-) -> sqlx::Result<Outcome> {
+) -> sqlx::Result<BatchOutcome> {
     let (records, dead) = (&batch.records, &batch.dead);
     let new_dead_letters = record_dead_letters_as(tx, topic, dead_letters, dead).await?;
 
@@ -426,7 +426,7 @@ async fn finish(
         *applied_by_type.entry(event.envelope.event_type()).or_insert(0) += 1;
     }
     let unknown = batch.events.iter().filter(|e| !known.contains(&e.envelope.event_id)).count();
-    Ok(Outcome {
+    Ok(BatchOutcome {
         applied: applied.len(),
         applied_by_type,
         duplicates: batch.events.len() - applied.len() - parked.events.len(),
