@@ -195,7 +195,7 @@ impl SaslMechanism {
 pub type Secret = secrecy::SecretString;
 
 /// Where the read models are.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct DatabaseConfig {
     /// PostgreSQL connection URL.
     #[arg(
@@ -210,7 +210,7 @@ pub struct DatabaseConfig {
 }
 
 /// Where Redis is, and how to reach it over TLS (`rediss://`).
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct RedisConfig {
     /// Redis connection URL (`rediss://` for TLS).
     #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
@@ -224,6 +224,38 @@ pub struct RedisConfig {
     pub client_cert: Option<std::path::PathBuf>,
     #[arg(id = "client_key", long = "redis-client-key", env = "REDIS_CLIENT_KEY")]
     pub client_key: Option<std::path::PathBuf>,
+}
+
+/// The URL's password is a secret: `Debug` shows the URL without it.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &without_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// As [`DatabaseConfig`]'s.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &without_password(&self.url))
+            .field("ca_cert", &self.ca_cert)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user info (`scheme://user:password@host…`) shown as `***`.
+pub fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let authority_end = url[scheme_end..].find(['/', '?', '#']).map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    let Some(at) = authority.rfind('@') else { return url.to_owned() };
+    let Some(colon) = authority[..at].find(':') else { return url.to_owned() };
+    format!("{}{}:***{}", &url[..scheme_end], &authority[..colon], &url[scheme_end + at..])
 }
 
 impl RedisConfig {
@@ -320,5 +352,21 @@ mod tests {
             KafkaSecurity { ssl_certificate_location: Some("client.pem".into()), ..KafkaSecurity::default() };
         assert!(half.check().unwrap_err().contains("KAFKA_SSL_KEY_LOCATION"));
         assert!(KafkaSecurity::default().check().is_ok());
+    }
+
+    #[test]
+    fn a_url_shown_keeps_everything_but_its_password() {
+        for (url, shown) in [
+            ("postgres://app:s3cret@db:5432/eventline", "postgres://app:***@db:5432/eventline"),
+            ("rediss://:p%40ss@cache:6380", "rediss://:***@cache:6380"),
+            ("postgres://postgres@127.0.0.1:5432/eventline", "postgres://postgres@127.0.0.1:5432/eventline"),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(without_password(url), shown);
+        }
+        let config = DatabaseConfig { url: "postgres://app:s3cret@db/eventline".into(), max_connections: 4 };
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!format!("{:?}", RedisConfig::at("redis://:hunter2@cache")).contains("hunter2"));
     }
 }
