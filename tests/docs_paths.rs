@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use eventline_testkit::repository;
+
 /// Folders of the repository a path in the docs starts with.
 const ROOTS: &[&str] = &[
     "services/",
@@ -20,25 +22,11 @@ const ROOTS: &[&str] = &[
 /// Files at the repository's top a doc may name alone.
 const TOP_FILES: &[&str] = &["Makefile", "Dockerfile", "docker-compose.yml", "Cargo.toml", "README.md"];
 
-fn repository() -> PathBuf {
-    eventline_testkit::repository()
-}
-
 /// The Markdown files that are docs: the README and everything under docs/.
 fn documents() -> Vec<PathBuf> {
     let root = repository();
     let mut found = vec![root.join("README.md")];
-    let mut folders = vec![root.join("docs")];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                folders.push(path);
-            } else if path.extension().is_some_and(|e| e == "md") {
-                found.push(path);
-            }
-        }
-    }
+    found.extend(eventline_testkit::files_under(&root.join("docs"), "md"));
     found
 }
 

@@ -65,8 +65,7 @@ enum Ready {
     PortTaken,
 }
 
-/// The launcher: `$EVENTLINE_ROOT/scripts/jaeger.sh`, else the one of the checkout this crate was
-/// built from.
+/// The launcher: `scripts/jaeger.sh` of the repository (`crate::repository`).
 fn launcher() -> PathBuf {
     crate::repository().join("scripts/jaeger.sh")
 }

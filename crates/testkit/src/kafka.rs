@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 /// cluster the quorum's election).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The launcher: `$EVENTLINE_ROOT/scripts/kafka.sh`, else the one of the checkout this crate was
-/// built from.
+/// The launcher: `scripts/kafka.sh` of the repository (`crate::repository`).
 fn launcher() -> PathBuf {
     crate::repository().join("scripts/kafka.sh")
 }

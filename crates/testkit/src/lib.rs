@@ -29,6 +29,24 @@ pub use env::{FIRST_VERSION, TEST_PARTITIONS, TestEnv};
 pub use openapi::{assert_openapi_committed, assert_sku_patterns};
 pub use proxy::TcpProxy;
 
+/// Every file under `dir`, its subfolders included, whose extension is `extension`, sorted.
+pub fn files_under(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == extension) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// The repository's root: `EVENTLINE_ROOT` when set (the scripts set it), else the workspace that
 /// holds the running test's package (cargo names it in `CARGO_MANIFEST_DIR` when it runs a test),
 /// else the checkout this kit was built in. Read when the test runs rather than baked in when it

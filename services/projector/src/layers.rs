@@ -4,28 +4,17 @@
 //! `self::` paths each file names, resolved to the file that defines the module.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 /// Every `.rs` file under `src/`, by its path relative to `src/`.
 fn sources() -> BTreeMap<String, String> {
-    // Where cargo runs the test from (a shared build directory may hold a binary compiled in
-    // another checkout).
-    let package = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
-    let root = Path::new(&package).join("src");
-    let mut found = BTreeMap::new();
-    let mut folders = vec![root.clone()];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                folders.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let name = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
-                found.insert(name, std::fs::read_to_string(&path).unwrap());
-            }
-        }
-    }
-    found
+    let root = eventline_testkit::repository().join("services/projector/src");
+    eventline_testkit::files_under(&root, "rs")
+        .into_iter()
+        .map(|path| {
+            let name = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+            (name, std::fs::read_to_string(&path).unwrap())
+        })
+        .collect()
 }
 
 /// The module path of a file: `live/runner.rs` is `[live, runner]`, `live/mod.rs` is `[live]`,
@@ -38,7 +27,7 @@ fn module_of(file: &str) -> Vec<String> {
     parts
 }
 
-/// The file defining the longest prefix of `path` that is a module, if it is not `file` itself.
+/// The file defining the longest prefix of `path` that is a module.
 fn file_of(path: &[String], files: &BTreeMap<String, String>) -> Option<String> {
     (1..=path.len()).rev().find_map(|n| {
         let joined = path[..n].join("/");

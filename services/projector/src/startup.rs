@@ -19,7 +19,6 @@ use crate::live::coverage::Coverage;
 use crate::live::observer::{self, Observer};
 use crate::live::prepare;
 use crate::live::runner::{Role, Runner, RunnerStatus, open_live_targets};
-
 use crate::log_check::{self, LogFinding};
 use crate::operations::progress::Progress;
 use crate::operations::rebuild;

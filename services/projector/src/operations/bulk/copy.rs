@@ -28,6 +28,8 @@ pub struct CopyRows {
     rows: usize,
     /// Where the current row's field count goes, and the fields written to it so far.
     row_at: Option<(usize, i16)>,
+    /// The first value sqlx could not encode: the COPY is refused rather than sent without it.
+    unencodable: Option<String>,
 }
 
 impl Default for CopyRows {
@@ -45,7 +47,7 @@ impl CopyRows {
         let mut bytes = PgArgumentBuffer::default();
         bytes.reserve(capacity.max(HEADER.len()));
         bytes.extend_from_slice(HEADER);
-        CopyRows { bytes, rows: 0, row_at: None }
+        CopyRows { bytes, rows: 0, row_at: None, unencodable: None }
     }
 
     /// Rows ended so far.
@@ -92,11 +94,16 @@ impl CopyRows {
                 let length = i32::try_from(self.bytes.len() - start).unwrap_or(i32::MAX);
                 self.close(length_at, length);
             }
-            // An encoder that fails (none of the types used here does) or says null: null, which
-            // the column's NOT NULL refuses as it would refuse the insert.
-            Ok(sqlx::encode::IsNull::Yes) | Err(_) => {
+            Ok(sqlx::encode::IsNull::Yes) => {
                 self.bytes.truncate(start);
                 self.close(length_at, -1);
+            }
+            // None of the types used here fails to encode; one that did makes `send` refuse the
+            // rows (the load gives way), never writes a null in the value's place.
+            Err(error) => {
+                self.bytes.truncate(start);
+                self.close(length_at, -1);
+                self.unencodable.get_or_insert_with(|| error.to_string());
             }
         }
         self
@@ -146,6 +153,11 @@ impl CopyRows {
     ) -> sqlx::Result<()> {
         if self.is_empty() {
             return Ok(());
+        }
+        if let Some(error) = self.unencodable.take() {
+            return Err(sqlx::Error::Encode(
+                format!("a value for {table} could not be encoded: {error}").into(),
+            ));
         }
         self.bytes.extend_from_slice(&(-1_i16).to_be_bytes());
         let statement = format!("COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary, FREEZE)");
@@ -324,5 +336,23 @@ mod tests {
         assert_eq!(taken.rows(), 1);
         assert!(rows.is_empty());
         assert_eq!(&rows.bytes[..], HEADER);
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_encoded_is_remembered_not_written_as_null() {
+        struct Broken;
+        impl Encode<'_, Postgres> for Broken {
+            fn encode_by_ref(
+                &self,
+                _: &mut PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                Err("broken".into())
+            }
+        }
+        let mut rows = CopyRows::new();
+        rows.value(&Broken).value(&1_i32);
+        rows.end();
+        assert_eq!(rows.unencodable.as_deref(), Some("broken"), "send refuses these rows");
+        assert_eq!(rows.rows(), 1, "the row stays framed");
     }
 }
