@@ -58,6 +58,9 @@ if command -v redis-cli >/dev/null; then
     xargs -r redis-cli -h "$rhost" -p "$rport" DEL >/dev/null 2>&1 || true
 fi
 
+# The router tests' databases (`#[sqlx::test]`) are made from the one DATABASE_URL names.
+ensure_database "$DATABASE_URL"
+
 say "Running the tests"
 cargo test --workspace --locked "$@"
 

@@ -16,8 +16,9 @@ use crate::log_watch::LogWatch;
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    /// Stops the projection follower when the service stops.
-    follower: CancellationToken,
+    /// Stops the projection follower (and the other background tasks) when the service stops,
+    /// or when it is dropped unserved (a test that sends its router requests).
+    follower: tokio_util::sync::DropGuard,
     /// Limits at the door and the drain bound.
     serving: eventline_runtime::server::ServeConfig,
     /// Which browser origins may call the API.
@@ -73,7 +74,14 @@ impl Application {
             read_timeout: config.read_timeout(),
             topic: config.topic.as_str().into(),
         };
+        let follower = follower.drop_guard();
         Ok(Application { listener, state, follower, serving: config.serving, cors: config.cors.clone() })
+    }
+
+    /// The HTTP API as it is served: for `run_until`, and for a test that sends it requests
+    /// without a listener (`tower::ServiceExt::oneshot`).
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone(), &self.cors)
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -89,14 +97,9 @@ impl Application {
             stopping.cancelled().await;
             streams.cancel();
         });
-        let served = eventline_runtime::server::serve(
-            self.listener,
-            http::router(self.state, &self.cors),
-            shutdown,
-            self.serving,
-        )
-        .await;
-        self.follower.cancel();
+        let router = self.router();
+        let served = eventline_runtime::server::serve(self.listener, router, shutdown, self.serving).await;
+        drop(self.follower);
         served.context("serving HTTP")?;
         tracing::info!("Query service stopped");
         Ok(())

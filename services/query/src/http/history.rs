@@ -3,8 +3,7 @@
 //! and reads as of a version or a time (`?asOf=`, `?asOfTime=` on an order or a sku), the history
 //! up to that point folded with the projection's rules (`eventline_read_models::fold`).
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use eventline_events::LogPosition;
@@ -19,7 +18,8 @@ use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, database_problem, in_range, no_such, parse_id, read_your_writes, with_etag};
+use super::extract::{self, IfNoneMatch, OrderId, ReadAfter, Sku, UserId};
+use super::{AppState, database_problem, in_range, no_such};
 use crate::problems;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -103,15 +103,15 @@ pub struct UserHistoryParams {
 )]
 pub async fn user_history(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    UserId(user_id): UserId,
     ApiQuery(params): ApiQuery<UserHistoryParams>,
-    headers: HeaderMap,
+    after: ReadAfter,
+    cached: IfNoneMatch,
 ) -> Result<Response, Problem> {
-    let user_id = parse_id(&id, "user")?;
     let limit = in_range(params.limit, 20, 1, 100, "limit")?;
     let cursor = params.cursor.as_deref().map(parse_user_cursor).transpose()?;
     let direction = params.direction.unwrap_or_default().into();
-    let db = read_your_writes(&state, &headers).await?;
+    let db = state.read_models(eventline_read_models::Projection::Main, &after).await?;
     let mut events = history::user_page(&db, user_id, cursor, direction, limit + 1)
         .instrument(db::span("SELECT", "event_index"))
         .await
@@ -121,7 +121,7 @@ pub async fn user_history(
     }
     let next_cursor = more(&mut events, limit)
         .map(|last| format!("{}.{}.{}", last.occurred_at.timestamp_micros(), last.partition, last.offset));
-    with_etag(&headers, &HistoryPage { events, next_cursor })
+    cached.answer(extract::by_digest(&HistoryPage { events, next_cursor }))
 }
 
 /// An order's history: its placement and its payment
@@ -137,12 +137,12 @@ pub async fn user_history(
 )]
 pub async fn order_history(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    OrderId(order_id): OrderId,
     ApiQuery(params): ApiQuery<AggregateHistoryParams>,
-    headers: HeaderMap,
+    after: ReadAfter,
+    cached: IfNoneMatch,
 ) -> Result<Response, Problem> {
-    let order_id = parse_id(&id, "order")?;
-    aggregate_history(&state, &headers, Aggregate::Order(order_id), params).await
+    aggregate_history(&state, Aggregate::Order(order_id), params, &after, &cached).await
 }
 
 /// A sku's history: every adjustment of its stock
@@ -159,19 +159,20 @@ pub async fn order_history(
 )]
 pub async fn sku_history(
     State(state): State<AppState>,
-    Path(sku): Path<String>,
+    Sku(sku): Sku,
     ApiQuery(params): ApiQuery<AggregateHistoryParams>,
-    headers: HeaderMap,
+    after: ReadAfter,
+    cached: IfNoneMatch,
 ) -> Result<Response, Problem> {
-    let sku = super::inventory::valid_sku(sku)?;
-    aggregate_history(&state, &headers, Aggregate::Inventory(sku), params).await
+    aggregate_history(&state, Aggregate::Inventory(sku), params, &after, &cached).await
 }
 
 async fn aggregate_history(
     state: &AppState,
-    headers: &HeaderMap,
     aggregate: Aggregate,
     params: AggregateHistoryParams,
+    after: &ReadAfter,
+    cached: &IfNoneMatch,
 ) -> Result<Response, Problem> {
     let limit = in_range(params.limit, 20, 1, 100, "limit")?;
     let cursor = match params.cursor.as_deref() {
@@ -179,7 +180,7 @@ async fn aggregate_history(
         None => None,
     };
     let direction = params.direction.unwrap_or_default().into();
-    let db = read_your_writes(state, headers).await?;
+    let db = state.read_models(eventline_read_models::Projection::Main, after).await?;
     let mut events = history::aggregate_page(&db, &aggregate, cursor, direction, limit + 1)
         .instrument(db::span("SELECT", "event_index"))
         .await
@@ -188,7 +189,7 @@ async fn aggregate_history(
         return Err(no_aggregate(&aggregate));
     }
     let next_cursor = more(&mut events, limit).map(|last| last.version.to_string());
-    with_etag(headers, &HistoryPage { events, next_cursor })
+    cached.answer(extract::by_digest(&HistoryPage { events, next_cursor }))
 }
 
 /// Trims a page read with one event too many to `limit`, and returns its last event when there

@@ -1,7 +1,6 @@
 //! `GET /inventory/{sku}`: the stock of a sku.
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use eventline_read_models::documents::Stock;
 use eventline_runtime::db;
@@ -10,22 +9,16 @@ use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::extract::{self, IfNoneMatch, ReadAfter, Sku};
 use super::history::{self, AsOfParams};
-use super::{AppState, database_problem, read_your_writes, with_version_etag};
+use super::{AppState, database_problem};
+use eventline_read_models::Projection;
 
 /// The stock of sku `$1` (primary key).
 pub const STOCK_SQL: &str = "SELECT sku, quantity, version, updated_at FROM inventory WHERE sku = $1";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_stock))
-}
-
-/// The sku of a path, or a 400 that says what a sku is.
-pub(super) fn valid_sku(sku: String) -> Result<String, Problem> {
-    if eventline_events::is_valid_sku(&sku) {
-        return Ok(sku);
-    }
-    Err(Problem::new(crate::problems::INVALID_ID, format!("A sku is {}.", eventline_events::SKU_RULE)))
 }
 
 /// Get the stock of a sku (now, or as of a version or a time)
@@ -41,18 +34,17 @@ pub(super) fn valid_sku(sku: String) -> Result<String, Problem> {
 )]
 pub async fn get_stock(
     State(state): State<AppState>,
-    Path(sku): Path<String>,
+    Sku(sku): Sku,
     ApiQuery(as_of): ApiQuery<AsOfParams>,
     RawQuery(raw_query): RawQuery,
-    headers: HeaderMap,
+    after: ReadAfter,
+    cached: IfNoneMatch,
 ) -> Result<Response, Problem> {
-    let sku = valid_sku(sku)?;
     let until = as_of.until(raw_query.as_deref())?;
-    let db = read_your_writes(&state, &headers).await?;
+    let db = state.read_models(Projection::Main, &after).await?;
     if let Some(until) = until {
         let stock = history::stock_as_of(&db, sku, until).await?;
-        let version = stock.version;
-        return with_version_etag(&headers, &stock, version);
+        return cached.answer(extract::by_version(&stock, stock.version));
     }
     super::refuse_parked(&state, &db, super::Aggregate::Sku(&sku)).await?;
     let stock: Option<Stock> = sqlx::query_as(STOCK_SQL)
@@ -62,6 +54,5 @@ pub async fn get_stock(
         .await
         .map_err(database_problem)?;
     let stock = stock.ok_or_else(|| Problem::not_found(format!("No stock recorded for sku {sku}.")))?;
-    let version = stock.version;
-    with_version_etag(&headers, &stock, version)
+    cached.answer(extract::by_version(&stock, stock.version))
 }

@@ -3,19 +3,18 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use eventline_events::ConsistencyToken;
+use eventline_read_models::Projection;
 use eventline_read_models::history::Aggregate;
-use eventline_runtime::http::is_empty_field;
 use eventline_runtime::problem::Problem;
 use futures::Stream;
 use tokio::sync::mpsc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, parse_id, read_reaching, read_your_writes};
+use super::AppState;
+use super::extract::{OrderId, ReadAfter, ResumeAfter, Sku, UserId};
 use crate::live::stream::{self, CaughtUp, LiveChange, LiveState, Reset};
 use eventline_read_models::documents::{Order, Stock, User};
 
@@ -73,11 +72,11 @@ pub enum LiveEvents<T> {
 )]
 pub async fn order_live(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    OrderId(order_id): OrderId,
+    resume: ResumeAfter,
+    after: ReadAfter,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    let order_id = parse_id(&id, "order")?;
-    live(&state, &headers, Aggregate::Order(order_id)).await
+    live(&state, Aggregate::Order(order_id), resume, after).await
 }
 
 /// Follow a sku's stock: its state, then every adjustment (Server-Sent Events)
@@ -95,11 +94,11 @@ pub async fn order_live(
 )]
 pub async fn sku_live(
     State(state): State<AppState>,
-    Path(sku): Path<String>,
-    headers: HeaderMap,
+    Sku(sku): Sku,
+    resume: ResumeAfter,
+    after: ReadAfter,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    let sku = super::inventory::valid_sku(sku)?;
-    live(&state, &headers, Aggregate::Inventory(sku)).await
+    live(&state, Aggregate::Inventory(sku), resume, after).await
 }
 
 /// Follow a user: their document, then every change to it (Server-Sent Events)
@@ -117,31 +116,24 @@ pub async fn sku_live(
 )]
 pub async fn user_live(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
+    UserId(user_id): UserId,
+    resume: ResumeAfter,
+    after: ReadAfter,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
-    let user_id = parse_id(&id, "user")?;
-    live(&state, &headers, Aggregate::User(user_id)).await
+    live(&state, Aggregate::User(user_id), resume, after).await
 }
 
 /// Starts a stream of `subject`. A `Last-Event-ID` is a consistency token: the stream waits (as a
 /// read with that token would) until the read models have applied it, then resumes after it.
 async fn live(
     state: &AppState,
-    headers: &HeaderMap,
     subject: Aggregate,
+    ResumeAfter(resume): ResumeAfter,
+    after: ReadAfter,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, Problem> {
-    let last_event_id = headers.get("last-event-id").filter(|v| !is_empty_field(v));
-    let (db, resume) = match last_event_id {
-        Some(value) => {
-            let db =
-                read_reaching(state, eventline_read_models::Projection::Main, Some(value), "Last-Event-ID")
-                    .await?;
-            let token: Option<ConsistencyToken> = value.to_str().ok().and_then(|v| v.parse().ok());
-            (db, token)
-        }
-        None => (read_your_writes(state, headers).await?, None),
-    };
+    // Resuming, the stream reads after the last event its client had, as a read with that token.
+    let after = resume.clone().map_or(after, |token| ReadAfter(Some(token)));
+    let db = state.read_models(Projection::Main, &after).await?;
     let (out, events) = mpsc::channel(PENDING);
     let live = state.live.clone();
     tokio::spawn(async move {

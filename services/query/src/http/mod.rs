@@ -1,6 +1,7 @@
 //! The HTTP API of the query service: one module per resource, each with its `router()`, and
 //! what they share — read-your-writes, ETags, problems.
 
+mod extract;
 mod history;
 mod inventory;
 mod links;
@@ -13,18 +14,17 @@ mod users;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use eventline_events::ConsistencyToken;
 use eventline_runtime::auth::{self, Guard, Scope};
 use eventline_runtime::cors::{ApiCors, CorsConfig};
-use eventline_runtime::http::{CONSISTENCY_TOKEN, Check, Readiness, api_service, is_empty_field};
+use eventline_runtime::http::{Check, Readiness, api_service};
 use eventline_runtime::problem::{Problem, ProblemMember, types};
 use eventline_runtime::rate_limit::RateLimiter;
 
 use crate::problems;
 use eventline_read_models::documents::{self, Tagged};
-use serde::Serialize;
 use sqlx::PgPool;
 use tracing::Instrument as _;
 use utoipa::OpenApi;
@@ -33,6 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::consistency::{LiveReadModels, Unavailable};
 use crate::log_watch::LogWatch;
 use eventline_read_models::Projection;
+use extract::ReadAfter;
 
 /// The statement behind each read, for checking their plans.
 pub mod statements {
@@ -138,104 +139,81 @@ fn finish(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     document
 }
 
-/// The pool to answer the request from: the main projection's live read models, once they
-/// reflect the request's Consistency-Token if it has one.
-async fn read_your_writes(state: &AppState, headers: &HeaderMap) -> Result<PgPool, Problem> {
-    read_your_writes_from(state, Projection::Main, headers).await
-}
-
-/// The pool to answer the request from: `projection`'s live read models, once they reflect the
-/// request's Consistency-Token if it has one. The token is checked against that projection's
-/// checkpoints only: a read never waits for a projection it does not read.
-async fn read_your_writes_from(
-    state: &AppState,
-    projection: Projection,
-    headers: &HeaderMap,
-) -> Result<PgPool, Problem> {
-    if let Some(other) = state.log.other_log() {
-        tracing::warn!(%other, "Refusing a read: the read models belong to another log");
-        return Err(Problem::new(
-            problems::READ_MODELS_FROM_ANOTHER_LOG,
-            "The read models were built from another event log than the one the broker serves now, so \
-             they cannot be served as current. An operator must reset or rebuild them.",
-        )
-        .retry_after(30));
-    }
-    read_reaching(
-        state,
-        projection,
-        headers.get(CONSISTENCY_TOKEN).filter(|v| !is_empty_field(v)),
-        CONSISTENCY_TOKEN.as_str(),
-    )
-    .await
-}
-
-/// The pool to answer from once the live read models have applied the consistency token `value`
-/// (from header `header`), or at once without one.
-async fn read_reaching(
-    state: &AppState,
-    projection: Projection,
-    value: Option<&HeaderValue>,
-    header: &str,
-) -> Result<PgPool, Problem> {
-    let Some(value) = value else {
-        let snapshot = state.read_models.current(projection, state.consistency_wait).await;
-        return snapshot
-            .map(|s| s.pool.clone())
-            .map_err(|unavailable| unavailable_problem(projection, unavailable));
-    };
-    let token: ConsistencyToken = value.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
-        Problem::new(
-            problems::INVALID_CONSISTENCY_TOKEN,
-            format!(
-                "Pass the {header} header exactly as it was given (a consistency token, e.g. \"0:15,3:7\")."
-            ),
-        )
-    })?;
-    if let Some(problem) = impossible(&token, state.log.partitions()) {
-        return Err(problem);
-    }
-    let started = std::time::Instant::now();
-    let wait = tracing::info_span!(
-        "consistency wait",
-        eventline.consistency.token = %token,
-        eventline.consistency.outcome = tracing::field::Empty,
-    );
-    // While waiting, a token the read models have not reached is checked against the end of the
-    // log: a position the log never issued is refused at once instead of after the wait.
-    let reaching =
-        state.read_models.reaching(projection, &token, state.consistency_wait).instrument(wait.clone());
-    let beyond_end = state.log.beyond_end(&token, state.consistency_wait);
-    let reached = tokio::select! {
-        biased;
-        reached = reaching => reached,
-        Some((partition, offset, end)) = beyond_end => {
-            wait.record("eventline.consistency.outcome", "beyond_end");
-            return Err(impossible_token(format!(
-                "The token names offset {offset} of partition {partition}, but that partition of the event \
-                 log ends before offset {end}"
-            )));
+impl AppState {
+    /// The pool to answer from: `projection`'s live read models, once they have applied the
+    /// position the request must read after (at once without one). The position is checked
+    /// against that projection's checkpoints only: a read never waits for a projection it does
+    /// not read.
+    pub(super) async fn read_models(
+        &self,
+        projection: Projection,
+        after: &ReadAfter,
+    ) -> Result<PgPool, Problem> {
+        if let Some(other) = self.log.other_log() {
+            tracing::warn!(%other, "Refusing a read: the read models belong to another log");
+            return Err(Problem::new(
+                problems::READ_MODELS_FROM_ANOTHER_LOG,
+                "The read models were built from another event log than the one the broker serves now, so \
+                 they cannot be served as current. An operator must reset or rebuild them.",
+            )
+            .retry_after(30));
         }
-    };
-    let outcome = match &reached {
-        Ok(_) => "reached",
-        Err(Unavailable::NotReady) => "not_ready",
-        Err(Unavailable::CatchingUp) => "catching_up",
-        Err(Unavailable::Behind) => "behind",
-    };
-    wait.record("eventline.consistency.outcome", outcome);
-    crate::metrics::consistency_wait(outcome, started.elapsed().as_secs_f64());
-    match reached {
-        Ok(snapshot) => Ok(snapshot.pool.clone()),
-        Err(Unavailable::Behind) => Err(Problem::new(
-            problems::PROJECTION_BEHIND,
-            format!(
-                "The read models have not yet applied position(s) {token} after {} ms; retry shortly.",
-                state.consistency_wait.as_millis()
-            ),
-        )
-        .retry_after(1)),
-        Err(unavailable) => Err(unavailable_problem(projection, unavailable)),
+        let Some(token) = &after.0 else {
+            let snapshot = self.read_models.current(projection, self.consistency_wait).await;
+            return snapshot
+                .map(|s| s.pool.clone())
+                .map_err(|unavailable| unavailable_problem(projection, unavailable));
+        };
+        if let Some(problem) = impossible(token, self.log.partitions()) {
+            return Err(problem);
+        }
+        self.reaching(projection, token).await
+    }
+
+    /// `projection`'s live read models once they have applied every position of `token`.
+    async fn reaching(&self, projection: Projection, token: &ConsistencyToken) -> Result<PgPool, Problem> {
+        let started = std::time::Instant::now();
+        let wait = tracing::info_span!(
+            "consistency wait",
+            eventline.consistency.token = %token,
+            eventline.consistency.outcome = tracing::field::Empty,
+        );
+        // While waiting, a token the read models have not reached is checked against the end of
+        // the log: a position the log never issued is refused at once instead of after the wait.
+        let reaching =
+            self.read_models.reaching(projection, token, self.consistency_wait).instrument(wait.clone());
+        let beyond_end = self.log.beyond_end(token, self.consistency_wait);
+        let reached = tokio::select! {
+            biased;
+            reached = reaching => reached,
+            Some((partition, offset, end)) = beyond_end => {
+                wait.record("eventline.consistency.outcome", "beyond_end");
+                return Err(impossible_token(format!(
+                    "The token names offset {offset} of partition {partition}, but that partition of the event \
+                     log ends before offset {end}"
+                )));
+            }
+        };
+        let outcome = match &reached {
+            Ok(_) => "reached",
+            Err(Unavailable::NotReady) => "not_ready",
+            Err(Unavailable::CatchingUp) => "catching_up",
+            Err(Unavailable::Behind) => "behind",
+        };
+        wait.record("eventline.consistency.outcome", outcome);
+        crate::metrics::consistency_wait(outcome, started.elapsed().as_secs_f64());
+        match reached {
+            Ok(snapshot) => Ok(snapshot.pool.clone()),
+            Err(Unavailable::Behind) => Err(Problem::new(
+                problems::PROJECTION_BEHIND,
+                format!(
+                    "The read models have not yet applied position(s) {token} after {} ms; retry shortly.",
+                    self.consistency_wait.as_millis()
+                ),
+            )
+            .retry_after(1)),
+            Err(unavailable) => Err(unavailable_problem(projection, unavailable)),
+        }
     }
 }
 
@@ -279,20 +257,6 @@ fn not_ready() -> Problem {
         "The live read models are not known yet (the database is unavailable or not migrated); retry shortly.",
     )
     .retry_after(1)
-}
-
-/// A JSON `200` with a strong ETag, or `304` when the client's `If-None-Match` already has it.
-fn with_etag(headers: &HeaderMap, body: &impl Serialize) -> Result<Response, Problem> {
-    let bytes = serialize(body)?;
-    let etag = documents::digest_etag(&bytes);
-    respond_tagged(headers, bytes, etag)
-}
-
-/// Answers with `body` tagged by its aggregate's version: the ETag is `"<version>"`, which a
-/// command on that aggregate may send back as `If-Match`. Only for resources whose body changes
-/// exactly when their aggregate gets an event.
-fn with_version_etag(headers: &HeaderMap, body: &impl Serialize, version: i64) -> Result<Response, Problem> {
-    respond_tagged(headers, serialize(body)?, format!("\"{version}\""))
 }
 
 /// Whether key `$2` of topic `$1` is parked (behind an event the database refused), or, for user
@@ -399,38 +363,6 @@ fn parked(aggregate: Aggregate<'_>) -> Problem {
     .retry_after(60)
 }
 
-/// Answers with a document, stored or just assembled, under its own ETag.
-fn with_document(headers: &HeaderMap, document: serde_json::Result<Tagged>) -> Result<Response, Problem> {
-    let Tagged { body, etag } = document.map_err(unserializable)?;
-    respond_tagged(headers, body.into_bytes(), etag)
-}
-
-fn serialize(body: &impl Serialize) -> Result<Vec<u8>, Problem> {
-    serde_json::to_vec(body).map_err(unserializable)
-}
-
-/// A read model that cannot be serialized: logged here, a plain 500 for the client.
-fn unserializable(error: serde_json::Error) -> Problem {
-    tracing::error!(%error, "Serializing a read model failed");
-    Problem::internal()
-}
-
-fn respond_tagged(headers: &HeaderMap, bytes: Vec<u8>, etag: String) -> Result<Response, Problem> {
-    let etag_value = HeaderValue::from_str(&etag).map_err(|_| Problem::internal())?;
-    let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        v.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(&etag))
-    });
-    if matches {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
-    }
-    Ok((
-        StatusCode::OK,
-        [(header::ETAG, etag_value), (header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        bytes,
-    )
-        .into_response())
-}
-
 /// The 404 of a user or order that is not in the read models: `No user <id>.`
 fn no_such(what: &str, id: uuid::Uuid) -> Problem {
     Problem::not_found(format!("No {what} {id}."))
@@ -441,16 +373,6 @@ fn database_problem(error: sqlx::Error) -> Problem {
     tracing::warn!(%error, "Read model query failed");
     Problem::new(types::DATABASE_UNAVAILABLE, "The read model cannot be queried now. Retry later.")
         .retry_after(1)
-}
-
-/// Parses a UUID path segment, or says clearly why not.
-fn parse_id(raw: &str, what: &str) -> Result<uuid::Uuid, Problem> {
-    uuid::Uuid::try_parse(raw).map_err(|_| {
-        Problem::new(
-            problems::INVALID_ID,
-            format!("{what} id {:?} is not a UUID", raw.chars().take(64).collect::<String>()),
-        )
-    })
 }
 
 /// `[lo, hi]` or a 400 naming the parameter.

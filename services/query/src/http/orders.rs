@@ -1,7 +1,6 @@
 //! `GET /orders/{id}`: an order with its items and payment.
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use eventline_read_models::documents::{self, Order};
 use eventline_runtime::db;
@@ -10,11 +9,10 @@ use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::extract::{self, IfNoneMatch, OrderId, ReadAfter};
 use super::history::{self, AsOfParams};
-use super::{
-    Aggregate, AppState, database_problem, no_such, parse_id, read_your_writes, stored_document,
-    with_document,
-};
+use super::{Aggregate, AppState, database_problem, no_such, stored_document};
+use eventline_read_models::Projection;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_order))
@@ -32,19 +30,19 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 pub async fn get_order(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    OrderId(order_id): OrderId,
     ApiQuery(as_of): ApiQuery<AsOfParams>,
     RawQuery(raw_query): RawQuery,
-    headers: HeaderMap,
+    after: ReadAfter,
+    cached: IfNoneMatch,
 ) -> Result<Response, Problem> {
-    let order_id = parse_id(&id, "order")?;
     let until = as_of.until(raw_query.as_deref())?;
-    let db = read_your_writes(&state, &headers).await?;
+    let db = state.read_models(Projection::Main, &after).await?;
     if let Some(until) = until {
-        return with_document(&headers, history::order_as_of(&db, order_id, until).await?.tagged());
+        return cached.answer(extract::assembled(history::order_as_of(&db, order_id, until).await?.tagged()));
     }
     if let Some(ready) = stored_document(&state, &db, Aggregate::Order(order_id)).await? {
-        return with_document(&headers, Ok(ready));
+        return cached.answer(Ok(ready));
     }
     // A row stored before documents were: assembled here.
     let assembled = documents::assemble_orders(&db, &[order_id])
@@ -52,5 +50,5 @@ pub async fn get_order(
         .await
         .map_err(database_problem)?;
     let order = assembled.into_iter().next().ok_or_else(|| no_such("order", order_id))?;
-    with_document(&headers, order.tagged())
+    cached.answer(extract::assembled(order.tagged()))
 }

@@ -4,7 +4,6 @@
 //! the first time after a deploy) the route answers `503 projection-catching-up`.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use eventline_read_models::Projection;
 use eventline_read_models::orders_by_status::{self, Cursor, OrderSummary};
@@ -15,8 +14,9 @@ use tracing::Instrument as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::extract::{self, IfNoneMatch, ReadAfter, parse_id};
 use super::history::{self, PageDirection};
-use super::{AppState, database_problem, in_range, parse_id, read_your_writes_from, with_etag};
+use super::{AppState, database_problem, in_range};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_orders_by_status))
@@ -87,7 +87,8 @@ pub struct OrderPage {
 pub async fn list_orders_by_status(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<OrderListParams>,
-    headers: HeaderMap,
+    after: ReadAfter,
+    cached: IfNoneMatch,
 ) -> Result<Response, Problem> {
     let user = params.user_id.as_deref().map(|id| parse_id(id, "user")).transpose()?;
     let limit = in_range(params.limit, 20, 1, 100, "limit")?;
@@ -96,11 +97,11 @@ pub async fn list_orders_by_status(
         None => None,
     };
     let direction = params.direction.unwrap_or_default().into();
-    let db = read_your_writes_from(&state, Projection::OrdersByStatus, &headers).await?;
+    let db = state.read_models(Projection::OrdersByStatus, &after).await?;
     let mut orders = orders_by_status::page(&db, params.status.as_str(), user, cursor, direction, limit + 1)
         .instrument(db::span("SELECT", "orders_by_status"))
         .await
         .map_err(database_problem)?;
     let next_cursor = history::more(&mut orders, limit).map(|last| Cursor::after(last).to_string());
-    with_etag(&headers, &OrderPage { orders, next_cursor })
+    cached.answer(extract::by_digest(&OrderPage { orders, next_cursor }))
 }

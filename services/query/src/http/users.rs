@@ -4,8 +4,7 @@
 use eventline_runtime::db;
 use tracing::Instrument as _;
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use eventline_read_models::documents::{self, OrderSummary, STORED_ORDERS_LIMIT, User};
@@ -16,10 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{
-    Aggregate, AppState, database_problem, in_range, no_such, parse_id, read_your_writes, stored_document,
-    with_document, with_etag,
-};
+use super::extract::{self, IfNoneMatch, ReadAfter, UserId};
+use super::{Aggregate, AppState, database_problem, in_range, no_such, stored_document};
+use eventline_read_models::Projection;
 
 pub const USER_EXISTS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM users WHERE user_id = $1)";
 
@@ -80,17 +78,17 @@ pub struct OrdersParams {
 )]
 pub async fn get_user(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    UserId(user_id): UserId,
     ApiQuery(params): ApiQuery<UserParams>,
-    headers: HeaderMap,
+    after: ReadAfter,
+    cached: IfNoneMatch,
 ) -> Result<Response, Problem> {
-    let user_id = parse_id(&id, "user")?;
     let orders_limit = in_range(params.orders_limit, STORED_ORDERS_LIMIT, 0, 100, "ordersLimit")?;
-    let db = read_your_writes(&state, &headers).await?;
+    let db = state.read_models(Projection::Main, &after).await?;
     if orders_limit == STORED_ORDERS_LIMIT
         && let Some(ready) = stored_document(&state, &db, Aggregate::User(user_id)).await?
     {
-        return with_document(&headers, Ok(ready));
+        return cached.answer(Ok(ready));
     }
     // Another number of orders, or a row stored before documents were: assembled here.
     super::refuse_parked(&state, &db, Aggregate::User(user_id)).await?;
@@ -99,7 +97,7 @@ pub async fn get_user(
         .await
         .map_err(database_problem)?;
     let user = assembled.into_iter().next().ok_or_else(|| no_such("user", user_id))?;
-    with_document(&headers, user.tagged())
+    cached.answer(extract::assembled(user.tagged()))
 }
 
 /// List a user's orders, most recent first
@@ -114,14 +112,14 @@ pub async fn get_user(
 )]
 pub async fn list_orders(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    UserId(user_id): UserId,
     ApiQuery(params): ApiQuery<OrdersParams>,
-    headers: HeaderMap,
+    read_after: ReadAfter,
+    cached: IfNoneMatch,
 ) -> Result<Response, Problem> {
-    let user_id = parse_id(&id, "user")?;
     let limit = in_range(params.limit, 20, 1, 100, "limit")?;
     let after = params.cursor.as_deref().map(Cursor::parse).transpose()?;
-    let db = read_your_writes(&state, &headers).await?;
+    let db = state.read_models(Projection::Main, &read_after).await?;
     let exists: bool = sqlx::query_scalar(USER_EXISTS_SQL)
         .bind(user_id)
         .fetch_one(&db)
@@ -138,7 +136,7 @@ pub async fn list_orders(
     } else {
         None
     };
-    with_etag(&headers, &OrdersPage { orders, next_cursor })
+    cached.answer(extract::by_digest(&OrdersPage { orders, next_cursor }))
 }
 
 /// A user's orders, newest first, after `after` when given (index `orders_by_user`).
