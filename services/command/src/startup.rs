@@ -28,10 +28,17 @@ impl Application {
     /// Ensures the topic exists, connects the producer and binds the listener (port 0 picks a
     /// free port; see `address`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
+        Self::over_topic(config).await
+    }
+
+    /// As `build`, for a topic that exists already: nothing here waits for the broker (the
+    /// producer connects in the background), so a test can send the router commands that are
+    /// refused before any append without one.
+    pub async fn over_topic(config: Config) -> anyhow::Result<Self> {
         eventline_runtime::metrics::install(crate::metrics::describe);
         let guard = config.access.guard(Scope::Write).await?;
         let commands = RateLimiter::new(config.rate_limit(), "commands");
-        eventline_runtime::kafka::ensure_topic(&config.kafka).await.context("preparing the event topic")?;
         let log = EventLog::connect(&config.kafka, config.append_timeout_ms)
             .context("creating the Kafka producer")?;
         let idempotency = IdempotencyStore::new(&config.redis, config.idempotency_ttl())
@@ -45,6 +52,12 @@ impl Application {
         Ok(Application { listener, state, serving: config.serving, cors: config.cors.clone() })
     }
 
+    /// The HTTP API as it is served: for `run_until`, and for a test that sends it requests
+    /// without a listener (`tower::ServiceExt::oneshot`).
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone(), &self.cors)
+    }
+
     /// The decision state, for the `state` subcommands.
     pub fn write_model(&self) -> &WriteModel {
         &self.state.write_model
@@ -56,7 +69,7 @@ impl Application {
 
     /// Serves until `shutdown`, then flushes what the producer still holds.
     pub async fn run_until(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let router = http::router(self.state.clone(), &self.cors);
+        let router = self.router();
         let guard = tokio::spawn(self.state.write_model.clone().guard(shutdown.clone()));
         eventline_runtime::server::serve(self.listener, router, shutdown, self.serving)
             .await
