@@ -182,6 +182,8 @@ async fn bad_ids_and_parameters_are_refused_before_any_read(pool: PgPool) {
         ("/users/not-a-uuid", StatusCode::BAD_REQUEST, "invalid-id"),
         ("/orders/42", StatusCode::BAD_REQUEST, "invalid-id"),
         ("/inventory/-bad", StatusCode::BAD_REQUEST, "invalid-id"),
+        ("/users/%FF%FE", StatusCode::BAD_REQUEST, "invalid-id"),
+        ("/inventory/%FF", StatusCode::BAD_REQUEST, "invalid-id"),
         (
             "/users/0190c9a0-0000-7000-8000-000000000000?ordersLimit=101",
             StatusCode::BAD_REQUEST,

@@ -29,7 +29,7 @@ impl<S: Send + Sync> FromRequestParts<S> for UserId {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        Ok(UserId(parse_id(&path_segment(parts, state).await?, "user")?))
+        Ok(UserId(parse_id(&path_segment(parts, state, "user id").await?, "user")?))
     }
 }
 
@@ -37,7 +37,7 @@ impl<S: Send + Sync> FromRequestParts<S> for OrderId {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        Ok(OrderId(parse_id(&path_segment(parts, state).await?, "order")?))
+        Ok(OrderId(parse_id(&path_segment(parts, state, "order id").await?, "order")?))
     }
 }
 
@@ -45,7 +45,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Sku {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let sku = path_segment(parts, state).await?;
+        let sku = path_segment(parts, state, "sku").await?;
         if eventline_events::is_valid_sku(&sku) {
             return Ok(Sku(sku));
         }
@@ -53,12 +53,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Sku {
     }
 }
 
-/// The route's one path parameter. Every route that takes one of the extractors above has one, so
-/// a failure here is a route written wrong.
-async fn path_segment<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, Problem> {
+/// The route's one path parameter, `what` (for the problem when it cannot be read: a segment
+/// that percent-decodes to bytes that are not UTF-8, such as `%FF`).
+async fn path_segment<S: Send + Sync>(parts: &mut Parts, state: &S, what: &str) -> Result<String, Problem> {
     let Path(segment) = Path::<String>::from_request_parts(parts, state).await.map_err(|rejection| {
-        tracing::error!(%rejection, "A route's path parameter cannot be read");
-        Problem::internal()
+        Problem::new(
+            problems::INVALID_ID,
+            format!("The {what} in the path cannot be read: {}", rejection.body_text()),
+        )
     })?;
     Ok(segment)
 }
