@@ -8,7 +8,9 @@
 //!   and [`broker`], the async handle tests hold on one;
 //! - [`proxy`]: a TCP proxy to cut a dependency away from one client;
 //! - [`openapi`]: the committed documents and the rules they must carry;
-//! - [`jaeger`]: spans read back from a real Jaeger.
+//! - [`jaeger`]: spans read back from a real Jaeger;
+//! - [`router`]: a service's routes sent requests without a listener, on a `#[sqlx::test]`
+//!   database.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod broker;
@@ -19,6 +21,7 @@ pub mod jaeger;
 pub mod kafka;
 pub mod openapi;
 pub mod proxy;
+pub mod router;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

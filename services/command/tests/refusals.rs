@@ -8,22 +8,19 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use clap::Parser as _;
-use serde_json::{Value, json};
+use eventline_testkit::router::{self, Answer};
+use serde_json::json;
 use sqlx::PgPool;
-use tower::ServiceExt as _;
 
 /// The one writer the service lets in, and a reader it refuses.
 const WRITER: &str = "refusals-test-writer-token";
 const READER: &str = "refusals-test-reader-token";
 
 async fn service(pool: &PgPool) -> (eventline_command::Application, axum::Router) {
-    let database: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.unwrap();
-    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
-    let server = server.split('?').next().unwrap().rsplit_once('/').unwrap().0.to_owned();
     let config = eventline_command::Config::try_parse_from([
         "eventline-command",
         "--listen=127.0.0.1:0",
-        &format!("--database-url={server}/{database}"),
+        &format!("--database-url={}", router::database_url(pool).await),
         // Nothing listens there: a command that reached the log would fail, none of these does.
         "--kafka-brokers=127.0.0.1:9",
         "--topic=eventline.refusals",
@@ -36,18 +33,6 @@ async fn service(pool: &PgPool) -> (eventline_command::Application, axum::Router
     (application, router)
 }
 
-struct Answer {
-    status: StatusCode,
-    body: Value,
-}
-
-impl Answer {
-    /// The problem type's last segment (`…/problems/validation` → `validation`).
-    fn problem(&self) -> &str {
-        self.body["type"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default()
-    }
-}
-
 async fn post(router: &axum::Router, path: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Answer {
     let mut request = Request::post(path);
     let bearer = format!("Bearer {WRITER}");
@@ -57,26 +42,15 @@ async fn post(router: &axum::Router, path: &str, headers: &[(&str, &str)], body:
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = router.clone().oneshot(request.body(body.into()).unwrap()).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    Answer { status, body }
+    router::send(router, request.body(body.into()).unwrap()).await
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
-/// Stops the service and ends its sessions on the test's database, which is dropped when the
-/// test ends (a database with sessions is dropped only after a wait).
+/// Stops the service and ends its sessions on the test's database.
 async fn disconnect(pool: &PgPool, service: (eventline_command::Application, axum::Router)) {
     drop(service);
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
+    router::end_other_sessions(pool).await;
 }
 
 #[sqlx::test]

@@ -9,9 +9,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use clap::Parser as _;
+use eventline_testkit::router::{self, Answer};
 use serde_json::Value;
 use sqlx::PgPool;
-use tower::ServiceExt as _;
 use uuid::Uuid;
 
 const TOPIC: &str = "eventline.routes";
@@ -21,13 +21,10 @@ const TOKEN: &str = "routes-test-reader-token";
 
 /// The service over `pool`'s database, as `main` builds it, and its router.
 async fn service(pool: &PgPool) -> (eventline_query::Application, axum::Router) {
-    let database: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.unwrap();
-    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL names the test server");
-    let server = server.split('?').next().unwrap().rsplit_once('/').unwrap().0.to_owned();
     let config = eventline_query::Config::try_parse_from([
         "eventline-query",
         "--listen=127.0.0.1:0",
-        &format!("--database-url={server}/{database}"),
+        &format!("--database-url={}", router::database_url(pool).await),
         "--brokers=",
         &format!("--topic={TOPIC}"),
         "--consistency-wait-ms=300",
@@ -39,47 +36,23 @@ async fn service(pool: &PgPool) -> (eventline_query::Application, axum::Router) 
     (application, router)
 }
 
-/// Stops the service and ends its sessions on the test's database, which is dropped when the
-/// test ends (a database with sessions is dropped only after a wait).
+/// Stops the service and ends its sessions on the test's database.
 async fn disconnect(pool: &PgPool, service: (eventline_query::Application, axum::Router)) {
     drop(service);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
+    router::end_other_sessions(pool).await;
 }
 
 /// Sends `GET path` with `headers`, as the reader.
 async fn get(router: &axum::Router, path: &str, headers: &[(&str, &str)]) -> Answer {
     let bearer = format!("Bearer {TOKEN}");
-    let mut headers = headers.to_vec();
-    if !headers.iter().any(|(name, _)| *name == "authorization") {
-        headers.push(("authorization", &bearer));
-    }
     let mut request = Request::get(path);
-    for (name, value) in headers {
-        request = request.header(name, value);
+    if !headers.iter().any(|(name, _)| *name == "authorization") {
+        request = request.header(header::AUTHORIZATION, &bearer);
     }
-    let response = router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
-    let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    Answer { status: parts.status, headers: parts.headers, body }
-}
-
-/// The problem type's last segment (`…/problems/invalid-id` → `invalid-id`).
-fn problem(answer: &Answer) -> &str {
-    answer.body["type"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default()
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    router::send(router, request.body(Body::empty()).unwrap()).await
 }
 
 /// A user with two orders, the first paid; a sku with stock; the main projection's checkpoint at
@@ -200,7 +173,7 @@ async fn bad_ids_and_parameters_are_refused_before_any_read(pool: PgPool) {
         ("/inventory/SKU-NONE", StatusCode::NOT_FOUND, "not-found"),
     ] {
         let answer = get(&router, path, &[]).await;
-        assert_eq!((answer.status, problem(&answer)), (status, kind), "{path}: {}", answer.body);
+        assert_eq!((answer.status, answer.problem()), (status, kind), "{path}: {}", answer.body);
         assert_eq!(answer.headers[header::CONTENT_TYPE], "application/problem+json", "{path}");
     }
     let stranger =
@@ -262,11 +235,11 @@ async fn a_consistency_token_is_waited_for_and_refused_when_unreached(pool: PgPo
     assert_eq!(reached.status, StatusCode::OK, "{}", reached.body);
 
     let behind = get(&router, &path, &[("consistency-token", "0:10")]).await;
-    assert_eq!((behind.status, problem(&behind)), (StatusCode::SERVICE_UNAVAILABLE, "projection-behind"));
+    assert_eq!((behind.status, behind.problem()), (StatusCode::SERVICE_UNAVAILABLE, "projection-behind"));
     assert_eq!(behind.headers[header::RETRY_AFTER], "1");
 
     let invalid = get(&router, &path, &[("consistency-token", "zero:nine")]).await;
-    assert_eq!((invalid.status, problem(&invalid)), (StatusCode::BAD_REQUEST, "invalid-consistency-token"));
+    assert_eq!((invalid.status, invalid.problem()), (StatusCode::BAD_REQUEST, "invalid-consistency-token"));
 
     // Applied while the read waits: answered as soon as the checkpoint passes it.
     let later = {
@@ -302,7 +275,7 @@ async fn a_parked_aggregate_is_not_served_as_current(pool: PgPool) {
     .unwrap();
 
     let order = get(&router, &format!("/orders/{paid}"), &[]).await;
-    assert_eq!((order.status, problem(&order)), (StatusCode::SERVICE_UNAVAILABLE, "aggregate-parked"));
+    assert_eq!((order.status, order.problem()), (StatusCode::SERVICE_UNAVAILABLE, "aggregate-parked"));
     // The user's document lists that order, but the user's own key is not parked.
     let user = get(&router, &format!("/users/{user}"), &[]).await;
     assert_eq!(user.status, StatusCode::OK, "{}", user.body);
@@ -319,7 +292,7 @@ async fn orders_by_status_answers_503_until_its_projection_first_catches_up(pool
     // Migrations add the projection as `building`: it has never been live.
     let catching_up = get(&router, path, &[]).await;
     assert_eq!(
-        (catching_up.status, problem(&catching_up)),
+        (catching_up.status, catching_up.problem()),
         (StatusCode::SERVICE_UNAVAILABLE, "projection-catching-up"),
         "{}",
         catching_up.body
@@ -356,7 +329,7 @@ async fn orders_by_status_answers_503_until_its_projection_first_catches_up(pool
     let mine = get(&router, &format!("{path}&userId={user}"), &[]).await;
     assert_eq!(mine.body["orders"].as_array().unwrap().len(), 1);
     let bad_user = get(&router, &format!("{path}&userId=someone"), &[]).await;
-    assert_eq!((bad_user.status, problem(&bad_user)), (StatusCode::BAD_REQUEST, "invalid-id"));
+    assert_eq!((bad_user.status, bad_user.problem()), (StatusCode::BAD_REQUEST, "invalid-id"));
     disconnect(&pool, service).await;
 }
 
